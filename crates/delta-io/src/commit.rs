@@ -1,0 +1,77 @@
+//! Append commits carrying `txn` (SetTransaction) progress, and reading that progress.
+
+use std::collections::HashMap;
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::DeltaIoError;
+
+/// Why a commit did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer committed progress for one of our app ids since we read it: our batch
+    /// overlaps theirs and must be dropped, and progress re-read.
+    #[error("another writer advanced the progress of one of this batch's partitions")]
+    ProgressConflict,
+    /// Any other failure.
+    #[error(transparent)]
+    Io(#[from] DeltaIoError),
+}
+
+/// A landed commit.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitOutcome {
+    /// The table version it created.
+    pub version: u64,
+}
+
+/// Commits `adds` plus one `txn` per entry of `progress` in one atomic commit. delta-rs retries
+/// on conflicts with blind appends; a concurrent commit that carries one of our app ids is a
+/// [`CommitError::ProgressConflict`].
+pub async fn commit_append(
+    table: &mut DeltaTable,
+    adds: Vec<Add>,
+    progress: Vec<Transaction>,
+    job_id: &str,
+    batch_id: i64,
+    app_metadata: HashMap<String, serde_json::Value>,
+) -> Result<CommitOutcome, CommitError> {
+    let location = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+    let actions: Vec<Action> = adds.into_iter().map(Action::Add).chain(progress.into_iter().map(Action::Txn)).collect();
+    let operation = DeltaOperation::StreamingUpdate {
+        output_mode: OutputMode::Append,
+        query_id: job_id.to_string(),
+        epoch_id: batch_id,
+    };
+    let result = CommitBuilder::default()
+        .with_actions(actions)
+        .with_app_metadata(app_metadata)
+        .with_max_retries(50)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await;
+    match result {
+        Ok(done) => {
+            let version = done.version();
+            table.state = Some(done.snapshot());
+            Ok(CommitOutcome { version })
+        }
+        Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
+            Err(CommitError::ProgressConflict)
+        }
+        Err(source) => Err(DeltaIoError::Delta { table: location, source }.into()),
+    }
+}
+
+/// The `txn` version recorded for `app_id`, if any.
+pub async fn read_progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, DeltaIoError> {
+    let location = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|source| DeltaIoError::Delta { table: location, source })
+}

@@ -1,0 +1,14 @@
+//! Delta Lake access for the jobs: table locations (local or `s3://`), open-or-create with a
+//! schema check, Parquet file writing, and append commits that carry `txn` progress.
+
+mod commit;
+mod location;
+mod table;
+
+pub use commit::{commit_append, read_progress, CommitError, CommitOutcome};
+pub use location::{storage_options, table_url};
+pub use table::{open_or_create, open_table, write_files, DeltaIoError, TableSpec};
+
+pub use deltalake;
+pub use deltalake::kernel::Transaction;
+pub use deltalake::DeltaTable;

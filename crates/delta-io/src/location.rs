@@ -1,0 +1,45 @@
+//! Table locations and object-store options.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use url::Url;
+
+use crate::DeltaIoError;
+
+/// The URL of a table location: `s3://...` as is, local paths made absolute (and created).
+pub fn table_url(location: &str) -> Result<Url, DeltaIoError> {
+    if location.starts_with("s3://") || location.starts_with("file://") {
+        let url = Url::parse(location).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+        if url.scheme() == "file" {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+            }
+        }
+        return Ok(url);
+    }
+    let path = Path::new(location);
+    std::fs::create_dir_all(path).map_err(|e| DeltaIoError::Location(format!("cannot create {location}: {e}")))?;
+    let abs = std::fs::canonicalize(path).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+    Url::from_directory_path(&abs).map_err(|_| DeltaIoError::Location(format!("{location} is not a usable directory")))
+}
+
+/// Object-store options: the configured ones plus `AWS_ENDPOINT_URL` (S3-compatible stores;
+/// plain http is allowed for it) from the environment. Credentials stay with the AWS chain.
+pub fn storage_options(configured: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    let mut opts: HashMap<String, String> = configured.clone().into_iter().collect();
+    for var in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Ok(v) = std::env::var(var) {
+            opts.entry(var.to_string()).or_insert(v);
+        }
+    }
+    if opts.get("AWS_ENDPOINT_URL").is_some_and(|e| e.starts_with("http://")) {
+        opts.entry("AWS_ALLOW_HTTP".into()).or_insert_with(|| "true".into());
+    }
+    if !opts.contains_key("AWS_REGION") {
+        if let Some(r) = opts.get("AWS_DEFAULT_REGION").cloned() {
+            opts.insert("AWS_REGION".into(), r);
+        }
+    }
+    opts
+}

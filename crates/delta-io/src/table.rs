@@ -1,0 +1,166 @@
+//! Opening, creating and writing tables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU64;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::{Add, StructType};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::table::config::DataSkippingNumIndexedCols;
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::{storage_options, table_url};
+
+/// Failures of Delta table access.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaIoError {
+    /// The location is not usable.
+    #[error("table location: {0}")]
+    Location(String),
+    /// delta-rs failed.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// Table location.
+        table: String,
+        /// delta-rs error.
+        source: DeltaTableError,
+    },
+    /// The existing table does not match the configured schema.
+    #[error("table {table} exists with a different schema: {detail}. Migrate the table or fix the schema file")]
+    SchemaMismatch {
+        /// Table location.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+}
+
+impl DeltaIoError {
+    pub(crate) fn delta(table: &str) -> impl FnOnce(DeltaTableError) -> Self + '_ {
+        move |source| Self::Delta { table: table.to_string(), source }
+    }
+}
+
+/// What a job expects of a table it writes: location, schema, partitioning, properties.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Local path or `s3://` URL.
+    pub location: String,
+    /// Table name recorded in metadata.
+    pub name: String,
+    /// Full schema, partition columns included.
+    pub schema: SchemaRef,
+    /// Partition columns in directory order.
+    pub partition_columns: Vec<String>,
+    /// Table properties set at creation.
+    pub properties: BTreeMap<String, String>,
+    /// Object-store options from the configuration.
+    pub storage: BTreeMap<String, String>,
+}
+
+/// Opens an existing table (error if there is none).
+pub async fn open_table(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {
+    let url = table_url(location)?;
+    deltalake::open_table_with_storage_options(url, storage_options(storage))
+        .await
+        .map_err(DeltaIoError::delta(location))
+}
+
+/// Opens the table, creating it on first use; an existing table must have the same columns
+/// (names, types) and partitioning.
+pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError> {
+    let url = table_url(&spec.location)?;
+    let opts = storage_options(&spec.storage);
+    let mut table = DeltaTable::try_from_url_with_storage_options(url.clone(), opts.clone())
+        .await
+        .map_err(DeltaIoError::delta(&spec.location))?;
+    if table.version().is_none() {
+        let delta_schema: StructType = spec
+            .schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| DeltaIoError::delta(&spec.location)(e.into()))?;
+        let created = table
+            .create()
+            .with_table_name(&spec.name)
+            .with_columns(delta_schema.fields().cloned())
+            .with_partition_columns(spec.partition_columns.clone())
+            .with_configuration(spec.properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        table = match created {
+            Ok(t) => t,
+            // Another process created it between our load and our create.
+            Err(_) => DeltaTable::try_from_url_with_storage_options(url, opts)
+                .await
+                .map_err(DeltaIoError::delta(&spec.location))?,
+        };
+        if table.version().is_none() {
+            return Err(DeltaIoError::Location(format!("{}: table could not be created", spec.location)));
+        }
+        tracing::info!(table = %spec.location, "created table");
+    }
+    check_schema(&table, spec)?;
+    Ok(table)
+}
+
+fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<(), DeltaIoError> {
+    let mismatch = |detail: String| DeltaIoError::SchemaMismatch { table: spec.location.clone(), detail };
+    let snapshot = table.snapshot().map_err(DeltaIoError::delta(&spec.location))?;
+    let existing = snapshot.snapshot().arrow_schema();
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    if partitions != spec.partition_columns {
+        return Err(mismatch(format!("partitioned by {partitions:?}, configured {:?}", spec.partition_columns)));
+    }
+    for field in spec.schema.fields() {
+        match existing.field_with_name(field.name()) {
+            Ok(f) if f.data_type() == field.data_type() => {}
+            Ok(f) => return Err(mismatch(format!("column {} is {} in the table, {} in the configuration", field.name(), f.data_type(), field.data_type()))),
+            Err(_) => return Err(mismatch(format!("column {} is missing from the table", field.name()))),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `batches` as Parquet files (zstd, statistics on every column) under the table,
+/// split by partition values and at `target_file_size`; returns the `add` actions to commit.
+pub async fn write_files(
+    table: &DeltaTable,
+    schema: SchemaRef,
+    partition_columns: &[String],
+    batches: &[RecordBatch],
+    target_file_size: u64,
+) -> Result<Vec<Add>, DeltaIoError> {
+    let location = table.table_url().to_string();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_created_by(format!("lakehouse-writer {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let config = WriterConfig::new(
+        schema,
+        partition_columns.to_vec(),
+        Some(props),
+        NonZeroU64::new(target_file_size),
+        None,
+        DataSkippingNumIndexedCols::AllColumns,
+        None,
+    );
+    let mut writer = DeltaWriter::new(table.log_store().object_store(None), config);
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        if let Err(e) = writer.write(batch).await {
+            let _ = writer.abort().await;
+            return Err(DeltaIoError::delta(&location)(e));
+        }
+    }
+    writer.close().await.map_err(DeltaIoError::delta(&location))
+}
+
+/// Storage options as delta-rs wants them (for callers building their own builders).
+pub fn resolved_storage(storage: &BTreeMap<String, String>) -> HashMap<String, String> {
+    storage_options(storage)
+}

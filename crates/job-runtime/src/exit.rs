@@ -1,0 +1,28 @@
+//! Process exit codes: distinct for "no new data" so schedulers can skip downstream work.
+
+/// How a job run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Work was done and committed.
+    Success = 0,
+    /// The run failed; nothing partial was committed.
+    Failure = 1,
+    /// Bad command line.
+    Usage = 2,
+    /// Trigger-once found nothing new to process (Airflow: map to a skip).
+    NoNewData = 3,
+    /// The configuration is invalid (the message names the key).
+    Config = 78,
+}
+
+impl ExitCode {
+    /// The numeric code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// Ends the process with this code.
+    pub fn exit(self) -> ! {
+        std::process::exit(self.code())
+    }
+}

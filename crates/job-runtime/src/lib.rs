@@ -1,0 +1,32 @@
+//! The run contract every job keeps (DESIGN §3): exit codes, the JSON summary line, structured
+//! logs, graceful shutdown, named crash points for tests, and resource figures.
+
+mod crash;
+mod exit;
+mod logging;
+mod resources;
+mod shutdown;
+mod summary;
+
+pub use crash::crash_points_from_env;
+pub use exit::ExitCode;
+pub use logging::init_logging;
+pub use resources::peak_rss_bytes;
+pub use shutdown::Shutdown;
+pub use summary::RunSummary;
+
+/// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,
+/// e.g. `FAILPOINTS=raw_append::after_upload=return` or `...=2*off->return` (third hit).
+/// Tests use it to crash jobs at exact steps of the commit protocol.
+#[macro_export]
+macro_rules! crash_point {
+    ($name:expr) => {
+        $crate::__fail::fail_point!($name, |_| {
+            ::tracing::warn!(crash_point = $name, "crash point reached: aborting");
+            ::std::process::abort()
+        })
+    };
+}
+
+#[doc(hidden)]
+pub use fail as __fail;

@@ -1,0 +1,19 @@
+//! Structured logs on stderr: JSON when stderr is not a terminal, human-readable otherwise.
+//! stdout is reserved for the final JSON summary line.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`, librdkafka quieter).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,deltalake=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if std::io::stderr().is_terminal() {
+        builder.compact().try_init()
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}

@@ -1,0 +1,46 @@
+//! Graceful shutdown on SIGTERM / SIGINT.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A stop flag raised by SIGTERM or SIGINT; the run loop checks it between steps.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// Listens for SIGTERM and SIGINT on the current tokio runtime.
+    pub fn install() -> Self {
+        let this = Self::default();
+        let flag = this.flag.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping: finishing or abandoning the batch in flight"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping: finishing or abandoning the batch in flight"),
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+        this
+    }
+
+    /// True once a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The shared flag (for blocking threads such as the Kafka reader).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Raises the flag (tests, or a fatal error elsewhere).
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+}

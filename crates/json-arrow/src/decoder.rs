@@ -1,0 +1,314 @@
+//! Chunked arrow-json decoding with per-message rejection.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use pipeline_config::{ColumnType, TableSchema};
+
+use crate::TimestampParser;
+
+/// Messages are decoded this many at a time; a failing chunk is re-decoded message by message.
+const CHUNK: usize = 4096;
+
+/// Failure of the decoder itself (not of a message: bad messages become [`Reject`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Arrow rejected a schema or batch we built: a bug or an unsupported schema.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+/// A message that could not become a row, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Index of the message in the decoded input.
+    pub index: usize,
+    /// Why, in words an operator can act on.
+    pub reason: String,
+}
+
+/// The outcome of decoding a run of messages.
+#[derive(Debug)]
+pub struct Decoded {
+    /// One row per accepted message, in input order, with the table schema's columns.
+    pub batch: RecordBatch,
+    /// For each row of `batch`, the index of its message in the input.
+    pub rows: Vec<u32>,
+    /// Messages that were not accepted, in input order.
+    pub rejects: Vec<Reject>,
+}
+
+#[derive(Debug)]
+enum Conversion {
+    None,
+    Timestamp(TimestampParser),
+}
+
+/// Decodes JSON messages into record batches of a table schema.
+#[derive(Debug)]
+pub struct MessageDecoder {
+    /// What arrow-json decodes into: JSON keys, timestamps as strings or epoch numbers.
+    wire_schema: SchemaRef,
+    /// What the table stores: column names, UTC microsecond timestamps.
+    table_schema: SchemaRef,
+    conversions: Vec<Conversion>,
+    required: Vec<bool>,
+    max_message_bytes: usize,
+}
+
+impl MessageDecoder {
+    /// A decoder for `schema`; messages larger than `max_message_bytes` are rejected.
+    pub fn new(schema: &TableSchema, max_message_bytes: usize) -> Self {
+        let mut wire = Vec::new();
+        let mut conversions = Vec::new();
+        for col in &schema.columns {
+            let (wire_type, conv) = match col.kind() {
+                ColumnType::Timestamp => {
+                    let parser = TimestampParser::from_spec(&col.timestamp);
+                    let ty = if parser.is_epoch() { DataType::Int64 } else { DataType::Utf8 };
+                    (ty, Conversion::Timestamp(parser))
+                }
+                other => (other.arrow_type(), Conversion::None),
+            };
+            wire.push(Field::new(col.json_key(), wire_type, true));
+            conversions.push(conv);
+        }
+        Self {
+            wire_schema: Arc::new(Schema::new(wire)),
+            table_schema: schema.arrow_schema(),
+            conversions,
+            required: schema.columns.iter().map(|c| c.required).collect(),
+            max_message_bytes,
+        }
+    }
+
+    /// The schema of decoded batches.
+    pub fn table_schema(&self) -> &SchemaRef {
+        &self.table_schema
+    }
+
+    fn new_decoder(&self) -> Result<Decoder, ArrowError> {
+        ReaderBuilder::new(self.wire_schema.clone())
+            .with_batch_size(CHUNK + 1)
+            .build_decoder()
+    }
+
+    /// Decodes `messages`; each becomes exactly one row or one [`Reject`].
+    pub fn decode(&self, messages: &[&[u8]]) -> Result<Decoded, DecodeError> {
+        let mut rejects = Vec::new();
+        let mut wire_batches = Vec::new();
+        let mut rows: Vec<u32> = Vec::with_capacity(messages.len());
+        let mut decoder = self.new_decoder()?;
+
+        for (chunk_no, chunk) in messages.chunks(CHUNK).enumerate() {
+            let base = chunk_no * CHUNK;
+            let mut accepted: Vec<usize> = Vec::with_capacity(chunk.len());
+            for (i, msg) in chunk.iter().enumerate() {
+                if let Some(reason) = self.precheck(msg) {
+                    rejects.push(Reject { index: base + i, reason });
+                    continue;
+                }
+                if let Err(reason) = feed_one(&mut decoder, msg, accepted.len()) {
+                    rejects.push(Reject { index: base + i, reason });
+                    // The decoder may hold part of the bad message: rebuild it from the good ones.
+                    decoder = self.new_decoder()?;
+                    for &j in &accepted {
+                        decoder.decode(chunk[j])?;
+                    }
+                    continue;
+                }
+                accepted.push(i);
+            }
+            match decoder.flush() {
+                Ok(Some(batch)) => {
+                    wire_batches.push(batch);
+                    rows.extend(accepted.iter().map(|&i| (base + i) as u32));
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    // A value of the wrong type somewhere in the chunk: find it message by message.
+                    decoder = self.new_decoder()?;
+                    for &i in &accepted {
+                        decoder.decode(chunk[i])?;
+                        match decoder.flush() {
+                            Ok(Some(batch)) => {
+                                wire_batches.push(batch);
+                                rows.push((base + i) as u32);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                rejects.push(Reject { index: base + i, reason: describe_arrow_error(&e) });
+                                decoder = self.new_decoder()?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let wire = concat_batches(&self.wire_schema, &wire_batches)?;
+        let (batch, rows) = self.to_table_rows(wire, rows, &mut rejects)?;
+        rejects.sort_by_key(|r| r.index);
+        Ok(Decoded { batch, rows, rejects })
+    }
+
+    fn precheck(&self, msg: &[u8]) -> Option<String> {
+        if msg.len() > self.max_message_bytes {
+            return Some(format!("message of {} bytes exceeds max_message_bytes ({})", msg.len(), self.max_message_bytes));
+        }
+        if msg.iter().all(u8::is_ascii_whitespace) {
+            return Some("empty message (no JSON value)".into());
+        }
+        None
+    }
+
+    /// Converts wire columns to table columns and drops rows that fail a per-row check.
+    fn to_table_rows(&self, wire: RecordBatch, rows: Vec<u32>, rejects: &mut Vec<Reject>) -> Result<(RecordBatch, Vec<u32>), DecodeError> {
+        let mut bad: Vec<(usize, String)> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(wire.num_columns());
+        for (idx, (col, conv)) in wire.columns().iter().zip(&self.conversions).enumerate() {
+            let name = self.table_schema.field(idx).name();
+            let converted: ArrayRef = match conv {
+                Conversion::None => col.clone(),
+                Conversion::Timestamp(parser) if parser.is_epoch() => {
+                    let values = col.as_any().downcast_ref::<Int64Array>().expect("wire type is Int64");
+                    Arc::new(parser.convert_epoch(name, values, &mut bad))
+                }
+                Conversion::Timestamp(parser) => {
+                    let values = col.as_any().downcast_ref::<StringArray>().expect("wire type is Utf8");
+                    Arc::new(parser.convert_strings(name, values, &mut bad))
+                }
+            };
+            if self.required[idx] && col.null_count() > 0 {
+                let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");
+                bad.extend(nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(row, _)| {
+                    (row, format!("required field '{}' is missing or null", self.wire_schema.field(idx).name()))
+                }));
+            }
+            columns.push(converted);
+        }
+        let batch = RecordBatch::try_new(self.table_schema.clone(), columns)?;
+        if bad.is_empty() {
+            return Ok((batch, rows));
+        }
+        bad.sort_by_key(|(row, _)| *row);
+        bad.dedup_by_key(|(row, _)| *row);
+        let mut keep = vec![true; batch.num_rows()];
+        for (row, reason) in bad {
+            keep[row] = false;
+            rejects.push(Reject { index: rows[row] as usize, reason });
+        }
+        let kept_rows = rows.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| *r).collect();
+        let batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
+        Ok((batch, kept_rows))
+    }
+}
+
+/// Feeds one message; it must add exactly one complete record.
+fn feed_one(decoder: &mut Decoder, msg: &[u8], expected_before: usize) -> Result<(), String> {
+    let consumed = decoder.decode(msg).map_err(|e| format!("malformed JSON: {}", strip_prefix(&e)))?;
+    if consumed != msg.len() {
+        // Only happens when the decoder's batch is full, which CHUNK rules out.
+        return Err("message holds more JSON values than the decoder accepts at once".into());
+    }
+    if decoder.has_partial_record() {
+        return Err("malformed JSON: truncated value".into());
+    }
+    match decoder.len() - expected_before {
+        1 => Ok(()),
+        0 => Err("empty message (no JSON value)".into()),
+        n => Err(format!("message holds {n} JSON values; expected one object")),
+    }
+}
+
+fn strip_prefix(e: &ArrowError) -> String {
+    let s = e.to_string();
+    s.strip_prefix("Json error: ").map(str::to_string).unwrap_or(s)
+}
+
+fn describe_arrow_error(e: &ArrowError) -> String {
+    format!("invalid value: {}", strip_prefix(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use pipeline_config::ColumnSpec;
+
+    fn order_schema() -> TableSchema {
+        let col = |name: &str, ty: &str, required: bool| ColumnSpec {
+            name: name.into(),
+            json_name: None,
+            type_name: ty.into(),
+            required,
+            timestamp: Default::default(),
+            column_type: ColumnType::parse(ty),
+        };
+        TableSchema {
+            columns: vec![
+                col("order_id", "long", true),
+                col("order_owner", "string", false),
+                col("order_value", "long", false),
+                col("timestamp", "timestamp", true),
+            ],
+        }
+    }
+
+    #[test]
+    fn good_and_bad_messages_are_separated() {
+        let d = MessageDecoder::new(&order_schema(), 200);
+        let big = format!("{{\"order_id\": 1, \"pad\": \"{}\"}}", "x".repeat(300));
+        let msgs: Vec<&[u8]> = vec![
+            br#"{"order_id": 1, "order_owner": "alice", "order_value": 870, "timestamp": "2022-04-04 12:00:01"}"#,
+            br#"{"order_id": 2, "order_owner": "bob""#,
+            br#"{"order_id": "abc", "timestamp": "2022-04-04 12:00:01"}"#,
+            br#"{"order_owner": "carol", "timestamp": "2022-04-04 12:00:01"}"#,
+            br#"{"order_id": 5, "timestamp": "not a time"}"#,
+            big.as_bytes(),
+            br#"{"order_id": 7, "timestamp": "2022-04-04T12:00:02Z"}{"order_id": 8}"#,
+            b"   ",
+            br#"[1, 2]"#,
+            br#"{"order_id": 10, "order_owner": null, "timestamp": "2022-04-04T12:00:03Z", "extra": {"nested": [1]}}"#,
+        ];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.rows, vec![0, 9]);
+        let rejected: Vec<usize> = out.rejects.iter().map(|r| r.index).collect();
+        assert_eq!(rejected, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(out.rejects[2].reason.contains("required field 'order_id'"), "{:?}", out.rejects[2]);
+        assert!(out.rejects[3].reason.contains("timestamp"), "{:?}", out.rejects[3]);
+        assert!(out.rejects[4].reason.contains("max_message_bytes"));
+        let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values(), &[1, 10]);
+        let ts = out.batch.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(ts.value(0), 1_649_073_601_000_000);
+        assert_eq!(out.batch.schema().field(3).data_type(), &ColumnType::Timestamp.arrow_type());
+    }
+
+    #[test]
+    fn a_truncated_message_does_not_swallow_the_next() {
+        let d = MessageDecoder::new(&order_schema(), 1 << 20);
+        let msgs: Vec<&[u8]> = vec![br#"{"order_id": 1, "timestamp": "#, br#""2022-04-04 12:00:01"}"#];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.batch.num_rows(), 0);
+        assert_eq!(out.rejects.len(), 2);
+    }
+
+    #[test]
+    fn many_chunks_keep_order() {
+        let d = MessageDecoder::new(&order_schema(), 1 << 20);
+        let owned: Vec<String> = (0..10_000)
+            .map(|i| if i % 997 == 0 { "{bad".to_string() } else { format!(r#"{{"order_id": {i}, "timestamp": "2022-04-04 12:00:01"}}"#) })
+            .collect();
+        let msgs: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.rejects.len(), 11);
+        assert_eq!(out.batch.num_rows() + out.rejects.len(), 10_000);
+        let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert!(ids.values().iter().zip(&out.rows).all(|(id, row)| *id == *row as i64));
+    }
+}

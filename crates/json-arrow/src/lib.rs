@@ -1,0 +1,12 @@
+//! Vectorised decoding of JSON messages into Arrow against a table schema.
+//!
+//! Messages are fed to arrow-json's tape decoder in chunks; a chunk that decodes cleanly costs
+//! no per-value work of ours. Only a chunk that fails is decoded message by message to find the
+//! culprits, which are rejected with a reason while the rest of the chunk is kept. Timestamps
+//! are converted column-wise afterwards (configured format, zone or epoch unit).
+
+mod decoder;
+mod timestamps;
+
+pub use decoder::{Decoded, DecodeError, MessageDecoder, Reject};
+pub use timestamps::TimestampParser;

@@ -1,0 +1,170 @@
+//! Column-wise conversion of timestamp strings or epoch numbers to UTC microseconds.
+
+use arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::compute::kernels::cast_utils::string_to_datetime;
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use pipeline_config::{EpochUnit, TimestampSpec};
+
+/// Turns the wire form of one timestamp column into UTC microseconds.
+#[derive(Debug, Clone)]
+pub enum TimestampParser {
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]` or RFC 3339; strings without offset read in `zone`.
+    Default {
+        /// Zone for strings without an offset.
+        zone: Tz,
+    },
+    /// A chrono format; strings read in `zone` unless the format carries an offset.
+    Format {
+        /// chrono format string.
+        format: String,
+        /// Zone for formats without an offset.
+        zone: Tz,
+        /// Whether the format parses an offset (%z, %:z, %#z).
+        has_offset: bool,
+    },
+    /// Epoch numbers in a unit.
+    Epoch(EpochUnit),
+}
+
+impl TimestampParser {
+    /// Builds the parser for a validated column spec.
+    pub fn from_spec(spec: &TimestampSpec) -> Self {
+        let zone = spec
+            .timezone
+            .as_deref()
+            .and_then(|z| z.parse().ok())
+            .unwrap_or(Tz::UTC);
+        match (&spec.epoch_unit, &spec.format) {
+            (Some(unit), _) => Self::Epoch(*unit),
+            (None, Some(format)) => Self::Format {
+                has_offset: format.contains("%z") || format.contains("%:z") || format.contains("%#z"),
+                format: format.clone(),
+                zone,
+            },
+            (None, None) => Self::Default { zone },
+        }
+    }
+
+    /// Whether the wire value is a number (epoch) rather than a string.
+    pub fn is_epoch(&self) -> bool {
+        matches!(self, Self::Epoch(_))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Default { .. } => "YYYY-MM-DD HH:MM:SS[.ffffff] or RFC 3339".into(),
+            Self::Format { format, .. } => format!("format '{format}'"),
+            Self::Epoch(u) => format!("epoch {u:?}").to_lowercase(),
+        }
+    }
+
+    fn parse_str(&self, s: &str) -> Option<i64> {
+        match self {
+            Self::Default { zone } => string_to_datetime(zone, s).ok().map(|d| d.timestamp_micros()),
+            Self::Format { format, zone, has_offset } => {
+                if *has_offset {
+                    chrono::DateTime::parse_from_str(s, format).ok().map(|d| d.timestamp_micros())
+                } else {
+                    let naive = NaiveDateTime::parse_from_str(s, format).ok()?;
+                    // A wall time skipped by a DST change has no instant; an ambiguous one takes
+                    // the earlier instant, as Spark does.
+                    zone.from_local_datetime(&naive).earliest().map(|d| d.timestamp_micros())
+                }
+            }
+            Self::Epoch(_) => None,
+        }
+    }
+
+    /// Converts strings; `bad` receives (row, reason) for values that do not parse.
+    pub fn convert_strings(&self, column: &str, values: &StringArray, bad: &mut Vec<(usize, String)>) -> TimestampMicrosecondArray {
+        let out: TimestampMicrosecondArray = values
+            .iter()
+            .enumerate()
+            .map(|(row, v)| {
+                let s = v?;
+                let parsed = self.parse_str(s);
+                if parsed.is_none() {
+                    bad.push((row, format!("field '{column}': cannot read \"{}\" as a timestamp ({})", truncate(s, 64), self.describe())));
+                }
+                parsed
+            })
+            .collect();
+        out.with_timezone("UTC")
+    }
+
+    /// Converts epoch numbers; `bad` receives rows whose value overflows.
+    pub fn convert_epoch(&self, column: &str, values: &Int64Array, bad: &mut Vec<(usize, String)>) -> TimestampMicrosecondArray {
+        let factor: i64 = match self {
+            Self::Epoch(EpochUnit::Seconds) => 1_000_000,
+            Self::Epoch(EpochUnit::Millis) => 1_000,
+            _ => 1,
+        };
+        let out: TimestampMicrosecondArray = values
+            .iter()
+            .enumerate()
+            .map(|(row, v)| {
+                let v = v?;
+                let micros = v.checked_mul(factor);
+                if micros.is_none() {
+                    bad.push((row, format!("field '{column}': epoch value {v} is out of range")));
+                }
+                micros
+            })
+            .collect();
+        debug_assert_eq!(out.len(), values.len());
+        out.with_timezone("UTC")
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn micros(parser: &TimestampParser, s: &str) -> Option<i64> {
+        let mut bad = vec![];
+        let arr = parser.convert_strings("ts", &StringArray::from(vec![s]), &mut bad);
+        bad.is_empty().then(|| arr.value(0))
+    }
+
+    #[test]
+    fn default_formats_are_utc() {
+        let p = TimestampParser::Default { zone: Tz::UTC };
+        let expected = 1_649_073_601_000_000; // 2022-04-04T12:00:01Z
+        assert_eq!(micros(&p, "2022-04-04 12:00:01"), Some(expected));
+        assert_eq!(micros(&p, "2022-04-04T12:00:01Z"), Some(expected));
+        assert_eq!(micros(&p, "2022-04-04T14:00:01+02:00"), Some(expected));
+        assert_eq!(micros(&p, "2022-04-04 12:00:01.5"), Some(expected + 500_000));
+        assert_eq!(micros(&p, "yesterday"), None);
+    }
+
+    #[test]
+    fn zone_and_two_digit_year() {
+        let p = TimestampParser::from_spec(&TimestampSpec {
+            format: Some("%y-%m-%d %H:%M:%S".into()),
+            timezone: Some("Europe/Paris".into()),
+            epoch_unit: None,
+        });
+        // 14:00:01 in Paris (CEST, UTC+2) is 12:00:01Z.
+        assert_eq!(micros(&p, "22-04-04 14:00:01"), Some(1_649_073_601_000_000));
+        assert_eq!(micros(&p, "2022-04-04 14:00:01"), None);
+    }
+
+    #[test]
+    fn epoch_units() {
+        let p = TimestampParser::Epoch(EpochUnit::Millis);
+        let mut bad = vec![];
+        let arr = p.convert_epoch("ts", &Int64Array::from(vec![Some(1_649_073_601_000), None, Some(i64::MAX)]), &mut bad);
+        assert_eq!(arr.value(0), 1_649_073_601_000_000);
+        assert!(arr.is_null(1));
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, 2);
+    }
+}

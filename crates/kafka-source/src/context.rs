@@ -1,0 +1,99 @@
+//! The rdkafka client context: MSK IAM tokens and rebalances that resume from the table.
+
+use std::collections::BTreeSet;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::MskTokenProvider;
+
+/// Answers "next offset to read" for a partition from the target table (never from group
+/// offsets); `Ok(None)` means the table has no progress and reading starts at the beginning.
+pub type ProgressLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
+
+/// Client context shared by our consumers and producers.
+#[derive(Default, Clone)]
+pub struct LakeContext {
+    msk: Option<Arc<MskTokenProvider>>,
+    progress: Option<ProgressLookup>,
+    /// Partitions revoked since the reader last looked; their buffered messages are dropped.
+    pub(crate) revoked: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    /// Set when a rebalance failed to resume a partition; the reader surfaces it.
+    pub(crate) rebalance_error: Arc<Mutex<Option<String>>>,
+}
+
+impl LakeContext {
+    /// A context that signs MSK IAM tokens with `msk`, if given.
+    pub fn new(msk: Option<Arc<MskTokenProvider>>) -> Self {
+        Self { msk, ..Default::default() }
+    }
+
+    /// Makes group assignments start where the table's progress says.
+    pub fn with_progress(mut self, lookup: ProgressLookup) -> Self {
+        self.progress = Some(lookup);
+        self
+    }
+}
+
+impl ClientContext for LakeContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        match &self.msk {
+            Some(p) => p.token().map_err(Into::into),
+            None => Err("OAUTHBEARER needs kafka.sasl_mechanism = \"AWS_MSK_IAM\"".into()),
+        }
+    }
+}
+
+impl ConsumerContext for LakeContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Seek every new partition to the table's progress before any fetch happens.
+                let mut assigned = TopicPartitionList::new();
+                for elem in tpl.elements() {
+                    let offset = match &self.progress {
+                        Some(lookup) => match lookup(elem.topic(), elem.partition()) {
+                            Ok(Some(next)) => Offset::Offset(next),
+                            Ok(None) => Offset::Beginning,
+                            Err(e) => {
+                                if let Ok(mut slot) = self.rebalance_error.lock() {
+                                    *slot = Some(format!("{}[{}]: {e}", elem.topic(), elem.partition()));
+                                }
+                                Offset::Beginning
+                            }
+                        },
+                        None => Offset::Beginning,
+                    };
+                    if let Err(e) = assigned.add_partition_offset(elem.topic(), elem.partition(), offset) {
+                        tracing::error!(error = %e, "cannot build assignment");
+                    }
+                    if let Ok(mut revoked) = self.revoked.lock() {
+                        revoked.remove(&(elem.topic().to_string(), elem.partition()));
+                    }
+                }
+                tracing::info!(stage = "rebalance", partitions = assigned.count(), "partitions assigned; resuming from table progress");
+                if let Err(e) = consumer.assign(&assigned) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Ok(mut revoked) = self.revoked.lock() {
+                    for elem in tpl.elements() {
+                        revoked.insert((elem.topic().to_string(), elem.partition()));
+                    }
+                }
+                tracing::info!(stage = "rebalance", partitions = tpl.count(), "partitions revoked; their uncommitted messages are dropped");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => tracing::error!(code = ?other, "rebalance error"),
+        }
+    }
+}

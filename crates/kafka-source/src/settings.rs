@@ -1,0 +1,110 @@
+//! librdkafka settings derived from the pipeline's Kafka configuration.
+
+use pipeline_config::{KafkaConfig, SaslMechanism};
+use rdkafka::ClientConfig;
+
+/// Failures talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// librdkafka reported an error.
+    #[error("kafka: {context}: {source}")]
+    Client {
+        /// What we were doing.
+        context: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// An MSK IAM token could not be produced.
+    #[error("MSK IAM token: {0}")]
+    Token(String),
+    /// A topic named in the configuration does not exist on the cluster.
+    #[error("topic '{0}' does not exist on the brokers (create it, or fix raw_append.sources)")]
+    UnknownTopic(String),
+    /// Reading progress for a newly assigned partition failed.
+    #[error("progress lookup for {topic}[{partition}]: {message}")]
+    Progress {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl KafkaError {
+    /// Wraps a librdkafka error with what we were doing.
+    pub fn client(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+        let context = context.into();
+        move |source| Self::Client { context, source }
+    }
+}
+
+/// The librdkafka configuration for `kafka`: brokers, security, then pass-through properties
+/// (which win, so an operator can override anything we derive).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers)
+        .set("security.protocol", kafka.security_protocol.as_librdkafka())
+        .set("client.id", "lakehouse-writer");
+    if let Some(ca) = &kafka.ssl_ca_location {
+        cfg.set("ssl.ca.location", ca);
+    }
+    match kafka.sasl_mechanism {
+        Some(SaslMechanism::AwsMskIam) => {
+            // Tokens come from LakeContext::generate_oauth_token (MskTokenProvider).
+            cfg.set("sasl.mechanism", "OAUTHBEARER");
+        }
+        Some(m) => {
+            let name = match m {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+                SaslMechanism::AwsMskIam => unreachable!("handled above"),
+            };
+            cfg.set("sasl.mechanism", name);
+            if let Some(u) = &kafka.sasl_username {
+                cfg.set("sasl.username", u);
+            }
+            if let Some(p) = &kafka.sasl_password {
+                cfg.set("sasl.password", p);
+            }
+        }
+        None => {}
+    }
+    for (k, v) in &kafka.properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_config::SecurityProtocol;
+
+    #[test]
+    fn scram_and_passthrough() {
+        let mut k = KafkaConfig::default();
+        k.security_protocol = SecurityProtocol::SaslSsl;
+        k.sasl_mechanism = Some(SaslMechanism::ScramSha512);
+        k.sasl_username = Some("u".into());
+        k.sasl_password = Some("p".into());
+        k.properties.insert("fetch.max.bytes".into(), "1000".into());
+        k.properties.insert("client.id".into(), "mine".into());
+        let c = client_config(&k);
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.username"), Some("u"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("1000"));
+        assert_eq!(c.get("client.id"), Some("mine"));
+    }
+
+    #[test]
+    fn msk_iam_uses_oauthbearer() {
+        let mut k = KafkaConfig::default();
+        k.security_protocol = SecurityProtocol::SaslSsl;
+        k.sasl_mechanism = Some(SaslMechanism::AwsMskIam);
+        assert_eq!(client_config(&k).get("sasl.mechanism"), Some("OAUTHBEARER"));
+    }
+}

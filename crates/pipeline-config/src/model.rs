@@ -1,0 +1,538 @@
+//! The pipeline configuration file (`schemas/pipeline.toml`) and its validation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::{ByteSize, ColumnType, ConfigError, TableSchema};
+
+/// The whole pipeline: where the lake is, how to reach Kafka, the tables and the jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Lake location.
+    pub lake: LakeConfig,
+    /// Kafka / MSK connection.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Tables by logical name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+    /// The raw-append job.
+    #[serde(default)]
+    pub raw_append: Option<RawAppendConfig>,
+    /// Folder holding the file, against which schema paths resolve.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Where tables live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Local folder or `s3://bucket/prefix`; override with `LAKEHOUSE_LAKE_ROOT`.
+    pub root: String,
+    /// Extra object-store options (e.g. `AWS_REGION`); AWS credentials come from the
+    /// standard chain, `AWS_ENDPOINT_URL` selects an S3-compatible endpoint.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+}
+
+/// How to reach the brokers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; override with `LAKEHOUSE_KAFKA_BROKERS`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (with sasl_ssl).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user; override with `LAKEHOUSE_KAFKA_SASL_USERNAME`.
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// SASL password; set it with `LAKEHOUSE_KAFKA_SASL_PASSWORD` rather than in the file.
+    #[serde(default)]
+    pub sasl_password: Option<String>,
+    /// CA bundle for ssl / sasl_ssl.
+    #[serde(default)]
+    pub ssl_ca_location: Option<String>,
+    /// AWS region for MSK IAM tokens; defaults to the AWS chain's region.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+    /// Any librdkafka setting, passed through as given (they win over derived settings).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            security_protocol: SecurityProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            aws_region: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Kafka `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS, no SASL.
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// Kafka `sasl.mechanism`, plus AWS MSK IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// SASL/PLAIN.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SASL/SCRAM-SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SASL/SCRAM-SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    /// MSK IAM: OAUTHBEARER tokens signed with the AWS credential chain.
+    #[serde(rename = "AWS_MSK_IAM")]
+    AwsMskIam,
+}
+
+/// A Delta table of the lake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Path under the lake root.
+    pub path: String,
+    /// Schema file, relative to the configuration file.
+    pub schema: PathBuf,
+    /// Partition columns in directory order.
+    #[serde(default)]
+    pub partitions: Vec<PartitionSpec>,
+    /// Extra Delta table properties set when the table is created.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// The loaded schema, filled by validation.
+    #[serde(skip)]
+    pub loaded_schema: Option<TableSchema>,
+}
+
+/// A partition column and where its value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// Partition column name.
+    pub column: String,
+    /// Where the value comes from.
+    #[serde(default)]
+    pub source: PartitionSource,
+    /// For `field`: the timestamp column whose value is formatted.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// For `ingestion_time` and `field`: chrono format, e.g. `%Y`, `%y`, `%Y%m%d%H`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Where a partition value comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionSource {
+    /// A column of the message, used as is.
+    #[default]
+    Column,
+    /// The time the batch was ingested (UTC), formatted.
+    IngestionTime,
+    /// A timestamp column of the message (event time), formatted in UTC.
+    Field,
+}
+
+/// Trigger mode of a job run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Everything available at start, in bounded batches, then exit.
+    #[default]
+    Once,
+    /// Batches in a loop at an interval until SIGTERM/SIGINT.
+    Continuous,
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "once" => Ok(Self::Once),
+            "continuous" => Ok(Self::Continuous),
+            _ => Err(format!("'{s}' is not a trigger (once or continuous)")),
+        }
+    }
+}
+
+/// A duration written as humantime text: `"10s"`, `"2m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationStr(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(DurationStr)
+            .map_err(|e| serde::de::Error::custom(format!("'{s}' is not a duration like \"10s\" or \"5m\": {e}")))
+    }
+}
+
+/// Kafka metadata columns raw-append can add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataColumn {
+    /// `_kafka_topic` string.
+    Topic,
+    /// `_kafka_partition` integer.
+    Partition,
+    /// `_kafka_offset` long.
+    Offset,
+    /// `_kafka_timestamp` timestamp (message create/log-append time).
+    Timestamp,
+    /// `_kafka_key` string (lossy UTF-8).
+    Key,
+}
+
+impl MetadataColumn {
+    /// The column name in the table.
+    pub fn column_name(self) -> &'static str {
+        match self {
+            Self::Topic => "_kafka_topic",
+            Self::Partition => "_kafka_partition",
+            Self::Offset => "_kafka_offset",
+            Self::Timestamp => "_kafka_timestamp",
+            Self::Key => "_kafka_key",
+        }
+    }
+}
+
+/// The raw-append job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppendConfig {
+    /// Identifies the job in `txn` app ids (`<job_id>:<topic>:<partition>`); never change it
+    /// for an existing table, or progress restarts from the earliest offsets.
+    #[serde(default = "default_job_id")]
+    pub job_id: String,
+    /// Topic → table routes.
+    pub sources: Vec<RawAppendSource>,
+    /// Dead-letter table path under the lake root.
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter_table: String,
+    /// Default trigger (the `--trigger` flag wins).
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Continuous mode: a batch is committed at the latest this long after its first message
+    /// (the trigger interval; row and byte limits may commit it sooner).
+    #[serde(default = "default_interval")]
+    pub interval: DurationStr,
+    /// Continuous mode: consumer group shared by the tasks; unset means this one process
+    /// reads every partition by manual assignment.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// A batch is committed at this many messages...
+    #[serde(default = "default_max_batch_rows")]
+    pub max_batch_rows: u64,
+    /// ...or this many payload bytes, whichever comes first.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: ByteSize,
+    /// Parquet files are split at about this size.
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: ByteSize,
+    /// Larger messages are dead letters.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: ByteSize,
+    /// On SIGTERM, the batch in flight may take this long to commit before it is abandoned.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: DurationStr,
+}
+
+fn default_job_id() -> String {
+    "raw-append".into()
+}
+fn default_dead_letter() -> String {
+    "raw/dead_letter".into()
+}
+fn default_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(10))
+}
+fn default_max_batch_rows() -> u64 {
+    2_000_000
+}
+fn default_max_batch_bytes() -> ByteSize {
+    ByteSize(192 << 20)
+}
+fn default_target_file_size() -> ByteSize {
+    ByteSize(128 << 20)
+}
+fn default_max_message_bytes() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_shutdown_timeout() -> DurationStr {
+    DurationStr(Duration::from_secs(30))
+}
+
+/// One topic routed to one table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppendSource {
+    /// Kafka topic.
+    pub topic: String,
+    /// Name of a table under `[tables]`.
+    pub table: String,
+    /// Kafka metadata columns to add.
+    #[serde(default)]
+    pub metadata_columns: Vec<MetadataColumn>,
+}
+
+/// Environment variables that override deployment values.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("LAKEHOUSE_LAKE_ROOT", "lake.root"),
+    ("LAKEHOUSE_KAFKA_BROKERS", "kafka.brokers"),
+    ("LAKEHOUSE_KAFKA_SECURITY_PROTOCOL", "kafka.security_protocol"),
+    ("LAKEHOUSE_KAFKA_SASL_MECHANISM", "kafka.sasl_mechanism"),
+    ("LAKEHOUSE_KAFKA_SASL_USERNAME", "kafka.sasl_username"),
+    ("LAKEHOUSE_KAFKA_SASL_PASSWORD", "kafka.sasl_password"),
+    ("LAKEHOUSE_KAFKA_AWS_REGION", "kafka.aws_region"),
+    ("LAKEHOUSE_RAW_APPEND_GROUP_ID", "raw_append.group_id"),
+];
+
+impl PipelineConfig {
+    /// Reads the file, applies `LAKEHOUSE_*` environment overrides, loads the schema files
+    /// and validates everything.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// [`PipelineConfig::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: PipelineConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.apply_env(&env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        // Enum-valued overrides go through serde so they accept exactly what the file accepts.
+        fn enum_value<T: serde::de::DeserializeOwned>(var: &str, key: &str, s: &str) -> Result<T, ConfigError> {
+            toml::Value::String(s.to_string())
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::invalid(key, format!("from {var}: {}", e.message())))
+        }
+        for (var, key) in ENV_OVERRIDES {
+            let Some(s) = env(var) else { continue };
+            match *key {
+                "lake.root" => self.lake.root = s,
+                "kafka.brokers" => self.kafka.brokers = s,
+                "kafka.security_protocol" => self.kafka.security_protocol = enum_value(var, key, &s)?,
+                "kafka.sasl_mechanism" => self.kafka.sasl_mechanism = Some(enum_value(var, key, &s)?),
+                "kafka.sasl_username" => self.kafka.sasl_username = Some(s),
+                "kafka.sasl_password" => self.kafka.sasl_password = Some(s),
+                "kafka.aws_region" => self.kafka.aws_region = Some(s),
+                "raw_append.group_id" => {
+                    if let Some(ra) = self.raw_append.as_mut() {
+                        ra.group_id = (!s.is_empty()).then_some(s);
+                    }
+                }
+                _ => unreachable!("every ENV_OVERRIDES key is handled"),
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.lake.root.trim().is_empty() {
+            return Err(ConfigError::invalid("lake.root", "must be a local folder or s3://bucket/prefix"));
+        }
+        if self.lake.root.contains("://") && !self.lake.root.starts_with("s3://") && !self.lake.root.starts_with("file://") {
+            return Err(ConfigError::invalid(
+                "lake.root",
+                format!("'{}' has an unsupported scheme: use a local path, file:// or s3://", self.lake.root),
+            ));
+        }
+        self.validate_kafka()?;
+        let base = self.base_dir.clone();
+        for (name, table) in self.tables.iter_mut() {
+            let key = format!("tables.{name}");
+            if table.path.trim().is_empty() || table.path.split('/').any(|p| p == "..") {
+                return Err(ConfigError::invalid(format!("{key}.path"), "must be a relative path under the lake root, without '..'"));
+            }
+            let schema = TableSchema::load(&base.join(&table.schema), &format!("{key}.schema"))?;
+            validate_partitions(&key, &table.partitions, &schema)?;
+            table.loaded_schema = Some(schema);
+        }
+        if let Some(ra) = &self.raw_append {
+            if ra.sources.is_empty() {
+                return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } route"));
+            }
+            if ra.job_id.is_empty() || ra.job_id.contains(':') {
+                return Err(ConfigError::invalid("raw_append.job_id", "must be non-empty and contain no ':' (it is part of txn app ids)"));
+            }
+            let mut topics = std::collections::HashSet::new();
+            for (i, src) in ra.sources.iter().enumerate() {
+                let key = format!("raw_append.sources[{i}]");
+                if !topics.insert(&src.topic) {
+                    return Err(ConfigError::invalid(format!("{key}.topic"), format!("topic '{}' is routed twice", src.topic)));
+                }
+                let table = self.tables.get(&src.table).ok_or_else(|| {
+                    ConfigError::invalid(format!("{key}.table"), format!("no table '{}' under [tables]", src.table))
+                })?;
+                let schema = table.loaded_schema.as_ref().expect("validated above");
+                for m in &src.metadata_columns {
+                    if schema.column(m.column_name()).is_some() {
+                        return Err(ConfigError::invalid(format!("{key}.metadata_columns"), format!("{} clashes with a schema column", m.column_name())));
+                    }
+                }
+            }
+            if ra.max_batch_rows == 0 || ra.max_batch_bytes.0 == 0 {
+                return Err(ConfigError::invalid("raw_append.max_batch_rows", "max_batch_rows and max_batch_bytes must be positive"));
+            }
+            if ra.target_file_size.0 < (1 << 20) {
+                return Err(ConfigError::invalid("raw_append.target_file_size", "must be at least 1 MiB"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.brokers", "set host:port[,host:port] or LAKEHOUSE_KAFKA_BROKERS"));
+        }
+        let sasl = matches!(k.security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+        match (sasl, k.sasl_mechanism) {
+            (true, None) => return Err(ConfigError::invalid("kafka.sasl_mechanism", "required with sasl_* security: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM")),
+            (false, Some(_)) => return Err(ConfigError::invalid("kafka.security_protocol", "a sasl_mechanism is set: use sasl_ssl (or sasl_plaintext)")),
+            (true, Some(SaslMechanism::AwsMskIam)) if k.security_protocol != SecurityProtocol::SaslSsl => {
+                return Err(ConfigError::invalid("kafka.security_protocol", "AWS_MSK_IAM needs sasl_ssl"))
+            }
+            (true, Some(SaslMechanism::AwsMskIam)) => {}
+            (true, Some(_)) => {
+                if k.sasl_username.is_none() || k.sasl_password.is_none() {
+                    return Err(ConfigError::invalid("kafka.sasl_username", "SCRAM/PLAIN need a username and password (LAKEHOUSE_KAFKA_SASL_USERNAME / LAKEHOUSE_KAFKA_SASL_PASSWORD)"));
+                }
+            }
+            (false, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The table named `name` with its loaded schema.
+    pub fn table(&self, name: &str) -> Option<&TableConfig> {
+        self.tables.get(name)
+    }
+
+    /// The URL-ish location of a table path under the lake root.
+    pub fn table_location(&self, path: &str) -> String {
+        let root = self.lake.root.trim_end_matches('/');
+        format!("{root}/{}", path.trim_start_matches('/'))
+    }
+}
+
+impl TableConfig {
+    /// The loaded schema (present after validation).
+    pub fn schema(&self) -> &TableSchema {
+        self.loaded_schema.as_ref().expect("PipelineConfig::load validates and loads every schema")
+    }
+
+    /// Partition column names in directory order.
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.partitions.iter().map(|p| p.column.clone()).collect()
+    }
+}
+
+fn validate_partitions(key: &str, parts: &[PartitionSpec], schema: &TableSchema) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in parts.iter().enumerate() {
+        let pkey = format!("{key}.partitions[{i}]");
+        if !seen.insert(&p.column) {
+            return Err(ConfigError::invalid(format!("{pkey}.column"), format!("'{}' is listed twice", p.column)));
+        }
+        let fmt_ok = |f: &Option<String>| -> Result<(), ConfigError> {
+            let f = f.as_deref().ok_or_else(|| ConfigError::invalid(format!("{pkey}.format"), "required for ingestion_time and field partitions, e.g. \"%Y\""))?;
+            if f.is_empty() || chrono::format::StrftimeItems::new(f).any(|it| matches!(it, chrono::format::Item::Error)) {
+                return Err(ConfigError::invalid(format!("{pkey}.format"), format!("'{f}' is not a valid chrono format")));
+            }
+            Ok(())
+        };
+        match p.source {
+            PartitionSource::Column => {
+                if schema.column(&p.column).is_none() {
+                    return Err(ConfigError::invalid(format!("{pkey}.column"), format!("'{}' is not a schema column; for derived values set source = \"ingestion_time\" or \"field\"", p.column)));
+                }
+                if p.format.is_some() || p.field.is_some() {
+                    return Err(ConfigError::invalid(&pkey, "format and field apply to ingestion_time / field partitions only"));
+                }
+            }
+            PartitionSource::IngestionTime => {
+                fmt_ok(&p.format)?;
+                if schema.column(&p.column).is_some() {
+                    return Err(ConfigError::invalid(format!("{pkey}.column"), "a derived partition column must not also be a schema column"));
+                }
+            }
+            PartitionSource::Field => {
+                fmt_ok(&p.format)?;
+                let field = p.field.as_deref().ok_or_else(|| ConfigError::invalid(format!("{pkey}.field"), "name the timestamp column to derive from"))?;
+                match schema.column(field) {
+                    Some(c) if c.kind() == ColumnType::Timestamp => {}
+                    _ => return Err(ConfigError::invalid(format!("{pkey}.field"), format!("'{field}' is not a timestamp column of the schema"))),
+                }
+                if schema.column(&p.column).is_some() {
+                    return Err(ConfigError::invalid(format!("{pkey}.column"), "a derived partition column must not also be a schema column"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Message/table schema files (`schemas/*.schema.toml`): the columns a message is decoded into.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// The schema of a message and of the table columns decoded from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSchema {
+    /// Columns in table order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// One column of a [`TableSchema`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Column name in the table.
+    pub name: String,
+    /// JSON key to read it from, when it differs from `name`.
+    #[serde(default)]
+    pub json_name: Option<String>,
+    /// Delta type name: string, long, integer, short, double, float, boolean, date, timestamp,
+    /// or decimal(p,s).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// A message without a value here (missing or null) is a dead letter.
+    #[serde(default)]
+    pub required: bool,
+    /// For `timestamp` columns: how the value is written in messages.
+    #[serde(flatten)]
+    pub timestamp: TimestampSpec,
+    /// Parsed form of `type_name`, filled by validation.
+    #[serde(skip)]
+    pub column_type: Option<ColumnType>,
+}
+
+/// How a `timestamp` column is written in messages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampSpec {
+    /// chrono format for strings (e.g. `%y-%m-%d %H:%M:%S`); unset accepts
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]` and RFC 3339.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// IANA zone in which strings without an offset are read; UTC by default.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// When messages carry epoch numbers: their unit.
+    #[serde(default)]
+    pub epoch_unit: Option<EpochUnit>,
+}
+
+/// Unit of epoch numbers in a timestamp column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpochUnit {
+    /// Seconds since 1970-01-01T00:00:00Z.
+    Seconds,
+    /// Milliseconds since the epoch.
+    Millis,
+    /// Microseconds since the epoch.
+    Micros,
+}
+
+/// The column types the pipeline stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTF-8 string.
+    String,
+    /// 64-bit integer.
+    Long,
+    /// 32-bit integer.
+    Integer,
+    /// 16-bit integer.
+    Short,
+    /// 64-bit float.
+    Double,
+    /// 32-bit float.
+    Float,
+    /// Boolean.
+    Boolean,
+    /// Calendar date.
+    Date,
+    /// UTC timestamp with microsecond precision (Delta `timestamp`, never `timestamp_ntz`).
+    Timestamp,
+    /// Decimal with precision and scale.
+    Decimal(u8, i8),
+}
+
+impl ColumnType {
+    /// Parses a Delta type name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let n = name.trim().to_ascii_lowercase();
+        Some(match n.as_str() {
+            "string" => Self::String,
+            "long" | "bigint" => Self::Long,
+            "integer" | "int" => Self::Integer,
+            "short" | "smallint" => Self::Short,
+            "double" => Self::Double,
+            "float" => Self::Float,
+            "boolean" => Self::Boolean,
+            "date" => Self::Date,
+            "timestamp" => Self::Timestamp,
+            _ => {
+                let inner = n.strip_prefix("decimal(")?.strip_suffix(')')?;
+                let (p, s) = inner.split_once(',')?;
+                let (p, s): (u8, i8) = (p.trim().parse().ok()?, s.trim().parse().ok()?);
+                if p == 0 || p > 38 || s < 0 || s as u8 > p {
+                    return None;
+                }
+                Self::Decimal(p, s)
+            }
+        })
+    }
+
+    /// The Arrow type stored in the table.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            Self::String => DataType::Utf8,
+            Self::Long => DataType::Int64,
+            Self::Integer => DataType::Int32,
+            Self::Short => DataType::Int16,
+            Self::Double => DataType::Float64,
+            Self::Float => DataType::Float32,
+            Self::Boolean => DataType::Boolean,
+            Self::Date => DataType::Date32,
+            Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Decimal(p, s) => DataType::Decimal128(p, s),
+        }
+    }
+}
+
+impl TableSchema {
+    /// Reads and validates a schema file; `key` names where the configuration refers to it.
+    pub fn load(path: &Path, key: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut schema: TableSchema = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        schema.validate(key)?;
+        Ok(schema)
+    }
+
+    fn validate(&mut self, key: &str) -> Result<(), ConfigError> {
+        if self.columns.is_empty() {
+            return Err(ConfigError::invalid(key, "the schema has no columns"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, col) in self.columns.iter_mut().enumerate() {
+            let ckey = format!("{key}.columns[{i}]");
+            if col.name.is_empty() || !seen.insert(col.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{ckey}.name"),
+                    format!("column name '{}' is empty or repeated", col.name),
+                ));
+            }
+            let ty = ColumnType::parse(&col.type_name).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{ckey}.type"),
+                    format!(
+                        "unknown type '{}' (use string, long, integer, short, double, float, boolean, date, timestamp or decimal(p,s))",
+                        col.type_name
+                    ),
+                )
+            })?;
+            col.column_type = Some(ty);
+            let ts = &col.timestamp;
+            let has_ts_options = ts.format.is_some() || ts.timezone.is_some() || ts.epoch_unit.is_some();
+            if has_ts_options && ty != ColumnType::Timestamp {
+                return Err(ConfigError::invalid(
+                    &ckey,
+                    "format, timezone and epoch_unit apply to timestamp columns only",
+                ));
+            }
+            if ts.epoch_unit.is_some() && (ts.format.is_some() || ts.timezone.is_some()) {
+                return Err(ConfigError::invalid(
+                    &ckey,
+                    "epoch_unit excludes format and timezone: epoch numbers are UTC by definition",
+                ));
+            }
+            if let Some(tz) = &ts.timezone {
+                tz.parse::<chrono_tz::Tz>().map_err(|_| {
+                    ConfigError::invalid(
+                        format!("{ckey}.timezone"),
+                        format!("'{tz}' is not an IANA time zone such as UTC or Europe/Paris"),
+                    )
+                })?;
+            }
+            if let Some(fmt) = &ts.format {
+                if chrono::format::StrftimeItems::new(fmt)
+                    .any(|item| matches!(item, chrono::format::Item::Error))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{ckey}.format"),
+                        format!("'{fmt}' is not a valid chrono format"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a column up by name.
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The Arrow schema of the decoded columns (all nullable: required-ness is checked per row
+    /// so that one bad message is rejected rather than the whole batch).
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+impl ColumnSpec {
+    /// The validated column type.
+    pub fn data_type(&self) -> DataType {
+        self.kind().arrow_type()
+    }
+
+    /// The validated column type (validation fills it; unparsed specs default to string).
+    pub fn kind(&self) -> ColumnType {
+        self.column_type
+            .or_else(|| ColumnType::parse(&self.type_name))
+            .unwrap_or(ColumnType::String)
+    }
+
+    /// The JSON key the value is read from.
+    pub fn json_key(&self) -> &str {
+        self.json_name.as_deref().unwrap_or(&self.name)
+    }
+}

@@ -1,0 +1,16 @@
+//! raw-append (DESIGN §4): Kafka JSON topics into Delta tables, exactly-once.
+//!
+//! Each batch commits, per target table, the Parquet files of its rows together with one `txn`
+//! action per source partition (`<job-id>:<topic>:<partition>`, version = last offset included).
+//! Rejected messages go to the dead-letter table first, under the same app ids, so that a
+//! restart from the main table's progress re-reads them and the dead-letter table's own
+//! progress filters what it already holds.
+
+mod dead_letter;
+mod events;
+mod job;
+mod routes;
+mod table_rows;
+
+pub use job::{RawAppend, RawAppendError};
+pub use routes::Route;

@@ -1,0 +1,84 @@
+//! Topic → table routes resolved from the configuration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use delta_io::TableSpec;
+use json_arrow::MessageDecoder;
+use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig};
+
+/// One topic routed into one table, with everything needed to turn messages into rows.
+#[derive(Debug)]
+pub struct Route {
+    /// Source topic.
+    pub topic: String,
+    /// Logical table name (key under `[tables]`).
+    pub table_name: String,
+    /// Where and how the table is stored.
+    pub spec: TableSpec,
+    /// Decoder for the table's message schema.
+    pub decoder: MessageDecoder,
+    /// Partition columns and their sources.
+    pub partitions: Vec<PartitionSpec>,
+    /// Kafka metadata columns appended after the message columns.
+    pub metadata: Vec<MetadataColumn>,
+}
+
+impl Route {
+    /// Resolves every route of the raw-append configuration.
+    pub fn all(config: &PipelineConfig, job: &RawAppendConfig) -> Vec<Route> {
+        job.sources
+            .iter()
+            .map(|src| {
+                let table = config.table(&src.table).expect("validated: routes name existing tables");
+                let schema = table.schema();
+                let decoder = MessageDecoder::new(schema, job.max_message_bytes.0 as usize);
+                let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
+                fields.extend(
+                    table
+                        .partitions
+                        .iter()
+                        .filter(|p| p.source != PartitionSource::Column)
+                        .map(|p| Field::new(&p.column, DataType::Utf8, true)),
+                );
+                Route {
+                    topic: src.topic.clone(),
+                    table_name: src.table.clone(),
+                    spec: TableSpec {
+                        location: config.table_location(&table.path),
+                        name: src.table.clone(),
+                        schema: Arc::new(Schema::new(fields)),
+                        partition_columns: table.partition_columns(),
+                        properties: table.properties.clone(),
+                        storage: config.lake.storage_options.clone(),
+                    },
+                    decoder,
+                    partitions: table.partitions.clone(),
+                    metadata: src.metadata_columns.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The full table schema (message columns, metadata columns, derived partition columns).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.spec.schema
+    }
+}
+
+fn metadata_field(m: MetadataColumn) -> Field {
+    let ty = match m {
+        MetadataColumn::Topic | MetadataColumn::Key => DataType::Utf8,
+        MetadataColumn::Partition => DataType::Int32,
+        MetadataColumn::Offset => DataType::Int64,
+        MetadataColumn::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    };
+    Field::new(m.column_name(), ty, true)
+}
+
+/// Routes by topic.
+pub fn by_topic(routes: &[Route]) -> BTreeMap<&str, usize> {
+    routes.iter().enumerate().map(|(i, r)| (r.topic.as_str(), i)).collect()
+}

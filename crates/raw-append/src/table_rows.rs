@@ -1,0 +1,82 @@
+//! Turning one partition's decoded messages into table rows: derived partition columns and
+//! Kafka metadata columns.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::filter_record_batch;
+use chrono::{DateTime, Utc};
+use json_arrow::{Decoded, Reject};
+use kafka_source::{PartitionChunk, PartitionKey};
+use pipeline_config::{MetadataColumn, PartitionSource};
+
+use crate::routes::Route;
+
+/// Table rows of one partition chunk plus the messages rejected on the way.
+pub struct ChunkRows {
+    /// Rows in the route's table schema.
+    pub batch: RecordBatch,
+    /// Rejected messages (index into the chunk).
+    pub rejects: Vec<Reject>,
+}
+
+/// Builds table rows from a chunk's decoded messages; `ingested_at` feeds ingestion-time partitions.
+pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded: Decoded, ingested_at: DateTime<Utc>) -> Result<ChunkRows, arrow::error::ArrowError> {
+    let Decoded { batch, rows, mut rejects } = decoded;
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for m in &route.metadata {
+        let col: ArrayRef = match m {
+            MetadataColumn::Topic => Arc::new(StringArray::from(vec![key.topic.as_ref(); n])),
+            MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
+            MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
+            MetadataColumn::Timestamp => Arc::new(
+                TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000))).with_timezone("UTC"),
+            ),
+            MetadataColumn::Key => Arc::new(StringArray::from_iter(
+                rows.iter().map(|&r| chunk.keys.get(r as usize).and_then(|k| k.as_deref()).map(|k| String::from_utf8_lossy(k).into_owned())),
+            )),
+        };
+        columns.push(col);
+    }
+    let mut keep: Option<Vec<bool>> = None;
+    for p in route.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
+        let format = p.format.as_deref().unwrap_or("%Y");
+        let col: ArrayRef = match p.source {
+            PartitionSource::IngestionTime => Arc::new(StringArray::from(vec![ingested_at.format(format).to_string(); n])),
+            PartitionSource::Field => {
+                let field = p.field.as_deref().unwrap_or_default();
+                let idx = batch.schema().index_of(field)?;
+                let ts = batch.column(idx).as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
+                    arrow::error::ArrowError::SchemaError(format!("partition field {field} is not a timestamp"))
+                })?;
+                let keep = keep.get_or_insert_with(|| vec![true; n]);
+                let values: StringArray = ts
+                    .iter()
+                    .enumerate()
+                    .map(|(row, v)| match v.and_then(DateTime::from_timestamp_micros) {
+                        Some(t) => Some(t.format(format).to_string()),
+                        None => {
+                            if keep[row] {
+                                keep[row] = false;
+                                rejects.push(Reject { index: rows[row] as usize, reason: format!("event-time partition field '{field}' is null") });
+                            }
+                            None
+                        }
+                    })
+                    .collect();
+                Arc::new(values)
+            }
+            PartitionSource::Column => unreachable!("filtered above"),
+        };
+        columns.push(col);
+    }
+    let mut out = RecordBatch::try_new(route.schema().clone(), columns)?;
+    if let Some(keep) = keep {
+        if keep.iter().any(|k| !k) {
+            out = filter_record_batch(&out, &BooleanArray::from(keep))?;
+            rejects.sort_by_key(|r| r.index);
+        }
+    }
+    Ok(ChunkRows { batch: out, rejects })
+}

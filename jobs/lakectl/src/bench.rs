@@ -1,0 +1,175 @@
+//! `lakectl bench-raw-append`: raw-append throughput and peak memory against the consume-only
+//! ceiling of a bare librdkafka consumer, measured in the same run on the same data.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use reference_data::{create_topics, produce, OrderGenerator, ProduceOptions};
+
+/// Options of the raw-append benchmark.
+#[derive(Debug, Args)]
+pub struct RawAppendBench {
+    /// Backlog sizes to measure (messages); several sizes show whether memory follows the backlog.
+    #[arg(long, value_delimiter = ',', default_value = "5000000")]
+    messages: Vec<u64>,
+    /// Runs per size; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Folder with the schema files.
+    #[arg(long, default_value = "schemas")]
+    schemas: PathBuf,
+    /// Scratch folder for lakes (removed after each run).
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+}
+
+struct Measure {
+    seconds: f64,
+    peak_rss: u64,
+}
+
+impl RawAppendBench {
+    /// Runs the benchmark and prints a report.
+    pub fn run(&self, brokers: &str) -> Result<(), String> {
+        std::fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
+        let schemas = std::fs::canonicalize(&self.schemas).map_err(|e| format!("{}: {e}", self.schemas.display()))?;
+        println!("raw-append benchmark: reference orders, {} partitions, median of {} runs", self.partitions, self.runs);
+        println!("{:>10} {:>14} {:>10} {:>12} {:>14} {:>10} {:>7} {:>12}", "messages", "ceiling msg/s", "MB/s", "ceiling RSS", "raw-append/s", "MB/s", "ratio", "peak RSS");
+        for &n in &self.messages {
+            let topic = format!("bench-orders-{}-{}", n, std::process::id());
+            super::tokio_block(create_topics(brokers, &[&topic], self.partitions)).map_err(|e| e.to_string())?;
+            let mut gen = OrderGenerator::reference(7);
+            let produced = produce(brokers, &topic, &ProduceOptions { count: n, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).map_err(|e| e.to_string())?;
+            let mb = produced.bytes as f64 / 1e6;
+            let mut ceiling = Vec::new();
+            let mut job = Vec::new();
+            for run in 0..self.runs {
+                ceiling.push(consume_only(brokers, &topic, n)?);
+                job.push(self.raw_append_once(brokers, &topic, &schemas, run)?);
+            }
+            let c = median(ceiling.iter().map(|m| m.seconds));
+            let j = median(job.iter().map(|m| m.seconds));
+            let rss = median(job.iter().map(|m| m.peak_rss as f64));
+            let crss = median(ceiling.iter().map(|m| m.peak_rss as f64));
+            println!(
+                "{:>10} {:>14.0} {:>10.1} {:>10.0}MB {:>14.0} {:>10.1} {:>6.0}% {:>10.0}MB",
+                n, n as f64 / c, mb / c, crss / 1e6, n as f64 / j, mb / j, 100.0 * c / j, rss / 1e6
+            );
+            for (i, (c, j)) in ceiling.iter().zip(&job).enumerate() {
+                println!("    run {}: ceiling {:.2}s, raw-append {:.2}s, raw-append peak RSS {:.0} MB", i + 1, c.seconds, j.seconds, j.peak_rss as f64 / 1e6);
+            }
+        }
+        Ok(())
+    }
+
+    fn raw_append_once(&self, brokers: &str, topic: &str, schemas: &Path, run: usize) -> Result<Measure, String> {
+        let dir = self.work_dir.join(format!("run-{}-{run}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config = dir.join("pipeline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[lake]
+root = "{lake}"
+[kafka]
+brokers = "{brokers}"
+[tables.raw_order]
+path = "raw/order"
+schema = "{schema}"
+partitions = [
+  {{ column = "year", source = "ingestion_time", format = "%Y" }},
+  {{ column = "month", source = "ingestion_time", format = "%m" }},
+  {{ column = "day", source = "ingestion_time", format = "%d" }},
+  {{ column = "hour", source = "ingestion_time", format = "%H" }},
+]
+[raw_append]
+sources = [{{ topic = "{topic}", table = "raw_order" }}]
+"#,
+                lake = dir.join("lake").display(),
+                schema = schemas.join("order.schema.toml").display(),
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let child = Command::new(super::bin_dir().join("raw-append"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start raw-append (build it first): {e}"))?;
+        let (status, rss) = wait_with_rusage(child)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        if !status.success() {
+            return Err(format!("raw-append exited with {status}"));
+        }
+        Ok(Measure { seconds, peak_rss: rss })
+    }
+}
+
+/// Reads the whole topic with a bare BaseConsumer (no decoding, no writing): the ceiling.
+fn consume_only(brokers: &str, topic: &str, expected: u64) -> Result<Measure, String> {
+    let started = Instant::now();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-consume-only")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    while count < expected {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                count += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None if started.elapsed() > Duration::from_secs(600) => return Err("consume-only timed out".into()),
+            None => {}
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(Measure { seconds: started.elapsed().as_secs_f64(), peak_rss: job_runtime::peak_rss_bytes().unwrap_or(0) })
+}
+
+fn wait_with_rusage(child: std::process::Child) -> Result<(std::process::ExitStatus, u64), String> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024))
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}

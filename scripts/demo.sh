@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The main job end to end on the embedded default: local broker, local Delta tables in ./lake.
+# Installs and starts what it needs; the broker is stopped at the end (its data is in memory).
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+bash scripts/setup.sh
+log "building (release; the first build takes about half an hour on 2 cores)"
+cargo build --release --workspace --bins
+trap 'bash scripts/services.sh stop' EXIT
+source "$(bash scripts/services.sh start | tail -1)"
+log "creating topics and producing the reference data (1% malformed)"
+"$BIN/lakectl" create-topics orders members --partitions 3
+"$BIN/lakectl" produce --orders 10000 --members 300 --bad-fraction 0.01
+log "raw-append, trigger once, into ./lake"
+rc=0; "$BIN/raw-append" --config schemas/pipeline.toml || rc=$?
+[ "$rc" -eq 0 ] || { echo "raw-append exited $rc" >&2; exit "$rc"; }
+log "what it wrote"
+for t in lake/raw/order lake/raw/member lake/raw/dead_letter; do
+  printf '%-22s %4d data files, %3d commits, partitions e.g. %s\n' "$t" \
+    "$(find "$t" -name '*.parquet' | wc -l)" "$(ls "$t/_delta_log" | grep -c '\.json$')" \
+    "$(find "$t" -name '*.parquet' | head -1 | sed "s|^$t/||; s|/[^/]*$||")"
+done
+log "a second run finds nothing new (exit code 3)"
+rc=0; "$BIN/raw-append" --config schemas/pipeline.toml >/dev/null || rc=$?
+echo "second run exit code: $rc"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what builds and tests need, idempotently: Debian packages for rdkafka's cmake build,
+# a python venv with tansu (Kafka-compatible broker) and moto (S3-compatible server).
+source "$(dirname "$0")/lib.sh"
+
+APT_PACKAGES=(cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev libzstd-dev build-essential python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+
+stamp="$VENV/.installed-$(echo "$TANSU_PACKAGE $MOTO_PACKAGE" | md5sum | cut -c1-8)"
+if [ ! -f "$stamp" ]; then
+  log "installing tansu and moto into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q "$TANSU_PACKAGE" "$MOTO_PACKAGE"
+  touch "$stamp"
+fi
+"$(tansu_bin)" --version >/dev/null

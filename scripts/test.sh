@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: unit tests and end-to-end tests against a real tansu broker and moto S3 server.
+# Builds tests and binaries in one profile (release), reusing $CARGO_TARGET_DIR when present.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+bash scripts/setup.sh
+log "building binaries and tests (release profile, target dir $CARGO_TARGET_DIR)"
+cargo build --release --workspace --bins --tests
+trap 'bash scripts/services.sh stop' EXIT
+source "$(bash scripts/services.sh start | tail -1)"
+log "running tests"
+cargo test --release --workspace -- --test-threads "${TEST_THREADS:-2}" "$@"

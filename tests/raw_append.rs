@@ -1,0 +1,470 @@
+//! raw-append end to end against a real tansu broker and moto S3 server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use e2e_tests::*;
+use reference_data::{OrderGenerator, ProduceOptions};
+
+const ORDERS_TABLE: &str = r#"
+[tables.raw_order]
+path = "raw/order"
+schema = "order.schema.toml"
+partitions = [
+  { column = "year", source = "ingestion_time", format = "%Y" },
+  { column = "month", source = "ingestion_time", format = "%m" },
+  { column = "day", source = "ingestion_time", format = "%d" },
+  { column = "hour", source = "ingestion_time", format = "%H" },
+]
+"#;
+
+fn orders_pipeline(services: &Services, lake_root: Option<&str>, topic: &str, extra: &str) -> Pipeline {
+    Pipeline::new(
+        services,
+        lake_root,
+        &format!(
+            "{ORDERS_TABLE}\n[raw_append]\n{extra}\nsources = [{{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"topic\", \"partition\", \"offset\"] }}]\n"
+        ),
+    )
+}
+
+/// The rows a reference order stream of `count` messages must become, as rendered by `query`
+/// (order_id, order_owner, order_value, timestamp), skipping the messages the producer replaced
+/// with malformed ones.
+fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<String>, usize> {
+    let mut gen = OrderGenerator::reference(seed);
+    let bad_every = if bad_fraction > 0.0 { (1.0 / bad_fraction).round() as u64 } else { 0 };
+    let mut rows = BTreeMap::new();
+    for i in 0..count {
+        let (_, msg) = gen.next_message();
+        if bad_every > 0 && i % bad_every == bad_every - 1 {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&msg).expect("generated JSON");
+        let row = vec![
+            v["order_id"].to_string(),
+            v["order_owner"].as_str().unwrap_or_default().to_string(),
+            v["order_value"].to_string(),
+            v["timestamp"].as_str().unwrap_or_default().replace(' ', "T") + "Z",
+        ];
+        *rows.entry(row).or_insert(0) += 1;
+    }
+    rows
+}
+
+fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        *out.entry(r).or_insert(0) += 1;
+    }
+    out
+}
+
+fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> reference_data::ProduceReport {
+    let mut gen = OrderGenerator::reference(seed);
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message()).expect("produced")
+}
+
+fn count(rows: &[Vec<String>]) -> u64 {
+    rows[0][0].parse().expect("a count")
+}
+
+#[test]
+fn end_to_end_local_tables_hold_exactly_what_was_produced() {
+    let services = Services::get();
+    let orders = unique("orders");
+    let members = unique("members");
+    create_topics(&services, &[&orders], 3);
+    create_topics(&services, &[&members], 2);
+    produce_orders(&services, &orders, 11, 3000, 0, 0.0);
+    let mut gen = reference_data::MembershipGenerator::reference(11);
+    reference_data::produce(&services.brokers, &members, &ProduceOptions { count: 200, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).expect("members");
+
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"{ORDERS_TABLE}
+[tables.raw_member]
+path = "raw/member"
+schema = "member.schema.toml"
+partitions = [{{ column = "order_owner" }}]
+
+[raw_append]
+max_batch_rows = 1000
+sources = [
+  {{ topic = "{orders}", table = "raw_order", metadata_columns = ["partition", "offset"] }},
+  {{ topic = "{members}", table = "raw_member", metadata_columns = ["partition", "offset", "timestamp", "key"] }},
+]
+"#
+        ),
+    );
+    let config = pipeline.config.to_str().expect("utf-8 path");
+    let first = run("raw-append", &["--config", config], &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(first.summary["rows_in"], 3200);
+    assert_eq!(first.summary["rows_out"]["raw_order"], 3000);
+    assert_eq!(first.summary["rows_out"]["raw_member"], 200);
+    assert_eq!(first.summary["dead_letters"], 0);
+
+    let order_table = pipeline.table("raw/order");
+    let none = HashMap::new();
+    let tables = [("o", order_table.as_str())];
+    let rows = query(&tables, &none, "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o");
+    assert_eq!(multiset(rows), expected_orders(11, 3000, 0.0), "field by field, the table holds what was produced");
+    let per_partition = query(&tables, &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1 ORDER BY 1");
+    assert_eq!(per_partition.len(), 3);
+    for row in &per_partition {
+        let (n, distinct, min, max): (i64, i64, i64, i64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
+        assert_eq!((n, min, max), (distinct, 0, n - 1), "every offset of partition {} exactly once", row[0]);
+    }
+    let year = query(&tables, &none, "SELECT DISTINCT year, month FROM o");
+    let now = chrono_now();
+    assert_eq!(year, vec![vec![now.0, now.1]], "ingestion-time partitions");
+    assert!(std::path::Path::new(&order_table).join(format!("year={}", year[0][0])).is_dir(), "Hive-style partition folders");
+
+    let member_table = pipeline.table("raw/member");
+    let owners = query(&[("m", member_table.as_str())], &none, "SELECT order_owner, COUNT(*) FROM m GROUP BY 1 ORDER BY 1");
+    assert_eq!(owners.iter().map(|r| r[1].parse::<u64>().unwrap()).sum::<u64>(), 200);
+    assert!(std::path::Path::new(&member_table).join("order_owner=alice").is_dir());
+    let keys = query(&[("m", member_table.as_str())], &none, "SELECT COUNT(*) FROM m WHERE _kafka_key = order_owner AND _kafka_timestamp IS NOT NULL");
+    assert_eq!(count(&keys), 200, "metadata columns carry the key and the Kafka timestamp");
+
+    let protocol = std::fs::read_to_string(std::path::Path::new(&order_table).join("_delta_log/00000000000000000000.json")).expect("first commit");
+    assert!(protocol.contains(r#""minReaderVersion":1"#) && protocol.contains(r#""minWriterVersion":2"#), "lowest protocol: {protocol}");
+    assert!(protocol.contains(r#"\"type\":\"timestamp\""#) && !protocol.contains("timestamp_ntz"), "UTC timestamps: {protocol}");
+
+    let version = table_version(&order_table, &none);
+    let second = run("raw-append", &["--config", config], &[]);
+    assert_eq!(second.code, Some(3), "nothing new: distinct exit code\n{}", second.stderr);
+    assert_eq!(second.summary["status"], "no_new_data");
+    assert_eq!(table_version(&order_table, &none), version, "a run without new data commits nothing");
+}
+
+fn chrono_now() -> (String, String) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    // Civil-from-days (Howard Hinnant), to stay independent of the job's own date code.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year.to_string(), format!("{month:02}"))
+}
+
+#[test]
+fn bad_input_lands_in_the_dead_letter_table_and_partitions_are_escaped() {
+    let services = Services::get();
+    let topic = unique("events");
+    create_topics(&services, &[&topic], 1);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"[tables.events]
+path = "raw/events"
+schema = "events.schema.toml"
+partitions = [{{ column = "category" }}, {{ column = "ot", source = "field", field = "ts", format = "%Y%m%d%H" }}]
+
+[raw_append]
+max_message_bytes = "1 KiB"
+sources = [{{ topic = "{topic}", table = "events", metadata_columns = ["offset"] }}]
+"#
+        ),
+    );
+    pipeline.write_file(
+        "events.schema.toml",
+        r#"
+[[columns]]
+name = "id"
+type = "long"
+required = true
+[[columns]]
+name = "category"
+type = "string"
+[[columns]]
+name = "amount"
+type = "double"
+[[columns]]
+name = "ts"
+type = "timestamp"
+required = true
+format = "%y-%m-%d %H:%M:%S"
+"#,
+    );
+    let categories = ["a/b", "..", "x=y", "50%", "with space", "日本語", "plain", "#?:"];
+    let mut good: Vec<String> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"id": i, "category": c, "amount": 1.5, "ts": "22-04-04 12:30:00"}).to_string())
+        .collect();
+    good.push(r#"{"id": 100, "amount": 2, "ts": "22-04-04 13:00:00"}"#.to_string());
+    let oversized = format!(r#"{{"id": 1, "ts": "22-04-04 12:00:00", "pad": "{}"}}"#, "x".repeat(2000));
+    let bad: Vec<(&str, String)> = vec![
+        ("malformed JSON", r#"{"id": 1, "category": "#.to_string()),
+        ("invalid value", r#"{"id": "one", "ts": "22-04-04 12:00:00"}"#.to_string()),
+        ("required field 'id'", r#"{"category": "a", "ts": "22-04-04 12:00:00"}"#.to_string()),
+        ("cannot read", r#"{"id": 2, "ts": "2022-04-04 12:00:00"}"#.to_string()),
+        ("required field 'ts'", r#"{"id": 3, "ts": null}"#.to_string()),
+        ("max_message_bytes", oversized),
+        ("empty message", String::new()),
+        ("JSON values", r#"{"id": 4, "ts": "22-04-04 12:00:00"} {"id": 5, "ts": "22-04-04 12:00:00"}"#.to_string()),
+    ];
+    // Interleave good and bad messages so rejection happens inside decode chunks.
+    let mut messages: Vec<(Option<&str>, Vec<u8>)> = Vec::new();
+    let mut expected_bad: Vec<(usize, &str)> = Vec::new();
+    for i in 0..good.len().max(bad.len()) {
+        if let Some(g) = good.get(i) {
+            messages.push((None, g.clone().into_bytes()));
+        }
+        if let Some((reason, b)) = bad.get(i) {
+            expected_bad.push((messages.len(), reason));
+            messages.push((Some("k"), b.clone().into_bytes()));
+        }
+    }
+    let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+    produce_raw(&services, &topic, &refs);
+
+    let config = pipeline.config.to_str().unwrap();
+    let result = run("raw-append", &["--config", config], &[]);
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(result.summary["dead_letters"], bad.len());
+    assert_eq!(result.summary["rows_out"]["events"], good.len());
+
+    let none = HashMap::new();
+    let dlq = pipeline.table("raw/dead_letter");
+    let dead = query(&[("d", dlq.as_str())], &none, "SELECT \"offset\", error, payload, topic, target_table, key FROM d ORDER BY \"offset\"");
+    assert_eq!(dead.len(), bad.len());
+    for ((offset, reason), row) in expected_bad.iter().zip(&dead) {
+        assert_eq!(row[0], offset.to_string());
+        assert!(row[1].contains(reason), "offset {offset}: expected '{reason}' in '{}'", row[1]);
+        assert_eq!(row[3], topic);
+        assert_eq!(row[4], "events");
+        let payload_hex: String = messages[*offset].1.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(row[2], payload_hex, "raw bytes kept");
+        assert_eq!(row[5], "6b", "key kept");
+    }
+
+    let events = pipeline.table("raw/events");
+    let rows = query(&[("e", events.as_str())], &none, "SELECT id, category, ot, ts FROM e ORDER BY id");
+    let mut expected: Vec<Vec<String>> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| vec![i.to_string(), c.to_string(), "2022040412".into(), "2022-04-04T12:30:00Z".into()])
+        .collect();
+    expected.push(vec!["100".into(), "NULL".into(), "2022040413".into(), "2022-04-04T13:00:00Z".into()]);
+    assert_eq!(rows, expected, "partition values survive escaping exactly, null included");
+    // Every data file lives inside the table folder, in Hive-escaped partition folders.
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&events).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("category=") {
+            dirs.push(name);
+        }
+    }
+    assert!(dirs.contains(&"category=a%2Fb".to_string()), "{dirs:?}");
+    assert!(dirs.contains(&"category=__HIVE_DEFAULT_PARTITION__".to_string()), "{dirs:?}");
+    assert_eq!(dirs.len(), categories.len() + 1, "{dirs:?}");
+    let lake_entries: Vec<String> = std::fs::read_dir(&pipeline.lake_root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(lake_entries, vec!["raw".to_string()], "nothing escapes the lake");
+
+    let again = run("raw-append", &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+}
+
+enum Kill {
+    /// Arm a crash point (FAILPOINTS syntax).
+    At(&'static str, &'static str),
+    /// SIGKILL after a delay.
+    After(u64),
+}
+
+#[test]
+fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
+    let services = Services::get();
+    let topic = unique("crash-orders");
+    create_topics(&services, &[&topic], 3);
+    const TOTAL: u64 = 24_000;
+    const BAD: f64 = 0.02;
+    let producer = {
+        let services = services.clone();
+        let topic = topic.clone();
+        std::thread::spawn(move || produce_orders(&services, &topic, 5, TOTAL, 3_000, BAD))
+    };
+    let pipeline = orders_pipeline(&services, None, &topic, "max_batch_rows = 700");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let plan = [
+        Kill::At("raw_append::after_decode", "2*off->return"),
+        Kill::At("raw_append::after_upload", "1*off->return"),
+        Kill::After(700),
+        Kill::At("raw_append::after_commit", "return"),
+        Kill::At("raw_append::after_dead_letter_upload", "return"),
+        Kill::After(1_500),
+        Kill::At("raw_append::after_dead_letter_commit", "return"),
+        Kill::At("raw_append::after_upload", "3*off->return"),
+        Kill::After(300),
+        Kill::At("raw_append::after_commit", "2*off->return"),
+        Kill::After(2_500),
+        Kill::At("raw_append::after_decode", "return"),
+        Kill::After(1_000),
+    ];
+    let mut crashes = 0;
+    for kill in &plan {
+        std::thread::sleep(Duration::from_millis(400));
+        match kill {
+            Kill::At(point, action) => {
+                let r = run("raw-append", &["--config", &config], &[("FAILPOINTS".into(), format!("{point}={action}"))]);
+                if r.code.is_none() {
+                    crashes += 1;
+                } else {
+                    assert!(matches!(r.code, Some(0 | 3)), "run ended badly: {}", r.stderr);
+                }
+            }
+            Kill::After(ms) => {
+                let mut child = spawn("raw-append", &["--config", &config], &[]);
+                std::thread::sleep(Duration::from_millis(*ms));
+                if child.try_wait().expect("status").is_none() {
+                    child.kill().expect("SIGKILL");
+                    crashes += 1;
+                }
+                let _ = child.wait();
+            }
+        }
+    }
+    assert!(crashes >= 10, "only {crashes} runs were actually killed");
+    let report = producer.join().expect("producer thread");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = run("raw-append", &["--config", &config], &[]);
+        match r.code {
+            Some(3) => break,
+            Some(0) => assert!(Instant::now() < deadline, "still finding data after 5 minutes"),
+            other => panic!("final run exited {other:?}: {}", r.stderr),
+        }
+    }
+
+    let none = HashMap::new();
+    let main = pipeline.table("raw/order");
+    let dlq = pipeline.table("raw/dead_letter");
+    let tables = [("o", main.as_str()), ("d", dlq.as_str())];
+    let all = query(
+        &tables,
+        &none,
+        "SELECT p, COUNT(*), COUNT(DISTINCT off), MIN(off), MAX(off) FROM (SELECT _kafka_partition AS p, _kafka_offset AS off FROM o UNION ALL SELECT \"partition\" AS p, \"offset\" AS off FROM d) GROUP BY p ORDER BY p",
+    );
+    let mut total = 0;
+    for row in &all {
+        let (n, distinct, min, max): (u64, u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
+        assert_eq!(n, distinct, "partition {}: an offset landed twice", row[0]);
+        assert_eq!((min, max), (0, n - 1), "partition {}: an offset is missing", row[0]);
+        total += n;
+    }
+    assert_eq!(total, report.messages, "every produced message is in exactly one table");
+    let dead = query(&tables, &none, "SELECT COUNT(*) FROM d");
+    assert_eq!(count(&dead), report.malformed);
+    let rows = query(&tables, &none, "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o");
+    assert_eq!(multiset(rows), expected_orders(5, TOTAL, BAD), "field by field");
+}
+
+#[test]
+fn on_moto_s3_end_to_end_and_two_writers_lose_no_commit() {
+    let services = Services::get();
+    let bucket = unique("lake").to_lowercase();
+    services.create_bucket(&bucket);
+    let root = format!("s3://{bucket}/lake");
+    let env = services.s3_env();
+    let storage = services.s3_options();
+
+    let topic = unique("s3-orders");
+    create_topics(&services, &[&topic], 2);
+    produce_orders(&services, &topic, 21, 1500, 0, 0.0);
+    let pipeline = orders_pipeline(&services, Some(&root), &topic, "max_batch_rows = 500");
+    let config = pipeline.config.to_str().unwrap();
+    let r = run("raw-append", &["--config", config], &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let table = format!("{root}/raw/order");
+    let rows = query(&[("o", table.as_str())], &storage, "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o");
+    assert_eq!(multiset(rows), expected_orders(21, 1500, 0.0));
+    let again = run("raw-append", &["--config", config], &env);
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+
+    // Two processes append to one table at once, each from its own topic (disjoint partitions),
+    // in many small commits: S3 conditional put must serialise them without losing any.
+    let (a, b) = (unique("s3-a"), unique("s3-b"));
+    create_topics(&services, &[&a, &b], 2);
+    produce_orders(&services, &a, 31, 2000, 0, 0.0);
+    produce_orders(&services, &b, 32, 2000, 0, 0.0);
+    let shared_root = format!("s3://{bucket}/shared");
+    let pa = orders_pipeline(&services, Some(&shared_root), &a, "max_batch_rows = 100");
+    let pb = orders_pipeline(&services, Some(&shared_root), &b, "max_batch_rows = 100");
+    let ca = spawn("raw-append", &["--config", pa.config.to_str().unwrap()], &env);
+    let cb = spawn("raw-append", &["--config", pb.config.to_str().unwrap()], &env);
+    for child in [ca, cb] {
+        let out = child.wait_with_output().expect("finished");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shared = format!("{shared_root}/raw/order");
+    let per_topic = query(&[("o", shared.as_str())], &storage, "SELECT _kafka_topic, COUNT(*), COUNT(DISTINCT (_kafka_partition * 1000000 + _kafka_offset)) FROM o GROUP BY 1 ORDER BY 1");
+    let mut expected = vec![vec![a.clone(), "2000".into(), "2000".into()], vec![b.clone(), "2000".into(), "2000".into()]];
+    expected.sort();
+    assert_eq!(per_topic, expected);
+}
+
+#[test]
+fn continuous_mode_commits_by_interval_and_stops_cleanly_on_sigterm() {
+    let services = Services::get();
+    let topic = unique("cont-orders");
+    create_topics(&services, &[&topic], 2);
+    let pipeline = orders_pipeline(&services, None, &topic, "interval = \"1s\"\nshutdown_timeout = \"20s\"");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let mut child = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+    produce_orders(&services, &topic, 41, 800, 0, 0.0);
+    let table = pipeline.table("raw/order");
+    let none = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let ready = std::path::Path::new(&table).join("_delta_log").exists()
+            && count(&query(&[("o", table.as_str())], &none, "SELECT COUNT(*) FROM o")) == 800;
+        if ready {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "continuous run exited early");
+        assert!(Instant::now() < deadline, "continuous run did not commit the data");
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("exited");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "stopped");
+    assert_eq!(summary["rows_out"]["raw_order"], 800);
+    let once = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(once.code, Some(3), "{}", once.stderr);
+}
+
+#[test]
+fn invalid_configuration_names_the_key_and_exits_78() {
+    let services = Services::get();
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        r#"[tables.raw_order]
+path = "raw/order"
+schema = "order.schema.toml"
+partitions = [{ column = "year", source = "ingestion_time", format = "%Q" }]
+[raw_append]
+sources = [{ topic = "t", table = "raw_order" }]
+"#,
+    );
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(78));
+    let error = r.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("tables.raw_order.partitions[0].format"), "{error}");
+    let usage = run("raw-append", &["--trigger", "sometimes"], &[]);
+    assert_eq!(usage.code, Some(2));
+}

@@ -1,0 +1,215 @@
+//! Support for end-to-end tests: the services started by `scripts/test.sh`, unique topics,
+//! pipeline configurations in temp folders, running the job binaries, and reading tables back
+//! with DataFusion (an independent reader of what the jobs wrote).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTableBuilder;
+
+/// Loopback addresses of the services `scripts/services.sh` started.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Kafka bootstrap servers (tansu).
+    pub brokers: String,
+    /// moto S3 endpoint.
+    pub s3_endpoint: String,
+}
+
+impl Services {
+    /// Reads them from the environment `scripts/test.sh` sets up.
+    pub fn get() -> Self {
+        let need = |var: &str| {
+            std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh, which starts tansu and moto"))
+        };
+        Self { brokers: need("LAKEHOUSE_KAFKA_BROKERS"), s3_endpoint: need("LAKEHOUSE_TEST_S3_ENDPOINT") }
+    }
+
+    /// Environment for a job that writes to the moto S3 server.
+    pub fn s3_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.s3_endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Storage options for reading tables on the moto S3 server.
+    pub fn s3_options(&self) -> HashMap<String, String> {
+        self.s3_env().into_iter().chain([("AWS_ALLOW_HTTP".to_string(), "true".to_string())]).collect()
+    }
+
+    /// Creates a bucket on the moto server (a plain S3 `PUT /bucket`).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let host = self.s3_endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).expect("moto is reachable");
+        write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("request sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {answer}");
+    }
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Path of a job binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Blocks on a future with a fresh runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime").block_on(f)
+}
+
+/// Creates `topics` with `partitions` partitions each.
+pub fn create_topics(services: &Services, topics: &[&str], partitions: i32) {
+    block_on(reference_data::create_topics(&services.brokers, topics, partitions)).expect("topics created");
+}
+
+/// Produces raw payloads (with keys) to a topic and waits for acknowledgement.
+pub fn produce_raw(services: &Services, topic: &str, messages: &[(Option<&str>, &[u8])]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &services.brokers).set("linger.ms", "5").create().expect("producer");
+    for (key, payload) in messages {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// A pipeline configuration in a temp folder, with the repository's schema files.
+pub struct Pipeline {
+    /// Holds the folder for the test's lifetime.
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The lake root as written in the configuration.
+    pub lake_root: String,
+}
+
+impl Pipeline {
+    /// Writes `body` (TOML after the [lake] and [kafka] sections) with the lake at `lake_root`
+    /// (None: a `lake` folder inside the temp folder).
+    pub fn new(services: &Services, lake_root: Option<&str>, body: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").canonicalize().expect("schemas folder");
+        for entry in std::fs::read_dir(&schemas).expect("schemas") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy schema");
+        }
+        let lake_root = lake_root.map(str::to_string).unwrap_or_else(|| dir.path().join("lake").display().to_string());
+        let config = dir.path().join("pipeline.toml");
+        std::fs::write(&config, format!("[lake]\nroot = \"{lake_root}\"\n\n[kafka]\nbrokers = \"{}\"\n\n{body}", services.brokers)).expect("config written");
+        Self { dir, config, lake_root }
+    }
+
+    /// Writes an extra file (e.g. a schema) next to the configuration.
+    pub fn write_file(&self, name: &str, body: &str) {
+        std::fs::write(self.dir.path().join(name), body).expect("file written");
+    }
+
+    /// Location of a table path under the lake root.
+    pub fn table(&self, path: &str) -> String {
+        format!("{}/{path}", self.lake_root)
+    }
+}
+
+/// The outcome of a job run.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// The JSON summary (last stdout line).
+    pub summary: serde_json::Value,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Builds a command for a job binary with extra environment.
+pub fn command(binary: &str, args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(bin(binary));
+    cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a job to completion.
+pub fn run(binary: &str, args: &[&str], env: &[(String, String)]) -> RunResult {
+    let out = command(binary, args, env).output().expect("job started");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
+    RunResult { code: out.status.code(), summary, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// Starts a job without waiting.
+pub fn spawn(binary: &str, args: &[&str], env: &[(String, String)]) -> Child {
+    command(binary, args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("job started")
+}
+
+/// Runs `sql` against tables registered under the given names and renders every value as a
+/// string (timestamps in RFC 3339, nulls as "NULL").
+pub fn query(tables: &[(&str, &str)], storage: &HashMap<String, String>, sql: &str) -> Vec<Vec<String>> {
+    block_on(async {
+        let ctx = SessionContext::new();
+        for (name, location) in tables {
+            let url = if location.starts_with("s3://") {
+                url::Url::parse(location).expect("url")
+            } else {
+                url::Url::from_directory_path(Path::new(location).canonicalize().expect("table folder")).expect("url")
+            };
+            let table = DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads");
+            table.update_datafusion_session(&ctx.state()).expect("object store registered");
+            let provider = table.table_provider().await.expect("provider");
+            ctx.register_table(*name, provider).expect("registered");
+        }
+        let batches = ctx.sql(sql).await.expect("query plans").collect().await.expect("query runs");
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for batch in batches {
+            let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")).collect();
+            for r in 0..batch.num_rows() {
+                rows.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
+            }
+        }
+        rows
+    })
+}
+
+/// The current version of a table.
+pub fn table_version(location: &str, storage: &HashMap<String, String>) -> u64 {
+    block_on(async {
+        let url = if location.starts_with("s3://") {
+            url::Url::parse(location).expect("url")
+        } else {
+            url::Url::from_directory_path(Path::new(location).canonicalize().expect("folder")).expect("url")
+        };
+        let table = DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads");
+        table.version().expect("a version")
+    })
+}
