@@ -1,6 +1,6 @@
 //! Opening, creating and writing tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 
 use arrow::datatypes::SchemaRef;
@@ -11,7 +11,7 @@ use deltalake::kernel::{Add, StructType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
-use deltalake::table::config::DataSkippingNumIndexedCols;
+use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::{storage_options, table_url};
@@ -158,9 +158,4 @@ pub async fn write_files(
         }
     }
     writer.close().await.map_err(DeltaIoError::delta(&location))
-}
-
-/// Storage options as delta-rs wants them (for callers building their own builders).
-pub fn resolved_storage(storage: &BTreeMap<String, String>) -> HashMap<String, String> {
-    storage_options(storage)
 }

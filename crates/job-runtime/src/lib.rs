@@ -4,6 +4,7 @@
 mod crash;
 mod exit;
 mod logging;
+mod progress;
 mod resources;
 mod shutdown;
 mod summary;
@@ -11,6 +12,7 @@ mod summary;
 pub use crash::crash_points_from_env;
 pub use exit::ExitCode;
 pub use logging::init_logging;
+pub use progress::Progress;
 pub use resources::peak_rss_bytes;
 pub use shutdown::Shutdown;
 pub use summary::RunSummary;

@@ -1,6 +1,6 @@
 //! Column-wise conversion of timestamp strings or epoch numbers to UTC microseconds.
 
-use arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use chrono::{NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
@@ -127,6 +127,7 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Array;
 
     fn micros(parser: &TimestampParser, s: &str) -> Option<i64> {
         let mut bad = vec![];

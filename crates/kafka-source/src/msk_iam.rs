@@ -77,3 +77,20 @@ fn chrono_now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signing is local (SigV4 over static credentials from the environment): no network needed.
+    #[tokio::test]
+    async fn signs_a_token_and_serves_it_without_blocking() {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        let provider = MskTokenProvider::start(Some("eu-west-1".into())).await.unwrap();
+        let token = provider.token().unwrap();
+        assert!(token.token.len() > 100, "a base64url presigned URL");
+        assert!(token.lifetime_ms > chrono_now_ms(), "expires in the future");
+    }
+}

@@ -172,13 +172,13 @@ impl KafkaReader {
     fn consumer(mut config: ClientConfig, context: LakeContext, group: &str) -> Result<BaseConsumer<LakeContext>, KafkaError> {
         // We never resume from group offsets (the table is the source of truth), so the
         // group's offsets are not auto-committed.
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set_default("auto.offset.reset", "earliest")
-            .set_default("fetch.wait.max.ms", "100")
-            .set_default("queued.max.messages.kbytes", "262144");
+        config.set("group.id", group).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        // Throughput-minded defaults an operator can still override in [kafka.properties].
+        for (key, value) in [("auto.offset.reset", "earliest"), ("fetch.wait.max.ms", "100"), ("queued.max.messages.kbytes", "262144")] {
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
+        }
         config.create_with_context(context).map_err(KafkaError::client("create consumer"))
     }
 

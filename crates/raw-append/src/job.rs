@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, IntoFuture};
-use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use delta_io::{commit_append, open_or_create, read_progress, write_files, CommitError, DeltaIoError, DeltaTable, Transaction};
-use job_runtime::{crash_point, RunSummary, Shutdown};
+use job_runtime::{crash_point, Progress, RunSummary, Shutdown};
 use kafka_source::{
     client_config, fetch_watermarks, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider, PartitionKey, ProgressLookup, RawBatch,
     ReaderLimits, StartPosition,
@@ -146,7 +145,7 @@ impl RawAppend {
                         tracing::warn!(topic = %key.topic, partition = key.partition, next = next, low = low, "retention removed messages this job never read; continuing from the earliest available");
                     }
                     pending += (high - from).max(0) as u64;
-                    starts.push((key.clone(), next.map_or(StartPosition::Beginning, StartPosition::Offset)));
+                    starts.push((key.clone(), StartPosition::Offset(from)));
                 }
                 starts.sort_by(|a, b| a.0.cmp(&b.0));
                 if self.trigger == Trigger::Once {
@@ -187,14 +186,7 @@ impl RawAppend {
             })
             .map_err(|e| RawAppendError::Internal(format!("cannot start the reader thread: {e}")))?;
 
-        let progress = expected_total.filter(|_| std::io::stderr().is_terminal()).map(|total| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {human_pos}/{human_len} messages ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
+        let progress = expected_total.and_then(|total| Progress::for_terminal(total, "messages"));
 
         let mut dlq_progress: HashMap<PartitionKey, Option<i64>> = HashMap::new();
         let mut batch_no: i64 = 0;
@@ -224,7 +216,7 @@ impl RawAppend {
                     None => work.await?,
                 }
                 if let Some(bar) = &progress {
-                    bar.set_position(summary.rows_in);
+                    bar.set(summary.rows_in);
                 }
             }
             match outcome {
@@ -239,7 +231,7 @@ impl RawAppend {
             }
         }
         if let Some(bar) = progress {
-            bar.finish_and_clear();
+            bar.finish();
         }
         reader_thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
         if summary.rows_in == 0 && summary.status == "ok" {
