@@ -152,7 +152,7 @@ pub struct RunResult {
 /// Builds a command for a job binary with extra environment.
 pub fn command(binary: &str, args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(bin(binary));
-    cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null());
+    cmd.args(args).stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -7,6 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, StructType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -92,6 +93,8 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError
             .with_partition_columns(spec.partition_columns.clone())
             .with_configuration(spec.properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
             .with_save_mode(SaveMode::Ignore)
+            // A losing concurrent create must fail, not be retried as a second metadata commit.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         table = match created {
             Ok(t) => t,

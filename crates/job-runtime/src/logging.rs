@@ -5,9 +5,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// Our crates at info; libraries (delta kernel, object store, datafusion, librdkafka) at warn.
+const DEFAULT_FILTER: &str = "warn,raw_append=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info";
+
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`, librdkafka quieter).
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,deltalake=warn,rdkafka=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if std::io::stderr().is_terminal() {
         builder.compact().try_init()

@@ -49,8 +49,9 @@ pub struct PartitionChunk {
     pub offsets: Vec<i64>,
     /// Kafka timestamp of each message in epoch milliseconds (None when absent).
     pub timestamps: Vec<Option<i64>>,
-    /// Message keys, when the reader keeps them.
-    pub keys: Vec<Option<Box<[u8]>>>,
+    key_data: Vec<u8>,
+    key_ends: Vec<u32>,
+    key_null: Vec<bool>,
 }
 
 impl PartitionChunk {
@@ -75,6 +76,15 @@ impl PartitionChunk {
         (0..self.len()).map(|i| self.payload(i)).collect()
     }
 
+    /// Key of message `i` (None for a null key).
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        if self.key_null[i] {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] as usize };
+        Some(&self.key_data[start..self.key_ends[i] as usize])
+    }
+
     /// Offset of the last message.
     pub fn last_offset(&self) -> Option<i64> {
         self.offsets.last().copied()
@@ -85,15 +95,15 @@ impl PartitionChunk {
         self.data.len()
     }
 
-    /// Appends a message (for producers of chunks other than the reader, e.g. tests).
-    pub fn push(&mut self, offset: i64, timestamp: Option<i64>, key: Option<&[u8]>, payload: &[u8], keep_key: bool) {
+    /// Appends a message.
+    pub fn push(&mut self, offset: i64, timestamp: Option<i64>, key: Option<&[u8]>, payload: &[u8]) {
         self.data.extend_from_slice(payload);
         self.ends.push(self.data.len() as u32);
         self.offsets.push(offset);
         self.timestamps.push(timestamp);
-        if keep_key {
-            self.keys.push(key.map(Into::into));
-        }
+        self.key_data.extend_from_slice(key.unwrap_or_default());
+        self.key_ends.push(self.key_data.len() as u32);
+        self.key_null.push(key.is_none());
     }
 }
 
@@ -154,25 +164,46 @@ pub enum FillOutcome {
 }
 
 enum Mode {
-    /// Manual assignment up to fixed end offsets (exclusive); `None` reads on forever.
-    Manual { ends: Option<HashMap<PartitionKey, i64>>, done: BTreeSet<PartitionKey> },
+    /// Manual assignment, one consumer per topic (librdkafka's end-of-partition events name
+    /// the partition but not the topic). With `ends`, a partition is done once it has read to
+    /// its end offset and then reached the end of the partition; without, it reads on forever.
+    Manual {
+        consumers: Vec<(Arc<str>, BaseConsumer<LakeContext>)>,
+        ends: Option<HashMap<PartitionKey, i64>>,
+        done: BTreeSet<PartitionKey>,
+        turn: usize,
+    },
     /// Consumer-group subscription.
-    Group,
+    Group(BaseConsumer<LakeContext>),
 }
 
 /// A Kafka consumer that fills [`RawBatch`]es.
 pub struct KafkaReader {
-    consumer: BaseConsumer<LakeContext>,
+    config: ClientConfig,
     context: LakeContext,
     mode: Mode,
-    keep_keys: bool,
 }
 
+/// What one poll produced (the message itself is already in the batch).
+enum Polled {
+    Idle,
+    Eof(i32),
+    Message,
+}
+
+/// Messages taken from one consumer before polling the next (multi-topic fairness).
+const TURN: usize = 4096;
+
 impl KafkaReader {
-    fn consumer(mut config: ClientConfig, context: LakeContext, group: &str) -> Result<BaseConsumer<LakeContext>, KafkaError> {
+    fn consumer(config: &ClientConfig, context: LakeContext, group: &str, eof: bool) -> Result<BaseConsumer<LakeContext>, KafkaError> {
+        let mut config = config.clone();
         // We never resume from group offsets (the table is the source of truth), so the
         // group's offsets are not auto-committed.
-        config.set("group.id", group).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", if eof { "true" } else { "false" });
         // Throughput-minded defaults an operator can still override in [kafka.properties].
         for (key, value) in [("auto.offset.reset", "earliest"), ("fetch.wait.max.ms", "100"), ("queued.max.messages.kbytes", "262144")] {
             if config.get(key).is_none() {
@@ -182,62 +213,63 @@ impl KafkaReader {
         config.create_with_context(context).map_err(KafkaError::client("create consumer"))
     }
 
-    /// Reads the given partitions from the given positions; with `ends`, each partition stops
-    /// before its end offset (trigger-once reads to the high watermarks captured at start).
+    /// Reads the given partitions from the given positions. With `ends` (trigger once: the
+    /// high watermarks captured at start), each partition reads at least to its end and stops
+    /// at the first end-of-partition after it; a partition already at its end is not read.
     pub fn manual(
         config: ClientConfig,
         context: LakeContext,
         starts: &[(PartitionKey, StartPosition)],
         ends: Option<HashMap<PartitionKey, i64>>,
-        keep_keys: bool,
     ) -> Result<Self, KafkaError> {
-        let consumer = Self::consumer(config, context.clone(), "lakehouse-manual")?;
-        let mut reader = Self { consumer, context, mode: Mode::Manual { ends, done: BTreeSet::new() }, keep_keys };
+        let mut topics: Vec<Arc<str>> = starts.iter().map(|(k, _)| k.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        let eof = ends.is_some();
+        let consumers = topics
+            .into_iter()
+            .map(|t| Ok((t, Self::consumer(&config, context.clone(), "lakehouse-manual", eof)?)))
+            .collect::<Result<Vec<_>, KafkaError>>()?;
+        let mode = Mode::Manual { consumers, ends, done: BTreeSet::new(), turn: 0 };
+        let mut reader = Self { config, context, mode };
         reader.assign(starts)?;
         Ok(reader)
     }
 
     /// Joins `group_id` and subscribes to `topics`; assignments resume from the context's
     /// progress lookup.
-    pub fn group(config: ClientConfig, context: LakeContext, topics: &[&str], group_id: &str, keep_keys: bool) -> Result<Self, KafkaError> {
-        let consumer = Self::consumer(config, context.clone(), group_id)?;
+    pub fn group(config: ClientConfig, context: LakeContext, topics: &[&str], group_id: &str) -> Result<Self, KafkaError> {
+        let consumer = Self::consumer(&config, context.clone(), group_id, false)?;
         consumer.subscribe(topics).map_err(KafkaError::client("subscribe"))?;
-        Ok(Self { consumer, context, mode: Mode::Group, keep_keys })
+        Ok(Self { config, context, mode: Mode::Group(consumer) })
     }
 
-    /// Re-assigns manual partitions from new positions (after a commit conflict).
+    /// Assigns manual partitions from the given positions (replacing earlier assignments).
     pub fn assign(&mut self, starts: &[(PartitionKey, StartPosition)]) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        if let Mode::Manual { ends, done } = &mut self.mode {
-            done.clear();
-            for (key, start) in starts {
+        let Mode::Manual { consumers, ends, done, .. } = &mut self.mode else {
+            return Err(KafkaError::Progress { topic: String::new(), partition: -1, message: "explicit assignment needs manual mode".into() });
+        };
+        done.clear();
+        for (topic, consumer) in consumers.iter() {
+            let mut tpl = TopicPartitionList::new();
+            for (key, start) in starts.iter().filter(|(k, _)| &k.topic == topic) {
                 let offset = match start {
                     StartPosition::Beginning => Offset::Beginning,
                     StartPosition::Offset(o) => Offset::Offset(*o),
                 };
-                let finished = match (ends.as_ref().and_then(|e| e.get(key)), start) {
-                    (Some(end), StartPosition::Offset(o)) => o >= end,
-                    (Some(end), StartPosition::Beginning) => *end <= 0,
-                    (None, _) => false,
+                let from = match start {
+                    StartPosition::Offset(o) => *o,
+                    StartPosition::Beginning => 0,
                 };
-                if finished {
+                if ends.as_ref().and_then(|e| e.get(key)).is_some_and(|end| from >= *end) {
                     done.insert(key.clone());
-                } else {
-                    tpl.add_partition_offset(&key.topic, key.partition, offset)
-                        .map_err(KafkaError::client("build assignment"))?;
+                    continue;
                 }
+                tpl.add_partition_offset(&key.topic, key.partition, offset).map_err(KafkaError::client("build assignment"))?;
             }
-        } else {
-            for (key, start) in starts {
-                if let StartPosition::Offset(o) = start {
-                    self.consumer
-                        .seek(&key.topic, key.partition, Offset::Offset(*o), Duration::from_secs(10))
-                        .map_err(KafkaError::client(format!("seek {}[{}]", key.topic, key.partition)))?;
-                }
-            }
-            return Ok(());
+            consumer.assign(&tpl).map_err(KafkaError::client(format!("assign {topic}")))?;
         }
-        self.consumer.assign(&tpl).map_err(KafkaError::client("assign"))
+        Ok(())
     }
 
     /// Partitions revoked by rebalances since the last call.
@@ -247,6 +279,7 @@ impl KafkaReader {
 
     /// Polls into `batch` until a limit is reached, the manual partitions are done, or `stop`.
     pub fn fill(&mut self, batch: &mut RawBatch, limits: &ReaderLimits, stop: &AtomicBool) -> Result<FillOutcome, KafkaError> {
+        let mut taken_this_turn = 0usize;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(FillOutcome::Stopped);
@@ -260,58 +293,78 @@ impl KafkaReader {
             if batch.opened_at.is_some_and(|t| t.elapsed() >= limits.max_latency) {
                 return Ok(FillOutcome::LatencyReached);
             }
-            if let Mode::Manual { ends: Some(ends), done } = &self.mode {
-                if done.len() >= ends.len() || ends.keys().all(|k| done.contains(k)) {
+            if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
+                if ends.keys().all(|k| done.contains(k)) {
                     return Ok(FillOutcome::CaughtUp);
                 }
             }
-            match self.consumer.poll(POLL) {
-                None => self.mark_done_by_position(),
-                Some(Err(e)) => tracing::warn!(error = %e, stage = "kafka_poll", "kafka poll error; librdkafka retries"),
+            if let Mode::Manual { consumers, turn, .. } = &mut self.mode {
+                if taken_this_turn >= TURN {
+                    *turn = (*turn + 1) % consumers.len().max(1);
+                    taken_this_turn = 0;
+                }
+            }
+            let (topic, consumer, multi) = match &self.mode {
+                Mode::Manual { consumers, turn, .. } => match consumers.get(*turn) {
+                    Some((t, c)) => (Some(t.clone()), c, consumers.len() > 1),
+                    None => return Ok(FillOutcome::CaughtUp),
+                },
+                Mode::Group(c) => (None, c, false),
+            };
+            let timeout = if multi { Duration::from_millis(10) } else { POLL };
+            let polled = match consumer.poll(timeout) {
+                None => Polled::Idle,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => Polled::Eof(partition),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, stage = "kafka_poll", "kafka poll error; librdkafka retries");
+                    Polled::Idle
+                }
                 Some(Ok(msg)) => {
                     let key = PartitionKey::new(msg.topic(), msg.partition());
                     let offset = msg.offset();
-                    if let Mode::Manual { ends: Some(ends), done } = &mut self.mode {
-                        let end = ends.get(&key).copied().unwrap_or(i64::MAX);
-                        if offset >= end - 1 {
-                            done.insert(key.clone());
-                            if let Err(e) = self.consumer.pause(&single(&key)) {
-                                tracing::warn!(error = %e, "pause failed");
-                            }
-                        }
-                        if offset >= end {
-                            continue;
-                        }
-                    }
                     let payload = msg.payload().unwrap_or_default();
-                    let chunk = batch.chunks.entry(key).or_default();
-                    chunk.push(offset, msg.timestamp().to_millis(), msg.key(), payload, self.keep_keys);
                     batch.messages += 1;
                     batch.bytes += payload.len();
                     batch.opened_at.get_or_insert_with(Instant::now);
+                    batch.chunks.entry(key.clone()).or_default().push(offset, msg.timestamp().to_millis(), msg.key(), payload);
+                    Polled::Message
                 }
+            };
+            match polled {
+                Polled::Idle => taken_this_turn = TURN,
+                Polled::Eof(partition) => {
+                    if let Some(topic) = topic {
+                        self.reached_end(&PartitionKey { topic, partition });
+                    }
+                    taken_this_turn = TURN;
+                }
+                Polled::Message => taken_this_turn += 1,
             }
         }
     }
 
-    /// Marks manual partitions whose position passed their end (offsets taken by transaction
-    /// markers or compaction never arrive as messages).
-    fn mark_done_by_position(&mut self) {
-        let Mode::Manual { ends: Some(ends), done } = &mut self.mode else { return };
-        let Ok(positions) = self.consumer.position() else { return };
-        for elem in positions.elements() {
-            let key = PartitionKey::new(elem.topic(), elem.partition());
-            if let (Offset::Offset(pos), Some(end)) = (elem.offset(), ends.get(&key)) {
-                if pos >= *end {
-                    done.insert(key);
-                }
+    /// An end-of-partition event: the partition is done once the consumer's position (the
+    /// next offset it would read, past any transaction markers) reached its end offset.
+    fn reached_end(&mut self, key: &PartitionKey) {
+        let Mode::Manual { consumers, ends: Some(ends), done, .. } = &mut self.mode else { return };
+        let (Some(end), Some((_, consumer))) = (ends.get(key), consumers.iter().find(|(t, _)| *t == key.topic)) else { return };
+        let position = consumer.position().ok().and_then(|tpl| match tpl.find_partition(&key.topic, key.partition).map(|e| e.offset()) {
+            Some(Offset::Offset(pos)) => Some(pos),
+            _ => None,
+        });
+        if position.is_some_and(|pos| pos >= *end) {
+            done.insert(key.clone());
+            if let Err(e) = consumer.pause(&single(key)) {
+                tracing::warn!(error = %e, "pause failed");
             }
         }
     }
 
     /// The partitions of `topic`.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
-        topic_partitions(&self.consumer, topic)
+        let consumer: BaseConsumer<LakeContext> =
+            self.config.create_with_context(self.context.clone()).map_err(KafkaError::client("create metadata client"))?;
+        topic_partitions(&consumer, topic)
     }
 }
 

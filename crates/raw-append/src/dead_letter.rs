@@ -67,7 +67,7 @@ impl DeadLetters {
         self.partition.push(key.partition);
         self.offset.push(chunk.offsets[index]);
         self.kafka_ts.push(chunk.timestamps[index].map(|ms| ms * 1000));
-        self.key.push(chunk.keys.get(index).and_then(|k| k.as_deref()).map(<[u8]>::to_vec));
+        self.key.push(chunk.key(index).map(<[u8]>::to_vec));
         self.payload.push(chunk.payload(index).to_vec());
         self.error.push(reason);
         self.target.push(target_table.to_string());

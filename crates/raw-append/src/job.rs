@@ -98,7 +98,6 @@ impl RawAppend {
             _ => None,
         };
         let kafka = client_config(&self.config.kafka);
-        let keep_keys = routes.iter().any(|r| r.metadata.contains(&pipeline_config::MetadataColumn::Key));
         let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
         let job_id = self.job.job_id.clone();
         let app_id = move |k: &PartitionKey| format!("{}:{}:{}", job_id, k.topic, k.partition);
@@ -130,7 +129,7 @@ impl RawAppend {
                     })
                 });
                 let context = LakeContext::new(msk.clone()).with_progress(lookup);
-                KafkaReader::group(kafka.clone(), context, &topics, group, keep_keys)?
+                KafkaReader::group(kafka.clone(), context, &topics, group)?
             }
             _ => {
                 let context = LakeContext::new(msk.clone());
@@ -157,9 +156,9 @@ impl RawAppend {
                     expected_total = Some(pending);
                     let ends = watermarks.iter().map(|(k, (_, high))| (k.clone(), *high)).collect();
                     tracing::info!(stage = "start", partitions = starts.len(), pending, "reading to the high watermarks captured at start");
-                    KafkaReader::manual(kafka.clone(), context, &starts, Some(ends), keep_keys)?
+                    KafkaReader::manual(kafka.clone(), context, &starts, Some(ends))?
                 } else {
-                    KafkaReader::manual(kafka.clone(), context, &starts, None, keep_keys)?
+                    KafkaReader::manual(kafka.clone(), context, &starts, None)?
                 }
             }
         };

@@ -34,7 +34,7 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
                 TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000))).with_timezone("UTC"),
             ),
             MetadataColumn::Key => Arc::new(StringArray::from_iter(
-                rows.iter().map(|&r| chunk.keys.get(r as usize).and_then(|k| k.as_deref()).map(|k| String::from_utf8_lossy(k).into_owned())),
+                rows.iter().map(|&r| chunk.key(r as usize).map(|k| String::from_utf8_lossy(k).into_owned())),
             )),
         };
         columns.push(col);

@@ -57,6 +57,14 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         bad_fraction: f64,
     },
+    /// Print each partition's low and high watermarks (and, with --scan, the offsets actually held).
+    Watermarks {
+        /// Topic.
+        topic: String,
+        /// Also read every message and report the first and last offsets seen.
+        #[arg(long)]
+        scan: bool,
+    },
     /// Benchmark raw-append against a bare librdkafka consumer on the same data.
     BenchRawAppend(bench::RawAppendBench),
 }
@@ -82,6 +90,7 @@ fn main() {
                 Ok(())
             })()
         }
+        Command::Watermarks { topic, scan } => bench::print_watermarks(&args.brokers, &topic, scan),
         Command::BenchRawAppend(b) => b.run(&args.brokers),
     };
     if let Err(e) = result {
