@@ -4,10 +4,12 @@
 mod commit;
 mod location;
 mod table;
+mod writer;
 
 pub use commit::{commit_append, read_progress, CommitError, CommitOutcome};
 pub use location::{storage_options, table_url};
-pub use table::{open_or_create, open_table, write_files, DeltaIoError, TableSpec};
+pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
+pub use writer::{write_files, TableWriter};
 
 pub use deltalake;
 pub use deltalake::kernel::Transaction;

@@ -1,18 +1,12 @@
 //! Opening, creating and writing tables.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
 
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
-use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{Add, StructType};
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::kernel::StructType;
 use deltalake::protocol::SaveMode;
-use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::{storage_options, table_url};
@@ -128,37 +122,4 @@ fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<(), DeltaIoError
         }
     }
     Ok(())
-}
-
-/// Writes `batches` as Parquet files (zstd, statistics on every column) under the table,
-/// split by partition values and at `target_file_size`; returns the `add` actions to commit.
-pub async fn write_files(
-    table: &DeltaTable,
-    schema: SchemaRef,
-    partition_columns: &[String],
-    batches: &[RecordBatch],
-    target_file_size: u64,
-) -> Result<Vec<Add>, DeltaIoError> {
-    let location = table.table_url().to_string();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_created_by(format!("lakehouse-writer {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let config = WriterConfig::new(
-        schema,
-        partition_columns.to_vec(),
-        Some(props),
-        NonZeroU64::new(target_file_size),
-        None,
-        DataSkippingNumIndexedCols::AllColumns,
-        None,
-    );
-    let mut writer = DeltaWriter::new(table.log_store().object_store(None), config);
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        if let Err(e) = writer.write(batch).await {
-            let _ = writer.abort().await;
-            return Err(DeltaIoError::delta(&location)(e));
-        }
-    }
-    writer.close().await.map_err(DeltaIoError::delta(&location))
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -15,13 +16,21 @@ use crate::MskTokenProvider;
 /// offsets); `Ok(None)` means the table has no progress and reading starts at the beginning.
 pub type ProgressLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
 
+/// Called when partitions are about to be revoked; returns once the batch in progress is
+/// committed, so the next owner resumes from a table that holds everything read so far.
+pub type RevokeHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Client context shared by our consumers and producers.
 #[derive(Default, Clone)]
 pub struct LakeContext {
     msk: Option<Arc<MskTokenProvider>>,
     progress: Option<ProgressLookup>,
-    /// Partitions revoked since the reader last looked; their buffered messages are dropped.
+    on_revoke: Option<RevokeHook>,
+    /// Partitions revoked since the reader last looked; messages read before the revocation
+    /// and not yet handed over are dropped.
     pub(crate) revoked: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    /// Bumped on every revocation, so the reader checks `revoked` only when it changed.
+    pub(crate) revocations: Arc<AtomicU64>,
     /// Set when a rebalance failed to resume a partition; the reader surfaces it.
     pub(crate) rebalance_error: Arc<Mutex<Option<String>>>,
 }
@@ -37,10 +46,23 @@ impl LakeContext {
         self.progress = Some(lookup);
         self
     }
+
+    /// Commits the batch in progress before partitions are handed to another task.
+    pub fn with_revoke_hook(mut self, hook: RevokeHook) -> Self {
+        self.on_revoke = Some(hook);
+        self
+    }
 }
 
 impl ClientContext for LakeContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // End-of-partition is how trigger-once learns it caught up, not a failure.
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, stage = "kafka_client", "librdkafka reported an error; it retries");
+        }
+    }
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
         match &self.msk {
@@ -73,9 +95,6 @@ impl ConsumerContext for LakeContext {
                     if let Err(e) = assigned.add_partition_offset(elem.topic(), elem.partition(), offset) {
                         tracing::error!(error = %e, "cannot build assignment");
                     }
-                    if let Ok(mut revoked) = self.revoked.lock() {
-                        revoked.remove(&(elem.topic().to_string(), elem.partition()));
-                    }
                 }
                 tracing::info!(stage = "rebalance", partitions = assigned.count(), "partitions assigned; resuming from table progress");
                 if let Err(e) = consumer.assign(&assigned) {
@@ -83,12 +102,16 @@ impl ConsumerContext for LakeContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(stage = "rebalance", partitions = tpl.count(), "partitions revoked: committing the batch in progress first");
+                if let Some(hook) = &self.on_revoke {
+                    hook();
+                }
                 if let Ok(mut revoked) = self.revoked.lock() {
                     for elem in tpl.elements() {
                         revoked.insert((elem.topic().to_string(), elem.partition()));
                     }
                 }
-                tracing::info!(stage = "rebalance", partitions = tpl.count(), "partitions revoked; their uncommitted messages are dropped");
+                self.revocations.fetch_add(1, Ordering::SeqCst);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassign failed");
                 }

@@ -6,7 +6,7 @@ mod msk_iam;
 mod reader;
 mod settings;
 
-pub use context::{LakeContext, ProgressLookup};
+pub use context::{LakeContext, ProgressLookup, RevokeHook};
 pub use msk_iam::MskTokenProvider;
 pub use reader::{
     fetch_watermarks, topic_partitions, FillOutcome, KafkaReader, PartitionChunk, PartitionKey, RawBatch,

@@ -146,8 +146,10 @@ pub struct ReaderLimits {
     pub max_messages: usize,
     /// At this many payload bytes.
     pub max_bytes: usize,
-    /// When the first message is this old.
+    /// When the first message read by this call is this old.
     pub max_latency: Duration,
+    /// At this instant, whatever was read (a batch opened by earlier calls).
+    pub deadline: Option<Instant>,
 }
 
 /// Why [`KafkaReader::fill`] returned.
@@ -204,8 +206,17 @@ impl KafkaReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", if eof { "true" } else { "false" });
-        // Throughput-minded defaults an operator can still override in [kafka.properties].
-        for (key, value) in [("auto.offset.reset", "earliest"), ("fetch.wait.max.ms", "100"), ("queued.max.messages.kbytes", "262144")] {
+        // Throughput-minded defaults an operator can still override in [kafka.properties]:
+        // librdkafka postpones fetching for fetch.queue.backoff.ms (1 s by default) whenever its
+        // local queue is above queued.min.messages, which stalls a fast reader every 100k messages.
+        let defaults = [
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"),
+            ("queued.max.messages.kbytes", "262144"),
+            ("queued.min.messages", "1000000"),
+            ("fetch.queue.backoff.ms", "10"),
+        ];
+        for (key, value) in defaults {
             if config.get(key).is_none() {
                 config.set(key, value);
             }
@@ -272,14 +283,11 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// Partitions revoked by rebalances since the last call.
-    pub fn take_revoked(&self) -> BTreeSet<(String, i32)> {
-        self.context.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
-    }
 
     /// Polls into `batch` until a limit is reached, the manual partitions are done, or `stop`.
     pub fn fill(&mut self, batch: &mut RawBatch, limits: &ReaderLimits, stop: &AtomicBool) -> Result<FillOutcome, KafkaError> {
         let mut taken_this_turn = 0usize;
+        let mut revocations_seen = self.context.revocations.load(Ordering::SeqCst);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(FillOutcome::Stopped);
@@ -290,7 +298,7 @@ impl KafkaReader {
             if batch.messages >= limits.max_messages || batch.bytes >= limits.max_bytes {
                 return Ok(FillOutcome::Full);
             }
-            if batch.opened_at.is_some_and(|t| t.elapsed() >= limits.max_latency) {
+            if batch.opened_at.is_some_and(|t| t.elapsed() >= limits.max_latency) || limits.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(FillOutcome::LatencyReached);
             }
             if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
@@ -312,7 +320,12 @@ impl KafkaReader {
                 Mode::Group(c) => (None, c, false),
             };
             let timeout = if multi { Duration::from_millis(10) } else { POLL };
-            let polled = match consumer.poll(timeout) {
+            let polled = consumer.poll(timeout);
+            // A rebalance runs inside poll: what was read before it may belong to partitions
+            // that are no longer ours (a message this poll returned is already from the new
+            // assignment, so drop before adding it).
+            drop_revoked(&self.context, batch, &mut revocations_seen);
+            let polled = match polled {
                 None => Polled::Idle,
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => Polled::Eof(partition),
                 Some(Err(e)) => {
@@ -366,6 +379,17 @@ impl KafkaReader {
             self.config.create_with_context(self.context.clone()).map_err(KafkaError::client("create metadata client"))?;
         topic_partitions(&consumer, topic)
     }
+}
+
+/// Drops from `batch` the messages of partitions revoked since the last check.
+fn drop_revoked(context: &LakeContext, batch: &mut RawBatch, seen: &mut u64) {
+    let now = context.revocations.load(Ordering::SeqCst);
+    if now == *seen {
+        return;
+    }
+    *seen = now;
+    let revoked = context.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    batch.drop_partitions(&revoked);
 }
 
 fn single(key: &PartitionKey) -> TopicPartitionList {

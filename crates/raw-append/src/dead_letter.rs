@@ -12,6 +12,11 @@ use kafka_source::{PartitionChunk, PartitionKey};
 /// Partition column of the dead-letter table (UTC date the message was rejected).
 const DATE_COLUMN: &str = "failed_date";
 
+/// Partition columns of the dead-letter table.
+pub fn partition_columns() -> Vec<String> {
+    vec![DATE_COLUMN.to_string()]
+}
+
 /// Schema of the dead-letter table.
 pub fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -36,7 +41,7 @@ pub fn table_spec(location: String, storage: BTreeMap<String, String>) -> TableS
         location,
         name: "dead_letter".into(),
         schema: schema(),
-        partition_columns: vec![DATE_COLUMN.into()],
+        partition_columns: partition_columns(),
         properties: BTreeMap::new(),
         storage,
     }
@@ -59,6 +64,11 @@ impl DeadLetters {
     /// Number of rejected messages held.
     pub fn len(&self) -> usize {
         self.offset.len()
+    }
+
+    /// The reason of the first rejected message (for one log line per batch).
+    pub fn first_reason(&self) -> Option<&str> {
+        self.error.first().map(String::as_str)
     }
 
     /// Adds message `index` of `chunk` with `reason`.

@@ -6,6 +6,7 @@
 //! restart from the main table's progress re-reads them and the dead-letter table's own
 //! progress filters what it already holds.
 
+mod batch;
 mod dead_letter;
 mod events;
 mod job;

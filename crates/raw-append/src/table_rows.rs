@@ -16,6 +16,9 @@ use crate::routes::Route;
 pub struct ChunkRows {
     /// Rows in the route's table schema.
     pub batch: RecordBatch,
+    /// When every partition column is derived from ingestion time, their values (one
+    /// partition for the whole chunk), so the writer can skip grouping rows.
+    pub constant_partition: Option<Vec<(String, Option<String>)>>,
     /// Rejected messages (index into the chunk).
     pub rejects: Vec<Reject>,
 }
@@ -27,7 +30,7 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for m in &route.metadata {
         let col: ArrayRef = match m {
-            MetadataColumn::Topic => Arc::new(StringArray::from(vec![key.topic.as_ref(); n])),
+            MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(key.topic.as_ref(), n))),
             MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
             MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
             MetadataColumn::Timestamp => Arc::new(
@@ -43,7 +46,10 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
     for p in route.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
         let format = p.format.as_deref().unwrap_or("%Y");
         let col: ArrayRef = match p.source {
-            PartitionSource::IngestionTime => Arc::new(StringArray::from(vec![ingested_at.format(format).to_string(); n])),
+            PartitionSource::IngestionTime => {
+                let value = ingested_at.format(format).to_string();
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value.as_str(), n)))
+            }
             PartitionSource::Field => {
                 let field = p.field.as_deref().unwrap_or_default();
                 let idx = batch.schema().index_of(field)?;
@@ -78,5 +84,8 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
             rejects.sort_by_key(|r| r.index);
         }
     }
-    Ok(ChunkRows { batch: out, rejects })
+    let constant_partition = (!route.partitions.is_empty() && route.partitions.iter().all(|p| p.source == PartitionSource::IngestionTime)).then(|| {
+        route.partitions.iter().map(|p| (p.column.clone(), Some(ingested_at.format(p.format.as_deref().unwrap_or("%Y")).to_string()))).collect()
+    });
+    Ok(ChunkRows { batch: out, rejects, constant_partition })
 }

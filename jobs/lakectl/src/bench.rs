@@ -18,6 +18,9 @@ pub struct RawAppendBench {
     /// Backlog sizes to measure (messages); several sizes show whether memory follows the backlog.
     #[arg(long, value_delimiter = ',', default_value = "5000000")]
     messages: Vec<u64>,
+    /// Only time the consume-only ceiling on an existing topic (diagnostics).
+    #[arg(long)]
+    ceiling_only: Option<String>,
     /// Runs per size; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -40,6 +43,11 @@ struct Measure {
 impl RawAppendBench {
     /// Runs the benchmark and prints a report.
     pub fn run(&self, brokers: &str) -> Result<(), String> {
+        if let Some(topic) = &self.ceiling_only {
+            let m = consume_only(brokers, topic, self.messages[0])?;
+            println!("consume-only {:.2}s", m.seconds);
+            return Ok(());
+        }
         std::fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
         let schemas = std::fs::canonicalize(&self.schemas).map_err(|e| format!("{}: {e}", self.schemas.display()))?;
         println!("raw-append benchmark: reference orders, {} partitions, median of {} runs", self.partitions, self.runs);
@@ -127,6 +135,7 @@ fn consume_only(brokers: &str, topic: &str, expected: u64) -> Result<Measure, St
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .set("queued.max.messages.kbytes", "262144")
+        .set("enable.partition.eof", std::env::var("EXP_EOF").unwrap_or("false".into()))
         .create()
         .map_err(|e| e.to_string())?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
@@ -142,6 +151,7 @@ fn consume_only(brokers: &str, topic: &str, expected: u64) -> Result<Measure, St
                 count += 1;
                 bytes += m.payload().map_or(0, |p| p.len() as u64);
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => return Err(e.to_string()),
             None if started.elapsed() > Duration::from_secs(600) => return Err("consume-only timed out".into()),
             None => {}
