@@ -13,7 +13,7 @@ pub use crash::crash_points_from_env;
 pub use exit::ExitCode;
 pub use logging::init_logging;
 pub use progress::Progress;
-pub use resources::peak_rss_bytes;
+pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
 pub use summary::RunSummary;
 

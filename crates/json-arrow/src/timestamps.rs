@@ -9,6 +9,9 @@ use pipeline_config::{EpochUnit, TimestampSpec};
 /// Turns the wire form of one timestamp column into UTC microseconds.
 #[derive(Debug, Clone)]
 pub enum TimestampParser {
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]` or RFC 3339; strings without offset read as UTC (the
+    /// common case, kept apart because chrono's `Utc` skips the zone-table lookups).
+    DefaultUtc,
     /// `YYYY-MM-DD HH:MM:SS[.ffffff]` or RFC 3339; strings without offset read in `zone`.
     Default {
         /// Zone for strings without an offset.
@@ -42,6 +45,7 @@ impl TimestampParser {
                 format: format.clone(),
                 zone,
             },
+            (None, None) if zone == Tz::UTC => Self::DefaultUtc,
             (None, None) => Self::Default { zone },
         }
     }
@@ -53,7 +57,7 @@ impl TimestampParser {
 
     fn describe(&self) -> String {
         match self {
-            Self::Default { .. } => "YYYY-MM-DD HH:MM:SS[.ffffff] or RFC 3339".into(),
+            Self::Default { .. } | Self::DefaultUtc => "YYYY-MM-DD HH:MM:SS[.ffffff] or RFC 3339".into(),
             Self::Format { format, .. } => format!("format '{format}'"),
             Self::Epoch(u) => format!("epoch {u:?}").to_lowercase(),
         }
@@ -61,6 +65,7 @@ impl TimestampParser {
 
     fn parse_str(&self, s: &str) -> Option<i64> {
         match self {
+            Self::DefaultUtc => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros()),
             Self::Default { zone } => string_to_datetime(zone, s).ok().map(|d| d.timestamp_micros()),
             Self::Format { format, zone, has_offset } => {
                 if *has_offset {
@@ -137,13 +142,17 @@ mod tests {
 
     #[test]
     fn default_formats_are_utc() {
-        let p = TimestampParser::Default { zone: Tz::UTC };
+        let p = TimestampParser::from_spec(&TimestampSpec::default());
+        assert!(matches!(p, TimestampParser::DefaultUtc));
         let expected = 1_649_073_601_000_000; // 2022-04-04T12:00:01Z
         assert_eq!(micros(&p, "2022-04-04 12:00:01"), Some(expected));
         assert_eq!(micros(&p, "2022-04-04T12:00:01Z"), Some(expected));
         assert_eq!(micros(&p, "2022-04-04T14:00:01+02:00"), Some(expected));
         assert_eq!(micros(&p, "2022-04-04 12:00:01.5"), Some(expected + 500_000));
         assert_eq!(micros(&p, "yesterday"), None);
+        let paris = TimestampParser::Default { zone: "Europe/Paris".parse().unwrap() };
+        assert_eq!(micros(&paris, "2022-04-04 14:00:01"), Some(expected));
+        assert_eq!(micros(&paris, "2022-04-04T12:00:01Z"), Some(expected), "an explicit offset wins over the zone");
     }
 
     #[test]

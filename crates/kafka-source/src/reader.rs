@@ -184,6 +184,8 @@ pub struct KafkaReader {
     config: ClientConfig,
     context: LakeContext,
     mode: Mode,
+    /// Topic names as shared strings, so a message's key costs no allocation.
+    topics: HashMap<String, Arc<str>>,
 }
 
 /// What one poll produced (the message itself is already in the batch).
@@ -192,6 +194,9 @@ enum Polled {
     Eof(i32),
     Message,
 }
+
+/// Messages between checks of the clock, the stop flag and the end condition.
+const CHECK_EVERY: usize = 1024;
 
 /// Messages taken from one consumer before polling the next (multi-topic fairness).
 const TURN: usize = 4096;
@@ -212,7 +217,7 @@ impl KafkaReader {
         let defaults = [
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "100"),
-            ("queued.max.messages.kbytes", "262144"),
+            ("queued.max.messages.kbytes", "65536"),
             ("queued.min.messages", "1000000"),
             ("fetch.queue.backoff.ms", "10"),
         ];
@@ -242,7 +247,7 @@ impl KafkaReader {
             .map(|t| Ok((t, Self::consumer(&config, context.clone(), "lakehouse-manual", eof)?)))
             .collect::<Result<Vec<_>, KafkaError>>()?;
         let mode = Mode::Manual { consumers, ends, done: BTreeSet::new(), turn: 0 };
-        let mut reader = Self { config, context, mode };
+        let mut reader = Self { config, context, mode, topics: HashMap::new() };
         reader.assign(starts)?;
         Ok(reader)
     }
@@ -252,7 +257,7 @@ impl KafkaReader {
     pub fn group(config: ClientConfig, context: LakeContext, topics: &[&str], group_id: &str) -> Result<Self, KafkaError> {
         let consumer = Self::consumer(&config, context.clone(), group_id, false)?;
         consumer.subscribe(topics).map_err(KafkaError::client("subscribe"))?;
-        Ok(Self { config, context, mode: Mode::Group(consumer) })
+        Ok(Self { config, context, mode: Mode::Group(consumer), topics: HashMap::new() })
     }
 
     /// Assigns manual partitions from the given positions (replacing earlier assignments).
@@ -288,24 +293,32 @@ impl KafkaReader {
     pub fn fill(&mut self, batch: &mut RawBatch, limits: &ReaderLimits, stop: &AtomicBool) -> Result<FillOutcome, KafkaError> {
         let mut taken_this_turn = 0usize;
         let mut revocations_seen = self.context.revocations.load(Ordering::SeqCst);
+        let mut since_check = CHECK_EVERY;
         loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(FillOutcome::Stopped);
-            }
-            if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
-                return Err(KafkaError::Progress { topic: err, partition: -1, message: "could not resume an assigned partition".into() });
-            }
+            // Limits are counted per message; clocks, locks and flags only every CHECK_EVERY
+            // messages or when a poll comes back empty (they cost as much as a message).
             if batch.messages >= limits.max_messages || batch.bytes >= limits.max_bytes {
                 return Ok(FillOutcome::Full);
             }
-            if batch.opened_at.is_some_and(|t| t.elapsed() >= limits.max_latency) || limits.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(FillOutcome::LatencyReached);
-            }
-            if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
-                if ends.keys().all(|k| done.contains(k)) {
-                    return Ok(FillOutcome::CaughtUp);
+            if since_check >= CHECK_EVERY {
+                since_check = 0;
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(FillOutcome::Stopped);
+                }
+                if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
+                    return Err(KafkaError::Progress { topic: err, partition: -1, message: "could not resume an assigned partition".into() });
+                }
+                let now = Instant::now();
+                if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
+                    return Ok(FillOutcome::LatencyReached);
+                }
+                if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
+                    if ends.keys().all(|k| done.contains(k)) {
+                        return Ok(FillOutcome::CaughtUp);
+                    }
                 }
             }
+            since_check += 1;
             if let Mode::Manual { consumers, turn, .. } = &mut self.mode {
                 if taken_this_turn >= TURN {
                     *turn = (*turn + 1) % consumers.len().max(1);
@@ -333,7 +346,11 @@ impl KafkaReader {
                     Polled::Idle
                 }
                 Some(Ok(msg)) => {
-                    let key = PartitionKey::new(msg.topic(), msg.partition());
+                    let topic = match self.topics.get(msg.topic()) {
+                        Some(t) => t.clone(),
+                        None => self.topics.entry(msg.topic().to_string()).or_insert_with(|| msg.topic().into()).clone(),
+                    };
+                    let key = PartitionKey { topic, partition: msg.partition() };
                     let offset = msg.offset();
                     let payload = msg.payload().unwrap_or_default();
                     batch.messages += 1;
@@ -344,12 +361,16 @@ impl KafkaReader {
                 }
             };
             match polled {
-                Polled::Idle => taken_this_turn = TURN,
+                Polled::Idle => {
+                    taken_this_turn = TURN;
+                    since_check = CHECK_EVERY;
+                }
                 Polled::Eof(partition) => {
                     if let Some(topic) = topic {
                         self.reached_end(&PartitionKey { topic, partition });
                     }
                     taken_this_turn = TURN;
+                    since_check = CHECK_EVERY;
                 }
                 Polled::Message => taken_this_turn += 1,
             }

@@ -297,10 +297,10 @@ fn default_interval() -> DurationStr {
     DurationStr(Duration::from_secs(10))
 }
 fn default_max_batch_rows() -> u64 {
-    2_000_000
+    1_000_000
 }
 fn default_max_batch_bytes() -> ByteSize {
-    ByteSize(192 << 20)
+    ByteSize(128 << 20)
 }
 fn default_target_file_size() -> ByteSize {
     ByteSize(128 << 20)

@@ -47,7 +47,8 @@ impl Sinks {
 /// A batch being assembled.
 pub struct Batch {
     number: i64,
-    ingested_at: DateTime<Utc>,
+    /// When the batch's first slice arrived: the value of ingestion-time partitions.
+    ingested_at: Option<DateTime<Utc>>,
     writers: Vec<Option<TableWriter>>,
     rows: Vec<u64>,
     /// Last offset read per partition (the txn versions to commit).
@@ -60,11 +61,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// An empty batch numbered `number`; ingestion-time partitions use the time it opened.
+    /// An empty batch numbered `number`.
     pub fn new(number: i64, routes: usize) -> Self {
         Self {
             number,
-            ingested_at: Utc::now(),
+            ingested_at: None,
             writers: (0..routes).map(|_| None).collect(),
             rows: vec![0; routes],
             last_offsets: BTreeMap::new(),
@@ -85,7 +86,8 @@ impl Batch {
         let started = Instant::now();
         let routes = sinks.routes.clone();
         let by_topic = sinks.by_topic.clone();
-        let ingested_at = self.ingested_at;
+        // One ingestion time per batch, so a batch lands in one ingestion-time partition.
+        let ingested_at = *self.ingested_at.get_or_insert_with(Utc::now);
         // Decoding is CPU work: keep it off the async workers.
         let (slice, decoded) = tokio::task::spawn_blocking(move || {
             let mut out: Vec<ChunkRows> = Vec::with_capacity(slice.chunks.len());

@@ -112,7 +112,7 @@ sources = [{{ topic = "{topic}", table = "raw_order" }}]
         let child = Command::new(super::bin_dir().join("raw-append"))
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,buoyant_kernel=off")
             .stdout(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start raw-append (build it first): {e}"))?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use job_runtime::{crash_points_from_env, init_logging, ExitCode, RunSummary, Shutdown};
+use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, ExitCode, RunSummary, Shutdown};
 use pipeline_config::{PipelineConfig, Trigger};
 use raw_append::RawAppend;
 
@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() {
+    limit_malloc_arenas();
     let _crash_points = crash_points_from_env();
     init_logging();
     let args = Args::parse();
