@@ -471,3 +471,56 @@ sources = [{ topic = "t", table = "raw_order" }]
     let usage = run("raw-append", &["--trigger", "sometimes"], &[]);
     assert_eq!(usage.code, Some(2));
 }
+
+#[test]
+fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
+    let services = Services::get();
+    let topic = unique("group-orders");
+    create_topics(&services, &[&topic], 4);
+    // 30 s of production: long enough for tansu's ~20 s group join to hand the second task
+    // partitions while data still flows.
+    const TOTAL: u64 = 9_000;
+    let producer = {
+        let services = services.clone();
+        let topic = topic.clone();
+        std::thread::spawn(move || produce_orders(&services, &topic, 51, TOTAL, 300, 0.0))
+    };
+    let group = unique("group");
+    let pipeline = orders_pipeline(&services, None, &topic, &format!("interval = \"500ms\"\ngroup_id = \"{group}\""));
+    let config = pipeline.config.to_str().unwrap().to_string();
+    // The second task joins while the first holds every partition: the first must commit
+    // what it read before handing partitions over (commit on revoke).
+    let first = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+    let report = producer.join().expect("producer");
+    let table = pipeline.table("raw/order");
+    let none = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let landed = std::path::Path::new(&table).join("_delta_log").exists()
+            && count(&query(&[("o", table.as_str())], &none, "SELECT COUNT(*) FROM o")) >= report.messages;
+        if landed || Instant::now() > deadline {
+            break;
+        }
+    }
+    for child in [&first, &second] {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for (name, child) in [("first", first), ("second", second)] {
+        let out = child.wait_with_output().expect("exited");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("{}")).unwrap();
+        assert!(summary["rows_in"].as_u64().unwrap_or(0) > 0, "the {name} task ingested nothing: partitions were not shared\n{summary}");
+    }
+    let all = query(&[("o", table.as_str())], &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1");
+    let mut total = 0;
+    for row in &all {
+        let (n, distinct, max): (u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert_eq!((n, max), (distinct, n - 1), "partition {}: each offset once, none missing", row[0]);
+        total += n;
+    }
+    assert_eq!(total, report.messages);
+}
