@@ -9,7 +9,7 @@ mod writer;
 pub use commit::{commit_append, read_progress, CommitError, CommitOutcome};
 pub use location::{storage_options, table_url};
 pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
-pub use writer::{write_files, TableWriter};
+pub use writer::{write_files, TableWriter, STATS_COLUMNS};
 
 pub use deltalake;
 pub use deltalake::kernel::Transaction;

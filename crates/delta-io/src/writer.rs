@@ -15,6 +15,9 @@ use deltalake::DeltaTable;
 
 use crate::DeltaIoError;
 
+/// Table property naming the columns that get file statistics.
+pub const STATS_COLUMNS: &str = "delta.dataSkippingStatsColumns";
+
 /// Writes record batches as Parquet files (zstd, statistics on every column) under a table,
 /// split by partition values and at a target size, while the caller keeps producing rows;
 /// `close` uploads what is buffered and returns the `add` actions to commit.
@@ -24,8 +27,14 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    /// A writer for `table` with the given full schema and partition columns.
+    /// A writer for `table` with the given full schema and partition columns; statistics
+    /// follow the table's `delta.dataSkippingStatsColumns` when set, else every column.
     pub fn new(table: &DeltaTable, schema: SchemaRef, partition_columns: &[String], target_file_size: u64) -> Self {
+        let stats_columns = table
+            .snapshot()
+            .ok()
+            .and_then(|s| s.metadata().configuration().get(STATS_COLUMNS).cloned())
+            .map(|cols| cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
             .set_created_by(format!("lakehouse-writer {}", env!("CARGO_PKG_VERSION")))
@@ -37,7 +46,7 @@ impl TableWriter {
             NonZeroU64::new(target_file_size),
             None,
             DataSkippingNumIndexedCols::AllColumns,
-            None,
+            stats_columns,
         );
         Self { writer: DeltaWriter::new(table.log_store().object_store(None), config), location: table.table_url().to_string() }
     }

@@ -59,7 +59,8 @@ impl ClientContext for LakeContext {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // End-of-partition is how trigger-once learns it caught up, not a failure.
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             tracing::warn!(error = %error, reason, stage = "kafka_client", "librdkafka reported an error; it retries");
         }
     }

@@ -42,7 +42,11 @@ pub fn table_spec(location: String, storage: BTreeMap<String, String>) -> TableS
         name: "dead_letter".into(),
         schema: schema(),
         partition_columns: partition_columns(),
-        properties: BTreeMap::new(),
+        // Statistics on the coordinates and reason, not on raw key/payload bytes.
+        properties: BTreeMap::from([(
+            delta_io::STATS_COLUMNS.to_string(),
+            "job_id,topic,partition,offset,kafka_timestamp,error,target_table,failed_at".to_string(),
+        )]),
         storage,
     }
 }
