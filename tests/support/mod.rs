@@ -178,12 +178,7 @@ pub fn query(tables: &[(&str, &str)], storage: &HashMap<String, String>, sql: &s
     block_on(async {
         let ctx = SessionContext::new();
         for (name, location) in tables {
-            let url = if location.starts_with("s3://") {
-                url::Url::parse(location).expect("url")
-            } else {
-                url::Url::from_directory_path(Path::new(location).canonicalize().expect("table folder")).expect("url")
-            };
-            let table = DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads");
+            let table = load_table(location, storage).await;
             table.update_datafusion_session(&ctx.state()).expect("object store registered");
             let provider = table.table_provider().await.expect("provider");
             ctx.register_table(*name, provider).expect("registered");
@@ -203,13 +198,14 @@ pub fn query(tables: &[(&str, &str)], storage: &HashMap<String, String>, sql: &s
 
 /// The current version of a table.
 pub fn table_version(location: &str, storage: &HashMap<String, String>) -> u64 {
-    block_on(async {
-        let url = if location.starts_with("s3://") {
-            url::Url::parse(location).expect("url")
-        } else {
-            url::Url::from_directory_path(Path::new(location).canonicalize().expect("folder")).expect("url")
-        };
-        let table = DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads");
-        table.version().expect("a version")
-    })
+    block_on(async { load_table(location, storage).await.version().expect("a version") })
+}
+
+async fn load_table(location: &str, storage: &HashMap<String, String>) -> deltalake::DeltaTable {
+    let url = if location.starts_with("s3://") {
+        url::Url::parse(location).expect("url")
+    } else {
+        url::Url::from_directory_path(Path::new(location).canonicalize().expect("table folder")).expect("url")
+    };
+    DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads")
 }

@@ -14,7 +14,10 @@ use crate::DeltaIoError;
 pub enum CommitError {
     /// Another writer committed progress for one of our app ids since we read it: our batch
     /// overlaps theirs and must be dropped, and progress re-read.
-    #[error("another writer advanced the progress of one of this batch's partitions")]
+    #[error(
+        "another writer advanced the progress of one of this batch's partitions: nothing of this batch was committed. \
+         Tasks sharing a topic must share a consumer group (raw_append.group_id); a restart resumes from the table"
+    )]
     ProgressConflict,
     /// Any other failure.
     #[error(transparent)]

@@ -25,8 +25,6 @@ pub struct RunSummary {
     pub bytes_in: u64,
     /// Batches committed.
     pub batches: u64,
-    /// Commits that had to retry or were dropped on a progress conflict.
-    pub commit_conflicts: u64,
     /// Last committed version per table.
     pub table_versions: BTreeMap<String, u64>,
     /// Wall time of the run.

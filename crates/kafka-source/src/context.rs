@@ -85,10 +85,12 @@ impl ConsumerContext for LakeContext {
                             Ok(Some(next)) => Offset::Offset(next),
                             Ok(None) => Offset::Beginning,
                             Err(e) => {
+                                // Never read a partition whose progress is unknown: the reader
+                                // fails the run instead (a restart retries the lookup).
                                 if let Ok(mut slot) = self.rebalance_error.lock() {
                                     *slot = Some(format!("{}[{}]: {e}", elem.topic(), elem.partition()));
                                 }
-                                Offset::Beginning
+                                continue;
                             }
                         },
                         None => Offset::Beginning,

@@ -181,7 +181,6 @@ enum Mode {
 
 /// A Kafka consumer that fills [`RawBatch`]es.
 pub struct KafkaReader {
-    config: ClientConfig,
     context: LakeContext,
     mode: Mode,
     /// Topic names as shared strings, so a message's key costs no allocation.
@@ -247,7 +246,7 @@ impl KafkaReader {
             .map(|t| Ok((t, Self::consumer(&config, context.clone(), "lakehouse-manual", eof)?)))
             .collect::<Result<Vec<_>, KafkaError>>()?;
         let mode = Mode::Manual { consumers, ends, done: BTreeSet::new(), turn: 0 };
-        let mut reader = Self { config, context, mode, topics: HashMap::new() };
+        let mut reader = Self { context, mode, topics: HashMap::new() };
         reader.assign(starts)?;
         Ok(reader)
     }
@@ -257,7 +256,7 @@ impl KafkaReader {
     pub fn group(config: ClientConfig, context: LakeContext, topics: &[&str], group_id: &str) -> Result<Self, KafkaError> {
         let consumer = Self::consumer(&config, context.clone(), group_id, false)?;
         consumer.subscribe(topics).map_err(KafkaError::client("subscribe"))?;
-        Ok(Self { config, context, mode: Mode::Group(consumer), topics: HashMap::new() })
+        Ok(Self { context, mode: Mode::Group(consumer), topics: HashMap::new() })
     }
 
     /// Assigns manual partitions from the given positions (replacing earlier assignments).
@@ -392,13 +391,6 @@ impl KafkaReader {
                 tracing::warn!(error = %e, "pause failed");
             }
         }
-    }
-
-    /// The partitions of `topic`.
-    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
-        let consumer: BaseConsumer<LakeContext> =
-            self.config.create_with_context(self.context.clone()).map_err(KafkaError::client("create metadata client"))?;
-        topic_partitions(&consumer, topic)
     }
 }
 

@@ -32,7 +32,7 @@ pub enum RawAppendError {
     #[error(transparent)]
     Delta(#[from] DeltaIoError),
     /// A commit did not land.
-    #[error("commit: {0}. Another writer committed the same partitions; with several tasks use a consumer group (raw_append.group_id). Restarting resumes correctly from the table")]
+    #[error("commit: {0}")]
     Commit(#[from] CommitError),
     /// Building rows failed (a bug, not bad input: bad input goes to the dead-letter table).
     #[error("arrow: {0}")]
