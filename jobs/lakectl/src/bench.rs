@@ -135,7 +135,6 @@ fn consume_only(brokers: &str, topic: &str, expected: u64) -> Result<Measure, St
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .set("queued.max.messages.kbytes", "262144")
-        .set("enable.partition.eof", std::env::var("EXP_EOF").unwrap_or("false".into()))
         .create()
         .map_err(|e| e.to_string())?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
@@ -190,7 +189,6 @@ pub fn print_watermarks(brokers: &str, topic: &str, scan: bool) -> Result<(), St
         .set("bootstrap.servers", brokers)
         .set("group.id", "lakectl-watermarks")
         .set("enable.auto.commit", "false")
-        .set("isolation.level", std::env::var("ISO").unwrap_or("read_committed".into()))
         .create()
         .map_err(|e| e.to_string())?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
