@@ -65,6 +65,25 @@ fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate:
     reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message()).expect("produced")
 }
 
+/// Produces in a background thread (while jobs run and get killed).
+fn produce_in_background(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> std::thread::JoinHandle<reference_data::ProduceReport> {
+    let (services, topic) = (services.clone(), topic.to_string());
+    std::thread::spawn(move || produce_orders(&services, &topic, seed, count, rate, bad_fraction))
+}
+
+/// Checks rows of (partition, count, distinct offsets, min offset, max offset): every offset of
+/// every partition exactly once, none missing. Returns the total.
+fn assert_each_offset_once(per_partition: &[Vec<String>]) -> u64 {
+    let mut total = 0;
+    for row in per_partition {
+        let (n, distinct, min, max): (u64, u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
+        assert_eq!(n, distinct, "partition {}: an offset landed twice", row[0]);
+        assert_eq!((min, max), (0, n - 1), "partition {}: an offset is missing", row[0]);
+        total += n;
+    }
+    total
+}
+
 fn count(rows: &[Vec<String>]) -> u64 {
     rows[0][0].parse().expect("a count")
 }
@@ -113,12 +132,7 @@ sources = [
     let rows = query(&tables, &none, "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o");
     assert_eq!(multiset(rows), expected_orders(11, 3000, 0.0), "field by field, the table holds what was produced");
     let per_partition = query(&tables, &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1 ORDER BY 1");
-    let mut total = 0;
-    for row in &per_partition {
-        let (n, distinct, min, max): (i64, i64, i64, i64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
-        assert_eq!((n, min, max), (distinct, 0, n - 1), "every offset of partition {} exactly once", row[0]);
-        total += n;
-    }
+    let total = assert_each_offset_once(&per_partition);
     assert_eq!(total, 3000);
     let year = query(&tables, &none, "SELECT DISTINCT year, month FROM o");
     let now = chrono_now();
@@ -292,11 +306,7 @@ fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
     create_topics(&services, &[&topic], 3);
     const TOTAL: u64 = 24_000;
     const BAD: f64 = 0.02;
-    let producer = {
-        let services = services.clone();
-        let topic = topic.clone();
-        std::thread::spawn(move || produce_orders(&services, &topic, 5, TOTAL, 3_000, BAD))
-    };
+    let producer = produce_in_background(&services, &topic, 5, TOTAL, 3_000, BAD);
     // Continuous runs (the SIGKILL ones) commit every 300 ms; trigger-once runs by size.
     let pipeline = orders_pipeline(&services, None, &topic, "max_batch_rows = 700\ninterval = \"300ms\"");
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -359,13 +369,7 @@ fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
         &none,
         "SELECT p, COUNT(*), COUNT(DISTINCT off), MIN(off), MAX(off) FROM (SELECT _kafka_partition AS p, _kafka_offset AS off FROM o UNION ALL SELECT \"partition\" AS p, \"offset\" AS off FROM d) GROUP BY p ORDER BY p",
     );
-    let mut total = 0;
-    for row in &all {
-        let (n, distinct, min, max): (u64, u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
-        assert_eq!(n, distinct, "partition {}: an offset landed twice", row[0]);
-        assert_eq!((min, max), (0, n - 1), "partition {}: an offset is missing", row[0]);
-        total += n;
-    }
+    let total = assert_each_offset_once(&all);
     assert_eq!(total, report.messages, "every produced message is in exactly one table");
     let dead = query(&tables, &none, "SELECT COUNT(*) FROM d");
     assert_eq!(count(&dead), report.malformed);
@@ -480,11 +484,7 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
     // 30 s of production: long enough for tansu's ~20 s group join to hand the second task
     // partitions while data still flows.
     const TOTAL: u64 = 9_000;
-    let producer = {
-        let services = services.clone();
-        let topic = topic.clone();
-        std::thread::spawn(move || produce_orders(&services, &topic, 51, TOTAL, 300, 0.0))
-    };
+    let producer = produce_in_background(&services, &topic, 51, TOTAL, 300, 0.0);
     let group = unique("group");
     let pipeline = orders_pipeline(&services, None, &topic, &format!("interval = \"500ms\"\ngroup_id = \"{group}\""));
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -515,12 +515,7 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
         let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("{}")).unwrap();
         assert!(summary["rows_in"].as_u64().unwrap_or(0) > 0, "the {name} task ingested nothing: partitions were not shared\n{summary}");
     }
-    let all = query(&[("o", table.as_str())], &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1");
-    let mut total = 0;
-    for row in &all {
-        let (n, distinct, max): (u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap());
-        assert_eq!((n, max), (distinct, n - 1), "partition {}: each offset once, none missing", row[0]);
-        total += n;
-    }
+    let all = query(&[("o", table.as_str())], &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1");
+    let total = assert_each_offset_once(&all);
     assert_eq!(total, report.messages);
 }

@@ -11,6 +11,5 @@ pub use location::{storage_options, table_url};
 pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
 pub use writer::{write_files, TableWriter, STATS_COLUMNS};
 
-pub use deltalake;
 pub use deltalake::kernel::Transaction;
 pub use deltalake::DeltaTable;

@@ -38,9 +38,4 @@ impl Shutdown {
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()
     }
-
-    /// Raises the flag (tests, or a fatal error elsewhere).
-    pub fn request(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-    }
 }

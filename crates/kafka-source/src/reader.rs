@@ -262,7 +262,7 @@ impl KafkaReader {
     /// Assigns manual partitions from the given positions (replacing earlier assignments).
     pub fn assign(&mut self, starts: &[(PartitionKey, StartPosition)]) -> Result<(), KafkaError> {
         let Mode::Manual { consumers, ends, done, .. } = &mut self.mode else {
-            return Err(KafkaError::Progress { topic: String::new(), partition: -1, message: "explicit assignment needs manual mode".into() });
+            return Err(KafkaError::ManualOnly("explicit assignment"));
         };
         done.clear();
         for (topic, consumer) in consumers.iter() {
@@ -305,7 +305,7 @@ impl KafkaReader {
                     return Ok(FillOutcome::Stopped);
                 }
                 if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
-                    return Err(KafkaError::Progress { topic: err, partition: -1, message: "could not resume an assigned partition".into() });
+                    return Err(KafkaError::Rebalance(err));
                 }
                 let now = Instant::now();
                 if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
@@ -324,12 +324,12 @@ impl KafkaReader {
                     taken_this_turn = 0;
                 }
             }
-            let (topic, consumer, multi) = match &self.mode {
+            let (consumer, multi) = match &self.mode {
                 Mode::Manual { consumers, turn, .. } => match consumers.get(*turn) {
-                    Some((t, c)) => (Some(t.clone()), c, consumers.len() > 1),
+                    Some((_, c)) => (c, consumers.len() > 1),
                     None => return Ok(FillOutcome::CaughtUp),
                 },
-                Mode::Group(c) => (None, c, false),
+                Mode::Group(c) => (c, false),
             };
             let timeout = if multi { Duration::from_millis(10) } else { POLL };
             let polled = consumer.poll(timeout);
@@ -365,8 +365,11 @@ impl KafkaReader {
                     since_check = CHECK_EVERY;
                 }
                 Polled::Eof(partition) => {
-                    if let Some(topic) = topic {
-                        self.reached_end(&PartitionKey { topic, partition });
+                    if let Mode::Manual { consumers, turn, .. } = &self.mode {
+                        if let Some((topic, _)) = consumers.get(*turn) {
+                            let key = PartitionKey { topic: topic.clone(), partition };
+                            self.reached_end(&key);
+                        }
                     }
                     taken_this_turn = TURN;
                     since_check = CHECK_EVERY;

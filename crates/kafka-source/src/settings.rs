@@ -20,16 +20,12 @@ pub enum KafkaError {
     /// A topic named in the configuration does not exist on the cluster.
     #[error("topic '{0}' does not exist on the brokers (create it, or fix raw_append.sources)")]
     UnknownTopic(String),
-    /// Reading progress for a newly assigned partition failed.
-    #[error("progress lookup for {topic}[{partition}]: {message}")]
-    Progress {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// What failed.
-        message: String,
-    },
+    /// A rebalance assigned a partition whose progress could not be read from its table.
+    #[error("cannot resume {0} after a rebalance: its progress could not be read from the table")]
+    Rebalance(String),
+    /// An operation that only manual assignment supports was used on a group reader.
+    #[error("{0} needs manual partition assignment")]
+    ManualOnly(&'static str),
 }
 
 impl KafkaError {

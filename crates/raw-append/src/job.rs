@@ -80,7 +80,6 @@ impl RawAppend {
         };
         let mut summary = RunSummary::new("raw-append", trigger_name);
         let routes = Arc::new(Route::all(&self.config, &self.job));
-        let by_topic: HashMap<String, usize> = routes::by_topic(&routes).into_iter().map(|(t, i)| (t.to_string(), i)).collect();
         let mut tables = Vec::with_capacity(routes.len());
         for route in routes.iter() {
             tables.push(open_or_create(&route.spec).await?);
@@ -88,7 +87,7 @@ impl RawAppend {
         let dlq_spec = dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
         let mut sinks = Sinks {
             routes: routes.clone(),
-            by_topic: Arc::new(by_topic),
+            by_topic: Arc::new(routes::by_topic(&routes)),
             tables,
             dead_letter: open_or_create(&dlq_spec).await?,
             dead_letter_progress: HashMap::new(),

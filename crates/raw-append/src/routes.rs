@@ -1,6 +1,6 @@
 //! Topic → table routes resolved from the configuration.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -78,7 +78,7 @@ fn metadata_field(m: MetadataColumn) -> Field {
     Field::new(m.column_name(), ty, true)
 }
 
-/// Routes by topic.
-pub fn by_topic(routes: &[Route]) -> BTreeMap<&str, usize> {
-    routes.iter().enumerate().map(|(i, r)| (r.topic.as_str(), i)).collect()
+/// Route index by topic.
+pub fn by_topic(routes: &[Route]) -> HashMap<String, usize> {
+    routes.iter().enumerate().map(|(i, r)| (r.topic.clone(), i)).collect()
 }

@@ -42,13 +42,16 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
         };
         columns.push(col);
     }
+    let mut ingestion_values: Vec<(String, Option<String>)> = Vec::new();
     let mut keep: Option<Vec<bool>> = None;
     for p in route.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
         let format = p.format.as_deref().unwrap_or("%Y");
         let col: ArrayRef = match p.source {
             PartitionSource::IngestionTime => {
                 let value = ingested_at.format(format).to_string();
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value.as_str(), n)))
+                let col = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value.as_str(), n)));
+                ingestion_values.push((p.column.clone(), Some(value)));
+                col
             }
             PartitionSource::Field => {
                 let field = p.field.as_deref().unwrap_or_default();
@@ -84,8 +87,6 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
             rejects.sort_by_key(|r| r.index);
         }
     }
-    let constant_partition = (!route.partitions.is_empty() && route.partitions.iter().all(|p| p.source == PartitionSource::IngestionTime)).then(|| {
-        route.partitions.iter().map(|p| (p.column.clone(), Some(ingested_at.format(p.format.as_deref().unwrap_or("%Y")).to_string()))).collect()
-    });
+    let constant_partition = (!ingestion_values.is_empty() && ingestion_values.len() == route.partitions.len()).then_some(ingestion_values);
     Ok(ChunkRows { batch: out, rejects, constant_partition })
 }
