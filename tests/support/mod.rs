@@ -116,7 +116,10 @@ impl Pipeline {
     /// (None: a `lake` folder inside the temp folder).
     pub fn new(services: &Services, lake_root: Option<&str>, body: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").canonicalize().expect("schemas folder");
+        // Read at run time: a shared target directory may hold a test binary built from another
+        // checkout of the same sources.
+        let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+        let schemas = Path::new(&crate_dir).join("../schemas").canonicalize().expect("schemas folder");
         for entry in std::fs::read_dir(&schemas).expect("schemas") {
             let entry = entry.expect("entry");
             std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy schema");

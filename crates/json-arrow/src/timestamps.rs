@@ -65,7 +65,7 @@ impl TimestampParser {
 
     fn parse_str(&self, s: &str) -> Option<i64> {
         match self {
-            Self::DefaultUtc => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros()),
+            Self::DefaultUtc => naive_utc_micros(s.as_bytes()).or_else(|| string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros())),
             Self::Default { zone } => string_to_datetime(zone, s).ok().map(|d| d.timestamp_micros()),
             Self::Format { format, zone, has_offset } => {
                 if *has_offset {
@@ -122,6 +122,43 @@ impl TimestampParser {
     }
 }
 
+/// The common layout `YYYY-MM-DD HH:MM:SS[.f{1,9}]` (space or `T`, no offset) read as UTC,
+/// without the general parser's per-value setup (a fifth of the decoding time otherwise).
+/// Anything else, including values that would be invalid, returns None and takes the general
+/// path, so the result is always the general parser's.
+fn naive_utc_micros(s: &[u8]) -> Option<i64> {
+    if s.len() < 19 || s[4] != b'-' || s[7] != b'-' || !(s[10] == b' ' || s[10] == b'T') || s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        s[range].iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')))
+    };
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let nanos = match &s[19..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            let value = digits(20..s.len())?;
+            value * 10i64.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(seconds * 1_000_000 + nanos / 1_000)
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -153,6 +190,27 @@ mod tests {
         let paris = TimestampParser::Default { zone: "Europe/Paris".parse().unwrap() };
         assert_eq!(micros(&paris, "2022-04-04 14:00:01"), Some(expected));
         assert_eq!(micros(&paris, "2022-04-04T12:00:01Z"), Some(expected), "an explicit offset wins over the zone");
+    }
+
+    #[test]
+    fn fast_layout_agrees_with_the_general_parser() {
+        let general = |s: &str| string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros());
+        let mut checked = 0;
+        for year in [1, 1600, 1899, 1900, 1969, 1970, 2000, 2022, 2024, 2100, 9999] {
+            for (month, day) in [(1, 1), (2, 28), (2, 29), (2, 30), (3, 1), (4, 31), (12, 31), (13, 1), (0, 5), (6, 0)] {
+                for time in ["00:00:00", "23:59:59", "12:34:56.7", "12:34:56.123456", "12:34:56.123456789", "24:00:00", "12:60:00"] {
+                    let s = format!("{year:04}-{month:02}-{day:02} {time}");
+                    assert_eq!(naive_utc_micros(s.as_bytes()).or_else(|| general(&s)), general(&s), "{s}");
+                    if naive_utc_micros(s.as_bytes()).is_some() {
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "the fast path took only {checked} values");
+        for other in ["2022-04-04T12:00:01", "2022-04-04 12:00:01Z", "2022-04-04 12:00:01.", "2022-4-04 12:00:01", "+2022-04-04 12:00:01", "2022-04-04 12:00:01.1234567890"] {
+            assert_eq!(naive_utc_micros(other.as_bytes()).or_else(|| general(other)), general(other), "{other}");
+        }
     }
 
     #[test]

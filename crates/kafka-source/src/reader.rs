@@ -1,10 +1,12 @@
 //! Polling Kafka into per-partition chunks of contiguous payload bytes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -55,6 +57,20 @@ pub struct PartitionChunk {
 }
 
 impl PartitionChunk {
+    /// An empty chunk with room for about `messages` messages of `bytes` payload bytes in all,
+    /// so filling it does not copy its buffers again as they grow.
+    pub fn with_capacity(messages: usize, bytes: usize) -> Self {
+        Self {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(messages),
+            offsets: Vec::with_capacity(messages),
+            timestamps: Vec::with_capacity(messages),
+            key_data: Vec::new(),
+            key_ends: Vec::with_capacity(messages),
+            key_null: Vec::with_capacity(messages),
+        }
+    }
+
     /// Number of messages.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -165,12 +181,50 @@ pub enum FillOutcome {
     Stopped,
 }
 
+/// A consumer's message queue, read many messages per call.
+///
+/// `rust-rdkafka`'s `poll` returns one message per call and reads the clock several times
+/// for it (so does librdkafka's single-message path); `rd_kafka_consume_batch_queue` pays that
+/// once per batch. It serves non-message events through callbacks, which is safe for a
+/// manually assigned consumer (no rebalances) unless the client refreshes OAUTHBEARER tokens:
+/// rust-rdkafka handles those as events, not callbacks, so such clients poll one by one.
+struct BatchQueue(NonNull<rdsys::rd_kafka_queue_t>);
+
+// librdkafka queues are thread safe; the handle is only used by the reader's thread.
+unsafe impl Send for BatchQueue {}
+
+impl BatchQueue {
+    fn of(consumer: &BaseConsumer<LakeContext>) -> Option<Self> {
+        // SAFETY: the client pointer is valid for the consumer's lifetime; the returned queue
+        // holds its own reference and is destroyed (before the consumer) in Drop.
+        NonNull::new(unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) }).map(Self)
+    }
+}
+
+impl Drop for BatchQueue {
+    fn drop(&mut self) {
+        // SAFETY: obtained from rd_kafka_queue_get_consumer and destroyed once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// Messages taken per batched read.
+const READ_BATCH: usize = 1024;
+
+/// The consumer of one topic in manual mode.
+struct TopicConsumer {
+    // Declared first so it is dropped before the consumer that owns the queue.
+    queue: Option<BatchQueue>,
+    topic: Arc<str>,
+    consumer: BaseConsumer<LakeContext>,
+}
+
 enum Mode {
     /// Manual assignment, one consumer per topic (librdkafka's end-of-partition events name
     /// the partition but not the topic). With `ends`, a partition is done once it has read to
     /// its end offset and then reached the end of the partition; without, it reads on forever.
     Manual {
-        consumers: Vec<(Arc<str>, BaseConsumer<LakeContext>)>,
+        consumers: Vec<TopicConsumer>,
         ends: Option<HashMap<PartitionKey, i64>>,
         done: BTreeSet<PartitionKey>,
         turn: usize,
@@ -185,13 +239,16 @@ pub struct KafkaReader {
     mode: Mode,
     /// Topic names as shared strings, so a message's key costs no allocation.
     topics: HashMap<String, Arc<str>>,
+    /// Partitions assigned (manual mode), to size new chunks; 1 when unknown.
+    assigned: usize,
 }
 
-/// What one poll produced (the message itself is already in the batch).
+/// What one poll produced (the messages themselves are already in the batch, the partitions
+/// that reported their end in the caller's list).
 enum Polled {
     Idle,
-    Eof(i32),
-    Message,
+    Eof,
+    Messages(usize),
 }
 
 /// Messages between checks of the clock, the stop flag and the end condition.
@@ -241,12 +298,17 @@ impl KafkaReader {
         topics.sort();
         topics.dedup();
         let eof = ends.is_some();
+        let batched = !config.get("sasl.mechanism").is_some_and(|m| m.eq_ignore_ascii_case("OAUTHBEARER"));
         let consumers = topics
             .into_iter()
-            .map(|t| Ok((t, Self::consumer(&config, context.clone(), "lakehouse-manual", eof)?)))
+            .map(|topic| {
+                let consumer = Self::consumer(&config, context.clone(), "lakehouse-manual", eof)?;
+                let queue = if batched { BatchQueue::of(&consumer) } else { None };
+                Ok(TopicConsumer { queue, topic, consumer })
+            })
             .collect::<Result<Vec<_>, KafkaError>>()?;
         let mode = Mode::Manual { consumers, ends, done: BTreeSet::new(), turn: 0 };
-        let mut reader = Self { context, mode, topics: HashMap::new() };
+        let mut reader = Self { context, mode, topics: HashMap::new(), assigned: 1 };
         reader.assign(starts)?;
         Ok(reader)
     }
@@ -256,7 +318,7 @@ impl KafkaReader {
     pub fn group(config: ClientConfig, context: LakeContext, topics: &[&str], group_id: &str) -> Result<Self, KafkaError> {
         let consumer = Self::consumer(&config, context.clone(), group_id, false)?;
         consumer.subscribe(topics).map_err(KafkaError::client("subscribe"))?;
-        Ok(Self { context, mode: Mode::Group(consumer), topics: HashMap::new() })
+        Ok(Self { context, mode: Mode::Group(consumer), topics: HashMap::new(), assigned: 1 })
     }
 
     /// Assigns manual partitions from the given positions (replacing earlier assignments).
@@ -265,7 +327,8 @@ impl KafkaReader {
             return Err(KafkaError::ManualOnly("explicit assignment"));
         };
         done.clear();
-        for (topic, consumer) in consumers.iter() {
+        self.assigned = starts.len().max(1);
+        for TopicConsumer { topic, consumer, .. } in consumers.iter() {
             let mut tpl = TopicPartitionList::new();
             for (key, start) in starts.iter().filter(|(k, _)| &k.topic == topic) {
                 let offset = match start {
@@ -293,6 +356,11 @@ impl KafkaReader {
         let mut taken_this_turn = 0usize;
         let mut revocations_seen = self.context.revocations.load(Ordering::SeqCst);
         let mut since_check = CHECK_EVERY;
+        let mut buffer: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(READ_BATCH);
+        let mut eofs = Vec::new();
+        // Each partition's share of the slice, with some slack: fewer buffer regrowths.
+        let share = |total: usize| total / self.assigned + total / self.assigned / 8;
+        let new_chunk = ChunkSize { messages: share(limits.max_messages), bytes: share(limits.max_bytes) };
         loop {
             // Limits are counted per message; clocks, locks and flags only every CHECK_EVERY
             // messages or when a poll comes back empty (they cost as much as a message).
@@ -324,39 +392,20 @@ impl KafkaReader {
                     taken_this_turn = 0;
                 }
             }
-            let (consumer, multi) = match &self.mode {
+            let timeout = if multi_topic(&self.mode) { Duration::from_millis(10) } else { POLL };
+            let polled = match &self.mode {
                 Mode::Manual { consumers, turn, .. } => match consumers.get(*turn) {
-                    Some((_, c)) => (c, consumers.len() > 1),
+                    Some(TopicConsumer { queue: Some(queue), topic, .. }) => {
+                        let room = (limits.max_messages - batch.messages).min(READ_BATCH);
+                        read_batch(queue, topic, timeout, room, &mut buffer, batch, &mut eofs, new_chunk)
+                    }
+                    Some(TopicConsumer { consumer, .. }) => {
+                        poll_one(consumer, &self.context, &mut revocations_seen, &mut self.topics, timeout, batch, &mut eofs, new_chunk)
+                    }
                     None => return Ok(FillOutcome::CaughtUp),
                 },
-                Mode::Group(c) => (c, false),
-            };
-            let timeout = if multi { Duration::from_millis(10) } else { POLL };
-            let polled = consumer.poll(timeout);
-            // A rebalance runs inside poll: what was read before it may belong to partitions
-            // that are no longer ours (a message this poll returned is already from the new
-            // assignment, so drop before adding it).
-            drop_revoked(&self.context, batch, &mut revocations_seen);
-            let polled = match polled {
-                None => Polled::Idle,
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => Polled::Eof(partition),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, stage = "kafka_poll", "kafka poll error; librdkafka retries");
-                    Polled::Idle
-                }
-                Some(Ok(msg)) => {
-                    let topic = match self.topics.get(msg.topic()) {
-                        Some(t) => t.clone(),
-                        None => self.topics.entry(msg.topic().to_string()).or_insert_with(|| msg.topic().into()).clone(),
-                    };
-                    let key = PartitionKey { topic, partition: msg.partition() };
-                    let offset = msg.offset();
-                    let payload = msg.payload().unwrap_or_default();
-                    batch.messages += 1;
-                    batch.bytes += payload.len();
-                    batch.opened_at.get_or_insert_with(Instant::now);
-                    batch.chunks.entry(key.clone()).or_default().push(offset, msg.timestamp().to_millis(), msg.key(), payload);
-                    Polled::Message
+                Mode::Group(consumer) => {
+                    poll_one(consumer, &self.context, &mut revocations_seen, &mut self.topics, timeout, batch, &mut eofs, new_chunk)
                 }
             };
             match polled {
@@ -364,17 +413,23 @@ impl KafkaReader {
                     taken_this_turn = TURN;
                     since_check = CHECK_EVERY;
                 }
-                Polled::Eof(partition) => {
-                    if let Mode::Manual { consumers, turn, .. } = &self.mode {
-                        if let Some((topic, _)) = consumers.get(*turn) {
-                            let key = PartitionKey { topic: topic.clone(), partition };
-                            self.reached_end(&key);
+                Polled::Eof => {
+                    let topic = match &self.mode {
+                        Mode::Manual { consumers, turn, .. } => consumers.get(*turn).map(|c| c.topic.clone()),
+                        Mode::Group(_) => None,
+                    };
+                    for partition in eofs.drain(..) {
+                        if let Some(topic) = &topic {
+                            self.reached_end(&PartitionKey { topic: topic.clone(), partition });
                         }
                     }
                     taken_this_turn = TURN;
                     since_check = CHECK_EVERY;
                 }
-                Polled::Message => taken_this_turn += 1,
+                Polled::Messages(n) => {
+                    taken_this_turn += n;
+                    since_check += n - 1;
+                }
             }
         }
     }
@@ -383,7 +438,7 @@ impl KafkaReader {
     /// next offset it would read, past any transaction markers) reached its end offset.
     fn reached_end(&mut self, key: &PartitionKey) {
         let Mode::Manual { consumers, ends: Some(ends), done, .. } = &mut self.mode else { return };
-        let (Some(end), Some((_, consumer))) = (ends.get(key), consumers.iter().find(|(t, _)| *t == key.topic)) else { return };
+        let (Some(end), Some(TopicConsumer { consumer, .. })) = (ends.get(key), consumers.iter().find(|c| c.topic == key.topic)) else { return };
         let position = consumer.position().ok().and_then(|tpl| match tpl.find_partition(&key.topic, key.partition).map(|e| e.offset()) {
             Some(Offset::Offset(pos)) => Some(pos),
             _ => None,
@@ -394,6 +449,146 @@ impl KafkaReader {
                 tracing::warn!(error = %e, "pause failed");
             }
         }
+    }
+}
+
+/// The room a partition's new chunk starts with.
+#[derive(Debug, Clone, Copy)]
+struct ChunkSize {
+    messages: usize,
+    bytes: usize,
+}
+
+impl ChunkSize {
+    fn chunk(self) -> PartitionChunk {
+        PartitionChunk::with_capacity(self.messages, self.bytes)
+    }
+}
+
+fn multi_topic(mode: &Mode) -> bool {
+    matches!(mode, Mode::Manual { consumers, .. } if consumers.len() > 1)
+}
+
+/// One message (or event) through rust-rdkafka's poll, which also serves rebalances.
+fn poll_one(
+    consumer: &BaseConsumer<LakeContext>,
+    context: &LakeContext,
+    revocations_seen: &mut u64,
+    topics: &mut HashMap<String, Arc<str>>,
+    timeout: Duration,
+    batch: &mut RawBatch,
+    eofs: &mut Vec<i32>,
+    new_chunk: ChunkSize,
+) -> Polled {
+    let polled = consumer.poll(timeout);
+    // A rebalance runs inside poll: what was read before it may belong to partitions that are
+    // no longer ours (a message this poll returned is already from the new assignment, so
+    // drop before adding it).
+    drop_revoked(context, batch, revocations_seen);
+    match polled {
+        None => Polled::Idle,
+        Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+            eofs.push(partition);
+            Polled::Eof
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, stage = "kafka_poll", "kafka poll error; librdkafka retries");
+            Polled::Idle
+        }
+        Some(Ok(msg)) => {
+            let topic = match topics.get(msg.topic()) {
+                Some(t) => t.clone(),
+                None => topics.entry(msg.topic().to_string()).or_insert_with(|| msg.topic().into()).clone(),
+            };
+            let key = PartitionKey { topic, partition: msg.partition() };
+            let payload = msg.payload().unwrap_or_default();
+            batch.messages += 1;
+            batch.bytes += payload.len();
+            batch.opened_at.get_or_insert_with(Instant::now);
+            batch.chunks.entry(key).or_insert_with(|| new_chunk.chunk()).push(msg.offset(), msg.timestamp().to_millis(), msg.key(), payload);
+            Polled::Messages(1)
+        }
+    }
+}
+
+/// Up to `room` messages of `topic` from a [`BatchQueue`]; partitions whose end-of-partition
+/// event was among them go to `eofs`.
+fn read_batch(
+    queue: &BatchQueue,
+    topic: &Arc<str>,
+    timeout: Duration,
+    room: usize,
+    buffer: &mut Vec<*mut rdsys::rd_kafka_message_t>,
+    batch: &mut RawBatch,
+    eofs: &mut Vec<i32>,
+    new_chunk: ChunkSize,
+) -> Polled {
+    buffer.clear();
+    let room = room.clamp(1, buffer.capacity());
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the buffer has room for `room` pointers; librdkafka writes at most that many.
+    let read = unsafe { rdsys::rd_kafka_consume_batch_queue(queue.0.as_ptr(), timeout_ms, buffer.as_mut_ptr(), room) };
+    let Ok(read) = usize::try_from(read) else {
+        tracing::warn!(stage = "kafka_poll", "batched read failed; retrying");
+        return Polled::Idle;
+    };
+    // SAFETY: librdkafka initialised the first `read` entries.
+    unsafe { buffer.set_len(read) };
+    let mut taken = 0usize;
+    let mut current: Option<(i32, &mut PartitionChunk)> = None;
+    for &ptr in buffer.iter() {
+        // SAFETY: each pointer is a live message owned by us until destroyed below.
+        let message = unsafe { &*ptr };
+        if message.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                eofs.push(message.partition);
+            } else {
+                let error = rdkafka::error::RDKafkaErrorCode::from(message.err);
+                tracing::warn!(error = %error, stage = "kafka_poll", "kafka poll error; librdkafka retries");
+            }
+        } else {
+            // SAFETY: payload/key point to len/key_len bytes (or are null) while the message lives.
+            let payload = unsafe { bytes(message.payload.cast(), message.len) }.unwrap_or_default();
+            let key = unsafe { bytes(message.key.cast(), message.key_len) };
+            let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+            // SAFETY: a live message.
+            let millis = unsafe { rdsys::rd_kafka_message_timestamp(ptr, &mut kind) };
+            let timestamp = (kind != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && millis != -1).then_some(millis);
+            // Consecutive messages mostly share a partition: look the chunk up only on a change.
+            let chunk = match current.take() {
+                Some((partition, chunk)) if partition == message.partition => chunk,
+                _ => batch.chunks.entry(PartitionKey { topic: topic.clone(), partition: message.partition }).or_insert_with(|| new_chunk.chunk()),
+            };
+            chunk.push(message.offset, timestamp, key, payload);
+            current = Some((message.partition, chunk));
+            batch.bytes += payload.len();
+            taken += 1;
+        }
+        // SAFETY: each message is destroyed exactly once, after its last use.
+        unsafe { rdsys::rd_kafka_message_destroy(ptr) };
+    }
+    buffer.clear();
+    if taken > 0 {
+        batch.messages += taken;
+        batch.opened_at.get_or_insert_with(Instant::now);
+    }
+    match (eofs.is_empty(), taken) {
+        (false, _) => Polled::Eof,
+        (true, 0) => Polled::Idle,
+        (true, n) => Polled::Messages(n),
+    }
+}
+
+/// `len` bytes at `ptr`, or None for a null pointer.
+///
+/// # Safety
+/// `ptr` must be null or point to `len` readable bytes that outlive the returned slice.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: guaranteed by the caller.
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 }
 

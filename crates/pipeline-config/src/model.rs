@@ -542,7 +542,10 @@ mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pipeline.toml")
+        // Read at run time: a shared target directory may hold a test binary built from
+        // another checkout of the same sources.
+        let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+        Path::new(&crate_dir).join("../../schemas/pipeline.toml")
     }
 
     #[test]
