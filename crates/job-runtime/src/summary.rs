@@ -33,6 +33,9 @@ pub struct RunSummary {
     pub rows_per_sec: f64,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
+    /// Job-specific figures (e.g. a maintenance operation's metrics).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
     /// Error text when status is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -1,0 +1,19 @@
+//! Keeping Delta tables healthy for their readers: bin-packing compaction, vacuum, symlink
+//! manifests for Hive-style readers (Athena, Presto), Athena DDL, checkpoints.
+//!
+//! Each operation is a builder over an opened table (`with_*` options) awaited for its
+//! metrics, like delta-rs operations.
+
+mod catalog;
+mod checkpoint;
+mod compact;
+mod error;
+mod manifest;
+mod vacuum;
+
+pub use catalog::{athena_ddl, AthenaDdl};
+pub use checkpoint::{Checkpoint, CheckpointMetrics};
+pub use compact::{Compact, CompactMetrics};
+pub use error::MaintenanceError;
+pub use manifest::{hive_escape, manifests_enabled, partition_directory, ManifestMetrics, Manifests, MANIFEST_DIR};
+pub use vacuum::{Vacuum, VacuumMetrics, DEFAULT_RETENTION_HOURS};
