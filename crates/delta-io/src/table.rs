@@ -41,6 +41,10 @@ impl DeltaIoError {
     }
 }
 
+/// Delta Spark table properties delta-rs does not know but accepts when asked to, because a
+/// job of ours acts on them.
+const SPARK_ONLY_PROPERTIES: &[&str] = &["delta.compatibility.symlinkFormatManifest.enabled"];
+
 /// What a job expects of a table it writes: location, schema, partitioning, properties.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -87,18 +91,28 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError
             .with_partition_columns(spec.partition_columns.clone())
             .with_configuration(spec.properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
             .with_save_mode(SaveMode::Ignore)
+            // Unknown `delta.*` keys are refused (typos), except Delta Spark properties that
+            // delta-rs does not model but our jobs honour.
+            .with_raise_if_key_not_exists(!spec.properties.keys().any(|k| SPARK_ONLY_PROPERTIES.contains(&k.as_str())))
             // A losing concurrent create must fail, not be retried as a second metadata commit.
             .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
-        table = match created {
-            Ok(t) => t,
-            // Another process created it between our load and our create.
-            Err(_) => DeltaTable::try_from_url_with_storage_options(url, opts)
-                .await
-                .map_err(DeltaIoError::delta(&spec.location))?,
+        let create_error = match created {
+            Ok(t) => {
+                table = t;
+                None
+            }
+            // Another process may have created it between our load and our create.
+            Err(e) => {
+                table = DeltaTable::try_from_url_with_storage_options(url, opts)
+                    .await
+                    .map_err(DeltaIoError::delta(&spec.location))?;
+                Some(e)
+            }
         };
         if table.version().is_none() {
-            return Err(DeltaIoError::Location(format!("{}: table could not be created", spec.location)));
+            let reason = create_error.map(|e| e.to_string()).unwrap_or_default();
+            return Err(DeltaIoError::Location(format!("{}: table could not be created: {reason}", spec.location)));
         }
         tracing::info!(table = %spec.location, "created table");
     }

@@ -181,6 +181,9 @@ impl Batch {
             crash_point!("raw_append::after_upload");
             let files = adds.len();
             let partitions = txns.len();
+            // Partition values of the new files (repeats collapse in the manifest writer).
+            let touched: Vec<HashMap<String, Option<String>>> =
+                adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
             let started = Instant::now();
             let done = commit_append(&mut sinks.tables[idx], adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await?;
             BatchCommitted {
@@ -195,6 +198,7 @@ impl Batch {
             }
             .emit(summary);
             crash_point!("raw_append::after_commit");
+            update_manifests(&sinks.tables[idx], &route.table_name, &touched).await;
         }
         summary.batches += 1;
         Ok(())
@@ -205,6 +209,19 @@ impl Batch {
         for writer in self.writers.iter_mut().filter_map(Option::take) {
             writer.abort().await;
         }
+    }
+}
+
+/// Rewrites the touched partitions' symlink manifests when the table asks for it. The commit
+/// has landed, so a failure here is reported, not fatal: the next commit to the partition or a
+/// full `maintenance manifest` run repairs it.
+async fn update_manifests<'a>(table: &DeltaTable, name: &str, touched: impl IntoIterator<Item = &'a HashMap<String, Option<String>>>) {
+    if !maintenance::manifests_enabled(table) {
+        return;
+    }
+    match maintenance::Manifests::new(table.clone()).for_partitions(touched).await {
+        Ok(m) => tracing::debug!(table = name, manifests = m.manifests_written, "manifests updated"),
+        Err(e) => tracing::error!(table = name, error = %e, stage = "manifest", "symlink manifests not updated; run `maintenance manifest` to repair"),
     }
 }
 
