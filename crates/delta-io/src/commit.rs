@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -67,6 +67,29 @@ pub async fn commit_append(
         }
         Err(source) => Err(DeltaIoError::Delta { table: location, source }.into()),
     }
+}
+
+/// Commits a rewrite (compaction): `removes` replaced by `adds`, all with `dataChange=false`
+/// so incremental readers skip it. Conflicts with blind appends are retried by delta-rs; a
+/// concurrent removal of one of `removes` fails the commit (nothing of it lands).
+pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: Vec<Add>, predicate: Option<String>, target_size: u64) -> Result<CommitOutcome, DeltaIoError> {
+    let location = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+    let actions: Vec<Action> = removes
+        .into_iter()
+        .map(|r| Action::Remove(Remove { data_change: false, ..r }))
+        .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
+        .collect();
+    let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .with_max_retries(50)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(|source| DeltaIoError::Delta { table: location, source })?;
+    let version = done.version();
+    table.state = Some(done.snapshot());
+    Ok(CommitOutcome { version })
 }
 
 /// The `txn` version recorded for `app_id`, if any.

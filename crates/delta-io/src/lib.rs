@@ -6,7 +6,7 @@ mod location;
 mod table;
 mod writer;
 
-pub use commit::{commit_append, read_progress, CommitError, CommitOutcome};
+pub use commit::{commit_append, commit_rewrite, read_progress, CommitError, CommitOutcome};
 pub use location::{storage_options, table_url};
 pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
 pub use writer::{write_files, TableWriter, STATS_COLUMNS};

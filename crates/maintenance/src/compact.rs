@@ -11,6 +11,7 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
 use serde::Serialize;
 
+use crate::bin_pack::BinPack;
 use crate::MaintenanceError;
 
 /// Default target file size: 128 MiB.
@@ -39,8 +40,8 @@ pub struct CompactMetrics {
     pub files_skipped: u64,
 }
 
-/// Rewrites each partition's small files into files near a target size, committed with
-/// `dataChange=false` so incremental readers skip them. Appends to the same table may go on:
+/// Rewrites each partition's small files into files near a target size (our bin-packer), or
+/// z-orders them (delta-rs), committed with `dataChange=false` so incremental readers skip them. Appends to the same table may go on:
 /// a blind append does not conflict with a rewrite, and delta-rs retries a commit that lost a
 /// race. With a minimum commit interval, a long compaction commits in steps so one conflict
 /// does not throw all its work away.
@@ -96,12 +97,20 @@ impl Compact {
             }
         }
         let target = NonZeroU64::new(self.target_size).ok_or_else(|| MaintenanceError::Refused("--target-size must be above 0".into()))?;
+        if self.zorder.is_empty() {
+            let bin_pack = BinPack { target_size: self.target_size, partitions: self.partitions, min_commit_interval: self.min_commit_interval };
+            return bin_pack.run(self.table).await;
+        }
         let filters: Vec<_> = self.partitions.iter().map(|(c, v)| (c.as_str(), FilterOp::Eq, FilterValue::Scalar(v.as_str()))).collect();
         let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())).build();
-        let mut builder = self.table.optimize().with_target_size(target).with_filters(&filters).with_writer_properties(props);
-        if !self.zorder.is_empty() {
-            builder = builder.with_type(OptimizeType::ZOrder(self.zorder.clone()));
-        }
+        // Z-order rewrites whole partitions through delta-rs's optimize.
+        let mut builder = self
+            .table
+            .optimize()
+            .with_target_size(target)
+            .with_filters(&filters)
+            .with_writer_properties(props)
+            .with_type(OptimizeType::ZOrder(self.zorder.clone()));
         if let Some(interval) = self.min_commit_interval {
             builder = builder.with_min_commit_interval(interval);
         }

@@ -4,6 +4,7 @@
 //! Each operation is a builder over an opened table (`with_*` options) awaited for its
 //! metrics, like delta-rs operations.
 
+mod bin_pack;
 mod catalog;
 mod checkpoint;
 mod compact;

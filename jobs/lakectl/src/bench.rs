@@ -218,7 +218,7 @@ fn consume_only(brokers: &str, topic: &str, expected: u64, style: ConsumeStyle) 
     Ok(Measure { seconds: started.elapsed().as_secs_f64(), peak_rss: job_runtime::peak_rss_bytes().unwrap_or(0) })
 }
 
-fn wait_with_rusage(child: std::process::Child) -> Result<(std::process::ExitStatus, u64), String> {
+pub(crate) fn wait_with_rusage(child: std::process::Child) -> Result<(std::process::ExitStatus, u64), String> {
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;

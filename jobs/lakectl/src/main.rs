@@ -2,6 +2,7 @@
 //! and benchmark the jobs against their reference points.
 
 mod bench;
+mod bench_maintenance;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,8 @@ enum Command {
     },
     /// Benchmark raw-append against a bare librdkafka consumer on the same data.
     BenchRawAppend(bench::RawAppendBench),
+    /// Benchmark manifest generation and compaction against the Python deltalake package.
+    BenchMaintenance(bench_maintenance::MaintenanceBench),
 }
 
 fn main() {
@@ -92,6 +95,7 @@ fn main() {
         }
         Command::Watermarks { topic, scan } => bench::print_watermarks(&args.brokers, &topic, scan),
         Command::BenchRawAppend(b) => b.run(&args.brokers),
+        Command::BenchMaintenance(b) => b.run(),
     };
     if let Err(e) = result {
         eprintln!("lakectl: {e}");
