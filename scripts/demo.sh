@@ -23,3 +23,9 @@ done
 log "a second run finds nothing new (exit code 3)"
 rc=0; "$BIN/raw-append" --config schemas/pipeline.toml >/dev/null || rc=$?
 echo "second run exit code: $rc"
+# processed (merge-upsert) does not exist yet: the maintenance steps run on raw/order.
+log "maintenance: compact, checkpoint, symlink manifests and the Athena DDL of raw/order"
+"$BIN/maintenance" compact raw_order | tail -1
+"$BIN/maintenance" checkpoint raw_order | tail -1
+"$BIN/maintenance" manifest raw_order | tail -1
+"$BIN/maintenance" catalog raw_order --database lakehouse | sed '$d'

@@ -26,3 +26,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 "$(tansu_bin)" --version >/dev/null
+
+# --bench: the Python reference implementations the benchmarks compare against.
+if [ "${1:-}" = "--bench" ]; then
+  "$VENV/bin/python" -c "import deltalake" 2>/dev/null || {
+    log "installing $BENCH_PACKAGES into $VENV"
+    "$VENV/bin/pip" install -q $BENCH_PACKAGES
+  }
+fi

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -31,6 +31,13 @@ pub struct CommitOutcome {
     pub version: u64,
 }
 
+/// A commit that writes a checkpoint every `delta.checkpointInterval` versions (100 by
+/// default) and cleans expired logs per the table's settings: without it a streaming table's
+/// log replay grows with every commit. (`CommitBuilder::default()` runs no post-commit hook.)
+fn commit_builder() -> CommitBuilder {
+    CommitBuilder::from(CommitProperties::default())
+}
+
 /// Commits `adds` plus one `txn` per entry of `progress` in one atomic commit. delta-rs retries
 /// on conflicts with blind appends; a concurrent commit that carries one of our app ids is a
 /// [`CommitError::ProgressConflict`].
@@ -50,7 +57,7 @@ pub async fn commit_append(
         query_id: job_id.to_string(),
         epoch_id: batch_id,
     };
-    let result = CommitBuilder::default()
+    let result = commit_builder()
         .with_actions(actions)
         .with_app_metadata(app_metadata)
         .with_max_retries(50)
@@ -81,7 +88,7 @@ pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: 
         .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
         .collect();
     let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
-    let done = CommitBuilder::default()
+    let done = commit_builder()
         .with_actions(actions)
         .with_max_retries(50)
         .build(Some(snapshot), table.log_store(), operation)
