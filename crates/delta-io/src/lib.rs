@@ -2,12 +2,14 @@
 //! schema check, Parquet file writing, and append commits that carry `txn` progress.
 
 mod commit;
+mod files;
 mod location;
 mod table;
 mod writer;
 
 pub use commit::{commit_append, commit_rewrite, read_progress, CommitError, CommitOutcome};
-pub use location::{storage_options, table_url};
+pub use files::{decode_data_file, read_data_file};
+pub use location::{object_store_at, storage_options, table_url};
 pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
 pub use writer::{write_files, TableWriter, STATS_COLUMNS};
 

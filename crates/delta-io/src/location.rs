@@ -43,3 +43,15 @@ pub fn storage_options(configured: &std::collections::BTreeMap<String, String>) 
     }
     opts
 }
+
+/// An object store rooted at `location` (for job state kept next to the tables).
+pub fn object_store_at(
+    location: &str,
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Result<std::sync::Arc<dyn deltalake::ObjectStore>, DeltaIoError> {
+    let url = table_url(location)?;
+    let store = deltalake::DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.with_storage_options(storage_options(configured)).build_storage())
+        .map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+    Ok(store.object_store(None))
+}

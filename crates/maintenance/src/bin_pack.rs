@@ -9,12 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::arrow::array::{new_null_array, ArrayRef, RecordBatch, StringArray};
-use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::{Add, Remove};
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _};
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaTable, Path};
 use futures::{StreamExt, TryStreamExt};
 
@@ -122,7 +119,7 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
     let location = table.table_url().to_string();
     let paths: Vec<Path> = bin.files.iter().map(|(p, _)| p.clone()).collect();
     let partition_columns: Vec<String> = bin.partition.iter().map(|(c, _)| c.clone()).collect();
-    let partition_values: HashMap<&str, Option<&str>> = bin.partition.iter().map(|(c, v)| (c.as_str(), v.as_deref())).collect();
+    let partition_values: HashMap<String, Option<String>> = bin.partition.iter().cloned().collect();
     let mut writer = delta_io::TableWriter::new(table, schema.clone(), &partition_columns, target);
     // Fetches run ahead of decoding; only FETCH_CONCURRENCY files are held at once.
     let mut contents = futures::stream::iter(paths.into_iter().map(|path| {
@@ -139,10 +136,7 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
                 return Err(MaintenanceError::store(&location)(e));
             }
         };
-        let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.build())
-            .map_err(|e| e.to_string())
-            .and_then(|reader| reader.map(|b| b.map_err(|e| e.to_string()).and_then(|b| to_table_schema(&b, &schema, &partition_values).map_err(|e| e.to_string()))).collect::<Result<Vec<_>, _>>());
+        let batches = delta_io::decode_data_file(bytes, &schema, &partition_values).map_err(|e| e.to_string());
         let written = match batches {
             Ok(batches) => {
                 let mut result = Ok(());
@@ -163,26 +157,4 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
     }
     let adds = writer.close().await.map_err(|e| MaintenanceError::Refused(e.to_string()))?;
     Ok((bin.files.into_iter().map(|(_, r)| r).collect(), adds))
-}
-
-/// A file's rows in the table's current schema: columns by name (cast when a column was
-/// widened since), columns added since as nulls, partition columns from the partition values.
-fn to_table_schema(batch: &RecordBatch, schema: &SchemaRef, partition: &HashMap<&str, Option<&str>>) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
-    let rows = batch.num_rows();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            if let Some(value) = partition.get(field.name().as_str()) {
-                let strings: ArrayRef = Arc::new(StringArray::from(vec![*value; rows]));
-                return cast(&strings, field.data_type());
-            }
-            match batch.column_by_name(field.name()) {
-                Some(col) if col.data_type() == field.data_type() => Ok(col.clone()),
-                Some(col) => cast(col, field.data_type()),
-                None => Ok(new_null_array(field.data_type(), rows)),
-            }
-        })
-        .collect::<Result<_, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
 }

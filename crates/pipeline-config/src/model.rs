@@ -23,6 +23,9 @@ pub struct PipelineConfig {
     /// The raw-append job.
     #[serde(default)]
     pub raw_append: Option<RawAppendConfig>,
+    /// The stream-join job.
+    #[serde(default)]
+    pub stream_join: Option<StreamJoinConfig>,
     /// Folder holding the file, against which schema paths resolve.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -325,6 +328,163 @@ pub struct RawAppendSource {
     pub metadata_columns: Vec<MetadataColumn>,
 }
 
+/// The stream-join job: a watermarked interval join of two Delta tables into a third.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamJoinConfig {
+    /// Identifies the job in the sink's `txn` app id; never change it for an existing output.
+    #[serde(default = "default_join_job_id")]
+    pub job_id: String,
+    /// The left input (every output row has one).
+    pub left: JoinInput,
+    /// The right input.
+    pub right: JoinInput,
+    /// Output table (name under `[tables]`).
+    pub output: String,
+    /// `inner` or `left_outer`.
+    #[serde(default)]
+    pub join_type: JoinType,
+    /// Rows match when `left.time BETWEEN right.time + lower AND right.time + upper`.
+    #[serde(default = "zero_offset")]
+    pub lower: SignedDuration,
+    /// See `lower`.
+    pub upper: SignedDuration,
+    /// How the job watermark follows the inputs' (`min`: the slower input; `max`).
+    #[serde(default)]
+    pub watermark_policy: WatermarkPolicy,
+    /// Output columns in order, each from `left.<column>` or `right.<column>`; partition
+    /// columns derived from a timestamp field come from the output table's partitioning.
+    pub columns: Vec<JoinColumn>,
+    /// Table path under the lake root for rows later than the watermark (unset: only counted).
+    #[serde(default)]
+    pub late_table: Option<String>,
+    /// Where state and progress live, under the lake root.
+    #[serde(default = "default_join_checkpoint")]
+    pub checkpoint: String,
+    /// Default trigger (the `--trigger` flag wins).
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Continuous mode: time between batches.
+    #[serde(default = "default_interval")]
+    pub interval: DurationStr,
+    /// A batch reads at most this many new files per input...
+    #[serde(default = "default_max_files")]
+    pub max_files_per_batch: usize,
+    /// ...and at most about this many bytes per input (at least one commit).
+    #[serde(default = "default_max_source_bytes")]
+    pub max_bytes_per_batch: ByteSize,
+    /// Skip source commits that delete rows (`remove` with dataChange=true) instead of failing.
+    #[serde(default)]
+    pub ignore_deletes: bool,
+    /// On SIGTERM the batch in flight may take this long before it is abandoned.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: DurationStr,
+}
+
+/// One side of the join.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinInput {
+    /// Source table (name under `[tables]`).
+    pub table: String,
+    /// Equi-join key columns (same count and order on both sides).
+    pub key: Vec<String>,
+    /// Event-time column (a timestamp).
+    pub time: String,
+    /// Watermark delay: how late this input's rows may arrive.
+    pub delay: DurationStr,
+}
+
+/// Join type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinType {
+    /// Pairs only.
+    #[default]
+    Inner,
+    /// Pairs, plus each left row that never matched, null-padded, once the watermark passes it.
+    LeftOuter,
+}
+
+/// How the job watermark is derived from the inputs' watermarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatermarkPolicy {
+    /// The slower input's (safe: no on-time row is dropped).
+    #[default]
+    Min,
+    /// The faster input's (less state, more late rows).
+    Max,
+}
+
+/// An output column of the join.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinColumn {
+    /// Output column name.
+    pub name: String,
+    /// `left.<column>` or `right.<column>`.
+    pub from: String,
+}
+
+impl JoinColumn {
+    /// The side (`left`/`right`) and column this output column comes from.
+    pub fn source(&self) -> Option<(JoinSide, &str)> {
+        let (side, column) = self.from.split_once('.')?;
+        let side = match side {
+            "left" => JoinSide::Left,
+            "right" => JoinSide::Right,
+            _ => return None,
+        };
+        (!column.is_empty()).then_some((side, column))
+    }
+}
+
+/// A side of the join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JoinSide {
+    /// The left input.
+    Left,
+    /// The right input.
+    Right,
+}
+
+/// A duration that may be negative: `"-30m"`, `"1h"`, `"0s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedDuration {
+    /// Microseconds (negative for `-`).
+    pub micros: i64,
+}
+
+impl<'de> Deserialize<'de> for SignedDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let (negative, body) = match s.trim().strip_prefix('-') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, s.trim()),
+        };
+        let d = humantime::parse_duration(body).map_err(|e| serde::de::Error::custom(format!("'{s}' is not a duration like \"1h\" or \"-30m\": {e}")))?;
+        let micros = i64::try_from(d.as_micros()).map_err(|_| serde::de::Error::custom(format!("'{s}' is too long")))?;
+        Ok(Self { micros: if negative { -micros } else { micros } })
+    }
+}
+
+fn zero_offset() -> SignedDuration {
+    SignedDuration { micros: 0 }
+}
+fn default_join_job_id() -> String {
+    "stream-join".into()
+}
+fn default_join_checkpoint() -> String {
+    "_checkpoints/stream-join".into()
+}
+fn default_max_files() -> usize {
+    1000
+}
+fn default_max_source_bytes() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
 /// Environment variables that override deployment values.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LAKEHOUSE_LAKE_ROOT", "lake.root"),
@@ -412,6 +572,9 @@ impl PipelineConfig {
             validate_partitions(&key, &table.partitions, &schema)?;
             table.loaded_schema = Some(schema);
         }
+        if let Some(sj) = &self.stream_join {
+            self.validate_stream_join(sj)?;
+        }
         if let Some(ra) = &self.raw_append {
             if ra.sources.is_empty() {
                 return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } route"));
@@ -441,6 +604,68 @@ impl PipelineConfig {
             if ra.target_file_size.0 < (1 << 20) {
                 return Err(ConfigError::invalid("raw_append.target_file_size", "must be at least 1 MiB"));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_stream_join(&self, sj: &StreamJoinConfig) -> Result<(), ConfigError> {
+        if sj.job_id.is_empty() || sj.job_id.contains(':') {
+            return Err(ConfigError::invalid("stream_join.job_id", "must be non-empty and contain no ':'"));
+        }
+        let mut sides = Vec::new();
+        for (name, input) in [("left", &sj.left), ("right", &sj.right)] {
+            let key = format!("stream_join.{name}");
+            let table = self.tables.get(&input.table).ok_or_else(|| ConfigError::invalid(format!("{key}.table"), format!("no table '{}' under [tables]", input.table)))?;
+            let schema = table.loaded_schema.as_ref().expect("tables are validated first");
+            let columns = table_columns(table);
+            match schema.column(&input.time) {
+                Some(c) if c.kind() == ColumnType::Timestamp => {}
+                _ => return Err(ConfigError::invalid(format!("{key}.time"), format!("'{}' is not a timestamp column of {}", input.time, input.table))),
+            }
+            if input.key.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.key"), "name at least one key column"));
+            }
+            for k in &input.key {
+                if !columns.contains(k) {
+                    return Err(ConfigError::invalid(format!("{key}.key"), format!("'{k}' is not a column of {}", input.table)));
+                }
+            }
+            sides.push(columns);
+        }
+        if sj.left.key.len() != sj.right.key.len() {
+            return Err(ConfigError::invalid("stream_join.right.key", "must list as many columns as stream_join.left.key"));
+        }
+        if sj.lower.micros > sj.upper.micros {
+            return Err(ConfigError::invalid("stream_join.lower", "must not exceed stream_join.upper"));
+        }
+        let output = self.tables.get(&sj.output).ok_or_else(|| ConfigError::invalid("stream_join.output", format!("no table '{}' under [tables]", sj.output)))?;
+        let out_schema = output.loaded_schema.as_ref().expect("tables are validated first");
+        if sj.columns.is_empty() {
+            return Err(ConfigError::invalid("stream_join.columns", "list the output columns: { name = \"order_id\", from = \"left.order_id\" }"));
+        }
+        for (i, c) in sj.columns.iter().enumerate() {
+            let key = format!("stream_join.columns[{i}]");
+            let Some((side, column)) = c.source() else {
+                return Err(ConfigError::invalid(format!("{key}.from"), format!("'{}' must be left.<column> or right.<column>", c.from)));
+            };
+            let columns = if side == JoinSide::Left { &sides[0] } else { &sides[1] };
+            if !columns.iter().any(|x| x == column) {
+                return Err(ConfigError::invalid(format!("{key}.from"), format!("no column '{column}' on that side")));
+            }
+            if out_schema.column(&c.name).is_none() && !output.partitions.iter().any(|p| p.column == c.name) {
+                return Err(ConfigError::invalid(format!("{key}.name"), format!("'{}' is not a column of the output table {}", c.name, sj.output)));
+            }
+        }
+        for col in &out_schema.columns {
+            if !sj.columns.iter().any(|c| c.name == col.name) {
+                return Err(ConfigError::invalid("stream_join.columns", format!("output column '{}' has no source: add {{ name = \"{}\", from = ... }}", col.name, col.name)));
+            }
+        }
+        if sj.max_files_per_batch == 0 {
+            return Err(ConfigError::invalid("stream_join.max_files_per_batch", "must be positive"));
+        }
+        if sj.checkpoint.trim().is_empty() || sj.checkpoint.split('/').any(|p| p == "..") {
+            return Err(ConfigError::invalid("stream_join.checkpoint", "must be a relative path under the lake root, without '..'"));
         }
         Ok(())
     }
@@ -490,6 +715,15 @@ impl TableConfig {
     pub fn partition_columns(&self) -> Vec<String> {
         self.partitions.iter().map(|p| p.column.clone()).collect()
     }
+}
+
+/// Column names a table holds: schema columns and derived partition columns. (Kafka metadata
+/// columns added by raw-append are not known here; they are checked against the table itself
+/// at run time.)
+fn table_columns(table: &TableConfig) -> Vec<String> {
+    let mut out: Vec<String> = table.loaded_schema.as_ref().map(|s| s.columns.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+    out.extend(table.partitions.iter().map(|p| p.column.clone()));
+    out
 }
 
 fn validate_partitions(key: &str, parts: &[PartitionSpec], schema: &TableSchema) -> Result<(), ConfigError> {

@@ -1,0 +1,202 @@
+//! Incremental reading of a Delta table, as Spark's Delta streaming source does: the commits
+//! after a recorded version, only `add` actions with `dataChange=true` (compaction output,
+//! `dataChange=false`, is skipped), in batches bounded by files and bytes (whole commits, at
+//! least one). Shared by stream-join and merge-upsert.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::DeltaTable;
+use futures::{StreamExt, TryStreamExt};
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// delta-rs or the store failed.
+    #[error("source {table}: {message}")]
+    Io {
+        /// Source table location.
+        table: String,
+        /// What failed.
+        message: String,
+    },
+    /// A commit deletes or rewrites rows: an append-only reader would miss the change.
+    #[error(
+        "source {table}: version {version} removes data ({path}, dataChange=true): this job reads append-only sources. \
+         Rebuild the output, or set ignore_deletes = true to skip such commits"
+    )]
+    DeleteInSource {
+        /// Source table location.
+        table: String,
+        /// The commit.
+        version: u64,
+        /// A removed file.
+        path: String,
+    },
+    /// A commit the job still has to read is gone.
+    #[error(
+        "source {table}: version {version} is no longer in the log (log cleanup removed it; delta.logRetentionDuration): \
+         rows committed there cannot be read. Raise the source's log retention and rebuild the output from scratch"
+    )]
+    LogCleaned {
+        /// Source table location.
+        table: String,
+        /// The missing version.
+        version: u64,
+    },
+}
+
+/// A data file a batch reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Version that added it.
+    pub version: u64,
+    /// Path relative to the table root (decoded).
+    pub path: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Partition values.
+    pub partition_values: HashMap<String, Option<String>>,
+}
+
+/// The commits a batch reads: `(after, to]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    /// Last version read before (None: the table's first version is read).
+    pub after: Option<u64>,
+    /// Last version this batch reads (equal to `after` when there is nothing new).
+    pub to: Option<u64>,
+    /// Files added with dataChange=true, in commit order.
+    pub files: Vec<SourceFile>,
+}
+
+impl SourcePlan {
+    /// True when the batch reads no new version.
+    pub fn is_empty(&self) -> bool {
+        self.to == self.after
+    }
+}
+
+/// Batch bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceLimits {
+    /// At most this many files (unless one commit alone holds more).
+    pub max_files: usize,
+    /// At most about this many bytes (unless one commit alone holds more).
+    pub max_bytes: u64,
+    /// Skip commits that remove data instead of failing.
+    pub ignore_deletes: bool,
+}
+
+/// Plans the next batch of `table` after version `after`, up to its loaded version, or exactly
+/// up to `until` (a batch being re-run reads what it recorded, whatever the limits say).
+pub async fn plan(table: &DeltaTable, after: Option<u64>, until: Option<u64>, limits: &SourceLimits) -> Result<SourcePlan, SourceError> {
+    let location = table.table_url().to_string();
+    let io = |message: String| SourceError::Io { table: location.clone(), message };
+    let Some(latest) = table.version() else {
+        return Ok(SourcePlan { after, to: after, files: Vec::new() });
+    };
+    let first = after.map_or(0, |v| v + 1);
+    let latest = match until {
+        Some(u) if u > latest => return Err(io(format!("version {u} was recorded as read but the table is at {latest}"))),
+        Some(u) => u,
+        None => latest,
+    };
+    let exact = until.is_some();
+    let log_store = table.log_store();
+    let mut files = Vec::new();
+    let mut bytes = 0u64;
+    let mut to = after;
+    for version in first..=latest {
+        let entry = log_store.read_commit_entry(version).await.map_err(|e| io(e.to_string()))?;
+        let Some(entry) = entry else {
+            return Err(SourceError::LogCleaned { table: location.clone(), version });
+        };
+        let commit = parse_commit(&entry, version, &location, limits.ignore_deletes)?;
+        let commit_bytes: u64 = commit.iter().map(|f| f.size.max(0) as u64).sum();
+        if !exact && to != after && (files.len() + commit.len() > limits.max_files || bytes + commit_bytes > limits.max_bytes) {
+            break;
+        }
+        bytes += commit_bytes;
+        files.extend(commit);
+        to = Some(version);
+    }
+    Ok(SourcePlan { after, to, files })
+}
+
+/// The data-changing adds of one commit; a data-changing remove is an error unless ignored.
+fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool) -> Result<Vec<SourceFile>, SourceError> {
+    let text = std::str::from_utf8(entry).map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
+    let mut files = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let action: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
+        if let Some(add) = action.get("add") {
+            if add["dataChange"].as_bool() != Some(true) {
+                continue;
+            }
+            let raw = add["path"].as_str().unwrap_or_default();
+            let partition_values = add["partitionValues"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string))).collect())
+                .unwrap_or_default();
+            files.push(SourceFile {
+                version,
+                path: percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned(),
+                size: add["size"].as_i64().unwrap_or(0),
+                partition_values,
+            });
+        } else if let Some(remove) = action.get("remove") {
+            if remove["dataChange"].as_bool() == Some(true) && !ignore_deletes {
+                return Err(SourceError::DeleteInSource {
+                    table: location.to_string(),
+                    version,
+                    path: remove["path"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Reads the rows of a plan's files in `schema` (the table's schema or a projection of it),
+/// in plan order, fetching several files at once.
+pub async fn read(table: &DeltaTable, plan: &SourcePlan, schema: &SchemaRef) -> Result<Vec<RecordBatch>, SourceError> {
+    let location = table.table_url().to_string();
+    let store = table.object_store();
+    // Owned inputs per future: the stream must be Send for any caller's runtime.
+    let jobs: Vec<(String, HashMap<String, Option<String>>)> = plan.files.iter().map(|f| (f.path.clone(), f.partition_values.clone())).collect();
+    let batches: Vec<Vec<RecordBatch>> = futures::stream::iter(jobs.into_iter().map(|(path, values)| {
+        let (store, location, schema) = (store.clone(), location.clone(), schema.clone());
+        async move { delta_io::read_data_file(&store, &location, &path, &schema, &values).await }
+    }))
+    .buffered(16)
+    .try_collect()
+    .await
+    .map_err(|e| SourceError::Io { table: location.clone(), message: e.to_string() })?;
+    Ok(batches.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_data_changing_adds_and_deletes_are_refused() {
+        let commit = br#"{"commitInfo":{"operation":"WRITE"}}
+{"add":{"path":"year=2022/part%201.parquet","size":10,"partitionValues":{"year":"2022"},"dataChange":true}}
+{"add":{"path":"year=2022/compacted.parquet","size":99,"partitionValues":{"year":"2022"},"dataChange":false}}
+{"remove":{"path":"year=2022/old.parquet","dataChange":false}}
+{"txn":{"appId":"x","version":3}}
+"#;
+        let files = parse_commit(commit, 7, "t", false).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, "year=2022/part 1.parquet");
+        assert_eq!(files[0].version, 7);
+        assert_eq!(files[0].partition_values.get("year"), Some(&Some("2022".to_string())));
+        let delete = br#"{"remove":{"path":"a.parquet","dataChange":true}}"#;
+        assert!(matches!(parse_commit(delete, 8, "t", false), Err(SourceError::DeleteInSource { version: 8, .. })));
+        assert!(parse_commit(delete, 8, "t", true).unwrap().is_empty());
+    }
+}

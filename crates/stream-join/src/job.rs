@@ -1,0 +1,364 @@
+//! The stream-join run: recovery, the batch loop, the commit protocol.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use delta_io::{commit_append, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
+use delta_source::{SourceError, SourceLimits, SourcePlan};
+use job_runtime::{crash_point, RunSummary, Shutdown};
+use pipeline_config::{JoinSide, JoinType, PartitionSource, PipelineConfig, StreamJoinConfig, Trigger, WatermarkPolicy};
+
+use crate::checkpoint::{CheckpointStore, Progress, SourceRange};
+use crate::operator::{self, state_schema};
+use crate::spec::{late_schema, JoinSpec};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamJoinError {
+    /// The configuration has no `[stream_join]` section.
+    #[error("stream_join: section missing from the configuration; add [stream_join] (see schemas/pipeline.toml)")]
+    NotConfigured,
+    /// Delta access failed.
+    #[error(transparent)]
+    Delta(#[from] DeltaIoError),
+    /// A commit did not land.
+    #[error("commit: {0}")]
+    Commit(#[from] delta_io::CommitError),
+    /// Reading a source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The checkpoint folder could not be used.
+    #[error("checkpoint {0}")]
+    Checkpoint(String),
+    /// The join query failed.
+    #[error("join: {0}")]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+    /// Building rows failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A source table lacks a configured column.
+    #[error("source {table} has no column '{column}' (configured under [stream_join])")]
+    MissingColumn {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+    },
+    /// A bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A stream-join run over a validated configuration: build it, then `.await` it.
+pub struct StreamJoin {
+    spec: JoinSpec,
+    job: StreamJoinConfig,
+    trigger: Trigger,
+    shutdown: Shutdown,
+}
+
+/// An input's table and the columns the job reads from it.
+struct Source {
+    table: DeltaTable,
+    schema: SchemaRef,
+    state_schema: SchemaRef,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    rows_in: u64,
+    rows_out: u64,
+    late: u64,
+    version: Option<u64>,
+}
+
+impl StreamJoin {
+    /// A run of the configuration's `[stream_join]` job.
+    pub fn new(config: &PipelineConfig) -> Result<Self, StreamJoinError> {
+        let job = config.stream_join.clone().ok_or(StreamJoinError::NotConfigured)?;
+        Ok(Self { spec: JoinSpec::resolve(config, &job), trigger: job.trigger, job, shutdown: Shutdown::default() })
+    }
+
+    /// Overrides the configured trigger.
+    pub fn with_trigger(mut self, trigger: Trigger) -> Self {
+        self.trigger = trigger;
+        self
+    }
+
+    /// Stops between batches when this flag is raised (SIGTERM/SIGINT in the binary).
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    async fn source(&self, side: JoinSide) -> Result<Source, StreamJoinError> {
+        let input = self.spec.input(side);
+        let table = open_table(&input.location, &self.spec.storage).await?;
+        let full = table.snapshot().map_err(|e| DeltaIoError::Location(format!("{}: {e}", input.location)))?.snapshot().arrow_schema();
+        let fields = input
+            .columns
+            .iter()
+            .map(|c| full.field_with_name(c).map(|f| f.clone()).map_err(|_| StreamJoinError::MissingColumn { table: input.name.clone(), column: c.clone() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = Arc::new(Schema::new(fields));
+        Ok(Source { state_schema: state_schema(&schema, side), table, schema })
+    }
+
+    async fn execute(self) -> Result<RunSummary, StreamJoinError> {
+        let started = Instant::now();
+        let trigger_name = if self.trigger == Trigger::Once { "once" } else { "continuous" };
+        let mut summary = RunSummary::new("stream-join", trigger_name);
+        let mut output = open_or_create(&self.spec.output).await?;
+        let mut late_table = match &self.spec.late {
+            Some(spec) => Some(open_or_create(spec).await?),
+            None => None,
+        };
+        let mut left = self.source(JoinSide::Left).await?;
+        let mut right = self.source(JoinSide::Right).await?;
+        let checkpoint = CheckpointStore::open(&self.spec.checkpoint, &self.spec.storage)?;
+
+        // Recovery: a pending batch whose output landed is adopted; otherwise it is re-run
+        // from the previous batch's state with the source versions it recorded.
+        let mut rerun: Option<Progress> = None;
+        let mut previous = checkpoint.latest().await?.unwrap_or_default();
+        if previous.batch > 0 && !previous.done {
+            let committed = read_progress(&output, &self.spec.job_id).await?.is_some_and(|v| v >= previous.batch);
+            if committed {
+                previous.done = true;
+                checkpoint.put_progress(&previous).await?;
+                tracing::info!(batch = previous.batch, "recovered: the pending batch's output had landed; its state is adopted");
+            } else {
+                tracing::info!(batch = previous.batch, "recovered: re-running the pending batch from its recorded source versions");
+                let before = checkpoint.progress(previous.batch - 1).await?.unwrap_or_default();
+                rerun = Some(std::mem::replace(&mut previous, before));
+            }
+        }
+
+        let limits = SourceLimits { max_files: self.job.max_files_per_batch, max_bytes: self.job.max_bytes_per_batch.0, ignore_deletes: self.job.ignore_deletes };
+        let mut any = false;
+        loop {
+            if self.shutdown.requested() {
+                summary.status = "stopped".into();
+                break;
+            }
+            left.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.left.location)))?;
+            right.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.right.location)))?;
+            let recorded = rerun.take();
+            let (lp, rp) = match &recorded {
+                Some(p) => (plan_exact(&left.table, p.left).await?, plan_exact(&right.table, p.right).await?),
+                None => (
+                    delta_source::plan(&left.table, previous.left.to, None, &limits).await?,
+                    delta_source::plan(&right.table, previous.right.to, None, &limits).await?,
+                ),
+            };
+            if lp.is_empty() && rp.is_empty() {
+                match self.trigger {
+                    Trigger::Once => break,
+                    Trigger::Continuous => {
+                        wait(&self.shutdown, self.job.interval.0).await;
+                        continue;
+                    }
+                }
+            }
+            any = true;
+            let batch = recorded.as_ref().map_or(previous.batch + 1, |p| p.batch);
+            let batch_started = Instant::now();
+            let (progress, outcome) = self.run_batch(batch, &previous, &lp, &rp, &left, &right, &mut output, late_table.as_mut(), &checkpoint).await?;
+            summary.batches += 1;
+            summary.rows_in += outcome.rows_in;
+            *summary.rows_out.entry(self.spec.output.name.clone()).or_insert(0) += outcome.rows_out;
+            summary.late_rows += outcome.late;
+            if let Some(v) = outcome.version {
+                summary.table_versions.insert(self.spec.output.name.clone(), v);
+            }
+            tracing::info!(
+                stage = "commit",
+                batch,
+                rows_in = outcome.rows_in,
+                rows_out = outcome.rows_out,
+                late_rows = outcome.late,
+                watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339()),
+                ms = batch_started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
+            previous = progress;
+        }
+        if !any && summary.status == "ok" {
+            summary.status = "no_new_data".into();
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_batch(
+        &self,
+        batch: i64,
+        previous: &Progress,
+        lp: &SourcePlan,
+        rp: &SourcePlan,
+        left: &Source,
+        right: &Source,
+        output: &mut DeltaTable,
+        late_table: Option<&mut DeltaTable>,
+        checkpoint: &CheckpointStore,
+    ) -> Result<(Progress, BatchOutcome), StreamJoinError> {
+        let spec = &self.spec;
+        let (left_rows, right_rows) = tokio::try_join!(delta_source::read(&left.table, lp, &left.schema), delta_source::read(&right.table, rp, &right.schema))?;
+        let watermark = previous.watermark;
+        let la = operator::arrivals(&spec.left, JoinSide::Left, batch, left_rows, watermark)?;
+        let ra = operator::arrivals(&spec.right, JoinSide::Right, batch, right_rows, watermark)?;
+        let left_state = checkpoint.state(previous.batch, "left").await?;
+        let right_state = checkpoint.state(previous.batch, "right").await?;
+
+        let (joined, matched) = operator::join(spec, &left_state, &la.on_time, &right_state, &ra.on_time, &left.state_schema, &right.state_schema).await?;
+        let left_all = operator::merge_left(left_state, la.on_time, &matched)?;
+        let right_all: Vec<RecordBatch> = right_state.into_iter().chain(ra.on_time).collect();
+
+        let advance = |before: Option<i64>, max: Option<i64>, delay: i64| match (before, max.map(|m| m.saturating_sub(delay))) {
+            (Some(b), Some(n)) => Some(b.max(n)),
+            (b, n) => b.or(n),
+        };
+        let left_wm = advance(previous.left_watermark, la.max_time, spec.left.delay);
+        let right_wm = advance(previous.right_watermark, ra.max_time, spec.right.delay);
+        // The job watermark waits until both inputs have reported, and never goes back.
+        let candidate = match (spec.policy, left_wm, right_wm) {
+            (WatermarkPolicy::Min, Some(l), Some(r)) => Some(l.min(r)),
+            (WatermarkPolicy::Max, l, r) => l.max(r),
+            (WatermarkPolicy::Min, _, _) => None,
+        };
+        let new_watermark = match (watermark, candidate) {
+            (Some(w), Some(c)) => Some(w.max(c)),
+            (w, c) => w.or(c),
+        };
+        let (left_kept, left_evicted) = operator::evict(left_all, -spec.lower, new_watermark)?;
+        let (right_kept, _) = operator::evict(right_all, spec.upper, new_watermark)?;
+        let mut rows = joined;
+        if spec.join_type == JoinType::LeftOuter {
+            rows.extend(operator::unmatched_left(spec, &left_evicted)?);
+        }
+        let rows = rows.iter().map(|b| with_partitions(spec, b)).collect::<Result<Vec<_>, _>>()?;
+        let rows_out: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+
+        let mut progress = Progress {
+            batch,
+            left: SourceRange { after: lp.after, to: lp.to },
+            right: SourceRange { after: rp.after, to: rp.to },
+            left_watermark: left_wm,
+            right_watermark: right_wm,
+            watermark: new_watermark,
+            done: false,
+        };
+        crash_point!("stream_join::before_state_write");
+        checkpoint.put_state(batch, "left", &left.state_schema, &left_kept).await?;
+        checkpoint.put_state(batch, "right", &right.state_schema, &right_kept).await?;
+        checkpoint.put_progress(&progress).await?;
+        crash_point!("stream_join::after_state_write");
+
+        let late_count = operator::rows(&la.late) + operator::rows(&ra.late);
+        if let Some(late_table) = late_table {
+            if late_count > 0 && read_progress(late_table, &spec.job_id).await?.is_none_or(|v| v < batch) {
+                let mut late_rows = Vec::new();
+                for (side, input, batches) in [("left", &spec.left, &la.late), ("right", &spec.right, &ra.late)] {
+                    for b in batches {
+                        late_rows.push(late_batch(side, &input.time, b, watermark, batch)?);
+                    }
+                }
+                let adds = write_files(late_table, late_schema(), &[], &late_rows, 128 << 20).await?;
+                commit_append(late_table, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
+            }
+        }
+
+        let adds = write_files(output, spec.output.schema.clone(), &spec.output.partition_columns, &rows, 128 << 20).await?;
+        let done = commit_append(output, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
+        crash_point!("stream_join::after_sink_commit");
+        progress.done = true;
+        checkpoint.put_progress(&progress).await?;
+        crash_point!("stream_join::after_done");
+        checkpoint.forget_before(batch - 1).await?;
+        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version) }))
+    }
+}
+
+/// The recorded range of a batch being re-run.
+async fn plan_exact(table: &DeltaTable, range: SourceRange) -> Result<SourcePlan, StreamJoinError> {
+    if range.to == range.after {
+        return Ok(SourcePlan { after: range.after, to: range.to, files: Vec::new() });
+    }
+    let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes: false };
+    Ok(delta_source::plan(table, range.after, range.to, &unlimited).await?)
+}
+
+/// Output rows with the partition columns derived from timestamps.
+fn with_partitions(spec: &JoinSpec, b: &RecordBatch) -> Result<RecordBatch, StreamJoinError> {
+    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+    for p in spec.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
+        let format = p.format.as_deref().unwrap_or("%Y");
+        let values: StringArray = match p.source {
+            PartitionSource::IngestionTime => std::iter::repeat_n(Some(Utc::now().format(format).to_string()), b.num_rows()).collect(),
+            _ => {
+                let field = p.field.as_deref().unwrap_or_default();
+                let ts = b
+                    .column(b.schema().index_of(field)?)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| StreamJoinError::Internal(format!("partition field {field} is not a timestamp")))?
+                    .clone();
+                ts.iter().map(|v| v.and_then(DateTime::from_timestamp_micros).map(|t| t.format(format).to_string())).collect()
+            }
+        };
+        columns.push(Arc::new(values));
+    }
+    Ok(RecordBatch::try_new(spec.output.schema.clone(), columns)?)
+}
+
+/// Late rows as late-table rows (the row as JSON).
+fn late_batch(side: &str, time: &str, b: &RecordBatch, watermark: Option<i64>, batch: i64) -> Result<RecordBatch, StreamJoinError> {
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    writer.write(b)?;
+    writer.finish()?;
+    let text = String::from_utf8(writer.into_inner()).map_err(|e| StreamJoinError::Internal(e.to_string()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let n = b.num_rows();
+    let event = arrow::compute::cast(b.column(b.schema().index_of(time)?), &crate::spec::timestamp_type())?;
+    Ok(RecordBatch::try_new(
+        late_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![side; n])),
+            Arc::new(StringArray::from(lines)),
+            event,
+            Arc::new(TimestampMicrosecondArray::from(vec![watermark; n]).with_timezone("UTC")),
+            Arc::new(Int64Array::from(vec![batch; n])),
+        ],
+    )?)
+}
+
+fn commit_info(batch: i64, lp: &SourcePlan, rp: &SourcePlan) -> std::collections::HashMap<String, serde_json::Value> {
+    std::collections::HashMap::from([(
+        "lakehouse.job".to_string(),
+        serde_json::json!({ "name": "stream-join", "batch": batch,
+            "left": { "after": lp.after, "to": lp.to }, "right": { "after": rp.after, "to": rp.to } }),
+    )])
+}
+
+async fn wait(shutdown: &Shutdown, interval: Duration) {
+    let until = Instant::now() + interval;
+    while Instant::now() < until && !shutdown.requested() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl IntoFuture for StreamJoin {
+    type Output = Result<RunSummary, StreamJoinError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.execute())
+    }
+}

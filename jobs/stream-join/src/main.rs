@@ -1,0 +1,81 @@
+//! `stream-join`: a watermarked interval join of two Delta tables into a third, exactly-once.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, ExitCode, RunSummary, Shutdown};
+use pipeline_config::{PipelineConfig, Trigger};
+use stream_join::StreamJoin;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   batches committed
+  1   failure (a rerun resumes from the checkpoint and the output's txn)
+  2   usage error
+  3   trigger once: no new data in either input (schedulers may skip downstream tasks)
+  78  invalid configuration (the message names the key)
+
+The last stdout line is a JSON summary of the run. Logs go to stderr (JSON when not a terminal).
+
+Examples:
+  stream-join --config schemas/pipeline.toml                 # trigger once
+  stream-join --trigger continuous                           # loop until SIGTERM";
+
+/// Watermarked interval join of two Delta tables (e.g. raw/order and raw/member) into a third.
+#[derive(Debug, Parser)]
+#[command(name = "stream-join", version, after_help = EXIT_CODES)]
+struct Args {
+    /// Pipeline configuration file.
+    #[arg(long, short, env = "LAKEHOUSE_CONFIG", default_value = "schemas/pipeline.toml")]
+    config: PathBuf,
+    /// `once`: everything available at start, then exit; `continuous`: until SIGTERM.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["once", "continuous"]))]
+    trigger: Option<String>,
+    /// Lake root (local folder or s3://bucket/prefix); overrides the file and LAKEHOUSE_LAKE_ROOT.
+    #[arg(long)]
+    lake_root: Option<String>,
+}
+
+fn main() {
+    limit_malloc_arenas();
+    let _crash_points = crash_points_from_env();
+    init_logging();
+    let args = Args::parse();
+    let started = Instant::now();
+    let mut config = match PipelineConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => fail(&format!("configuration: {e}"), ExitCode::Config, started),
+    };
+    if let Some(root) = args.lake_root {
+        config.lake.root = root;
+    }
+    let mut job = match StreamJoin::new(&config) {
+        Ok(j) => j,
+        Err(e) => fail(&e.to_string(), ExitCode::Config, started),
+    };
+    if let Some(trigger) = args.trigger.as_deref() {
+        job = job.with_trigger(trigger.parse::<Trigger>().unwrap_or_default());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => fail(&format!("tokio runtime: {e}"), ExitCode::Failure, started),
+    };
+    match runtime.block_on(async move { job.with_shutdown(Shutdown::install()).await }) {
+        Ok(mut summary) => {
+            summary.print();
+            if summary.status == "no_new_data" { ExitCode::NoNewData } else { ExitCode::Success }.exit()
+        }
+        Err(e) => fail(&e.to_string(), ExitCode::Failure, started),
+    }
+}
+
+fn fail(message: &str, code: ExitCode, started: Instant) -> ! {
+    tracing::error!(error = message, "stream-join failed");
+    let mut summary = RunSummary::new("stream-join", "");
+    summary.status = "failed".into();
+    summary.error = Some(message.to_string());
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.print();
+    code.exit()
+}

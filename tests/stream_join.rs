@@ -1,0 +1,240 @@
+//! stream-join end to end: raw tables filled by raw-append from a real tansu broker, joined
+//! incrementally, and compared with the same join computed in one shot by DataFusion SQL.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Duration;
+use e2e_tests::*;
+use reference_data::{MembershipGenerator, OrderGenerator, ProduceOptions, REFERENCE_OWNERS};
+
+fn pipeline(services: &Services, orders: &str, members: &str, join: &str) -> Pipeline {
+    Pipeline::new(
+        services,
+        None,
+        &format!(
+            r#"
+[tables.raw_order]
+path = "raw/order"
+schema = "order.schema.toml"
+partitions = [{{ column = "day", source = "ingestion_time", format = "%Y%m%d" }}]
+
+[tables.raw_member]
+path = "raw/member"
+schema = "member.schema.toml"
+partitions = [{{ column = "order_owner" }}]
+
+[tables.curated]
+path = "curated"
+schema = "curated.schema.toml"
+partitions = [
+  {{ column = "day", source = "field", field = "timestamp", format = "%Y%m%d" }},
+  {{ column = "hour", source = "field", field = "timestamp", format = "%H" }},
+]
+
+[raw_append]
+sources = [{{ topic = "{orders}", table = "raw_order" }}, {{ topic = "{members}", table = "raw_member" }}]
+
+[stream_join]
+output = "curated"
+upper = "1h"
+left = {{ table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }}
+right = {{ table = "raw_member", key = ["order_owner"], time = "timestamp", delay = "2h" }}
+columns = [
+  {{ name = "order_id", from = "left.order_id" }},
+  {{ name = "order_owner", from = "left.order_owner" }},
+  {{ name = "order_value", from = "left.order_value" }},
+  {{ name = "timestamp", from = "left.timestamp" }},
+  {{ name = "membership", from = "right.membership" }},
+]
+{join}
+"#
+        ),
+    )
+}
+
+/// Orders every 10 s and membership changes every 60 s over about 8 hours, produced in
+/// `rounds` slices that advance both streams together (as live topics would).
+struct Streams {
+    orders: OrderGenerator,
+    members: MembershipGenerator,
+}
+
+impl Streams {
+    fn new(seed: u64) -> Self {
+        let owners: Vec<String> = REFERENCE_OWNERS.iter().map(|s| s.to_string()).collect();
+        Self { orders: OrderGenerator::new(seed, owners.clone(), 5, Duration::seconds(10)), members: MembershipGenerator::new(seed, owners, Duration::seconds(60)) }
+    }
+
+    fn produce(&mut self, services: &Services, orders_topic: &str, members_topic: &str, orders: u64, members: u64) {
+        reference_data::produce(&services.brokers, orders_topic, &ProduceOptions { count: orders, rate: 0, bad_fraction: 0.0 }, || self.orders.next_message()).expect("orders");
+        reference_data::produce(&services.brokers, members_topic, &ProduceOptions { count: members, rate: 0, bad_fraction: 0.0 }, || self.members.next_message()).expect("members");
+    }
+}
+
+const OUTPUT: &str = "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), CAST(timestamp AS VARCHAR), membership FROM c";
+const ORACLE: &str = "SELECT CAST(o.order_id AS VARCHAR), o.order_owner, CAST(o.order_value AS VARCHAR), CAST(o.timestamp AS VARCHAR), m.membership \
+     FROM o JOIN m ON o.order_owner = m.order_owner AND o.timestamp >= m.timestamp AND o.timestamp <= m.timestamp + INTERVAL '1 hour'";
+
+fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        *out.entry(r).or_insert(0) += 1;
+    }
+    out
+}
+
+fn curated(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
+    multiset(query(&[("c", p.table("curated").as_str())], &HashMap::new(), OUTPUT))
+}
+
+fn oracle(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
+    multiset(query(&[("o", p.table("raw/order").as_str()), ("m", p.table("raw/member").as_str())], &HashMap::new(), ORACLE))
+}
+
+fn run_ok(binary: &str, config: &str, env: &[(String, String)]) -> RunResult {
+    let r = run(binary, &["--config", config], env);
+    assert!(r.code == Some(0) || r.code == Some(3), "{binary}: {:?}\n{}", r.code, r.stderr);
+    r
+}
+
+#[test]
+fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
+    let services = Services::get();
+    for (case, max_files) in [("one-file", 1usize), ("ten-files", 10), ("all", 100_000)] {
+        let (orders, members) = (unique(&format!("sj-o-{case}")), unique(&format!("sj-m-{case}")));
+        create_topics(&services, &[&orders, &members], 2);
+        let p = pipeline(&services, &orders, &members, &format!("max_files_per_batch = {max_files}"));
+        let config = p.config.to_str().unwrap();
+        let mut streams = Streams::new(7);
+        let mut late = 0;
+        for round in 0..4 {
+            streams.produce(&services, &orders, &members, 750, 125);
+            run_ok("raw-append", config, &[]);
+            if round == 2 {
+                // A compaction of a source (dataChange=false) must change nothing downstream.
+                let c = run("maintenance", &["--config", config, "compact", "raw_member"], &[]);
+                assert_eq!(c.code, Some(0), "{}", c.stderr);
+            }
+            let r = run_ok("stream-join", config, &[]);
+            late += r.summary["late_rows"].as_u64().unwrap_or(0);
+        }
+        assert_eq!(late, 0, "{case}: on-time input has no late rows");
+        let expected = oracle(&p);
+        assert!(expected.values().sum::<usize>() > 10_000, "{case}: the data joins plenty of rows");
+        assert_eq!(curated(&p), expected, "{case}: curated equals the one-shot join");
+        let again = run("stream-join", &["--config", config], &[]);
+        assert_eq!(again.code, Some(3), "{case}: nothing new: {}", again.stderr);
+    }
+}
+
+#[test]
+fn killed_at_any_step_and_restarted_the_output_equals_the_oracle() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-crash-o"), unique("sj-crash-m"));
+    create_topics(&services, &[&orders, &members], 2);
+    let p = pipeline(&services, &orders, &members, "max_files_per_batch = 2");
+    let config = p.config.to_str().unwrap();
+    let mut streams = Streams::new(11);
+    let points = [
+        ("stream_join::before_state_write", "1*off->return"),
+        ("stream_join::after_state_write", "return"),
+        ("stream_join::after_sink_commit", "return"),
+        ("stream_join::after_done", "2*off->return"),
+        ("stream_join::after_sink_commit", "3*off->return"),
+        ("stream_join::after_state_write", "2*off->return"),
+    ];
+    let mut kills = 0;
+    for (point, action) in points {
+        // Three commits per input, so a run has several batches to crash in.
+        for _ in 0..3 {
+            streams.produce(&services, &orders, &members, 200, 30);
+            run_ok("raw-append", config, &[]);
+        }
+        let r = run("stream-join", &["--config", config], &[("FAILPOINTS".into(), format!("{point}={action}"))]);
+        if r.code.is_none() || r.code == Some(134) {
+            kills += 1;
+        }
+        // A restart without crash points finishes what is there.
+        run_ok("stream-join", config, &[]);
+    }
+    assert!(kills >= 5, "the crash points fired ({kills} of {})", points.len());
+    assert_eq!(curated(&p), oracle(&p), "nothing lost, nothing twice");
+}
+
+#[test]
+fn watermarks_late_rows_bounds_and_left_outer() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-wm-o"), unique("sj-wm-m"));
+    create_topics(&services, &[&orders, &members], 1);
+    let p = pipeline(&services, &orders, &members, "join_type = \"left_outer\"\nlate_table = \"curated_late\"");
+    let config = p.config.to_str().unwrap();
+    let order = |id: u64, owner: &str, ts: &str| serde_json::json!({"order_id": id, "order_owner": owner, "order_value": id * 10, "timestamp": ts}).to_string();
+    let member = |owner: &str, tier: &str, ts: &str| serde_json::json!({"order_owner": owner, "membership": tier, "timestamp": ts}).to_string();
+    let send = |topic: &str, msgs: Vec<String>| {
+        let refs: Vec<(Option<&str>, &[u8])> = msgs.iter().map(|m| (None, m.as_bytes())).collect();
+        produce_raw(&services, topic, &refs);
+    };
+    let rows = |sql: &str| query(&[("c", p.table("curated").as_str())], &HashMap::new(), sql);
+
+    // Orders only: the members input has never reported, so the watermark does not move and
+    // nothing is emitted or evicted, whatever the orders' times.
+    send(&orders, vec![order(1, "alice", "2022-04-04 10:00:00"), order(2, "bob", "2022-04-04 10:30:00"), order(3, "carol", "2022-04-04 20:00:00")]);
+    run_ok("raw-append", config, &[]);
+    let r = run_ok("stream-join", config, &[]);
+    assert_eq!(r.summary["rows_out"]["curated"], 0, "{}", r.summary);
+
+    // Members at the interval's bounds: alice's at exactly the order's time (lower bound) and
+    // bob's exactly an hour before his order (upper bound), plus an equal-timestamp duplicate.
+    send(
+        &members,
+        vec![
+            member("alice", "gold", "2022-04-04 10:00:00"),
+            member("alice", "gold", "2022-04-04 10:00:00"),
+            member("bob", "silver", "2022-04-04 09:30:00"),
+            member("bob", "bronze", "2022-04-04 09:29:59"),
+        ],
+    );
+    run_ok("raw-append", config, &[]);
+    run_ok("stream-join", config, &[]);
+    let joined = rows("SELECT CAST(order_id AS VARCHAR), membership FROM c WHERE membership IS NOT NULL ORDER BY 1, 2");
+    assert_eq!(joined, vec![vec!["1", "gold"], vec!["1", "gold"], vec!["2", "silver"]], "bounds inclusive, duplicates kept, 1h+1s excluded");
+
+    // A far-future member moves the members' watermark; the job watermark is the minimum:
+    // orders' max (erin, 21:00) − 3h = 18:00. An order at 16:00 is then late; carol's 20:00
+    // and erin's 21:00 orders still wait for members.
+    send(&members, vec![member("dave", "gold", "2022-04-05 12:00:00")]);
+    send(&orders, vec![order(4, "erin", "2022-04-04 21:00:00")]);
+    run_ok("raw-append", config, &[]);
+    run_ok("stream-join", config, &[]);
+    send(&orders, vec![order(5, "frank", "2022-04-04 16:00:00")]);
+    run_ok("raw-append", config, &[]);
+    let r = run_ok("stream-join", config, &[]);
+    assert_eq!(r.summary["late_rows"], 1, "{}", r.summary);
+    let late = query(&[("l", p.table("curated_late").as_str())], &HashMap::new(), "SELECT side, row FROM l");
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0][0], "left");
+    assert!(late[0][1].contains("\"order_id\":5"), "{late:?}");
+    let five = rows("SELECT COUNT(*) FROM c WHERE order_id = 5");
+    assert_eq!(five, vec![vec!["0"]], "a late row is never joined");
+
+    // Left outer: orders 1 and 2 matched, so the watermark passing them (18:00 > 10:30) emits
+    // nothing more for them; orders 3 (20:00) and 4 (21:00) never matched and are emitted
+    // null-padded only once the watermark passes them.
+    let unmatched = rows("SELECT CAST(order_id AS VARCHAR) FROM c WHERE membership IS NULL ORDER BY 1");
+    assert!(unmatched.is_empty(), "nothing is null-padded before the watermark passes it: {unmatched:?}");
+    send(&orders, vec![order(6, "alice", "2022-04-05 00:30:00")]);
+    run_ok("raw-append", config, &[]);
+    run_ok("stream-join", config, &[]);
+    let unmatched = rows("SELECT CAST(order_id AS VARCHAR) FROM c WHERE membership IS NULL ORDER BY 1");
+    assert_eq!(unmatched, vec![vec!["3"], vec!["4"]], "null-padded once the watermark (00:30 − 3h = 21:30) passed them");
+    // More runs change nothing: each unmatched order appears exactly once.
+    send(&orders, vec![order(7, "alice", "2022-04-05 03:00:00")]);
+    run_ok("raw-append", config, &[]);
+    run_ok("stream-join", config, &[]);
+    let all = rows("SELECT CAST(order_id AS VARCHAR), COALESCE(membership, 'NULL') FROM c ORDER BY 1, 2");
+    assert_eq!(
+        all,
+        vec![vec!["1", "gold"], vec!["1", "gold"], vec!["2", "silver"], vec!["3", "NULL"], vec!["4", "NULL"]],
+        "each unmatched order exactly once; 6 and 7 still wait"
+    );
+}
