@@ -23,6 +23,9 @@ done
 log "a second run finds nothing new (exit code 3)"
 rc=0; "$BIN/raw-append" --config schemas/pipeline.toml >/dev/null || rc=$?
 echo "second run exit code: $rc"
+log "stream-join, trigger once: raw/order x raw/member -> ./lake/curated"
+rc=0; "$BIN/stream-join" --config schemas/pipeline.toml | tail -1 || rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { echo "stream-join exited $rc" >&2; exit "$rc"; }
 # processed (merge-upsert) does not exist yet: the maintenance steps run on raw/order.
 log "maintenance: compact, checkpoint, symlink manifests and the Athena DDL of raw/order"
 "$BIN/maintenance" compact raw_order | tail -1

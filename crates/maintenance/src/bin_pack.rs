@@ -21,6 +21,24 @@ use crate::MaintenanceError;
 /// Files fetched at once per bin.
 const FETCH_CONCURRENCY: usize = 16;
 
+/// Rows gathered before they go to the writer.
+const WRITE_ROWS: usize = 65_536;
+
+/// Writes the gathered rows as one batch.
+async fn flush(
+    writer: &mut delta_io::TableWriter,
+    schema: &SchemaRef,
+    pending: &mut Vec<deltalake::arrow::array::RecordBatch>,
+    partition: &[(String, Option<String>)],
+) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = deltalake::arrow::compute::concat_batches(schema, pending.iter()).map_err(|e| e.to_string())?;
+    pending.clear();
+    writer.write_partition(&batch, partition).await.map_err(|e| e.to_string())
+}
+
 /// One output file's worth of small input files of one partition.
 struct Bin {
     partition: Vec<(String, Option<String>)>,
@@ -121,6 +139,8 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
     let partition_columns: Vec<String> = bin.partition.iter().map(|(c, _)| c.clone()).collect();
     let partition_values: HashMap<String, Option<String>> = bin.partition.iter().cloned().collect();
     let mut writer = delta_io::TableWriter::new(table, schema.clone(), &partition_columns, target);
+    let mut pending: Vec<deltalake::arrow::array::RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
     // Fetches run ahead of decoding; only FETCH_CONCURRENCY files are held at once.
     let mut contents = futures::stream::iter(paths.into_iter().map(|path| {
         let store = store.clone();
@@ -137,16 +157,18 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
             }
         };
         let batches = delta_io::decode_data_file(bytes, &schema, &partition_values).map_err(|e| e.to_string());
+        // Tiny files make tiny batches: gather them so the writer encodes large pages (each
+        // flush creates compression contexts and page headers).
         let written = match batches {
             Ok(batches) => {
-                let mut result = Ok(());
-                for batch in &batches {
-                    result = writer.write_partition(batch, &bin.partition).await.map_err(|e| e.to_string());
-                    if result.is_err() {
-                        break;
-                    }
+                pending_rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+                pending.extend(batches);
+                if pending_rows >= WRITE_ROWS {
+                    pending_rows = 0;
+                    flush(&mut writer, &schema, &mut pending, &bin.partition).await
+                } else {
+                    Ok(())
                 }
-                result
             }
             Err(e) => Err(format!("unreadable data file: {e}")),
         };
@@ -154,6 +176,10 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
             writer.abort().await;
             return Err(MaintenanceError::Refused(format!("{location}: {e}")));
         }
+    }
+    if let Err(e) = flush(&mut writer, &schema, &mut pending, &bin.partition).await {
+        writer.abort().await;
+        return Err(MaintenanceError::Refused(format!("{location}: {e}")));
     }
     let adds = writer.close().await.map_err(|e| MaintenanceError::Refused(e.to_string()))?;
     Ok((bin.files.into_iter().map(|(_, r)| r).collect(), adds))
