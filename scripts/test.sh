@@ -9,4 +9,5 @@ cargo build --release --workspace --bins --tests
 trap 'bash scripts/services.sh stop' EXIT
 source "$(bash scripts/services.sh start | tail -1)"
 log "running tests"
-cargo test --release --workspace -- --test-threads "${TEST_THREADS:-2}" "$@"
+# --no-fail-fast: one failing test binary must not hide the others.
+cargo test --release --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-2}" "$@"
