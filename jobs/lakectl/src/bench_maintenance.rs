@@ -41,7 +41,7 @@ pub struct MaintenanceBench {
     reuse: bool,
 }
 
-fn default_python() -> PathBuf {
+pub(crate) fn default_python() -> PathBuf {
     let cache = std::env::var_os("LAKEHOUSE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lakehouse")
     });

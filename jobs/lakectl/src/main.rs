@@ -2,6 +2,7 @@
 //! and benchmark the jobs against their reference points.
 
 mod bench;
+mod bench_join;
 mod bench_maintenance;
 
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ enum Command {
     BenchRawAppend(bench::RawAppendBench),
     /// Benchmark manifest generation and compaction against the Python deltalake package.
     BenchMaintenance(bench_maintenance::MaintenanceBench),
+    /// Benchmark stream-join against the reference query in PySpark.
+    BenchStreamJoin(bench_join::JoinBench),
 }
 
 fn main() {
@@ -96,6 +99,7 @@ fn main() {
         Command::Watermarks { topic, scan } => bench::print_watermarks(&args.brokers, &topic, scan),
         Command::BenchRawAppend(b) => b.run(&args.brokers),
         Command::BenchMaintenance(b) => b.run(),
+        Command::BenchStreamJoin(b) => b.run(),
     };
     if let Err(e) = result {
         eprintln!("lakectl: {e}");
