@@ -107,6 +107,7 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
         let config = p.config.to_str().unwrap();
         let mut streams = Streams::new(7);
         let mut late = 0;
+        let mut last = serde_json::Value::Null;
         for round in 0..4 {
             streams.produce(&services, &orders, &members, 750, 125);
             run_ok("raw-append", config, &[]);
@@ -117,7 +118,13 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
             }
             let r = run_ok("stream-join", config, &[]);
             late += r.summary["late_rows"].as_u64().unwrap_or(0);
+            last = r.summary;
         }
+        // State follows the watermark window (orders: the last ~3 h of 8.3 h; members: ~4 h),
+        // not the history.
+        let (state_left, state_right) = (last["details"]["state_rows_left"].as_u64().unwrap(), last["details"]["state_rows_right"].as_u64().unwrap());
+        assert!(state_left > 0 && state_left < 1_500, "{case}: left state {state_left} of 3,000 orders");
+        assert!(state_right > 0 && state_right < 350, "{case}: right state {state_right} of 500 members");
         assert_eq!(late, 0, "{case}: on-time input has no late rows");
         let expected = oracle(&p);
         assert!(expected.values().sum::<usize>() > 10_000, "{case}: the data joins plenty of rows");

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 use delta_io::{commit_append, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
@@ -76,6 +76,8 @@ struct BatchOutcome {
     rows_out: u64,
     late: u64,
     version: Option<u64>,
+    /// Rows held in state after the batch (left, right): bounded by the watermark window.
+    state_rows: (u64, u64),
 }
 
 impl StreamJoin {
@@ -177,6 +179,9 @@ impl StreamJoin {
             if let Some(v) = outcome.version {
                 summary.table_versions.insert(self.spec.output.name.clone(), v);
             }
+            summary.details.insert("state_rows_left".into(), outcome.state_rows.0.into());
+            summary.details.insert("state_rows_right".into(), outcome.state_rows.1.into());
+            summary.details.insert("watermark".into(), progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339()).into());
             tracing::info!(
                 stage = "commit",
                 batch,
@@ -275,15 +280,61 @@ impl StreamJoin {
             }
         }
 
-        let adds = write_files(output, spec.output.schema.clone(), &spec.output.partition_columns, &rows, 128 << 20).await?;
+        let adds = write_output(output, spec, &rows).await?;
         let done = commit_append(output, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
         crash_point!("stream_join::after_sink_commit");
         progress.done = true;
         checkpoint.put_progress(&progress).await?;
         crash_point!("stream_join::after_done");
         checkpoint.forget_before(batch - 1).await?;
-        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version) }))
+        let state_rows = (operator::rows(&left_kept), operator::rows(&right_kept));
+        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), state_rows }))
     }
+}
+
+/// Writes output rows. Join output follows the left input's time order, so rows of one
+/// partition come in long runs: each run goes to its partition directly instead of through the
+/// writer's per-row partition split (the costliest part of writing tens of millions of rows).
+async fn write_output(output: &DeltaTable, spec: &JoinSpec, rows: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Add>, StreamJoinError> {
+    let columns = &spec.output.partition_columns;
+    let runs_ok = |b: &RecordBatch| -> Result<Option<Vec<std::ops::Range<usize>>>, StreamJoinError> {
+        let keys = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<Vec<ArrayRef>, StreamJoinError>>()?;
+        let ranges = arrow::compute::partition(&keys)?.ranges();
+        Ok((ranges.len() <= 64).then_some(ranges))
+    };
+    if columns.is_empty() || columns.iter().any(|c| spec.output.schema.field_with_name(c).map(|f| f.data_type() != &arrow::datatypes::DataType::Utf8).unwrap_or(true)) {
+        return Ok(write_files(output, spec.output.schema.clone(), columns, rows, 128 << 20).await?);
+    }
+    let mut writer = delta_io::TableWriter::new(output, spec.output.schema.clone(), columns, 128 << 20);
+    for b in rows {
+        let result = match runs_ok(b)? {
+            Some(ranges) => {
+                let mut r = Ok(());
+                for range in ranges {
+                    let slice = b.slice(range.start, range.len());
+                    let values: Vec<(String, Option<String>)> = columns
+                        .iter()
+                        .map(|c| {
+                            let col = slice.column(slice.schema().index_of(c).unwrap_or(0)).clone();
+                            let strings = col.as_any().downcast_ref::<StringArray>().cloned();
+                            (c.clone(), strings.and_then(|s| (!s.is_null(0)).then(|| s.value(0).to_string())))
+                        })
+                        .collect();
+                    r = writer.write_partition(&slice, &values).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
+            }
+            None => writer.write(b).await,
+        };
+        if let Err(e) = result {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    }
+    Ok(writer.close().await?)
 }
 
 /// The recorded range of a batch being re-run.
@@ -310,12 +361,45 @@ fn with_partitions(spec: &JoinSpec, b: &RecordBatch) -> Result<RecordBatch, Stre
                     .downcast_ref::<TimestampMicrosecondArray>()
                     .ok_or_else(|| StreamJoinError::Internal(format!("partition field {field} is not a timestamp")))?
                     .clone();
-                ts.iter().map(|v| v.and_then(DateTime::from_timestamp_micros).map(|t| t.format(format).to_string())).collect()
+                format_timestamps(&ts, format)
             }
         };
         columns.push(Arc::new(values));
     }
     Ok(RecordBatch::try_new(spec.output.schema.clone(), columns)?)
+}
+
+/// Formats event times for a partition column. Partition formats rarely go below the hour, and
+/// formatting is the costliest per-row step of the output: when the format only uses date and
+/// hour fields, each hour is formatted once.
+fn format_timestamps(ts: &TimestampMicrosecondArray, format: &str) -> StringArray {
+    const HOUR: i64 = 3_600_000_000;
+    let format_one = |micros: i64| DateTime::from_timestamp_micros(micros).map(|t| t.format(format).to_string());
+    if !hourly(format) {
+        return ts.iter().map(|v| v.and_then(format_one)).collect();
+    }
+    let mut cache: std::collections::HashMap<i64, Option<String>> = std::collections::HashMap::new();
+    ts.iter()
+        .map(|v| v.and_then(|micros| cache.entry(micros.div_euclid(HOUR)).or_insert_with(|| format_one(micros.div_euclid(HOUR) * HOUR)).clone()))
+        .collect()
+}
+
+/// Whether every strftime field of `format` depends only on the date and the hour.
+fn hourly(format: &str) -> bool {
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        let mut spec = chars.next();
+        while matches!(spec, Some('-' | '_' | '0' | '#')) {
+            spec = chars.next();
+        }
+        if !matches!(spec, Some('Y' | 'C' | 'y' | 'm' | 'b' | 'B' | 'h' | 'd' | 'e' | 'a' | 'A' | 'w' | 'u' | 'U' | 'W' | 'G' | 'g' | 'V' | 'j' | 'D' | 'x' | 'F' | 'v' | 'H' | 'k' | 'I' | 'l' | 'P' | 'p' | '%')) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Late rows as late-table rows (the row as JSON).
@@ -351,6 +435,26 @@ async fn wait(shutdown: &Shutdown, interval: Duration) {
     let until = Instant::now() + interval;
     while Instant::now() < until && !shutdown.requested() {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_formats_are_cached_and_agree_with_chrono() {
+        assert!(hourly("%Y") && hourly("%Y%m%d%H") && hourly("%y-%m-%d %H") && hourly("%-d/%b"));
+        assert!(!hourly("%Y%m%d%H%M") && !hourly("%s") && !hourly("%T") && !hourly("%.f"));
+        let times: Vec<i64> = (0..5000).map(|i| 1_649_073_600_000_000 + i * 977_777_777 - 2_000_000_000_000).collect();
+        let ts = TimestampMicrosecondArray::from(times.clone());
+        for format in ["%Y%m%d%H", "%y/%j %I%p", "%Y-%m-%d %H:%M:%S"] {
+            let fast = format_timestamps(&ts, format);
+            for (i, t) in times.iter().enumerate() {
+                let expected = DateTime::from_timestamp_micros(*t).unwrap().format(format).to_string();
+                assert_eq!(fast.value(i), expected, "{format} at {t}");
+            }
+        }
     }
 }
 

@@ -33,6 +33,9 @@ pub struct JoinBench {
     /// Runs per measurement; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// stream-join's max_files_per_batch (each input commit is one file).
+    #[arg(long, default_value_t = 1000)]
+    max_files_per_batch: usize,
     /// Skip the PySpark reference.
     #[arg(long)]
     no_spark: bool,
@@ -91,7 +94,7 @@ impl JoinBench {
             std::fs::copy(self.schemas.join(f), work.join(f)).map_err(|e| format!("{}: {e}", self.schemas.join(f).display()))?;
         }
         let config = work.join("pipeline.toml");
-        std::fs::write(&config, config_text(&work.join("lake"))).map_err(|e| e.to_string())?;
+        std::fs::write(&config, config_text(&work.join("lake"), self.max_files_per_batch)).map_err(|e| e.to_string())?;
         let mut ours = Vec::new();
         let mut spark = Vec::new();
         for run in 0..self.runs {
@@ -212,7 +215,7 @@ impl JoinBench {
     }
 }
 
-fn config_text(lake: &Path) -> String {
+fn config_text(lake: &Path, max_files: usize) -> String {
     format!(
         r#"[lake]
 root = "{lake}"
@@ -236,6 +239,7 @@ partitions = [
 [stream_join]
 output = "curated"
 upper = "1h"
+max_files_per_batch = {max_files}
 left = {{ table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }}
 right = {{ table = "raw_member", key = ["order_owner"], time = "timestamp", delay = "2h" }}
 columns = [
@@ -246,7 +250,8 @@ columns = [
   {{ name = "membership", from = "right.membership" }},
 ]
 "#,
-        lake = lake.display()
+        lake = lake.display(),
+        max_files = max_files
     )
 }
 
