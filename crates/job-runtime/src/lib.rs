@@ -15,7 +15,7 @@ pub use logging::init_logging;
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
-pub use summary::RunSummary;
+pub use summary::{exit_failed, RunSummary};
 
 /// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,
 /// e.g. `FAILPOINTS=raw_append::after_upload=return` or `...=2*off->return` (third hit).

@@ -58,3 +58,14 @@ impl RunSummary {
         }
     }
 }
+
+/// Logs the failure, prints a `failed` summary as the last stdout line and exits with `code`.
+pub fn exit_failed(job: &str, message: &str, code: crate::ExitCode, started: std::time::Instant) -> ! {
+    tracing::error!(error = message, job, "run failed");
+    let mut summary = RunSummary::new(job, "");
+    summary.status = "failed".into();
+    summary.error = Some(message.to_string());
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.print();
+    code.exit()
+}

@@ -110,7 +110,7 @@ impl BinPack {
         }))
         .buffer_unordered(workers);
         while let Some(joined) = done.next().await {
-            let (removes, adds) = joined.map_err(|e| MaintenanceError::Refused(format!("compaction task failed: {e}")))??;
+            let (removes, adds) = joined.map_err(|e| MaintenanceError::Failed(format!("compaction task failed: {e}")))??;
             metrics.files_removed += removes.len() as u64;
             metrics.bytes_removed += removes.iter().filter_map(|r| r.size).sum::<i64>().max(0) as u64;
             metrics.files_added += adds.len() as u64;
@@ -119,14 +119,14 @@ impl BinPack {
             pending.1.extend(adds);
             if self.min_commit_interval.is_some_and(|i| last_commit.elapsed() >= i) {
                 let (removes, adds) = std::mem::take(&mut pending);
-                metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate.clone(), self.target_size).await.map_err(|e| MaintenanceError::Refused(e.to_string()))?.version;
+                metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate.clone(), self.target_size).await.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version;
                 last_commit = Instant::now();
             }
         }
         drop(done);
         if !pending.0.is_empty() {
             let (removes, adds) = pending;
-            metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate, self.target_size).await.map_err(|e| MaintenanceError::Refused(e.to_string()))?.version;
+            metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate, self.target_size).await.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version;
         }
         Ok((table, metrics))
     }
@@ -174,13 +174,13 @@ async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: Sc
         };
         if let Err(e) = written {
             writer.abort().await;
-            return Err(MaintenanceError::Refused(format!("{location}: {e}")));
+            return Err(MaintenanceError::Failed(format!("{location}: {e}")));
         }
     }
     if let Err(e) = flush(&mut writer, &schema, &mut pending, &bin.partition).await {
         writer.abort().await;
-        return Err(MaintenanceError::Refused(format!("{location}: {e}")));
+        return Err(MaintenanceError::Failed(format!("{location}: {e}")));
     }
-    let adds = writer.close().await.map_err(|e| MaintenanceError::Refused(e.to_string()))?;
+    let adds = writer.close().await.map_err(|e| MaintenanceError::Failed(e.to_string()))?;
     Ok((bin.files.into_iter().map(|(_, r)| r).collect(), adds))
 }

@@ -24,6 +24,9 @@ pub enum MaintenanceError {
     /// The request cannot be honoured as given (the message says what to change).
     #[error("{0}")]
     Refused(String),
+    /// Reading, writing or committing data files failed (not the request's fault).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl MaintenanceError {

@@ -376,9 +376,6 @@ pub struct StreamJoinConfig {
     /// Skip source commits that delete rows (`remove` with dataChange=true) instead of failing.
     #[serde(default)]
     pub ignore_deletes: bool,
-    /// On SIGTERM the batch in flight may take this long before it is abandoned.
-    #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: DurationStr,
 }
 
 /// One side of the join.

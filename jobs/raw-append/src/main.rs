@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, ExitCode, RunSummary, Shutdown};
+use job_runtime::{crash_points_from_env, exit_failed, init_logging, limit_malloc_arenas, ExitCode, Shutdown};
 use pipeline_config::{PipelineConfig, Trigger};
 use raw_append::RawAppend;
 
@@ -80,11 +80,5 @@ fn main() {
 }
 
 fn fail(message: &str, code: ExitCode, started: Instant) -> ! {
-    tracing::error!(error = message, "raw-append failed");
-    let mut summary = RunSummary::new("raw-append", "");
-    summary.status = "failed".into();
-    summary.error = Some(message.to_string());
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.print();
-    code.exit()
+    exit_failed("raw-append", message, code, started)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, ExitCode, RunSummary, Shutdown};
+use job_runtime::{crash_points_from_env, exit_failed, init_logging, limit_malloc_arenas, ExitCode, Shutdown};
 use pipeline_config::{PipelineConfig, Trigger};
 use stream_join::StreamJoin;
 
@@ -71,11 +71,5 @@ fn main() {
 }
 
 fn fail(message: &str, code: ExitCode, started: Instant) -> ! {
-    tracing::error!(error = message, "stream-join failed");
-    let mut summary = RunSummary::new("stream-join", "");
-    summary.status = "failed".into();
-    summary.error = Some(message.to_string());
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.print();
-    code.exit()
+    exit_failed("stream-join", message, code, started)
 }
