@@ -52,14 +52,6 @@ fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<Str
     rows
 }
 
-fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        *out.entry(r).or_insert(0) += 1;
-    }
-    out
-}
-
 fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> reference_data::ProduceReport {
     let mut gen = OrderGenerator::reference(seed);
     reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message()).expect("produced")

@@ -75,14 +75,6 @@ const OUTPUT: &str = "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_
 const ORACLE: &str = "SELECT CAST(o.order_id AS VARCHAR), o.order_owner, CAST(o.order_value AS VARCHAR), CAST(o.timestamp AS VARCHAR), m.membership \
      FROM o JOIN m ON o.order_owner = m.order_owner AND o.timestamp >= m.timestamp AND o.timestamp <= m.timestamp + INTERVAL '1 hour'";
 
-fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        *out.entry(r).or_insert(0) += 1;
-    }
-    out
-}
-
 fn curated(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
     multiset(query(&[("c", p.table("curated").as_str())], &HashMap::new(), OUTPUT))
 }

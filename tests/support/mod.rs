@@ -2,7 +2,7 @@
 //! pipeline configurations in temp folders, running the job binaries, and reading tables back
 //! with DataFusion (an independent reader of what the jobs wrote).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -211,4 +211,13 @@ async fn load_table(location: &str, storage: &HashMap<String, String>) -> deltal
         url::Url::from_directory_path(Path::new(location).canonicalize().expect("table folder")).expect("url")
     };
     DeltaTableBuilder::from_url(url).expect("builder").with_storage_options(storage.clone()).load().await.expect("table loads")
+}
+
+/// Rows as a multiset (row -> count), for order-insensitive comparison that still sees duplicates.
+pub fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        *out.entry(r).or_insert(0) += 1;
+    }
+    out
 }

@@ -11,7 +11,7 @@ pub use commit::{commit_append, commit_rewrite, read_progress, CommitError, Comm
 pub use files::{decode_data_file, read_data_file};
 pub use location::{object_store_at, storage_options, table_url};
 pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
-pub use writer::{write_files, TableWriter, STATS_COLUMNS};
+pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;
 pub use deltalake::DeltaTable;

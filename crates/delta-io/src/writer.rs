@@ -18,6 +18,14 @@ use crate::DeltaIoError;
 /// Table property naming the columns that get file statistics.
 pub const STATS_COLUMNS: &str = "delta.dataSkippingStatsColumns";
 
+/// Parquet settings of every data file the jobs write: ZSTD level 1, our `created_by`.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_created_by(format!("lakehouse-writer {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Writes record batches as Parquet files (zstd, statistics on every column) under a table,
 /// split by partition values and at a target size, while the caller keeps producing rows;
 /// `close` uploads what is buffered and returns the `add` actions to commit.
@@ -35,10 +43,7 @@ impl TableWriter {
             .ok()
             .and_then(|s| s.metadata().configuration().get(STATS_COLUMNS).cloned())
             .map(|cols| cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-            .set_created_by(format!("lakehouse-writer {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props = writer_properties();
         let config = WriterConfig::new(
             schema,
             partition_columns.to_vec(),

@@ -7,10 +7,8 @@ use deltalake::kernel::{DataType, PrimitiveType, StructType};
 use deltalake::DeltaTable;
 use serde::Serialize;
 
-use crate::manifest::{partition_directory, plain_root_uri, MANIFEST_DIR};
+use crate::manifest::{hive_value, partition_directory, plain_root_uri, MANIFEST_DIR};
 use crate::MaintenanceError;
-
-const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// The statements for one table.
 #[derive(Debug, Clone, Serialize)]
@@ -84,13 +82,7 @@ pub fn athena_ddl(table: &DeltaTable, database: &str, name: &str) -> Result<Athe
         .map(|(directory, values)| {
             let spec: Vec<String> = partition_columns
                 .iter()
-                .map(|c| {
-                    let value = match values.get(c) {
-                        Some(Some(v)) if !v.is_empty() => v.as_str(),
-                        _ => DEFAULT_PARTITION,
-                    };
-                    format!("{}='{}'", ident(c), literal(value))
-                })
+                .map(|c| format!("{}='{}'", ident(c), literal(hive_value(values, c))))
                 .collect();
             format!(
                 "ALTER TABLE {} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{}/{MANIFEST_DIR}/{}/'",

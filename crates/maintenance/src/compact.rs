@@ -6,8 +6,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use deltalake::operations::optimize::OptimizeType;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
 use serde::Serialize;
 
@@ -102,14 +100,13 @@ impl Compact {
             return bin_pack.run(self.table).await;
         }
         let filters: Vec<_> = self.partitions.iter().map(|(c, v)| (c.as_str(), FilterOp::Eq, FilterValue::Scalar(v.as_str()))).collect();
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())).build();
         // Z-order rewrites whole partitions through delta-rs's optimize.
         let mut builder = self
             .table
             .optimize()
             .with_target_size(target)
             .with_filters(&filters)
-            .with_writer_properties(props)
+            .with_writer_properties(delta_io::writer_properties())
             .with_type(OptimizeType::ZOrder(self.zorder.clone()));
         if let Some(interval) = self.min_commit_interval {
             builder = builder.with_min_commit_interval(interval);

@@ -24,6 +24,15 @@ const MANIFEST_FILE: &str = "manifest";
 const ENABLED_PROPERTY: &str = "delta.compatibility.symlinkFormatManifest.enabled";
 const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
+/// The value Hive sees for a partition column: the value, or `__HIVE_DEFAULT_PARTITION__` for
+/// null or empty (not escaped).
+pub(crate) fn hive_value<'a>(values: &'a HashMap<String, Option<String>>, column: &str) -> &'a str {
+    match values.get(column) {
+        Some(Some(v)) if !v.is_empty() => v,
+        _ => DEFAULT_PARTITION,
+    }
+}
+
 /// Escapes a partition column name or value as Hive (and Spark's `ExternalCatalogUtils`) do
 /// for directory names: `%XX` (upper-case hex) for ASCII control characters, `"`, `#`, `%`,
 /// `'`, `*`, `/`, `:`, `=`, `?`, `\`, DEL, `{`, `[`, `]` and `^`; everything else (spaces and
@@ -47,9 +56,9 @@ pub fn partition_directory(columns: &[String], values: &HashMap<String, Option<S
     columns
         .iter()
         .map(|col| {
-            let value = match values.get(col) {
-                Some(Some(v)) if !v.is_empty() => hive_escape(v),
-                _ => DEFAULT_PARTITION.to_string(),
+            let value = match hive_value(values, col) {
+                DEFAULT_PARTITION => DEFAULT_PARTITION.to_string(),
+                v => hive_escape(v),
             };
             format!("{}={value}", hive_escape(col))
         })

@@ -76,8 +76,15 @@ struct BatchOutcome {
     rows_out: u64,
     late: u64,
     version: Option<u64>,
-    /// Rows held in state after the batch (left, right): bounded by the watermark window.
-    state_rows: (u64, u64),
+    /// The join state after the batch (what it wrote to the checkpoint).
+    state: JoinState,
+}
+
+/// Rows of each side that may still match, in state schema.
+#[derive(Debug, Default)]
+struct JoinState {
+    left: Vec<RecordBatch>,
+    right: Vec<RecordBatch>,
 }
 
 impl StreamJoin {
@@ -142,6 +149,8 @@ impl StreamJoin {
             }
         }
 
+        // Loaded once; later batches of this run continue from the state they computed.
+        let mut state = JoinState { left: checkpoint.state(previous.batch, "left").await?, right: checkpoint.state(previous.batch, "right").await? };
         let limits = SourceLimits { max_files: self.job.max_files_per_batch, max_bytes: self.job.max_bytes_per_batch.0, ignore_deletes: self.job.ignore_deletes };
         let mut any = false;
         loop {
@@ -171,7 +180,8 @@ impl StreamJoin {
             any = true;
             let batch = recorded.as_ref().map_or(previous.batch + 1, |p| p.batch);
             let batch_started = Instant::now();
-            let (progress, outcome) = self.run_batch(batch, &previous, &lp, &rp, &left, &right, &mut output, late_table.as_mut(), &checkpoint).await?;
+            let (progress, outcome) =
+                self.run_batch(batch, &previous, std::mem::take(&mut state), &lp, &rp, &left, &right, &mut output, late_table.as_mut(), &checkpoint).await?;
             summary.batches += 1;
             summary.rows_in += outcome.rows_in;
             *summary.rows_out.entry(self.spec.output.name.clone()).or_insert(0) += outcome.rows_out;
@@ -179,20 +189,22 @@ impl StreamJoin {
             if let Some(v) = outcome.version {
                 summary.table_versions.insert(self.spec.output.name.clone(), v);
             }
-            summary.details.insert("state_rows_left".into(), outcome.state_rows.0.into());
-            summary.details.insert("state_rows_right".into(), outcome.state_rows.1.into());
-            summary.details.insert("watermark".into(), progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339()).into());
+            let watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
+            summary.details.insert("state_rows_left".into(), operator::rows(&outcome.state.left).into());
+            summary.details.insert("state_rows_right".into(), operator::rows(&outcome.state.right).into());
+            summary.details.insert("watermark".into(), watermark.clone().into());
             tracing::info!(
                 stage = "commit",
                 batch,
                 rows_in = outcome.rows_in,
                 rows_out = outcome.rows_out,
                 late_rows = outcome.late,
-                watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339()),
+                watermark,
                 ms = batch_started.elapsed().as_millis() as u64,
                 "batch committed"
             );
             previous = progress;
+            state = outcome.state;
         }
         if !any && summary.status == "ok" {
             summary.status = "no_new_data".into();
@@ -206,6 +218,7 @@ impl StreamJoin {
         &self,
         batch: i64,
         previous: &Progress,
+        state: JoinState,
         lp: &SourcePlan,
         rp: &SourcePlan,
         left: &Source,
@@ -219,8 +232,7 @@ impl StreamJoin {
         let watermark = previous.watermark;
         let la = operator::arrivals(&spec.left, JoinSide::Left, batch, left_rows, watermark)?;
         let ra = operator::arrivals(&spec.right, JoinSide::Right, batch, right_rows, watermark)?;
-        let left_state = checkpoint.state(previous.batch, "left").await?;
-        let right_state = checkpoint.state(previous.batch, "right").await?;
+        let JoinState { left: left_state, right: right_state } = state;
 
         let (joined, matched) = operator::join(spec, &left_state, &la.on_time, &right_state, &ra.on_time, &left.state_schema, &right.state_schema).await?;
         let left_all = operator::merge_left(left_state, la.on_time, &matched)?;
@@ -287,8 +299,8 @@ impl StreamJoin {
         checkpoint.put_progress(&progress).await?;
         crash_point!("stream_join::after_done");
         checkpoint.forget_before(batch - 1).await?;
-        let state_rows = (operator::rows(&left_kept), operator::rows(&right_kept));
-        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), state_rows }))
+        let state = JoinState { left: left_kept, right: right_kept };
+        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), state }))
     }
 }
 
@@ -297,44 +309,36 @@ impl StreamJoin {
 /// writer's per-row partition split (the costliest part of writing tens of millions of rows).
 async fn write_output(output: &DeltaTable, spec: &JoinSpec, rows: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Add>, StreamJoinError> {
     let columns = &spec.output.partition_columns;
-    let runs_ok = |b: &RecordBatch| -> Result<Option<Vec<std::ops::Range<usize>>>, StreamJoinError> {
-        let keys = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<Vec<ArrayRef>, StreamJoinError>>()?;
-        let ranges = arrow::compute::partition(&keys)?.ranges();
-        Ok((ranges.len() <= 64).then_some(ranges))
-    };
-    if columns.is_empty() || columns.iter().any(|c| spec.output.schema.field_with_name(c).map(|f| f.data_type() != &arrow::datatypes::DataType::Utf8).unwrap_or(true)) {
+    let all_strings = columns.iter().all(|c| spec.output.schema.field_with_name(c).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Utf8));
+    if columns.is_empty() || !all_strings {
         return Ok(write_files(output, spec.output.schema.clone(), columns, rows, 128 << 20).await?);
     }
     let mut writer = delta_io::TableWriter::new(output, spec.output.schema.clone(), columns, 128 << 20);
     for b in rows {
-        let result = match runs_ok(b)? {
-            Some(ranges) => {
-                let mut r = Ok(());
-                for range in ranges {
-                    let slice = b.slice(range.start, range.len());
-                    let values: Vec<(String, Option<String>)> = columns
-                        .iter()
-                        .map(|c| {
-                            let col = slice.column(slice.schema().index_of(c).unwrap_or(0)).clone();
-                            let strings = col.as_any().downcast_ref::<StringArray>().cloned();
-                            (c.clone(), strings.and_then(|s| (!s.is_null(0)).then(|| s.value(0).to_string())))
-                        })
-                        .collect();
-                    r = writer.write_partition(&slice, &values).await;
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                r
-            }
-            None => writer.write(b).await,
-        };
-        if let Err(e) = result {
+        if let Err(e) = write_runs(&mut writer, columns, b).await {
             writer.abort().await;
-            return Err(e.into());
+            return Err(e);
         }
     }
     Ok(writer.close().await?)
+}
+
+/// One batch of [`write_output`]: its runs of equal (string) partition values, or the
+/// writer's own split when the rows are too mixed for runs to pay.
+async fn write_runs(writer: &mut delta_io::TableWriter, columns: &[String], b: &RecordBatch) -> Result<(), StreamJoinError> {
+    let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, StreamJoinError>>()?;
+    let ranges = arrow::compute::partition(&keys)?.ranges();
+    if ranges.len() > 64 {
+        return Ok(writer.write(b).await?);
+    }
+    let strings: Vec<&StringArray> =
+        keys.iter().map(|k| k.as_any().downcast_ref::<StringArray>().ok_or_else(|| StreamJoinError::Internal("partition column is not a string".into()))).collect::<Result<_, _>>()?;
+    for range in ranges {
+        let values: Vec<(String, Option<String>)> =
+            columns.iter().zip(&strings).map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string()))).collect();
+        writer.write_partition(&b.slice(range.start, range.len()), &values).await?;
+    }
+    Ok(())
 }
 
 /// The recorded range of a batch being re-run.

@@ -231,7 +231,8 @@ pub(crate) fn wait_with_rusage(child: std::process::Child) -> Result<(std::proce
     Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024))
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+/// The median (upper middle for an even count; 0 when empty).
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {

@@ -10,6 +10,8 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
+
+use crate::bench::median;
 use delta_io::{commit_append, open_or_create, TableSpec};
 
 /// Options of the stream-join benchmark.
@@ -253,10 +255,4 @@ columns = [
         lake = lake.display(),
         max_files = max_files
     )
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
+
+use crate::bench::median;
 use delta_io::{commit_append, open_or_create, TableSpec};
 
 /// Options of the maintenance benchmark.
@@ -222,10 +224,4 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     } else {
         Err(format!("cp -a {} {} failed", from.display(), to.display()))
     }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
