@@ -99,6 +99,44 @@ pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: 
     Ok(CommitOutcome { version })
 }
 
+/// Commits a row-level change (MERGE): `removes` (files whose rows were rewritten or deleted)
+/// and `adds`, with `dataChange=true`, plus `progress`, in one atomic commit. delta-rs checks
+/// it against concurrent commits: one that removed a file we rewrite fails it (nothing lands).
+pub async fn commit_merge(
+    table: &mut DeltaTable,
+    removes: Vec<Remove>,
+    adds: Vec<Add>,
+    progress: Vec<Transaction>,
+    merge_predicate: &str,
+    app_metadata: HashMap<String, serde_json::Value>,
+) -> Result<CommitOutcome, DeltaIoError> {
+    let location = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+    let actions: Vec<Action> = removes
+        .into_iter()
+        .map(|r| Action::Remove(Remove { data_change: true, ..r }))
+        .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: true, ..a })))
+        .chain(progress.into_iter().map(Action::Txn))
+        .collect();
+    let operation = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: Some(merge_predicate.to_string()),
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let done = commit_builder()
+        .with_actions(actions)
+        .with_app_metadata(app_metadata)
+        .with_max_retries(50)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(|source| DeltaIoError::Delta { table: location, source })?;
+    let version = done.version();
+    table.state = Some(done.snapshot());
+    Ok(CommitOutcome { version })
+}
+
 /// The `txn` version recorded for `app_id`, if any.
 pub async fn read_progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, DeltaIoError> {
     let location = table.table_url().to_string();

@@ -9,6 +9,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::Path;
 
 use crate::DeltaIoError;
@@ -40,7 +41,12 @@ pub fn decode_data_file(
     schema: &SchemaRef,
     partition_values: &HashMap<String, Option<String>>,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+    let parquet = |e: deltalake::parquet::errors::ParquetError| ArrowError::ExternalError(Box::new(e));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet)?;
+    // Decode only the columns asked for (a key lookup reads two columns of a wide file).
+    let wanted: Vec<usize> = builder.schema().fields().iter().enumerate().filter(|(_, f)| schema.field_with_name(f.name()).is_ok()).map(|(i, _)| i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    let reader = builder.with_projection(mask).build().map_err(parquet)?;
     reader.map(|batch| conform(&batch?, schema, partition_values)).collect()
 }
 

@@ -4,13 +4,15 @@
 mod commit;
 mod files;
 mod location;
+mod partitions;
 mod table;
 mod writer;
 
-pub use commit::{commit_append, commit_rewrite, read_progress, CommitError, CommitOutcome};
+pub use commit::{commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome};
 pub use files::{decode_data_file, read_data_file};
 pub use location::{object_store_at, storage_options, table_url};
-pub use table::{open_or_create, open_table, DeltaIoError, TableSpec};
+pub use partitions::{format_timestamps, with_derived_partitions, write_partition_runs};
+pub use table::{add_nullable_columns, open_or_create, open_table, DeltaIoError, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;

@@ -62,6 +62,30 @@ pub struct TableSpec {
     pub storage: BTreeMap<String, String>,
 }
 
+impl TableSpec {
+    /// The table configured as `[tables.<name>]`: its schema file's columns followed by its
+    /// derived partition columns (strings).
+    pub fn configured(config: &pipeline_config::PipelineConfig, name: &str) -> Option<Self> {
+        let table = config.table(name)?;
+        let mut fields: Vec<arrow::datatypes::Field> = table.schema().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(
+            table
+                .partitions
+                .iter()
+                .filter(|p| p.source != pipeline_config::PartitionSource::Column)
+                .map(|p| arrow::datatypes::Field::new(&p.column, arrow::datatypes::DataType::Utf8, true)),
+        );
+        Some(Self {
+            location: config.table_location(&table.path),
+            name: name.to_string(),
+            schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            partition_columns: table.partition_columns(),
+            properties: table.properties.clone(),
+            storage: config.lake.storage_options.clone(),
+        })
+    }
+}
+
 /// Opens an existing table (error if there is none).
 pub async fn open_table(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {
     let url = table_url(location)?;
@@ -135,5 +159,17 @@ fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<(), DeltaIoError
             Err(_) => return Err(mismatch(format!("column {} is missing from the table", field.name()))),
         }
     }
+    Ok(())
+}
+
+/// Adds `fields` to the table's schema as nullable columns (a metadata-only commit).
+pub async fn add_nullable_columns(table: &mut DeltaTable, fields: &[arrow::datatypes::Field]) -> Result<(), DeltaIoError> {
+    let location = table.table_url().to_string();
+    let columns = fields
+        .iter()
+        .map(|f| f.clone().with_nullable(true))
+        .map(|f| (&f).try_into_kernel().map_err(|e| DeltaIoError::delta(&location)(e.into())))
+        .collect::<Result<Vec<deltalake::kernel::StructField>, _>>()?;
+    *table = table.clone().add_columns().with_fields(columns).await.map_err(DeltaIoError::delta(&location))?;
     Ok(())
 }

@@ -3,7 +3,11 @@
 //! `dataChange=false`, is skipped), in batches bounded by files and bytes (whole commits, at
 //! least one). Shared by stream-join and merge-upsert.
 
+mod progress;
+
 use std::collections::HashMap;
+
+pub use progress::{ProgressError, ProgressLog, SourceRange};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -125,6 +129,15 @@ pub async fn plan(table: &DeltaTable, after: Option<u64>, until: Option<u64>, li
     Ok(SourcePlan { after, to, files })
 }
 
+/// Plans exactly the range a batch recorded before it was interrupted (for its re-run).
+pub async fn plan_recorded(table: &DeltaTable, range: SourceRange, ignore_deletes: bool) -> Result<SourcePlan, SourceError> {
+    if range.to == range.after {
+        return Ok(SourcePlan { after: range.after, to: range.to, files: Vec::new() });
+    }
+    let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes };
+    plan(table, range.after, range.to, &unlimited).await
+}
+
 /// The data-changing adds of one commit; a data-changing remove is an error unless ignored.
 fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool) -> Result<Vec<SourceFile>, SourceError> {
     let text = std::str::from_utf8(entry).map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
@@ -163,19 +176,23 @@ fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool
 /// Reads the rows of a plan's files in `schema` (the table's schema or a projection of it),
 /// in plan order, fetching several files at once.
 pub async fn read(table: &DeltaTable, plan: &SourcePlan, schema: &SchemaRef) -> Result<Vec<RecordBatch>, SourceError> {
+    Ok(read_each(table, plan, schema).await?.into_iter().flatten().collect())
+}
+
+/// [`read`], the rows of each of the plan's files apart (aligned with `plan.files`).
+pub async fn read_each(table: &DeltaTable, plan: &SourcePlan, schema: &SchemaRef) -> Result<Vec<Vec<RecordBatch>>, SourceError> {
     let location = table.table_url().to_string();
     let store = table.object_store();
     // Owned inputs per future: the stream must be Send for any caller's runtime.
     let jobs: Vec<(String, HashMap<String, Option<String>>)> = plan.files.iter().map(|f| (f.path.clone(), f.partition_values.clone())).collect();
-    let batches: Vec<Vec<RecordBatch>> = futures::stream::iter(jobs.into_iter().map(|(path, values)| {
+    futures::stream::iter(jobs.into_iter().map(|(path, values)| {
         let (store, location, schema) = (store.clone(), location.clone(), schema.clone());
         async move { delta_io::read_data_file(&store, &location, &path, &schema, &values).await }
     }))
     .buffered(16)
     .try_collect()
     .await
-    .map_err(|e| SourceError::Io { table: location.clone(), message: e.to_string() })?;
-    Ok(batches.into_iter().flatten().collect())
+    .map_err(|e| SourceError::Io { table: location.clone(), message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -275,3 +275,17 @@ mod tests {
         assert_eq!(file_uri("s3://b/t", "year=a%3Ab/part-1.parquet"), "s3://b/t/year=a%3Ab/part-1.parquet");
     }
 }
+
+/// After a job's commit: rewrites the touched partitions' symlink manifests when the table
+/// asks for it (`delta.compatibility.symlinkFormatManifest.enabled`). The commit has landed, so
+/// a failure here is reported, not fatal: the next commit to the partition or a full
+/// `maintenance manifest` run repairs it.
+pub async fn update_touched_manifests<'a>(table: &DeltaTable, name: &str, touched: impl IntoIterator<Item = &'a std::collections::HashMap<String, Option<String>>>) {
+    if !manifests_enabled(table) {
+        return;
+    }
+    match Manifests::new(table.clone()).for_partitions(touched).await {
+        Ok(m) => tracing::debug!(table = name, manifests = m.manifests_written, "manifests updated"),
+        Err(e) => tracing::error!(table = name, error = %e, stage = "manifest", "symlink manifests not updated; run `maintenance manifest` to repair"),
+    }
+}

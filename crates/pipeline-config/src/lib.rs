@@ -10,7 +10,7 @@ pub use error::ConfigError;
 pub use model::{
     DurationStr, KafkaConfig, LakeConfig, MetadataColumn, PartitionSource, PartitionSpec,
     PipelineConfig, RawAppendConfig, RawAppendSource, SaslMechanism, SecurityProtocol,
-    TableConfig, Trigger, StreamJoinConfig, JoinInput, JoinType, WatermarkPolicy, JoinColumn, JoinSide, SignedDuration,
+    TableConfig, Trigger, StreamJoinConfig, JoinInput, JoinType, WatermarkPolicy, JoinColumn, JoinSide, SignedDuration, MergeUpsertConfig, SchemaEvolution,
 };
 pub use schema::{ColumnSpec, ColumnType, EpochUnit, TableSchema, TimestampSpec};
 pub use size::ByteSize;

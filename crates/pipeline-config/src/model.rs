@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     /// The stream-join job.
     #[serde(default)]
     pub stream_join: Option<StreamJoinConfig>,
+    /// The merge-upsert job.
+    #[serde(default)]
+    pub merge_upsert: Option<MergeUpsertConfig>,
     /// Folder holding the file, against which schema paths resolve.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -466,6 +469,94 @@ impl<'de> Deserialize<'de> for SignedDuration {
     }
 }
 
+/// The merge-upsert job: the latest row per key of a Delta table's new commits, merged into a
+/// target that holds exactly one row per key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeUpsertConfig {
+    /// Identifies the job in the target's `txn` app id; never change it for an existing target.
+    #[serde(default = "default_merge_job_id")]
+    pub job_id: String,
+    /// Source table (name under `[tables]`), read incrementally.
+    pub source: String,
+    /// Target table (name under `[tables]`); created on the first run from its schema file.
+    pub target: String,
+    /// Key columns: the target keeps one row per distinct key.
+    pub key: Vec<String>,
+    /// Ordering column (e.g. an event timestamp or a CDC sequence): a row replaces the target's
+    /// only when its value is greater or equal.
+    pub sequence: String,
+    /// Source column holding the change type (e.g. AWS DMS `metadata.operation`); unset: every
+    /// row is an upsert.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// Values of `operation` that delete the key.
+    #[serde(default = "default_delete_values")]
+    pub delete_values: Vec<String>,
+    /// Table path under the lake root for rows with a null key or sequence.
+    #[serde(default = "default_merge_dead_letters")]
+    pub dead_letter_table: String,
+    /// Table path under the lake root for delete tombstones (key, sequence), which stop an
+    /// older change arriving late from resurrecting a deleted key.
+    #[serde(default = "default_tombstones")]
+    pub tombstone_table: String,
+    /// How long a tombstone is kept after its delete was merged.
+    #[serde(default = "default_tombstone_retention")]
+    pub tombstone_retention: DurationStr,
+    /// `none`: a source column the target lacks is an error; `add_columns`: it is added to the
+    /// target (nullable) and filled from then on.
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+    /// Where progress lives, under the lake root.
+    #[serde(default = "default_merge_checkpoint")]
+    pub checkpoint: String,
+    /// Default trigger (the `--trigger` flag wins).
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Continuous mode: time between batches.
+    #[serde(default = "default_interval")]
+    pub interval: DurationStr,
+    /// A batch reads at most this many new source files...
+    #[serde(default = "default_max_files")]
+    pub max_files_per_batch: usize,
+    /// ...and at most about this many bytes (at least one commit).
+    #[serde(default = "default_max_source_bytes")]
+    pub max_bytes_per_batch: ByteSize,
+    /// Skip source commits that delete rows instead of failing.
+    #[serde(default)]
+    pub ignore_deletes: bool,
+}
+
+/// What merge-upsert does with source columns the target does not have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaEvolution {
+    /// Fail with an error naming the column.
+    #[default]
+    None,
+    /// Add them to the target as nullable columns.
+    AddColumns,
+}
+
+fn default_merge_job_id() -> String {
+    "merge-upsert".into()
+}
+fn default_delete_values() -> Vec<String> {
+    vec!["delete".into()]
+}
+fn default_merge_dead_letters() -> String {
+    "processed_dead_letter".into()
+}
+fn default_tombstones() -> String {
+    "processed_tombstones".into()
+}
+fn default_tombstone_retention() -> DurationStr {
+    DurationStr(Duration::from_secs(7 * 24 * 3600))
+}
+fn default_merge_checkpoint() -> String {
+    "_checkpoints/merge-upsert".into()
+}
+
 fn zero_offset() -> SignedDuration {
     SignedDuration { micros: 0 }
 }
@@ -572,6 +663,9 @@ impl PipelineConfig {
         if let Some(sj) = &self.stream_join {
             self.validate_stream_join(sj)?;
         }
+        if let Some(mu) = &self.merge_upsert {
+            self.validate_merge_upsert(mu)?;
+        }
         if let Some(ra) = &self.raw_append {
             if ra.sources.is_empty() {
                 return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } route"));
@@ -663,6 +757,45 @@ impl PipelineConfig {
         }
         if sj.checkpoint.trim().is_empty() || sj.checkpoint.split('/').any(|p| p == "..") {
             return Err(ConfigError::invalid("stream_join.checkpoint", "must be a relative path under the lake root, without '..'"));
+        }
+        Ok(())
+    }
+
+    fn validate_merge_upsert(&self, mu: &MergeUpsertConfig) -> Result<(), ConfigError> {
+        if mu.job_id.is_empty() || mu.job_id.contains(':') {
+            return Err(ConfigError::invalid("merge_upsert.job_id", "must be non-empty and contain no ':'"));
+        }
+        let source = self.tables.get(&mu.source).ok_or_else(|| ConfigError::invalid("merge_upsert.source", format!("no table '{}' under [tables]", mu.source)))?;
+        let target = self.tables.get(&mu.target).ok_or_else(|| ConfigError::invalid("merge_upsert.target", format!("no table '{}' under [tables]", mu.target)))?;
+        if mu.source == mu.target {
+            return Err(ConfigError::invalid("merge_upsert.target", "must differ from merge_upsert.source"));
+        }
+        let target_schema = target.loaded_schema.as_ref().expect("tables are validated first");
+        let source_columns = table_columns(source);
+        if mu.key.is_empty() {
+            return Err(ConfigError::invalid("merge_upsert.key", "name at least one key column, e.g. [\"order_id\"]"));
+        }
+        for k in mu.key.iter().chain(std::iter::once(&mu.sequence)) {
+            let what = if *k == mu.sequence { "merge_upsert.sequence" } else { "merge_upsert.key" };
+            if target_schema.column(k).is_none() {
+                return Err(ConfigError::invalid(what, format!("'{k}' is not a schema column of the target {}", mu.target)));
+            }
+        }
+        if let Some(op) = &mu.operation {
+            if !source_columns.contains(op) {
+                return Err(ConfigError::invalid("merge_upsert.operation", format!("'{op}' is not a column of the source {}", mu.source)));
+            }
+            if mu.delete_values.is_empty() {
+                return Err(ConfigError::invalid("merge_upsert.delete_values", "list the operation values that delete, e.g. [\"delete\"]"));
+            }
+        }
+        for (key, path) in [("merge_upsert.dead_letter_table", &mu.dead_letter_table), ("merge_upsert.tombstone_table", &mu.tombstone_table), ("merge_upsert.checkpoint", &mu.checkpoint)] {
+            if path.trim().is_empty() || path.split('/').any(|p| p == "..") {
+                return Err(ConfigError::invalid(key, "must be a relative path under the lake root, without '..'"));
+            }
+        }
+        if mu.max_files_per_batch == 0 {
+            return Err(ConfigError::invalid("merge_upsert.max_files_per_batch", "must be positive"));
         }
         Ok(())
     }

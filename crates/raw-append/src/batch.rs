@@ -198,7 +198,7 @@ impl Batch {
             }
             .emit(summary);
             crash_point!("raw_append::after_commit");
-            update_manifests(&sinks.tables[idx], &route.table_name, &touched).await;
+            maintenance::update_touched_manifests(&sinks.tables[idx], &route.table_name, &touched).await;
         }
         summary.batches += 1;
         Ok(())
@@ -209,19 +209,6 @@ impl Batch {
         for writer in self.writers.iter_mut().filter_map(Option::take) {
             writer.abort().await;
         }
-    }
-}
-
-/// Rewrites the touched partitions' symlink manifests when the table asks for it. The commit
-/// has landed, so a failure here is reported, not fatal: the next commit to the partition or a
-/// full `maintenance manifest` run repairs it.
-async fn update_manifests<'a>(table: &DeltaTable, name: &str, touched: impl IntoIterator<Item = &'a HashMap<String, Option<String>>>) {
-    if !maintenance::manifests_enabled(table) {
-        return;
-    }
-    match maintenance::Manifests::new(table.clone()).for_partitions(touched).await {
-        Ok(m) => tracing::debug!(table = name, manifests = m.manifests_written, "manifests updated"),
-        Err(e) => tracing::error!(table = name, error = %e, stage = "manifest", "symlink manifests not updated; run `maintenance manifest` to repair"),
     }
 }
 

@@ -1,27 +1,15 @@
 //! The job's checkpoint folder: per batch a progress record (planned source versions,
 //! watermarks, done or pending) and the join state after it, as Parquet.
 
-use std::sync::Arc;
-
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use delta_source::{ProgressLog, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::Path;
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::StreamJoinError;
-
-/// The source versions a batch reads: `(after, to]`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceRange {
-    /// Last version read before the batch.
-    pub after: Option<u64>,
-    /// Last version the batch reads.
-    pub to: Option<u64>,
-}
 
 /// What a batch planned and where it left the watermarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +32,7 @@ pub struct Progress {
 
 /// The checkpoint folder.
 pub struct CheckpointStore {
-    store: Arc<dyn ObjectStore>,
-    location: String,
-}
-
-fn progress_path(batch: i64) -> Path {
-    Path::from(format!("progress/{batch:020}.json"))
+    log: ProgressLog,
 }
 
 fn state_path(batch: i64, side: &str) -> Path {
@@ -59,64 +42,34 @@ fn state_path(batch: i64, side: &str) -> Path {
 impl CheckpointStore {
     /// The checkpoint folder at `location`.
     pub fn open(location: &str, storage: &std::collections::BTreeMap<String, String>) -> Result<Self, StreamJoinError> {
-        Ok(Self { store: delta_io::object_store_at(location, storage)?, location: location.to_string() })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> StreamJoinError {
-        StreamJoinError::Checkpoint(format!("{}: {e}", self.location))
-    }
-
-    /// Batch numbers with a progress record, ascending.
-    async fn batches(&self) -> Result<Vec<i64>, StreamJoinError> {
-        let prefix = Path::from("progress");
-        let mut out: Vec<i64> = self
-            .store
-            .list(Some(&prefix))
-            .try_filter_map(|m| async move { Ok::<Option<i64>, deltalake::ObjectStoreError>(m.location.filename().and_then(|f| f.strip_suffix(".json")).and_then(|n| n.parse().ok())) })
-            .try_collect()
-            .await
-            .map_err(|e| self.err(e))?;
-        out.sort_unstable();
-        Ok(out)
+        Ok(Self { log: ProgressLog::open(location, storage)? })
     }
 
     /// The latest progress record.
     pub async fn latest(&self) -> Result<Option<Progress>, StreamJoinError> {
-        match self.batches().await?.last() {
-            Some(&b) => self.progress(b).await,
-            None => Ok(None),
-        }
+        Ok(self.log.latest().await?)
     }
 
     /// The progress record of `batch`.
     pub async fn progress(&self, batch: i64) -> Result<Option<Progress>, StreamJoinError> {
-        match self.store.get(&progress_path(batch)).await {
-            Ok(r) => {
-                let bytes = r.bytes().await.map_err(|e| self.err(e))?;
-                serde_json::from_slice(&bytes).map(Some).map_err(|e| self.err(format!("progress of batch {batch}: {e}")))
-            }
-            Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(e)),
-        }
+        Ok(self.log.get(batch).await?)
     }
 
     /// Writes (or replaces) a progress record.
     pub async fn put_progress(&self, progress: &Progress) -> Result<(), StreamJoinError> {
-        let body = serde_json::to_vec_pretty(progress).map_err(|e| self.err(e))?;
-        self.store.put(&progress_path(progress.batch), PutPayload::from(body)).await.map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(self.log.put(progress.batch, progress).await?)
     }
 
     /// Writes one side's state after `batch`.
     pub async fn put_state(&self, batch: i64, side: &str, schema: &SchemaRef, rows: &[RecordBatch]) -> Result<(), StreamJoinError> {
+        let err = |e: deltalake::parquet::errors::ParquetError| StreamJoinError::from(self.log.error(e));
         let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), None).map_err(|e| self.err(e))?;
+        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), None).map_err(err)?;
         for b in rows {
-            writer.write(b).map_err(|e| self.err(e))?;
+            writer.write(b).map_err(err)?;
         }
-        writer.close().map_err(|e| self.err(e))?;
-        self.store.put(&state_path(batch, side), PutPayload::from(buffer)).await.map_err(|e| self.err(e))?;
-        Ok(())
+        writer.close().map_err(err)?;
+        Ok(self.log.put_file(&state_path(batch, side), buffer).await?)
     }
 
     /// One side's state after `batch` (batch 0: empty).
@@ -124,21 +77,13 @@ impl CheckpointStore {
         if batch == 0 {
             return Ok(Vec::new());
         }
-        let bytes = self.store.get(&state_path(batch, side)).await.map_err(|e| self.err(e))?.bytes().await.map_err(|e| self.err(e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| self.err(e))?;
-        reader.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+        let bytes = self.log.get_file(&state_path(batch, side)).await?.ok_or_else(|| self.log.error(format!("state of batch {batch} ({side}) is missing")))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| self.log.error(e))?;
+        Ok(reader.collect::<Result<Vec<_>, _>>().map_err(|e| self.log.error(e))?)
     }
 
     /// Deletes records and state of batches before `keep_from`.
     pub async fn forget_before(&self, keep_from: i64) -> Result<(), StreamJoinError> {
-        for b in self.batches().await?.into_iter().filter(|b| *b < keep_from) {
-            for path in [progress_path(b), state_path(b, "left"), state_path(b, "right")] {
-                match self.store.delete(&path).await {
-                    Ok(()) | Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(self.err(e)),
-                }
-            }
-        }
-        Ok(())
+        Ok(self.log.forget_before(keep_from, |b| vec![state_path(b, "left"), state_path(b, "right")]).await?)
     }
 }

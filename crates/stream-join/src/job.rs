@@ -5,15 +5,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use delta_io::{commit_append, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
 use delta_source::{SourceError, SourceLimits, SourcePlan};
 use job_runtime::{crash_point, RunSummary, Shutdown};
-use pipeline_config::{JoinSide, JoinType, PartitionSource, PipelineConfig, StreamJoinConfig, Trigger, WatermarkPolicy};
+use pipeline_config::{JoinSide, JoinType, PipelineConfig, StreamJoinConfig, Trigger, WatermarkPolicy};
 
-use crate::checkpoint::{CheckpointStore, Progress, SourceRange};
+use crate::checkpoint::{CheckpointStore, Progress};
+use delta_source::SourceRange;
 use crate::operator::{self, state_schema};
 use crate::spec::{late_schema, JoinSpec};
 
@@ -33,8 +34,8 @@ pub enum StreamJoinError {
     #[error(transparent)]
     Source(#[from] SourceError),
     /// The checkpoint folder could not be used.
-    #[error("checkpoint {0}")]
-    Checkpoint(String),
+    #[error(transparent)]
+    Checkpoint(#[from] delta_source::ProgressError),
     /// The join query failed.
     #[error("join: {0}")]
     Query(#[from] deltalake::datafusion::error::DataFusionError),
@@ -162,7 +163,10 @@ impl StreamJoin {
             right.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.right.location)))?;
             let recorded = rerun.take();
             let (lp, rp) = match &recorded {
-                Some(p) => (plan_exact(&left.table, p.left).await?, plan_exact(&right.table, p.right).await?),
+                Some(p) => (
+                    delta_source::plan_recorded(&left.table, p.left, self.job.ignore_deletes).await?,
+                    delta_source::plan_recorded(&right.table, p.right, self.job.ignore_deletes).await?,
+                ),
                 None => (
                     delta_source::plan(&left.table, previous.left.to, None, &limits).await?,
                     delta_source::plan(&right.table, previous.right.to, None, &limits).await?,
@@ -292,7 +296,7 @@ impl StreamJoin {
             }
         }
 
-        let adds = write_output(output, spec, &rows).await?;
+        let adds = delta_io::write_partition_runs(output, spec.output.schema.clone(), &spec.output.partition_columns, &rows, 128 << 20).await?;
         let done = commit_append(output, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
         crash_point!("stream_join::after_sink_commit");
         progress.done = true;
@@ -304,106 +308,9 @@ impl StreamJoin {
     }
 }
 
-/// Writes output rows. Join output follows the left input's time order, so rows of one
-/// partition come in long runs: each run goes to its partition directly instead of through the
-/// writer's per-row partition split (the costliest part of writing tens of millions of rows).
-async fn write_output(output: &DeltaTable, spec: &JoinSpec, rows: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Add>, StreamJoinError> {
-    let columns = &spec.output.partition_columns;
-    let all_strings = columns.iter().all(|c| spec.output.schema.field_with_name(c).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Utf8));
-    if columns.is_empty() || !all_strings {
-        return Ok(write_files(output, spec.output.schema.clone(), columns, rows, 128 << 20).await?);
-    }
-    let mut writer = delta_io::TableWriter::new(output, spec.output.schema.clone(), columns, 128 << 20);
-    for b in rows {
-        if let Err(e) = write_runs(&mut writer, columns, b).await {
-            writer.abort().await;
-            return Err(e);
-        }
-    }
-    Ok(writer.close().await?)
-}
-
-/// One batch of [`write_output`]: its runs of equal (string) partition values, or the
-/// writer's own split when the rows are too mixed for runs to pay.
-async fn write_runs(writer: &mut delta_io::TableWriter, columns: &[String], b: &RecordBatch) -> Result<(), StreamJoinError> {
-    let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, StreamJoinError>>()?;
-    let ranges = arrow::compute::partition(&keys)?.ranges();
-    if ranges.len() > 64 {
-        return Ok(writer.write(b).await?);
-    }
-    let strings: Vec<&StringArray> =
-        keys.iter().map(|k| k.as_any().downcast_ref::<StringArray>().ok_or_else(|| StreamJoinError::Internal("partition column is not a string".into()))).collect::<Result<_, _>>()?;
-    for range in ranges {
-        let values: Vec<(String, Option<String>)> =
-            columns.iter().zip(&strings).map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string()))).collect();
-        writer.write_partition(&b.slice(range.start, range.len()), &values).await?;
-    }
-    Ok(())
-}
-
-/// The recorded range of a batch being re-run.
-async fn plan_exact(table: &DeltaTable, range: SourceRange) -> Result<SourcePlan, StreamJoinError> {
-    if range.to == range.after {
-        return Ok(SourcePlan { after: range.after, to: range.to, files: Vec::new() });
-    }
-    let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes: false };
-    Ok(delta_source::plan(table, range.after, range.to, &unlimited).await?)
-}
-
 /// Output rows with the partition columns derived from timestamps.
 fn with_partitions(spec: &JoinSpec, b: &RecordBatch) -> Result<RecordBatch, StreamJoinError> {
-    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-    for p in spec.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
-        let format = p.format.as_deref().unwrap_or("%Y");
-        let values: StringArray = match p.source {
-            PartitionSource::IngestionTime => std::iter::repeat_n(Some(Utc::now().format(format).to_string()), b.num_rows()).collect(),
-            _ => {
-                let field = p.field.as_deref().unwrap_or_default();
-                let ts = b
-                    .column(b.schema().index_of(field)?)
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .ok_or_else(|| StreamJoinError::Internal(format!("partition field {field} is not a timestamp")))?
-                    .clone();
-                format_timestamps(&ts, format)
-            }
-        };
-        columns.push(Arc::new(values));
-    }
-    Ok(RecordBatch::try_new(spec.output.schema.clone(), columns)?)
-}
-
-/// Formats event times for a partition column. Partition formats rarely go below the hour, and
-/// formatting is the costliest per-row step of the output: when the format only uses date and
-/// hour fields, each hour is formatted once.
-fn format_timestamps(ts: &TimestampMicrosecondArray, format: &str) -> StringArray {
-    const HOUR: i64 = 3_600_000_000;
-    let format_one = |micros: i64| DateTime::from_timestamp_micros(micros).map(|t| t.format(format).to_string());
-    if !hourly(format) {
-        return ts.iter().map(|v| v.and_then(format_one)).collect();
-    }
-    let mut cache: std::collections::HashMap<i64, Option<String>> = std::collections::HashMap::new();
-    ts.iter()
-        .map(|v| v.and_then(|micros| cache.entry(micros.div_euclid(HOUR)).or_insert_with(|| format_one(micros.div_euclid(HOUR) * HOUR)).clone()))
-        .collect()
-}
-
-/// Whether every strftime field of `format` depends only on the date and the hour.
-fn hourly(format: &str) -> bool {
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        let mut spec = chars.next();
-        while matches!(spec, Some('-' | '_' | '0' | '#')) {
-            spec = chars.next();
-        }
-        if !matches!(spec, Some('Y' | 'C' | 'y' | 'm' | 'b' | 'B' | 'h' | 'd' | 'e' | 'a' | 'A' | 'w' | 'u' | 'U' | 'W' | 'G' | 'g' | 'V' | 'j' | 'D' | 'x' | 'F' | 'v' | 'H' | 'k' | 'I' | 'l' | 'P' | 'p' | '%')) {
-            return false;
-        }
-    }
-    true
+    Ok(delta_io::with_derived_partitions(b, &spec.partitions, &spec.output.schema)?)
 }
 
 /// Late rows as late-table rows (the row as JSON).
@@ -439,26 +346,6 @@ async fn wait(shutdown: &Shutdown, interval: Duration) {
     let until = Instant::now() + interval;
     while Instant::now() < until && !shutdown.requested() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hourly_formats_are_cached_and_agree_with_chrono() {
-        assert!(hourly("%Y") && hourly("%Y%m%d%H") && hourly("%y-%m-%d %H") && hourly("%-d/%b"));
-        assert!(!hourly("%Y%m%d%H%M") && !hourly("%s") && !hourly("%T") && !hourly("%.f"));
-        let times: Vec<i64> = (0..5000).map(|i| 1_649_073_600_000_000 + i * 977_777_777 - 2_000_000_000_000).collect();
-        let ts = TimestampMicrosecondArray::from(times.clone());
-        for format in ["%Y%m%d%H", "%y/%j %I%p", "%Y-%m-%d %H:%M:%S"] {
-            let fast = format_timestamps(&ts, format);
-            for (i, t) in times.iter().enumerate() {
-                let expected = DateTime::from_timestamp_micros(*t).unwrap().format(format).to_string();
-                assert_eq!(fast.value(i), expected, "{format} at {t}");
-            }
-        }
     }
 }
 

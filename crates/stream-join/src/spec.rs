@@ -83,16 +83,7 @@ impl JoinSpec {
             }
         };
         let out_table = config.table(&job.output).expect("validated");
-        let mut fields: Vec<Field> = out_table.schema().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.extend(out_table.partitions.iter().filter(|p| p.source != PartitionSource::Column).map(|p| Field::new(&p.column, DataType::Utf8, true)));
-        let output = TableSpec {
-            location: config.table_location(&out_table.path),
-            name: job.output.clone(),
-            schema: Arc::new(Schema::new(fields)),
-            partition_columns: out_table.partition_columns(),
-            properties: out_table.properties.clone(),
-            storage: config.lake.storage_options.clone(),
-        };
+        let output = TableSpec::configured(config, &job.output).expect("validated");
         let late = job.late_table.as_ref().map(|path| TableSpec {
             location: config.table_location(path),
             name: format!("{}_late", job.output),

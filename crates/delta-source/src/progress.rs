@@ -1,0 +1,118 @@
+//! A job's progress log under its checkpoint location: one JSON record per batch
+//! (`progress/<batch>.json`), written as pending before the sink commit and marked done after,
+//! plus any per-batch files the job keeps beside it (e.g. join state).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use deltalake::Path;
+use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The progress log could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint {location}: {message}")]
+pub struct ProgressError {
+    /// Checkpoint location.
+    pub location: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// The source versions a batch reads: `(after, to]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRange {
+    /// Last version read before the batch.
+    pub after: Option<u64>,
+    /// Last version the batch reads.
+    pub to: Option<u64>,
+}
+
+/// A job's checkpoint folder.
+pub struct ProgressLog {
+    store: Arc<dyn ObjectStore>,
+    location: String,
+}
+
+fn progress_path(batch: i64) -> Path {
+    Path::from(format!("progress/{batch:020}.json"))
+}
+
+impl ProgressLog {
+    /// The checkpoint folder at `location` (local path or `s3://`).
+    pub fn open(location: &str, storage: &BTreeMap<String, String>) -> Result<Self, ProgressError> {
+        let store = delta_io::object_store_at(location, storage).map_err(|e| ProgressError { location: location.to_string(), message: e.to_string() })?;
+        Ok(Self { store, location: location.to_string() })
+    }
+
+    /// An error about this folder.
+    pub fn error(&self, message: impl std::fmt::Display) -> ProgressError {
+        ProgressError { location: self.location.clone(), message: message.to_string() }
+    }
+
+    /// Batch numbers with a progress record, ascending.
+    pub async fn batches(&self) -> Result<Vec<i64>, ProgressError> {
+        let prefix = Path::from("progress");
+        let mut out: Vec<i64> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter_map(|m| async move { Ok::<Option<i64>, deltalake::ObjectStoreError>(m.location.filename().and_then(|f| f.strip_suffix(".json")).and_then(|n| n.parse().ok())) })
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e))?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The record of the latest batch.
+    pub async fn latest<T: DeserializeOwned>(&self) -> Result<Option<T>, ProgressError> {
+        match self.batches().await?.last() {
+            Some(&b) => self.get(b).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The record of `batch`.
+    pub async fn get<T: DeserializeOwned>(&self, batch: i64) -> Result<Option<T>, ProgressError> {
+        match self.get_file(&progress_path(batch)).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.error(format!("progress of batch {batch}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes (or replaces) the record of `batch`.
+    pub async fn put<T: Serialize>(&self, batch: i64, record: &T) -> Result<(), ProgressError> {
+        let body = serde_json::to_vec_pretty(record).map_err(|e| self.error(e))?;
+        self.put_file(&progress_path(batch), body).await
+    }
+
+    /// A file of the folder (None when absent).
+    pub async fn get_file(&self, path: &Path) -> Result<Option<bytes::Bytes>, ProgressError> {
+        match self.store.get(path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.error(e))?)),
+            Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Writes a file of the folder.
+    pub async fn put_file(&self, path: &Path, body: Vec<u8>) -> Result<(), ProgressError> {
+        self.store.put(path, PutPayload::from(body)).await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Deletes the records of batches before `keep_from`, and the files `extra` names for them.
+    pub async fn forget_before(&self, keep_from: i64, extra: impl Fn(i64) -> Vec<Path>) -> Result<(), ProgressError> {
+        for b in self.batches().await?.into_iter().filter(|b| *b < keep_from) {
+            for path in extra(b).into_iter().chain(std::iter::once(progress_path(b))) {
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(self.error(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}

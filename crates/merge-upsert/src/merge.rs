@@ -1,0 +1,295 @@
+//! The MERGE of a batch's changes into the target, copy-on-write by file:
+//! 1. candidate files: those whose statistics of the first key column can hold a changed key
+//!    (files without statistics are always candidates);
+//! 2. the candidates are read on the key and sequence columns only, and every target row of a
+//!    changed key is found;
+//! 3. each change is decided: matched and `source.seq >= target.seq` → update or delete;
+//!    matched and older → dropped (stale); not matched → insert unless a newer tombstone exists;
+//! 4. only files holding a row to replace or delete are rewritten without those rows; updated
+//!    and inserted rows are written as new files in their partitions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::row::{OwnedRow, Row, RowConverter, SortField};
+use deltalake::kernel::{Add, Remove};
+use delta_io::{DeltaIoError, DeltaTable};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::changes::{ChangeColumns, Changes, Encoders};
+use crate::spec::{MergeSpec, TargetLayout};
+use crate::tombstones::Tombstones;
+
+/// Files read at once.
+const FETCH_CONCURRENCY: usize = 8;
+/// Delta truncates string statistics to this many characters: a longer maximum is a prefix.
+const STRING_STATS_PREFIX: usize = 32;
+
+/// What a merge did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MergeMetrics {
+    /// Active files of the target before the merge.
+    pub target_files: u64,
+    /// Files read on their key and sequence columns (statistics could not rule them out).
+    pub files_scanned: u64,
+    /// Files rewritten without replaced or deleted rows.
+    pub files_rewritten: u64,
+    /// Rows of rewritten files carried over unchanged.
+    pub rows_copied: u64,
+    /// Keys inserted.
+    pub rows_inserted: u64,
+    /// Keys whose row was replaced by a newer one.
+    pub rows_updated: u64,
+    /// Keys deleted.
+    pub rows_deleted: u64,
+    /// Changes older than the target's row or than a tombstone (dropped).
+    pub rows_stale: u64,
+}
+
+/// The actions a merge commits.
+pub struct MergeActions {
+    /// Files replaced.
+    pub removes: Vec<Remove>,
+    /// Files written.
+    pub adds: Vec<Add>,
+    /// Counts.
+    pub metrics: MergeMetrics,
+}
+
+/// What happens to one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Insert,
+    Update,
+    Delete,
+    Stale,
+    /// A delete of a key the target does not hold (only its tombstone remains).
+    Nothing,
+}
+
+/// A candidate target file.
+struct Candidate {
+    path: String,
+    partition_values: HashMap<String, Option<String>>,
+    remove: Remove,
+}
+
+/// Merges `changes` into `target` (see the module docs); returns what to commit.
+pub async fn merge(
+    target: &DeltaTable,
+    spec: &MergeSpec,
+    layout: &TargetLayout,
+    changes: &Changes,
+    columns: &ChangeColumns,
+    encoders: &Encoders,
+    tombstones: &Tombstones,
+) -> Result<MergeActions, DeltaIoError> {
+    let location = target.table_url().to_string();
+    let arrow = |e: ArrowError| DeltaIoError::Location(format!("{location}: merge: {e}"));
+    let mut metrics = MergeMetrics::default();
+    let keys = encoders.keys(&changes.rows, columns).map_err(arrow)?;
+    let sequences = encoders.sequences(&changes.rows, &columns.sequence).map_err(arrow)?;
+    let by_key: HashMap<Row<'_>, usize> = (0..changes.len()).map(|i| (keys.row(i), i)).collect();
+
+    // 1. Candidates by the first key column's statistics.
+    let candidates = candidates(target, spec, layout, changes, &mut metrics).map_err(arrow)?;
+    metrics.files_scanned = candidates.len() as u64;
+
+    // 2. Target rows of changed keys: (candidate, row in file, change).
+    let probe = probe_schema(layout, columns).map_err(arrow)?;
+    let store = target.object_store();
+    let mut reads = read_files(&store, &location, &probe, candidates.iter().map(|c| (c.path.clone(), c.partition_values.clone())).collect());
+    let mut target_sequence: Vec<Option<OwnedRow>> = vec![None; changes.len()];
+    let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+    let mut file = 0;
+    while let Some(batches) = reads.try_next().await? {
+        let mut offset = 0;
+        for batch in batches {
+            let target_keys = encoders.keys(&batch, columns).map_err(arrow)?;
+            let target_seqs = encoders.sequences(&batch, &columns.sequence).map_err(arrow)?;
+            for row in 0..batch.num_rows() {
+                if let Some(&change) = by_key.get(&target_keys.row(row)) {
+                    hits.push((file, offset + row, change));
+                    let seq = target_seqs.row(row);
+                    if target_sequence[change].as_ref().is_none_or(|s| s.row() < seq) {
+                        target_sequence[change] = Some(seq.owned());
+                    }
+                }
+            }
+            offset += batch.num_rows();
+        }
+        file += 1;
+    }
+    drop(reads);
+
+    // 3. Each change's fate.
+    let fates: Vec<Fate> = (0..changes.len())
+        .map(|i| {
+            let newer_or_equal = |t: &OwnedRow| sequences.row(i) >= t.row();
+            match (&target_sequence[i], changes.deletes[i]) {
+                (Some(t), true) if newer_or_equal(t) => Fate::Delete,
+                (Some(t), false) if newer_or_equal(t) => Fate::Update,
+                (Some(_), _) => Fate::Stale,
+                (None, true) => Fate::Nothing,
+                (None, false) if tombstones.blocks(keys.row(i), sequences.row(i)) => Fate::Stale,
+                (None, false) => Fate::Insert,
+            }
+        })
+        .collect();
+    for fate in &fates {
+        match fate {
+            Fate::Insert => metrics.rows_inserted += 1,
+            Fate::Update => metrics.rows_updated += 1,
+            Fate::Delete => metrics.rows_deleted += 1,
+            Fate::Stale => metrics.rows_stale += 1,
+            Fate::Nothing => {}
+        }
+    }
+
+    // 4. Rewrite the files holding replaced or deleted rows; write the new rows.
+    let mut dropped: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for (file, row, change) in hits {
+        if matches!(fates[change], Fate::Update | Fate::Delete) {
+            dropped.entry(file).or_default().insert(row);
+        }
+    }
+    let mut writer = delta_io::TableWriter::new(target, layout.write.clone(), &layout.partition_columns, 128 << 20);
+    let mut removes = Vec::new();
+    let rewrites: Vec<(usize, HashSet<usize>)> = dropped.into_iter().collect();
+    let mut reads = read_files(&store, &location, &layout.write, rewrites.iter().map(|(file, _)| (candidates[*file].path.clone(), candidates[*file].partition_values.clone())).collect());
+    let mut index = 0;
+    let result: Result<(), DeltaIoError> = async {
+        while let Some(batches) = reads.try_next().await? {
+            let (file, rows) = &rewrites[index];
+            index += 1;
+            let candidate = &candidates[*file];
+            let partition: Vec<(String, Option<String>)> =
+                layout.partition_columns.iter().map(|c| (c.clone(), candidate.partition_values.get(c).cloned().flatten())).collect();
+            let mut offset = 0;
+            for batch in batches {
+                let keep: BooleanArray = (0..batch.num_rows()).map(|r| Some(!rows.contains(&(offset + r)))).collect();
+                offset += batch.num_rows();
+                let kept = filter_record_batch(&batch, &keep).map_err(arrow)?;
+                metrics.rows_copied += kept.num_rows() as u64;
+                writer.write_partition(&kept, &partition).await?;
+            }
+            removes.push(candidate.remove.clone());
+        }
+        Ok(())
+    }
+    .await;
+    drop(reads);
+    if let Err(e) = result {
+        writer.abort().await;
+        return Err(e);
+    }
+    metrics.files_rewritten = removes.len() as u64;
+    let mut adds = writer.close().await?;
+
+    let written: Vec<u32> = fates.iter().enumerate().filter(|(_, f)| matches!(f, Fate::Insert | Fate::Update)).map(|(i, _)| i as u32).collect();
+    if !written.is_empty() {
+        let rows = take_record_batch(&changes.rows, &UInt32Array::from(written)).map_err(arrow)?;
+        let data: Vec<ArrayRef> = layout.data.fields().iter().map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
+        let data = RecordBatch::try_new(layout.data.clone(), data).map_err(arrow)?;
+        let rows = delta_io::with_derived_partitions(&data, &spec.partitions, &layout.write).map_err(arrow)?;
+        let rows = sort_by_partition(&rows, &layout.partition_columns).map_err(arrow)?;
+        adds.extend(delta_io::write_partition_runs(target, layout.write.clone(), &layout.partition_columns, &[rows], 128 << 20).await?);
+    }
+    Ok(MergeActions { removes, adds, metrics })
+}
+
+/// The rows of `files` (path, partition values) in `schema`, in order, several fetched at once.
+/// Owned inputs per future: the stream must be Send for any caller's runtime.
+fn read_files(
+    store: &Arc<dyn deltalake::logstore::object_store::ObjectStore>,
+    location: &str,
+    schema: &SchemaRef,
+    files: Vec<(String, HashMap<String, Option<String>>)>,
+) -> impl futures::Stream<Item = Result<Vec<RecordBatch>, DeltaIoError>> + Send + Unpin {
+    let (store, location, schema) = (store.clone(), location.to_string(), schema.clone());
+    futures::stream::iter(files.into_iter().map(move |(path, values)| {
+        let (store, location, schema) = (store.clone(), location.clone(), schema.clone());
+        async move { delta_io::read_data_file(&store, &location, &path, &schema, &values).await }
+    }))
+    .buffered(FETCH_CONCURRENCY)
+}
+
+/// Key and sequence columns, as the target stores them.
+fn probe_schema(layout: &TargetLayout, columns: &ChangeColumns) -> Result<SchemaRef, ArrowError> {
+    let mut fields: Vec<Field> = Vec::new();
+    for name in columns.key.iter().chain(std::iter::once(&columns.sequence)) {
+        fields.push(layout.write.field_with_name(name)?.clone());
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Rows ordered by their partition values, so each partition is one run for the writer.
+fn sort_by_partition(rows: &RecordBatch, partition_columns: &[String]) -> Result<RecordBatch, ArrowError> {
+    if partition_columns.is_empty() || rows.num_rows() < 2 {
+        return Ok(rows.clone());
+    }
+    let columns: Vec<SortColumn> = partition_columns.iter().map(|c| Ok(SortColumn { values: rows.column(rows.schema().index_of(c)?).clone(), options: None })).collect::<Result<_, ArrowError>>()?;
+    take_record_batch(rows, &lexsort_to_indices(&columns, None)?)
+}
+
+/// The target files whose first-key statistics admit a changed key.
+fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, changes: &Changes, metrics: &mut MergeMetrics) -> Result<Vec<Candidate>, ArrowError> {
+    let snapshot = target.snapshot().map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+    let files: Vec<_> = snapshot.log_data().iter().collect();
+    metrics.target_files = files.len() as u64;
+    let key = &spec.key[0];
+    let key_type = layout.write.field_with_name(key)?.data_type().clone();
+    let to_candidate = |f: &deltalake::kernel::LogicalFileView| Candidate { path: f.path().to_string(), partition_values: f.partition_values_map(), remove: f.remove_action(true) };
+    // A key that is a partition column has no statistics: every file is read.
+    if changes.is_empty() || layout.partition_columns.contains(key) {
+        return Ok(if changes.is_empty() { Vec::new() } else { files.iter().map(to_candidate).collect() });
+    }
+
+    // Every file's min and max of the key as one typed column each (JSON stats → Arrow).
+    let (mut mins, mut maxs) = (String::new(), String::new());
+    for f in &files {
+        let stats: Option<serde_json::Value> = f.stats().and_then(|s| serde_json::from_str(&s).ok());
+        let bound = |which: &str| stats.as_ref().and_then(|s| s.get(which)).and_then(|m| m.get(key)).cloned().unwrap_or(serde_json::Value::Null);
+        let min = bound("minValues");
+        let mut max = bound("maxValues");
+        if key_type == DataType::Utf8 && max.as_str().is_some_and(|s| s.chars().count() >= STRING_STATS_PREFIX) {
+            max = serde_json::Value::Null;
+        }
+        mins.push_str(&serde_json::json!({ "k": min }).to_string());
+        mins.push('\n');
+        maxs.push_str(&serde_json::json!({ "k": max }).to_string());
+        maxs.push('\n');
+    }
+    let bounds_schema = Arc::new(Schema::new(vec![Field::new("k", key_type.clone(), true)]));
+    let decode = |text: &str| -> Result<ArrayRef, ArrowError> {
+        let mut decoder = arrow_json::ReaderBuilder::new(bounds_schema.clone()).with_batch_size(files.len().max(1)).build_decoder()?;
+        decoder.decode(text.as_bytes())?;
+        let batch = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(bounds_schema.clone()));
+        Ok(batch.column(0).clone())
+    };
+    let (mins, maxs) = match (decode(&mins), decode(&maxs)) {
+        (Ok(a), Ok(b)) if a.len() == files.len() && b.len() == files.len() => (a, b),
+        // Statistics we cannot read rule nothing out.
+        _ => return Ok(files.iter().map(to_candidate).collect()),
+    };
+    let converter = RowConverter::new(vec![SortField::new(key_type)])?;
+    let changed = converter.convert_columns(&[changes.rows.column(changes.rows.schema().index_of(key)?).clone()])?;
+    let mut changed: Vec<Row<'_>> = changed.iter().collect();
+    changed.sort_unstable();
+    let min_rows = converter.convert_columns(&[mins.clone()])?;
+    let max_rows = converter.convert_columns(&[maxs.clone()])?;
+    Ok(files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let lower = if mins.is_null(*i) { 0 } else { changed.partition_point(|k| *k < min_rows.row(*i)) };
+            lower < changed.len() && (maxs.is_null(*i) || changed[lower] <= max_rows.row(*i))
+        })
+        .map(|(_, f)| to_candidate(f))
+        .collect())
+}
