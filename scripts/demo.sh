@@ -26,9 +26,12 @@ echo "second run exit code: $rc"
 log "stream-join, trigger once: raw/order x raw/member -> ./lake/curated"
 rc=0; "$BIN/stream-join" --config schemas/pipeline.toml | tail -1 || rc=$?
 [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { echo "stream-join exited $rc" >&2; exit "$rc"; }
-# processed (merge-upsert) does not exist yet: the maintenance steps run on raw/order.
-log "maintenance: compact, checkpoint, symlink manifests and the Athena DDL of raw/order"
+log "merge-upsert, trigger once: curated -> ./lake/processed, one row per order_id (the latest)"
+rc=0; "$BIN/merge-upsert" --config schemas/pipeline.toml | tail -1 || rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { echo "merge-upsert exited $rc" >&2; exit "$rc"; }
+log "maintenance: compact raw/order and processed, checkpoint, symlink manifests and the Athena DDL of processed"
 "$BIN/maintenance" compact raw_order | tail -1
-"$BIN/maintenance" checkpoint raw_order | tail -1
-"$BIN/maintenance" manifest raw_order | tail -1
-"$BIN/maintenance" catalog raw_order --database lakehouse | sed '$d'
+"$BIN/maintenance" compact processed | tail -1
+"$BIN/maintenance" checkpoint processed | tail -1
+"$BIN/maintenance" manifest processed | tail -1
+"$BIN/maintenance" catalog processed --database lakehouse | sed '$d'

@@ -1,0 +1,354 @@
+//! merge-upsert end to end: a change stream produced to a real tansu broker, landed by
+//! raw-append, merged into `processed`, and compared with "the latest change per key, deletes
+//! applied" computed in one shot by DataFusion SQL over everything the source ever held.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use e2e_tests::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const CHANGE_SCHEMA: &str = r#"
+[[columns]]
+name = "order_id"
+type = "long"
+[[columns]]
+name = "order_owner"
+type = "string"
+[[columns]]
+name = "order_value"
+type = "long"
+[[columns]]
+name = "timestamp"
+type = "timestamp"
+[[columns]]
+name = "op"
+type = "string"
+"#;
+
+const TARGET_SCHEMA: &str = r#"
+[[columns]]
+name = "order_id"
+type = "long"
+[[columns]]
+name = "order_owner"
+type = "string"
+[[columns]]
+name = "order_value"
+type = "long"
+[[columns]]
+name = "timestamp"
+type = "timestamp"
+"#;
+
+/// A pipeline: topic → raw-append → `raw/changes` → merge-upsert → `processed`, partitioned by
+/// the hour of `timestamp` (so a newer change of a key may move it to another partition).
+fn pipeline(services: &Services, topic: &str, merge: &str) -> Pipeline {
+    let p = Pipeline::new(
+        services,
+        None,
+        &format!(
+            r#"
+[tables.changes]
+path = "raw/changes"
+schema = "change.schema.toml"
+
+[tables.target]
+path = "processed"
+schema = "target.schema.toml"
+partitions = [{{ column = "hour", source = "field", field = "timestamp", format = "%Y%m%d%H" }}]
+
+[raw_append]
+sources = [{{ topic = "{topic}", table = "changes" }}]
+
+[merge_upsert]
+source = "changes"
+target = "target"
+key = ["order_id"]
+sequence = "timestamp"
+operation = "op"
+{merge}
+"#
+        ),
+    );
+    p.write_file("change.schema.toml", CHANGE_SCHEMA);
+    p.write_file("target.schema.toml", TARGET_SCHEMA);
+    p
+}
+
+const TARGET: &str = "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), CAST(timestamp AS VARCHAR) FROM p";
+const ORACLE: &str = "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), CAST(timestamp AS VARCHAR) FROM ( \
+       SELECT *, ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY timestamp DESC) AS rn FROM s \
+       WHERE order_id IS NOT NULL AND timestamp IS NOT NULL) t \
+     WHERE rn = 1 AND (op IS NULL OR op <> 'delete')";
+
+fn target(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
+    multiset(query(&[("p", p.table("processed").as_str())], &HashMap::new(), TARGET))
+}
+
+fn oracle(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
+    multiset(query(&[("s", p.table("raw/changes").as_str())], &HashMap::new(), ORACLE))
+}
+
+fn run_ok(binary: &str, config: &str) -> RunResult {
+    let r = run(binary, &["--config", config], &[]);
+    assert!(r.code == Some(0) || r.code == Some(3), "{binary}: {:?}\n{}", r.code, r.stderr);
+    r
+}
+
+/// A change stream over `keys` keys whose sequences (timestamps) are all distinct but arrive
+/// out of order, spread over about seven hours; 12% deletes, 1% null keys.
+struct Changes {
+    rng: SmallRng,
+    next: u64,
+    keys: i64,
+    null_keys: u64,
+}
+
+impl Changes {
+    fn new(seed: u64, keys: i64) -> Self {
+        Self { rng: SmallRng::seed_from_u64(seed), next: 0, keys, null_keys: 0 }
+    }
+
+    fn message(&mut self) -> String {
+        // A permutation of 0..10007: distinct sequences in shuffled order.
+        let slot = (self.next * 7919) % 10_007;
+        self.next += 1;
+        let ts = chrono::DateTime::from_timestamp(1_649_066_400 + (slot as i64) * 5 / 2, (slot % 2 * 500_000_000) as u32).unwrap();
+        let key = self.rng.gen_range(1..=self.keys);
+        let key = if self.rng.gen_bool(0.01) {
+            self.null_keys += 1;
+            "null".to_string()
+        } else {
+            key.to_string()
+        };
+        let op = match self.rng.gen_range(0..100) {
+            0..12 => "delete",
+            12..40 => "insert",
+            _ => "update",
+        };
+        format!(
+            r#"{{"order_id": {key}, "order_owner": "owner-{}", "order_value": {}, "timestamp": "{}", "op": "{op}"}}"#,
+            self.rng.gen_range(0..7),
+            self.rng.gen_range(1..1000),
+            ts.format("%Y-%m-%d %H:%M:%S%.f")
+        )
+    }
+
+    fn produce(&mut self, services: &Services, topic: &str, count: usize) {
+        let messages: Vec<String> = (0..count).map(|_| self.message()).collect();
+        let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+        produce_raw(services, topic, &refs);
+    }
+}
+
+#[test]
+fn processed_equals_the_latest_change_per_key_whatever_the_batch_sizes_and_runs() {
+    let services = Services::get();
+    for (case, max_files) in [("one-file", 1usize), ("three-files", 3), ("all", 100_000)] {
+        let topic = unique(&format!("mu-{case}"));
+        create_topics(&services, &[&topic], 2);
+        let p = pipeline(&services, &topic, &format!("max_files_per_batch = {max_files}"));
+        let config = p.config.to_str().unwrap();
+        let mut changes = Changes::new(3, 400);
+        let mut summaries = Vec::new();
+        for round in 0..4 {
+            // Two raw-append commits per round, so small batch limits split a round.
+            for _ in 0..2 {
+                changes.produce(&services, &topic, 600);
+                run_ok("raw-append", config);
+            }
+            if round == 2 {
+                // A compaction of the source (dataChange=false) must change nothing downstream.
+                let c = run("maintenance", &["--config", config, "compact", "changes"], &[]);
+                assert_eq!(c.code, Some(0), "{}", c.stderr);
+            }
+            let r = run_ok("merge-upsert", config);
+            assert_eq!(target(&p), oracle(&p), "{case}, round {round}: processed equals the latest change per key");
+            summaries.push(r.summary);
+        }
+        let expected = oracle(&p);
+        assert!(expected.len() > 250, "{case}: most keys are live ({})", expected.len());
+        let details = |k: &str| summaries.iter().map(|s| s["details"][k].as_u64().unwrap_or(0)).sum::<u64>();
+        assert!(details("rows_updated") > 100 && details("rows_deleted") > 20 && details("rows_stale") > 100, "{case}: every kind of change happened: {summaries:?}");
+        let dead: u64 = summaries.iter().map(|s| s["dead_letters"].as_u64().unwrap()).sum();
+        assert_eq!(dead, changes.null_keys, "{case}: every null key is a dead letter");
+        let letters = query(&[("d", p.table("processed_dead_letter").as_str())], &HashMap::new(), "SELECT COUNT(*), MIN(error) FROM d");
+        assert_eq!(letters[0][0], changes.null_keys.to_string(), "{case}");
+        assert_eq!(letters[0][1], "null key column 'order_id': the row cannot be merged");
+        let misplaced = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*) FROM p WHERE to_char(timestamp, '%Y%m%d%H') <> hour");
+        assert_eq!(misplaced[0][0], "0", "{case}: every row sits in the partition of its latest timestamp");
+        let again = run("merge-upsert", &["--config", config], &[]);
+        assert_eq!(again.code, Some(3), "{case}: nothing new: {}", again.stderr);
+    }
+}
+
+#[test]
+fn late_older_changes_never_win_and_deletes_leave_tombstones() {
+    let services = Services::get();
+    let topic = unique("mu-order");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "");
+    let config = p.config.to_str().unwrap();
+    let change = |key: &str, seq: u32, value: i64, op: &str| {
+        format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {value}, "timestamp": "2022-04-04 12:00:{seq:02}", "op": "{op}"}}"#)
+    };
+    let rounds: Vec<Vec<String>> = vec![
+        vec![
+            change("1", 10, 1, "insert"),
+            change("2", 10, 1, "insert"),
+            change("3", 20, 0, "delete"),
+            change("4", 10, 1, "insert"),
+            change("5", 10, 1, "insert"),
+            change("5", 10, 2, "update"),
+            change("6", 1, 1, "insert"),
+            change("6", 3, 3, "update"),
+            change("6", 2, 2, "update"),
+            change("7", 10, 1, "insert"),
+            change("null", 10, 1, "insert"),
+        ],
+        vec![change("1", 5, 2, "update"), change("2", 20, 0, "delete"), change("3", 10, 1, "insert"), change("4", 20, 0, "delete"), change("5", 10, 3, "update"), change("7", 5, 0, "delete")],
+        vec![change("2", 30, 3, "insert"), change("4", 15, 9, "update")],
+    ];
+    for (i, messages) in rounds.iter().enumerate() {
+        let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+        produce_raw(&services, &topic, &refs);
+        run_ok("raw-append", config);
+        let r = run_ok("merge-upsert", config);
+        assert_eq!(r.code, Some(0), "round {i}: {}", r.stderr);
+    }
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT order_id, order_value, CAST(timestamp AS VARCHAR) FROM p ORDER BY order_id");
+    let got: Vec<(String, String)> = rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    let expected: Vec<(String, String)> = [
+        ("1", "1"), // the older update (5 < 10) arrived late and lost
+        ("2", "3"), // deleted at 20, re-inserted at 30
+        // 3: deleted at 20 before its insert at 10 arrived: the tombstone keeps it deleted
+        // 4: deleted at 20; the late update at 15 does not resurrect it
+        ("5", "3"), // equal sequences: the later change wins, within a batch and across batches
+        ("6", "3"), // the greatest sequence of the batch, not the last arrival
+        ("7", "1"), // a delete older than the row does nothing
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+    let tombstones = query(&[("t", p.table("processed_tombstones").as_str())], &HashMap::new(), "SELECT order_id, MAX(CAST(_sequence AS VARCHAR)) FROM t GROUP BY order_id ORDER BY order_id");
+    assert_eq!(tombstones.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["2", "3", "4", "7"], "every delete left a tombstone");
+    let letters = query(&[("d", p.table("processed_dead_letter").as_str())], &HashMap::new(), "SELECT source_table, error, row FROM d");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0][0], "changes");
+    assert!(letters[0][1].contains("null key column 'order_id'"), "{:?}", letters[0]);
+    assert!(letters[0][2].contains("\"order_owner\":\"o\""), "the row is kept: {:?}", letters[0]);
+}
+
+#[test]
+fn killed_at_any_step_and_restarted_the_target_equals_the_oracle() {
+    let services = Services::get();
+    let topic = unique("mu-crash");
+    create_topics(&services, &[&topic], 2);
+    let p = pipeline(&services, &topic, "max_files_per_batch = 1");
+    let config = p.config.to_str().unwrap();
+    let mut changes = Changes::new(5, 300);
+    let points = [
+        ("merge_upsert::after_plan", "1*off->return"),
+        ("merge_upsert::after_dead_letters", "return"),
+        ("merge_upsert::after_tombstones", "return"),
+        ("merge_upsert::after_target_commit", "return"),
+        ("merge_upsert::after_done", "1*off->return"),
+        ("merge_upsert::after_tombstones", "2*off->return"),
+        ("merge_upsert::after_target_commit", "2*off->return"),
+    ];
+    let mut kills = 0;
+    for (point, action) in points {
+        for _ in 0..3 {
+            changes.produce(&services, &topic, 300);
+            run_ok("raw-append", config);
+        }
+        let r = run("merge-upsert", &["--config", config], &[("FAILPOINTS".into(), format!("{point}={action}"))]);
+        if r.code.is_none() || r.code == Some(134) {
+            kills += 1;
+        }
+        run_ok("merge-upsert", config);
+        assert_eq!(target(&p), oracle(&p), "after a crash at {point} ({action}) and a restart");
+    }
+    assert!(kills >= 6, "the crash points fired ({kills} of {})", points.len());
+
+    // SIGKILL at random instants of continuous runs while changes keep arriving.
+    let mut rng = SmallRng::seed_from_u64(9);
+    for _ in 0..5 {
+        let mut job = spawn("merge-upsert", &["--config", config, "--trigger", "continuous"], &[]);
+        for _ in 0..2 {
+            changes.produce(&services, &topic, 300);
+            run_ok("raw-append", config);
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
+        job.kill().expect("killed");
+        job.wait().expect("reaped");
+    }
+    run_ok("merge-upsert", config);
+    assert_eq!(target(&p), oracle(&p), "nothing lost, nothing twice after SIGKILLs");
+    let dead = query(&[("d", p.table("processed_dead_letter").as_str())], &HashMap::new(), "SELECT COUNT(*) FROM d");
+    assert_eq!(dead[0][0], changes.null_keys.to_string(), "each null key dead-lettered once");
+}
+
+/// Appends rows to the source table directly (delta-rs), with an extra column when `coupon`.
+fn append_source(location: &str, first_key: i64, coupon: bool) {
+    block_on(async {
+        std::fs::create_dir_all(location).unwrap();
+        let url = url::Url::from_directory_path(std::path::Path::new(location).canonicalize().unwrap()).unwrap();
+        let table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let mut fields = vec![
+            Field::new("order_id", DataType::Int64, true),
+            Field::new("order_owner", DataType::Utf8, true),
+            Field::new("order_value", DataType::Int64, true),
+            Field::new("timestamp", ts, true),
+            Field::new("op", DataType::Utf8, true),
+        ];
+        let keys: Vec<i64> = (first_key..first_key + 10).collect();
+        let mut columns: Vec<Arc<dyn deltalake::arrow::array::Array>> = vec![
+            Arc::new(Int64Array::from(keys.clone())),
+            Arc::new(StringArray::from(vec!["o"; 10])),
+            Arc::new(Int64Array::from(keys.clone())),
+            Arc::new(TimestampMicrosecondArray::from(keys.iter().map(|k| 1_649_073_600_000_000 + k).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["insert"; 10])),
+        ];
+        if coupon {
+            fields.push(Field::new("coupon", DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from(vec!["SAVE10"; 10])));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        table
+            .write(vec![batch])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_new_source_column_is_added_only_when_configured() {
+    let services = Services::get();
+    let p = pipeline(&services, "unused", "");
+    let config = p.config.to_str().unwrap();
+    let source = p.table("raw/changes");
+    append_source(&source, 1, false);
+    run_ok("merge-upsert", config);
+    append_source(&source, 11, true);
+    let r = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("[\\\"coupon\\\"]") && r.stderr.contains("schema_evolution = \\\"add_columns\\\""), "the error names the column and the fix: {}", r.stderr);
+
+    let evolving = std::fs::read_to_string(&p.config).unwrap().replace("operation = \"op\"", "operation = \"op\"\nschema_evolution = \"add_columns\"");
+    p.write_file("evolving.toml", &evolving);
+    let evolving = p.dir.path().join("evolving.toml");
+    let r = run_ok("merge-upsert", evolving.to_str().unwrap());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COALESCE(coupon, 'none'), COUNT(*) FROM p GROUP BY 1 ORDER BY 1");
+    assert_eq!(rows, vec![vec!["SAVE10".to_string(), "10".to_string()], vec!["none".to_string(), "10".to_string()]]);
+}
