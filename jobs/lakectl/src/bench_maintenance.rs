@@ -50,9 +50,9 @@ pub(crate) fn default_python() -> PathBuf {
     cache.join("venv/bin/python")
 }
 
-struct Timing {
-    seconds: f64,
-    peak_rss: u64,
+pub(crate) struct Timing {
+    pub seconds: f64,
+    pub peak_rss: u64,
 }
 
 const PYTHON: &str = r#"
@@ -196,7 +196,7 @@ impl MaintenanceBench {
 /// Runs `cmd`; the time is the wall time of the process, or, when its last stdout line is JSON
 /// with `seconds` (the Python side), that in-process figure, so interpreter start-up and imports
 /// are not counted against the reference.
-fn timed(mut cmd: Command, what: &str) -> Result<Timing, String> {
+pub(crate) fn timed(mut cmd: Command, what: &str) -> Result<Timing, String> {
     use std::io::Read;
     let started = Instant::now();
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("{what}: {e}"))?;
@@ -217,7 +217,7 @@ fn timed(mut cmd: Command, what: &str) -> Result<Timing, String> {
     Ok(Timing { seconds, peak_rss })
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().map_err(|e| e.to_string())?;
     if status.success() {
         Ok(())

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_join;
 mod bench_maintenance;
+mod bench_merge;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,8 @@ enum Command {
     BenchMaintenance(bench_maintenance::MaintenanceBench),
     /// Benchmark stream-join against the reference query in PySpark.
     BenchStreamJoin(bench_join::JoinBench),
+    /// Benchmark merge-upsert against the same merge done naively with Python deltalake.
+    BenchMergeUpsert(bench_merge::MergeBench),
 }
 
 fn main() {
@@ -100,6 +103,7 @@ fn main() {
         Command::BenchRawAppend(b) => b.run(&args.brokers),
         Command::BenchMaintenance(b) => b.run(),
         Command::BenchStreamJoin(b) => b.run(),
+        Command::BenchMergeUpsert(b) => b.run(),
     };
     if let Err(e) = result {
         eprintln!("lakectl: {e}");
