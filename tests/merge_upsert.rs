@@ -432,3 +432,61 @@ columns = [
     let expected: Vec<Vec<String>> = [["1", "11"], ["3", "30"], ["4", "40"]].iter().map(|r| vec![r[0].to_string(), r[1].to_string(), "orders".to_string()]).collect();
     assert_eq!(rows, expected, "update applied, delete applied, the older update of 3 ignored");
 }
+
+#[test]
+fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
+    use deltalake::logstore::object_store::ObjectStoreExt as _;
+    use futures::TryStreamExt;
+    let services = Services::get();
+    let bucket = unique("merge").to_lowercase();
+    services.create_bucket(&bucket);
+    let root = format!("s3://{bucket}/lake");
+    let (env, storage) = (services.s3_env(), services.s3_options());
+    let topic = unique("mu-s3");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "");
+    // The same pipeline on S3, with symlink manifests kept up to date by the job.
+    let body = std::fs::read_to_string(&p.config).unwrap();
+    let lake_line = body.lines().find(|l| l.starts_with("root = ")).unwrap().to_string();
+    let body = body.replace(&lake_line, &format!("root = \"{root}\"")).replace(
+        "partitions = [{ column = \"hour\"",
+        "properties = { \"delta.compatibility.symlinkFormatManifest.enabled\" = \"true\" }\npartitions = [{ column = \"hour\"",
+    );
+    p.write_file("s3.toml", &body);
+    let config = p.dir.path().join("s3.toml");
+    let config = config.to_str().unwrap();
+    let change = |key: u32, time: &str, op: &str| format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {key}, "timestamp": "2022-04-04 {time}", "op": "{op}"}}"#);
+    let rounds = [
+        vec![change(1, "12:00:01", "insert"), change(2, "12:00:02", "insert"), change(3, "13:00:03", "insert"), change(4, "13:00:04", "insert")],
+        vec![change(3, "13:10:00", "delete"), change(4, "13:10:00", "delete"), change(1, "14:00:00", "update")],
+    ];
+    for messages in &rounds {
+        let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+        produce_raw(&services, &topic, &refs);
+        let r = run("raw-append", &["--config", config], &env);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let r = run("merge-upsert", &["--config", config], &env);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+    let target = format!("{root}/processed");
+    let rows = query(&[("p", target.as_str())], &storage, "SELECT order_id, hour FROM p ORDER BY order_id");
+    assert_eq!(rows, vec![vec!["1".to_string(), "2022040414".to_string()], vec!["2".to_string(), "2022040412".to_string()]]);
+    block_on(async {
+        let url = url::Url::parse(&target).unwrap();
+        let t = deltalake::DeltaTableBuilder::from_url(url).unwrap().with_storage_options(storage.clone()).load().await.unwrap();
+        let store = t.object_store();
+        let prefix = deltalake::Path::parse("_symlink_format_manifest").unwrap();
+        let keys: Vec<String> = store.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+        let mut keys = keys;
+        keys.sort();
+        // Hour 13 lost both rows to deletes: its manifest is gone. Row 1 moved from hour 12 to 14.
+        assert_eq!(keys, ["_symlink_format_manifest/hour=2022040412/manifest", "_symlink_format_manifest/hour=2022040414/manifest"]);
+        for key in keys {
+            let body = store.get(&deltalake::Path::parse(&key).unwrap()).await.unwrap().bytes().await.unwrap();
+            for line in String::from_utf8(body.to_vec()).unwrap().lines() {
+                let object = line.strip_prefix(&format!("{target}/")).unwrap_or_else(|| panic!("{line}"));
+                store.head(&deltalake::Path::parse(object).unwrap()).await.unwrap_or_else(|e| panic!("{line} listed but missing: {e}"));
+            }
+        }
+    });
+}

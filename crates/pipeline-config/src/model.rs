@@ -920,6 +920,8 @@ mod tests {
         assert_eq!(c.table("raw_order").unwrap().partition_columns(), ["year", "month", "day", "hour"]);
         assert_eq!(c.table("raw_member").unwrap().schema().columns.len(), 3);
         assert_eq!(c.table_location("raw/order"), "lake/raw/order");
+        let mu = c.merge_upsert.as_ref().unwrap();
+        assert_eq!((mu.source.as_str(), mu.target.as_str(), mu.key.as_slice()), ("curated", "processed", &["order_id".to_string()][..]));
     }
 
     #[test]
@@ -963,5 +965,14 @@ mod tests {
         assert!(e.contains("max_batch_bytes") || e.contains("parsecs"), "{e}");
         let e = error_for(&base.replace("path = \"t\"", "path = \"../t\""), &[]);
         assert!(e.starts_with("tables.t.path:"), "{e}");
+        let merge = |extra: &str| format!("{base}[tables.u]\npath = \"u\"\nschema = \"order.schema.toml\"\n[merge_upsert]\nsource = \"t\"\ntarget = \"u\"\n{extra}");
+        let e = error_for(&merge("key = [\"id\"]\nsequence = \"timestamp\"\n"), &[]);
+        assert!(e.starts_with("merge_upsert.key: 'id' is not a schema column of the target u"), "{e}");
+        let e = error_for(&merge("key = [\"order_id\"]\nsequence = \"ts\"\n"), &[]);
+        assert!(e.starts_with("merge_upsert.sequence:"), "{e}");
+        let e = error_for(&merge("key = [\"order_id\"]\nsequence = \"timestamp\"\noperation = \"op\"\n"), &[]);
+        assert!(e.starts_with("merge_upsert.operation: 'op' is not a column of the source t"), "{e}");
+        let e = error_for(&merge("key = []\nsequence = \"timestamp\"\n"), &[]);
+        assert!(e.starts_with("merge_upsert.key:"), "{e}");
     }
 }
