@@ -490,3 +490,34 @@ fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
         }
     });
 }
+
+#[test]
+fn continuous_runs_merge_new_commits_and_stop_cleanly_on_sigterm() {
+    let services = Services::get();
+    let topic = unique("mu-continuous");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "interval = \"1s\"");
+    let config = p.config.to_str().unwrap();
+    let mut changes = Changes::new(21, 100);
+    changes.produce(&services, &topic, 200);
+    run_ok("raw-append", config);
+    let child = spawn("merge-upsert", &["--config", config, "--trigger", "continuous"], &[]);
+    // A second source commit while the job runs is picked up by a later batch.
+    std::thread::sleep(Duration::from_secs(2));
+    changes.produce(&services, &topic, 200);
+    run_ok("raw-append", config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while target(&p) != oracle(&p) {
+        assert!(std::time::Instant::now() < deadline, "the continuous run did not merge the second commit");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("exited");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "stopped");
+    assert!(summary["batches"].as_u64().unwrap() >= 2, "{summary}");
+    let once = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(once.code, Some(3), "{}", once.stderr);
+}
