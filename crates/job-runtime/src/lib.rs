@@ -4,6 +4,7 @@
 mod crash;
 mod exit;
 mod logging;
+mod main_loop;
 mod progress;
 mod resources;
 mod shutdown;
@@ -12,6 +13,7 @@ mod summary;
 pub use crash::crash_points_from_env;
 pub use exit::ExitCode;
 pub use logging::init_logging;
+pub use main_loop::run_job;
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;

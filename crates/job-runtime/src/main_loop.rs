@@ -1,0 +1,33 @@
+//! The `main` of a table-to-table job binary: set-up, one run, summary, exit code.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Instant;
+
+use crate::{exit_failed, ExitCode, RunSummary, Shutdown};
+
+/// Runs a job to its exit code. `build` loads and validates the configuration and builds the
+/// job (its error exits 78, "invalid configuration"); `start` runs it until done or shutdown
+/// (its error exits 1). A run that found nothing to do exits 3.
+pub fn run_job<J, Fut, E>(name: &str, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
+where
+    Fut: Future<Output = Result<RunSummary, E>>,
+    E: Display,
+{
+    let started = Instant::now();
+    let job = match build() {
+        Ok(job) => job,
+        Err(e) => exit_failed(name, &e, ExitCode::Config, started),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => exit_failed(name, &format!("tokio runtime: {e}"), ExitCode::Failure, started),
+    };
+    match runtime.block_on(async move { start(job, Shutdown::install()).await }) {
+        Ok(mut summary) => {
+            summary.print();
+            if summary.status == "no_new_data" { ExitCode::NoNewData } else { ExitCode::Success }.exit()
+        }
+        Err(e) => exit_failed(name, &e.to_string(), ExitCode::Failure, started),
+    }
+}
