@@ -34,6 +34,15 @@ impl Shutdown {
         self.flag.load(Ordering::SeqCst)
     }
 
+    /// Sleeps for `interval` (continuous mode's pause between batches), returning early when a
+    /// stop is requested.
+    pub async fn sleep(&self, interval: std::time::Duration) {
+        let until = std::time::Instant::now() + interval;
+        while std::time::Instant::now() < until && !self.requested() {
+            tokio::time::sleep(std::time::Duration::from_millis(200).min(until - std::time::Instant::now())).await;
+        }
+    }
+
     /// The shared flag (for blocking threads such as the Kafka reader).
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::datatypes::{Field, Schema};
 use delta_io::{commit_append, commit_merge, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
@@ -176,7 +176,7 @@ impl MergeUpsert {
                 match self.trigger {
                     Trigger::Once => break,
                     Trigger::Continuous => {
-                        wait(&self.shutdown, self.job.interval.0).await;
+                        self.shutdown.sleep(self.job.interval.0).await;
                         continue;
                     }
                 }
@@ -369,13 +369,6 @@ fn commit_info(batch: i64, plan: &SourcePlan) -> HashMap<String, serde_json::Val
         "lakehouse.job".to_string(),
         serde_json::json!({ "name": "merge-upsert", "batch": batch, "source": { "after": plan.after, "to": plan.to } }),
     )])
-}
-
-async fn wait(shutdown: &Shutdown, interval: Duration) {
-    let until = Instant::now() + interval;
-    while Instant::now() < until && !shutdown.requested() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 impl IntoFuture for MergeUpsert {

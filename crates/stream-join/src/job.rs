@@ -3,7 +3,7 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -176,7 +176,7 @@ impl StreamJoin {
                 match self.trigger {
                     Trigger::Once => break,
                     Trigger::Continuous => {
-                        wait(&self.shutdown, self.job.interval.0).await;
+                        self.shutdown.sleep(self.job.interval.0).await;
                         continue;
                     }
                 }
@@ -340,13 +340,6 @@ fn commit_info(batch: i64, lp: &SourcePlan, rp: &SourcePlan) -> std::collections
         serde_json::json!({ "name": "stream-join", "batch": batch,
             "left": { "after": lp.after, "to": lp.to }, "right": { "after": rp.after, "to": rp.to } }),
     )])
-}
-
-async fn wait(shutdown: &Shutdown, interval: Duration) {
-    let until = Instant::now() + interval;
-    while Instant::now() < until && !shutdown.requested() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 impl IntoFuture for StreamJoin {
