@@ -127,6 +127,35 @@ fn compaction_keeps_every_row_bin_packs_and_loses_nothing_beside_a_running_appen
 }
 
 #[test]
+fn zorder_compaction_rewrites_without_changing_rows() {
+    let services = Services::get();
+    let topic = unique("zorder-orders");
+    create_topics(&services, &[&topic], 2);
+    let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }}]");
+    let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
+    let config = pipeline.config.to_str().unwrap();
+    let table = pipeline.table("raw/order");
+    produce_orders(&services, &topic, 13, 5_000);
+    let appended = run("raw-append", &["--config", config], &[]);
+    assert_eq!(appended.code, Some(0), "{}", appended.stderr);
+    let before = order_rows(&table);
+    let (small_files, partitions) = files_and_partitions(&table);
+    assert!(small_files.len() > partitions, "several small files per partition: {}", small_files.len());
+
+    let r = maintenance(&["--config", config, "compact", "raw_order", "--zorder", "order_owner", "--zorder", "order_value"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(order_rows(&table), before, "z-ordering changes no row");
+    let (files, _) = files_and_partitions(&table);
+    assert!(files.len() < small_files.len(), "{} files after, {} before", files.len(), small_files.len());
+    let actions = last_commit_actions(&table);
+    let info = actions.iter().find_map(|a| a.get("commitInfo")).expect("commit info");
+    assert_eq!(info["operation"], "OPTIMIZE", "{info}");
+    assert_eq!(info["operationMetrics"]["plannerStrategy"], "zOrder", "a z-order rewrite, not a bin-packing: {info}");
+    let data: Vec<_> = actions.iter().filter_map(|a| a.get("add").or_else(|| a.get("remove"))).collect();
+    assert!(!data.is_empty() && data.iter().all(|a| a["dataChange"] == false), "a z-order rewrite is dataChange=false");
+}
+
+#[test]
 fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
     let services = Services::get();
     let topic = unique("vacuum-orders");

@@ -12,7 +12,7 @@ pub use commit::{commit_append, commit_merge, commit_rewrite, read_progress, Com
 pub use files::{decode_data_file, read_data_file};
 pub use location::{object_store_at, storage_options, table_url};
 pub use partitions::{format_timestamps, with_derived_partitions, write_partition_runs};
-pub use table::{add_nullable_columns, open_or_create, open_table, DeltaIoError, TableSpec};
+pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, DeltaIoError, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;

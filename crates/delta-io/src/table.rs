@@ -94,6 +94,15 @@ pub async fn open_table(location: &str, storage: &BTreeMap<String, String>) -> R
         .map_err(DeltaIoError::delta(location))
 }
 
+/// A handle on the table at `location` without reading its log (for operations that read the
+/// log their own way).
+pub fn table_handle(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {
+    let url = table_url(location)?;
+    deltalake::DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.with_storage_options(storage_options(storage)).build())
+        .map_err(DeltaIoError::delta(location))
+}
+
 /// Opens the table, creating it on first use; an existing table must have the same columns
 /// (names, types) and partitioning.
 pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError> {

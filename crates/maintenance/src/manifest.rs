@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use deltalake::{DeltaTable, Path};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::MaintenanceError;
@@ -119,40 +119,67 @@ impl Manifests {
 
     async fn execute(self) -> Result<ManifestMetrics, MaintenanceError> {
         let location = self.table.table_url().to_string();
-        let snapshot = self.table.snapshot().map_err(MaintenanceError::delta(&location))?;
-        refuse_unsupported(snapshot.metadata().configuration(), &location)?;
-        let columns = snapshot.metadata().partition_columns().to_vec();
         let root = plain_root_uri(self.table.table_url());
+        let listing = match self.table.snapshot() {
+            // A writer's table after its commit: the files are in memory already.
+            Ok(snapshot) => {
+                refuse_unsupported(snapshot.metadata().configuration(), &location)?;
+                let files = snapshot
+                    .log_data()
+                    .iter()
+                    .map(|f| (f.path().into_owned(), f.partition_values_map(), f.deletion_vector_descriptor().is_some()))
+                    .collect();
+                Listing { version: snapshot.version(), columns: snapshot.metadata().partition_columns().to_vec(), files }
+            }
+            // A table handle that was not loaded: list the files without parsing statistics.
+            Err(_) => list_files(&self.table, &location).await?,
+        };
+        let columns = listing.columns;
 
         let mut manifests: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in snapshot.log_data() {
-            if file.deletion_vector_descriptor().is_some() {
+        // Thousands of files share a partition: its directory is escaped once.
+        let mut directories: HashMap<Vec<Option<String>>, String> = HashMap::new();
+        for (path, values, has_dv) in listing.files {
+            if has_dv {
                 return Err(MaintenanceError::Refused(format!(
-                    "{location}: file {} has a deletion vector; symlink readers would return deleted rows. Purge deletion vectors (REORG TABLE ... APPLY (PURGE)) first",
-                    file.path()
+                    "{location}: file {path} has a deletion vector; symlink readers would return deleted rows. Purge deletion vectors (REORG TABLE ... APPLY (PURGE)) first"
                 )));
             }
-            let directory = partition_directory(&columns, &file.partition_values_map());
-            if self.only.as_ref().is_some_and(|only| !only.contains(&directory)) {
+            let key: Vec<Option<String>> = columns.iter().map(|c| values.get(c).cloned().flatten()).collect();
+            let directory = directories.entry(key).or_insert_with(|| partition_directory(&columns, &values));
+            if self.only.as_ref().is_some_and(|only| !only.contains(directory.as_str())) {
                 continue;
             }
-            manifests.entry(directory).or_default().push(file_uri(&root, &file.path()));
+            match manifests.get_mut(directory.as_str()) {
+                Some(lines) => lines.push(file_uri(&root, &path)),
+                None => {
+                    manifests.insert(directory.clone(), vec![file_uri(&root, &path)]);
+                }
+            }
         }
 
         let store = self.table.object_store();
-        let mut metrics = ManifestMetrics { version: snapshot.version(), ..Default::default() };
-        for (directory, mut lines) in manifests.iter_mut().map(|(d, l)| (d, std::mem::take(l))) {
+        let mut metrics = ManifestMetrics { version: listing.version, ..Default::default() };
+        let mut uploads = Vec::with_capacity(manifests.len());
+        for (directory, lines) in manifests.iter_mut() {
+            let mut lines = std::mem::take(lines);
             lines.sort_unstable();
-            let mut body = lines.join("\n");
-            body.push('\n');
-            store
-                .put(&manifest_path(directory)?, PutPayload::from(body.into_bytes()))
-                .await
-                .map_err(MaintenanceError::store(&location))?;
             metrics.manifests_written += 1;
             metrics.files_listed += lines.len() as u64;
             metrics.partitions.push(directory.clone());
+            let mut body = lines.join("\n");
+            body.push('\n');
+            uploads.push((manifest_path(directory)?, body));
         }
+        // Each manifest is its own object: write several at once (S3 round trips dominate).
+        futures::stream::iter(uploads.into_iter().map(|(path, body)| {
+            let store = store.clone();
+            async move { store.put(&path, PutPayload::from(body.into_bytes())).await.map(|_| ()) }
+        }))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(MaintenanceError::store(&location))?;
 
         // Partitions without files lose their manifest, or readers would list deleted files.
         let stale: Vec<String> = match &self.only {
@@ -181,6 +208,36 @@ impl IntoFuture for Manifests {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.execute())
     }
+}
+
+/// The active files of a table version: path (decoded), partition values, deletion vector.
+struct Listing {
+    version: u64,
+    columns: Vec<String>,
+    files: Vec<(String, HashMap<String, Option<String>>, bool)>,
+}
+
+/// Lists the latest version's files with delta-kernel's log replay, skipping statistics (a
+/// loaded `DeltaTable` parses every file's statistics, most of a manifest run's cost on a
+/// streaming table with many small files).
+async fn list_files(table: &DeltaTable, location: &str) -> Result<Listing, MaintenanceError> {
+    let log_store = table.log_store();
+    let snapshot = deltalake::kernel::Snapshot::try_new(log_store.as_ref(), None).await.map_err(MaintenanceError::delta(location))?;
+    refuse_unsupported(snapshot.metadata().configuration(), location)?;
+    let scan = snapshot.scan_builder().with_skip_stats(true).build().map_err(MaintenanceError::delta(location))?;
+    let mut stream = scan.scan_metadata(log_store.engine(None));
+    let mut files = Vec::new();
+    while let Some(batch) = stream.try_next().await.map_err(MaintenanceError::delta(location))? {
+        files = batch
+            .visit_scan_files(files, |files: &mut Vec<(String, HashMap<String, Option<String>>, bool)>, file| {
+                // Log paths are URL-encoded; partition values absent from the map are null.
+                let path = percent_encoding::percent_decode_str(&file.path).decode_utf8_lossy().into_owned();
+                let values = file.partition_values.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                files.push((path, values, file.dv_info.has_vector()));
+            })
+            .map_err(|e| MaintenanceError::delta(location)(e.into()))?;
+    }
+    Ok(Listing { version: snapshot.version(), columns: snapshot.metadata().partition_columns().to_vec(), files })
 }
 
 /// Spark refuses these too: a symlink reader cannot apply deletion vectors or map columns.

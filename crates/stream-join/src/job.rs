@@ -9,12 +9,11 @@ use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArr
 use arrow::datatypes::{Schema, SchemaRef};
 use chrono::DateTime;
 use delta_io::{commit_append, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
-use delta_source::{SourceError, SourceLimits, SourcePlan};
+use delta_source::{SourceError, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary, Shutdown};
 use pipeline_config::{JoinSide, JoinType, PipelineConfig, StreamJoinConfig, Trigger, WatermarkPolicy};
 
 use crate::checkpoint::{CheckpointStore, Progress};
-use delta_source::SourceRange;
 use crate::operator::{self, state_schema};
 use crate::spec::{late_schema, JoinSpec};
 
