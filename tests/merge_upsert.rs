@@ -521,3 +521,23 @@ fn continuous_runs_merge_new_commits_and_stop_cleanly_on_sigterm() {
     let once = run("merge-upsert", &["--config", config], &[]);
     assert_eq!(once.code, Some(3), "{}", once.stderr);
 }
+
+#[test]
+fn key_statistics_limit_the_target_files_read() {
+    let services = Services::get();
+    let p = pipeline(&services, "unused", "");
+    let config = p.config.to_str().unwrap();
+    let source = p.table("raw/changes");
+    append_source(&source, 1, false);
+    run_ok("merge-upsert", config);
+    append_source(&source, 11, false);
+    run_ok("merge-upsert", config);
+    // Keys 1..10 again (equal sequences: the later change wins): only the first file can hold them.
+    append_source(&source, 1, false);
+    let r = run_ok("merge-upsert", config);
+    let details = &r.summary["details"];
+    assert_eq!((details["target_files"].as_u64(), details["files_scanned"].as_u64(), details["files_rewritten"].as_u64()), (Some(2), Some(1), Some(1)), "{details}");
+    assert_eq!(details["rows_updated"], 10, "{details}");
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
+    assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);
+}

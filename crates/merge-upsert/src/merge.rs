@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, Row, RowConverter, SortField};
 use deltalake::kernel::{Add, Remove};
@@ -239,43 +239,33 @@ fn sort_by_partition(rows: &RecordBatch, partition_columns: &[String]) -> Result
 
 /// The target files whose first-key statistics admit a changed key.
 fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, changes: &Changes, metrics: &mut MergeMetrics) -> Result<Vec<Candidate>, ArrowError> {
+    use deltalake::datafusion::common::pruning::PruningStatistics;
     let snapshot = target.snapshot().map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-    let files: Vec<_> = snapshot.log_data().iter().collect();
+    let log_data = snapshot.log_data();
+    let files: Vec<_> = log_data.iter().collect();
     metrics.target_files = files.len() as u64;
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let to_candidate = |f: &deltalake::kernel::LogicalFileView| Candidate { path: f.path().to_string(), partition_values: f.partition_values_map(), remove: f.remove_action(true) };
     let key = &spec.key[0];
     let key_type = layout.write.field_with_name(key)?.data_type().clone();
-    let to_candidate = |f: &deltalake::kernel::LogicalFileView| Candidate { path: f.path().to_string(), partition_values: f.partition_values_map(), remove: f.remove_action(true) };
-    // A key that is a partition column has no statistics: every file is read.
-    if changes.is_empty() || layout.partition_columns.contains(key) {
-        return Ok(if changes.is_empty() { Vec::new() } else { files.iter().map(to_candidate).collect() });
-    }
-
-    // Every file's min and max of the key as one typed column each (JSON stats → Arrow).
-    let (mut mins, mut maxs) = (String::new(), String::new());
-    for f in &files {
-        let stats: Option<serde_json::Value> = f.stats().and_then(|s| serde_json::from_str(&s).ok());
-        let bound = |which: &str| stats.as_ref().and_then(|s| s.get(which)).and_then(|m| m.get(key)).cloned().unwrap_or(serde_json::Value::Null);
-        let min = bound("minValues");
-        let mut max = bound("maxValues");
-        if key_type == DataType::Utf8 && max.as_str().is_some_and(|s| s.chars().count() >= STRING_STATS_PREFIX) {
-            max = serde_json::Value::Null;
+    // Every file's min and max of the key, from the parsed statistics (partition values for a
+    // partition column). Statistics we cannot use rule nothing out.
+    let column = deltalake::datafusion::common::Column::from_name(key);
+    let bounds = match (log_data.min_values(&column), log_data.max_values(&column)) {
+        (Some(min), Some(max)) if min.len() == files.len() && max.len() == files.len() => {
+            arrow::compute::cast(&min, &key_type).and_then(|min| Ok((min, arrow::compute::cast(&max, &key_type)?))).ok()
         }
-        mins.push_str(&serde_json::json!({ "k": min }).to_string());
-        mins.push('\n');
-        maxs.push_str(&serde_json::json!({ "k": max }).to_string());
-        maxs.push('\n');
-    }
-    let bounds_schema = Arc::new(Schema::new(vec![Field::new("k", key_type.clone(), true)]));
-    let decode = |text: &str| -> Result<ArrayRef, ArrowError> {
-        let mut decoder = arrow_json::ReaderBuilder::new(bounds_schema.clone()).with_batch_size(files.len().max(1)).build_decoder()?;
-        decoder.decode(text.as_bytes())?;
-        let batch = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(bounds_schema.clone()));
-        Ok(batch.column(0).clone())
+        _ => None,
     };
-    let (mins, maxs) = match (decode(&mins), decode(&maxs)) {
-        (Ok(a), Ok(b)) if a.len() == files.len() && b.len() == files.len() => (a, b),
-        // Statistics we cannot read rule nothing out.
-        _ => return Ok(files.iter().map(to_candidate).collect()),
+    let Some((mins, maxs)) = bounds else {
+        return Ok(files.iter().map(to_candidate).collect());
+    };
+    // Delta truncates long string statistics: such a maximum is only a prefix, so unbounded.
+    let truncated: Vec<bool> = match maxs.as_any().downcast_ref::<arrow::array::StringArray>() {
+        Some(s) => s.iter().map(|v| v.is_some_and(|v| v.chars().count() >= STRING_STATS_PREFIX)).collect(),
+        None => vec![false; maxs.len()],
     };
     let converter = RowConverter::new(vec![SortField::new(key_type)])?;
     let changed = converter.convert_columns(&[changes.rows.column(changes.rows.schema().index_of(key)?).clone()])?;
@@ -288,7 +278,7 @@ fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, chan
         .enumerate()
         .filter(|(i, _)| {
             let lower = if mins.is_null(*i) { 0 } else { changed.partition_point(|k| *k < min_rows.row(*i)) };
-            lower < changed.len() && (maxs.is_null(*i) || changed[lower] <= max_rows.row(*i))
+            lower < changed.len() && (maxs.is_null(*i) || truncated[*i] || changed[lower] <= max_rows.row(*i))
         })
         .map(|(_, f)| to_candidate(f))
         .collect())
