@@ -372,7 +372,7 @@ path = "orders"
 schema = "orders.schema.toml"
 
 [raw_append]
-sources = [{{ topic = "{topic}", table = "dms_orders" }}]
+sources = [{{ topic = "{topic}", table = "dms_orders", metadata_columns = ["offset"] }}]
 
 [merge_upsert]
 source = "dms_orders"
@@ -381,6 +381,7 @@ key = ["order_id"]
 sequence = "changed_at"
 operation = "op"
 delete_values = ["delete"]
+ignore_columns = ["_kafka_offset"]   # raw-append's coordinates stay in the raw table
 "#
         ),
     );

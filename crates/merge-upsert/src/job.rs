@@ -59,7 +59,7 @@ pub enum MergeUpsertError {
     /// The source has columns the target does not, and evolution is off.
     #[error(
         "source {table} has columns the target {target} lacks: {columns:?}. Set merge_upsert.schema_evolution = \"add_columns\" \
-         to add them (nullable), or add them to the target's schema file"
+         to add them (nullable), list them in merge_upsert.ignore_columns, or add them to the target's schema file"
     )]
     NewSourceColumns {
         /// Source table.
@@ -208,7 +208,10 @@ impl MergeUpsert {
         let new: Vec<Field> = source_schema
             .fields()
             .iter()
-            .filter(|f| target_schema.field_with_name(f.name()).is_err() && !derived.contains(&f.name().as_str()) && Some(f.name().as_str()) != operation)
+            .filter(|f| {
+                let name = f.name().as_str();
+                target_schema.field_with_name(name).is_err() && !derived.contains(&name) && Some(name) != operation && !spec.ignore_columns.iter().any(|c| c == name)
+            })
             .map(|f| f.as_ref().clone())
             .collect();
         if !new.is_empty() {

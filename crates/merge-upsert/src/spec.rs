@@ -35,6 +35,8 @@ pub struct MergeSpec {
     pub tombstone_retention: Duration,
     /// What to do with new source columns.
     pub evolution: SchemaEvolution,
+    /// Source columns the target never takes.
+    pub ignore_columns: Vec<String>,
     /// Checkpoint folder location.
     pub checkpoint: String,
     /// Object-store options.
@@ -64,6 +66,7 @@ impl MergeSpec {
             tombstone_location: config.table_location(&job.tombstone_table),
             tombstone_retention: job.tombstone_retention.0,
             evolution: job.schema_evolution,
+            ignore_columns: job.ignore_columns.clone(),
             checkpoint: config.table_location(&job.checkpoint),
             storage: config.lake.storage_options.clone(),
         }

@@ -507,6 +507,10 @@ pub struct MergeUpsertConfig {
     /// target (nullable) and filled from then on.
     #[serde(default)]
     pub schema_evolution: SchemaEvolution,
+    /// Source columns the target does not take (e.g. raw-append's `_kafka_*` metadata or
+    /// ingestion-time partitions of a raw CDC table); never added by schema evolution.
+    #[serde(default)]
+    pub ignore_columns: Vec<String>,
     /// Where progress lives, under the lake root.
     #[serde(default = "default_merge_checkpoint")]
     pub checkpoint: String,
@@ -787,6 +791,11 @@ impl PipelineConfig {
             }
             if mu.delete_values.is_empty() {
                 return Err(ConfigError::invalid("merge_upsert.delete_values", "list the operation values that delete, e.g. [\"delete\"]"));
+            }
+        }
+        for c in &mu.ignore_columns {
+            if mu.key.contains(c) || *c == mu.sequence || target_schema.column(c).is_some() {
+                return Err(ConfigError::invalid("merge_upsert.ignore_columns", format!("'{c}' is a column of the target {}: it cannot be ignored", mu.target)));
             }
         }
         for (key, path) in [("merge_upsert.dead_letter_table", &mu.dead_letter_table), ("merge_upsert.tombstone_table", &mu.tombstone_table), ("merge_upsert.checkpoint", &mu.checkpoint)] {
