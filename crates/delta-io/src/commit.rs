@@ -38,6 +38,26 @@ fn commit_builder() -> CommitBuilder {
     CommitBuilder::from(CommitProperties::default())
 }
 
+/// Commits `actions` against the table's loaded snapshot (delta-rs retries conflicts that do not
+/// touch what we read) and moves the table to the new version.
+async fn commit(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    app_metadata: HashMap<String, serde_json::Value>,
+) -> Result<CommitOutcome, DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let done = commit_builder()
+        .with_actions(actions)
+        .with_app_metadata(app_metadata)
+        .with_max_retries(50)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    let version = done.version();
+    table.state = Some(done.snapshot());
+    Ok(CommitOutcome { version })
+}
+
 /// Commits `adds` plus one `txn` per entry of `progress` in one atomic commit. delta-rs retries
 /// on conflicts with blind appends; a concurrent commit that carries one of our app ids is a
 /// [`CommitError::ProgressConflict`].
@@ -50,25 +70,14 @@ pub async fn commit_append(
     app_metadata: HashMap<String, serde_json::Value>,
 ) -> Result<CommitOutcome, CommitError> {
     let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
     let actions: Vec<Action> = adds.into_iter().map(Action::Add).chain(progress.into_iter().map(Action::Txn)).collect();
     let operation = DeltaOperation::StreamingUpdate {
         output_mode: OutputMode::Append,
         query_id: job_id.to_string(),
         epoch_id: batch_id,
     };
-    let result = commit_builder()
-        .with_actions(actions)
-        .with_app_metadata(app_metadata)
-        .with_max_retries(50)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await;
-    match result {
-        Ok(done) => {
-            let version = done.version();
-            table.state = Some(done.snapshot());
-            Ok(CommitOutcome { version })
-        }
+    match commit(table, actions, operation, app_metadata).await {
+        Ok(done) => Ok(done),
         Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
             Err(CommitError::ProgressConflict)
         }
@@ -81,22 +90,13 @@ pub async fn commit_append(
 /// concurrent removal of one of `removes` fails the commit (nothing of it lands).
 pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: Vec<Add>, predicate: Option<String>, target_size: u64) -> Result<CommitOutcome, DeltaIoError> {
     let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
     let actions: Vec<Action> = removes
         .into_iter()
         .map(|r| Action::Remove(Remove { data_change: false, ..r }))
         .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
         .collect();
     let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
-    let done = commit_builder()
-        .with_actions(actions)
-        .with_max_retries(50)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source })?;
-    let version = done.version();
-    table.state = Some(done.snapshot());
-    Ok(CommitOutcome { version })
+    commit(table, actions, operation, HashMap::new()).await.map_err(|source| DeltaIoError::Delta { table: location, source })
 }
 
 /// Commits a row-level change (MERGE): `removes` (files whose rows were rewritten or deleted)
@@ -111,7 +111,6 @@ pub async fn commit_merge(
     app_metadata: HashMap<String, serde_json::Value>,
 ) -> Result<CommitOutcome, DeltaIoError> {
     let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
     let actions: Vec<Action> = removes
         .into_iter()
         .map(|r| Action::Remove(Remove { data_change: true, ..r }))
@@ -125,16 +124,7 @@ pub async fn commit_merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    let done = commit_builder()
-        .with_actions(actions)
-        .with_app_metadata(app_metadata)
-        .with_max_retries(50)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source })?;
-    let version = done.version();
-    table.state = Some(done.snapshot());
-    Ok(CommitOutcome { version })
+    commit(table, actions, operation, app_metadata).await.map_err(|source| DeltaIoError::Delta { table: location, source })
 }
 
 /// The `txn` version recorded for `app_id`, if any.

@@ -7,7 +7,7 @@ mod progress;
 
 use std::collections::HashMap;
 
-pub use progress::{ProgressError, ProgressLog, SourceRange};
+pub use progress::{BatchRecord, ProgressError, ProgressLog, Resume, SourceRange};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

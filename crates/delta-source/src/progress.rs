@@ -30,6 +30,25 @@ pub struct SourceRange {
     pub to: Option<u64>,
 }
 
+/// A job's per-batch progress record.
+pub trait BatchRecord: Serialize + DeserializeOwned + Default {
+    /// Batch number (1, 2, ...; 0 for "nothing yet").
+    fn batch(&self) -> i64;
+    /// Whether the batch's sink commit landed and was recorded.
+    fn done(&self) -> bool;
+    /// Records that the sink commit landed.
+    fn mark_done(&mut self);
+}
+
+/// Where a restarted job continues.
+#[derive(Debug, Default)]
+pub struct Resume<T> {
+    /// The last completed batch (the default record when there is none).
+    pub previous: T,
+    /// A pending batch whose sink commit did not land: re-run it with what it recorded.
+    pub rerun: Option<T>,
+}
+
 /// A job's checkpoint folder.
 pub struct ProgressLog {
     store: Arc<dyn ObjectStore>,
@@ -72,6 +91,25 @@ impl ProgressLog {
             Some(&b) => self.get(b).await,
             None => Ok(None),
         }
+    }
+
+    /// Recovery at start: a pending latest batch whose sink commit landed (`sink_version`, the
+    /// job's `txn` version in the sink, is at least its number) is marked done and adopted;
+    /// otherwise it is to be re-run after the batch before it.
+    pub async fn resume<T: BatchRecord>(&self, sink_version: Option<i64>) -> Result<Resume<T>, ProgressError> {
+        let mut latest: T = self.latest().await?.unwrap_or_default();
+        if latest.batch() == 0 || latest.done() {
+            return Ok(Resume { previous: latest, rerun: None });
+        }
+        if sink_version.is_some_and(|v| v >= latest.batch()) {
+            latest.mark_done();
+            self.put(latest.batch(), &latest).await?;
+            tracing::info!(batch = latest.batch(), "recovered: the pending batch's sink commit had landed; adopted");
+            return Ok(Resume { previous: latest, rerun: None });
+        }
+        tracing::info!(batch = latest.batch(), "recovered: re-running the pending batch from its recorded source versions");
+        let previous = self.get(latest.batch() - 1).await?.unwrap_or_default();
+        Ok(Resume { previous, rerun: Some(latest) })
     }
 
     /// The record of `batch`.

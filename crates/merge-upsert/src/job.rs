@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow::datatypes::{Field, Schema};
 use delta_io::{commit_append, commit_merge, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
-use delta_source::{ProgressLog, SourceError, SourceLimits, SourcePlan, SourceRange};
+use delta_source::{BatchRecord, ProgressLog, Resume, SourceError, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary, Shutdown};
 use pipeline_config::{MergeUpsertConfig, PipelineConfig, SchemaEvolution, Trigger};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,18 @@ struct Progress {
     done: bool,
 }
 
+impl BatchRecord for Progress {
+    fn batch(&self) -> i64 {
+        self.batch
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn mark_done(&mut self) {
+        self.done = true;
+    }
+}
+
 /// A merge-upsert run over a validated configuration: build it, then `.await` it.
 pub struct MergeUpsert {
     spec: MergeSpec,
@@ -142,21 +154,13 @@ impl MergeUpsert {
         let mut source = open_table(&self.spec.source_location, &self.spec.storage).await?;
         let log = ProgressLog::open(&self.spec.checkpoint, &self.spec.storage)?;
 
-        // Recovery: a pending batch whose target commit landed is adopted; otherwise it is
-        // re-run with the source versions it recorded.
-        let mut rerun: Option<Progress> = None;
-        let mut previous: Progress = log.latest().await?.unwrap_or_default();
-        if previous.batch > 0 && !previous.done {
-            if read_progress(&sinks.target, &self.spec.job_id).await?.is_some_and(|v| v >= previous.batch) {
-                previous.done = true;
-                log.put(previous.batch, &previous).await?;
-                tracing::info!(batch = previous.batch, "recovered: the pending batch's merge had landed");
-            } else {
-                tracing::info!(batch = previous.batch, "recovered: re-running the pending batch from its recorded source versions");
-                let before = log.get(previous.batch - 1).await?.unwrap_or_default();
-                rerun = Some(std::mem::replace(&mut previous, before));
-            }
-        }
+        let sink_version = read_progress(&sinks.target, &self.spec.job_id).await?;
+        let Resume { mut previous, mut rerun } = log.resume::<Progress>(sink_version).await?;
+
+        // Keys and sequences keep the target's types; tombstones are read once and kept current.
+        let columns = self.columns();
+        let encoders = Encoders::new(&self.spec.target.schema, &columns)?;
+        let mut tombstones = Tombstones::load(&sinks.tombstones, &sinks.tombstone_schema, &columns, &encoders, self.spec.tombstone_retention).await?;
 
         let limits = SourceLimits { max_files: self.job.max_files_per_batch, max_bytes: self.job.max_bytes_per_batch.0, ignore_deletes: self.job.ignore_deletes };
         let mut totals = MergeMetrics::default();
@@ -184,7 +188,7 @@ impl MergeUpsert {
             any = true;
             let batch = recorded.as_ref().map_or(previous.batch + 1, |p| p.batch);
             let batch_started = Instant::now();
-            let progress = self.run_batch(batch, &plan, &source, &mut sinks, &log, &mut summary, &mut totals).await?;
+            let progress = self.run_batch(batch, &plan, &source, &mut sinks, &mut tombstones, &encoders, &log, &mut summary, &mut totals).await?;
             tracing::info!(stage = "commit", batch, ms = batch_started.elapsed().as_millis() as u64, "batch merged");
             previous = progress;
         }
@@ -242,6 +246,8 @@ impl MergeUpsert {
         plan: &SourcePlan,
         source: &DeltaTable,
         sinks: &mut Sinks,
+        tombstones: &mut Tombstones,
+        encoders: &Encoders,
         log: &ProgressLog,
         summary: &mut RunSummary,
         totals: &mut MergeMetrics,
@@ -278,14 +284,14 @@ impl MergeUpsert {
         }
         crash_point!("merge_upsert::after_dead_letters");
 
-        let encoders = Encoders::new(&layout.input, &columns)?;
-        let changes = Changes::latest(&layout.input, &rows, &columns, &encoders)?;
+        let changes = Changes::latest(&layout.input, &rows, &columns, encoders)?;
         drop(rows);
-        let tombstones = Tombstones::load(&sinks.tombstones, &sinks.tombstone_schema, &columns, &encoders, spec.tombstone_retention).await?;
-        let actions = merge::merge(&sinks.target, spec, &layout, &changes, &columns, &encoders, &tombstones).await?;
+        tombstones.expire(&columns, encoders)?;
+        let actions = merge::merge(&sinks.target, spec, &layout, &changes, &columns, encoders, tombstones).await?;
 
+        // Already landed (a re-run after a crash): the tombstones read at start hold them.
         if read_progress(&sinks.tombstones, job_id).await?.is_none_or(|v| v < batch) {
-            self.write_tombstones(sinks, &tombstones, &changes, &columns, batch, &info).await?;
+            self.write_tombstones(sinks, tombstones, &changes, &columns, encoders, batch, &info).await?;
         }
         crash_point!("merge_upsert::after_tombstones");
 
@@ -309,7 +315,7 @@ impl MergeUpsert {
         summary.batches += 1;
         *summary.rows_out.entry(spec.target.name.clone()).or_insert(0) += metrics.rows_inserted + metrics.rows_updated;
         summary.table_versions.insert(spec.target.name.clone(), done.version);
-        summary.details.insert("tombstones".into(), (tombstones.len() as u64 + changes.deletes.iter().filter(|d| **d).count() as u64).into());
+        summary.details.insert("tombstones".into(), (tombstones.len() as u64).into());
         tracing::info!(
             batch,
             keys = changes.len(),
@@ -327,8 +333,18 @@ impl MergeUpsert {
     }
 
     /// Records the batch's deletes as tombstones (appended, or the table rewritten without
-    /// expired ones), with `txn(job, batch)`.
-    async fn write_tombstones(&self, sinks: &mut Sinks, tombstones: &Tombstones, changes: &Changes, columns: &ChangeColumns, batch: i64, info: &HashMap<String, serde_json::Value>) -> Result<(), MergeUpsertError> {
+    /// expired ones), with `txn(job, batch)`, and keeps the run's copy current.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_tombstones(
+        &self,
+        sinks: &mut Sinks,
+        tombstones: &mut Tombstones,
+        changes: &Changes,
+        columns: &ChangeColumns,
+        encoders: &Encoders,
+        batch: i64,
+        info: &HashMap<String, serde_json::Value>,
+    ) -> Result<(), MergeUpsertError> {
         let job_id = &self.spec.job_id;
         let new = tombstones.from_deletes(changes, columns)?;
         if new.is_none() && tombstones.expired() == 0 {
@@ -336,17 +352,19 @@ impl MergeUpsert {
         }
         let txn = vec![Transaction::new(job_id, batch)];
         let schema = sinks.tombstone_schema.clone();
-        if tombstones.needs_rewrite() {
-            let rows: Vec<_> = tombstones.live_rows().iter().cloned().chain(new).collect();
+        let rewrite = tombstones.needs_rewrite();
+        if rewrite {
+            let rows: Vec<_> = tombstones.live_rows().iter().cloned().chain(new.clone()).collect();
             let adds = write_files(&sinks.tombstones, schema, &[], &rows, 128 << 20).await?;
             let snapshot = sinks.tombstones.snapshot().map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.tombstone_location)))?;
             let removes = snapshot.log_data().iter().map(|f| f.remove_action(true)).collect();
             commit_merge(&mut sinks.tombstones, removes, adds, txn, "expired tombstones dropped", info.clone()).await?;
             tracing::info!(expired = tombstones.expired(), "tombstones rewritten");
-        } else if let Some(new) = new {
-            let adds = write_files(&sinks.tombstones, schema, &[], &[new], 128 << 20).await?;
+        } else if let Some(new) = &new {
+            let adds = write_files(&sinks.tombstones, schema, &[], std::slice::from_ref(new), 128 << 20).await?;
             commit_append(&mut sinks.tombstones, adds, txn, job_id, batch, info.clone()).await?;
         }
+        tombstones.record(new, rewrite, columns, encoders)?;
         Ok(())
     }
 }

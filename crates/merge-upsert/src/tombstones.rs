@@ -2,7 +2,8 @@
 //! of a key the target does not hold is dropped when a tombstone of a greater sequence exists,
 //! so a change arriving late never resurrects a key a newer delete removed. Tombstones older
 //! than the retention are dropped when the table is rewritten (it is rewritten, as one file,
-//! once expired tombstones exist or appends have made it fragmented).
+//! once expired tombstones exist or appends have made it fragmented). The table is read once
+//! per run; the run keeps its copy current as it writes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::array::Array as _;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, Row};
@@ -44,11 +46,12 @@ pub fn table_spec(location: &str, key: &[Field], sequence: &Field, storage: &std
 /// The live tombstones of a table.
 pub struct Tombstones {
     schema: SchemaRef,
+    retention: Duration,
     /// Greatest deleted sequence per key.
     latest: HashMap<OwnedRow, OwnedRow>,
     /// Unexpired rows, as stored.
     live: Vec<RecordBatch>,
-    /// Rows past the retention.
+    /// Rows past the retention still in the table.
     expired: usize,
     files: usize,
 }
@@ -61,26 +64,54 @@ impl Tombstones {
         let paths: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
         let store = table.object_store();
         let mut live = Vec::new();
-        let mut expired = 0;
-        let cutoff = chrono::Utc::now().timestamp_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
-        let arrow = |e: ArrowError| DeltaIoError::Location(format!("{location}: tombstones: {e}"));
         for path in &paths {
-            for batch in delta_io::read_data_file(&store, &location, path, schema, &HashMap::new()).await? {
-                let at = batch.column(batch.schema().index_of(DELETED_AT).map_err(arrow)?).as_any().downcast_ref::<TimestampMicrosecondArray>().cloned();
-                let keep: BooleanArray = match at {
-                    Some(at) => at.iter().map(|t| Some(t.is_none_or(|t| t >= cutoff))).collect(),
-                    None => continue,
-                };
-                expired += keep.false_count();
-                live.push(filter_record_batch(&batch, &keep).map_err(arrow)?);
+            live.extend(delta_io::read_data_file(&store, &location, path, schema, &HashMap::new()).await?);
+        }
+        let mut tombstones = Self { schema: schema.clone(), retention, latest: HashMap::new(), live, expired: 0, files: paths.len() };
+        tombstones.expire(columns, encoders).map_err(|e| DeltaIoError::Location(format!("{location}: tombstones: {e}")))?;
+        Ok(tombstones)
+    }
+
+    /// Drops the tombstones past the retention from memory (the table keeps them until the
+    /// next write rewrites it).
+    pub fn expire(&mut self, columns: &ChangeColumns, encoders: &Encoders) -> Result<(), ArrowError> {
+        let cutoff = chrono::Utc::now().timestamp_micros() - i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        let mut expired = 0;
+        let mut live = Vec::with_capacity(self.live.len());
+        for batch in std::mem::take(&mut self.live) {
+            let at = batch.column(batch.schema().index_of(DELETED_AT)?);
+            let at = at.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| ArrowError::SchemaError(format!("{DELETED_AT} is not a timestamp")))?;
+            let keep: BooleanArray = at.iter().map(|t| Some(t.is_none_or(|t| t >= cutoff))).collect();
+            expired += keep.false_count();
+            live.push(if keep.false_count() == 0 { batch } else { filter_record_batch(&batch, &keep)? });
+        }
+        self.live = live;
+        if expired > 0 || self.latest.is_empty() {
+            self.expired += expired;
+            self.latest.clear();
+            for batch in std::mem::take(&mut self.live) {
+                self.remember(&batch, columns, encoders)?;
+                self.live.push(batch);
             }
         }
-        let mut tombstones = Self { schema: schema.clone(), latest: HashMap::new(), live: Vec::new(), expired, files: paths.len() };
-        for batch in live {
-            tombstones.remember(&batch, columns, encoders).map_err(arrow)?;
-            tombstones.live.push(batch);
+        Ok(())
+    }
+
+    /// Takes in what a write stored: `new` rows, appended or, after a rewrite, with the table
+    /// now holding exactly the live rows.
+    pub fn record(&mut self, new: Option<RecordBatch>, rewritten: bool, columns: &ChangeColumns, encoders: &Encoders) -> Result<(), ArrowError> {
+        if rewritten {
+            self.expired = 0;
+            self.files = 1;
         }
-        Ok(tombstones)
+        if let Some(new) = new {
+            self.remember(&new, columns, encoders)?;
+            self.live.push(new);
+            if !rewritten {
+                self.files += 1;
+            }
+        }
+        Ok(())
     }
 
     fn remember(&mut self, batch: &RecordBatch, columns: &ChangeColumns, encoders: &Encoders) -> Result<(), ArrowError> {
@@ -137,7 +168,7 @@ impl Tombstones {
         self.expired > 0 || self.files >= MAX_FILES
     }
 
-    /// Whether anything expired.
+    /// Rows past the retention still stored.
     pub fn expired(&self) -> usize {
         self.expired
     }

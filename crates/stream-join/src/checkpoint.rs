@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use delta_source::{ProgressLog, SourceRange};
+use delta_source::{BatchRecord, ProgressLog, Resume, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::Path;
@@ -30,6 +30,18 @@ pub struct Progress {
     pub done: bool,
 }
 
+impl BatchRecord for Progress {
+    fn batch(&self) -> i64 {
+        self.batch
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn mark_done(&mut self) {
+        self.done = true;
+    }
+}
+
 /// The checkpoint folder.
 pub struct CheckpointStore {
     log: ProgressLog,
@@ -45,14 +57,10 @@ impl CheckpointStore {
         Ok(Self { log: ProgressLog::open(location, storage)? })
     }
 
-    /// The latest progress record.
-    pub async fn latest(&self) -> Result<Option<Progress>, StreamJoinError> {
-        Ok(self.log.latest().await?)
-    }
-
-    /// The progress record of `batch`.
-    pub async fn progress(&self, batch: i64) -> Result<Option<Progress>, StreamJoinError> {
-        Ok(self.log.get(batch).await?)
+    /// Where a restarted run continues, given the output's `txn` version (see
+    /// [`ProgressLog::resume`]).
+    pub async fn resume(&self, sink_version: Option<i64>) -> Result<Resume<Progress>, StreamJoinError> {
+        Ok(self.log.resume(sink_version).await?)
     }
 
     /// Writes (or replaces) a progress record.

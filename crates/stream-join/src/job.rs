@@ -9,7 +9,7 @@ use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArr
 use arrow::datatypes::{Schema, SchemaRef};
 use chrono::DateTime;
 use delta_io::{commit_append, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
-use delta_source::{SourceError, SourceLimits, SourcePlan, SourceRange};
+use delta_source::{Resume, SourceError, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary, Shutdown};
 use pipeline_config::{JoinSide, JoinType, PipelineConfig, StreamJoinConfig, Trigger, WatermarkPolicy};
 
@@ -132,22 +132,9 @@ impl StreamJoin {
         let mut right = self.source(JoinSide::Right).await?;
         let checkpoint = CheckpointStore::open(&self.spec.checkpoint, &self.spec.storage)?;
 
-        // Recovery: a pending batch whose output landed is adopted; otherwise it is re-run
+        // A pending batch whose output landed is adopted with its state; otherwise it is re-run
         // from the previous batch's state with the source versions it recorded.
-        let mut rerun: Option<Progress> = None;
-        let mut previous = checkpoint.latest().await?.unwrap_or_default();
-        if previous.batch > 0 && !previous.done {
-            let committed = read_progress(&output, &self.spec.job_id).await?.is_some_and(|v| v >= previous.batch);
-            if committed {
-                previous.done = true;
-                checkpoint.put_progress(&previous).await?;
-                tracing::info!(batch = previous.batch, "recovered: the pending batch's output had landed; its state is adopted");
-            } else {
-                tracing::info!(batch = previous.batch, "recovered: re-running the pending batch from its recorded source versions");
-                let before = checkpoint.progress(previous.batch - 1).await?.unwrap_or_default();
-                rerun = Some(std::mem::replace(&mut previous, before));
-            }
-        }
+        let Resume { mut previous, mut rerun } = checkpoint.resume(read_progress(&output, &self.spec.job_id).await?).await?;
 
         // Loaded once; later batches of this run continue from the state they computed.
         let mut state = JoinState { left: checkpoint.state(previous.batch, "left").await?, right: checkpoint.state(previous.batch, "right").await? };
