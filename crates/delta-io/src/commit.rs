@@ -29,6 +29,8 @@ pub enum CommitError {
 pub struct CommitOutcome {
     /// The table version it created.
     pub version: u64,
+    /// Attempts that lost a race with a concurrent commit and were retried.
+    pub retries: u64,
 }
 
 /// A commit that writes a checkpoint every `delta.checkpointInterval` versions (100 by
@@ -53,9 +55,9 @@ async fn commit(
         .with_max_retries(50)
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    let version = done.version();
+    let outcome = CommitOutcome { version: done.version(), retries: done.metrics.num_retries };
     table.state = Some(done.snapshot());
-    Ok(CommitOutcome { version })
+    Ok(outcome)
 }
 
 /// Commits `adds` plus one `txn` per entry of `progress` in one atomic commit. delta-rs retries

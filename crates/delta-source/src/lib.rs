@@ -80,6 +80,20 @@ impl SourcePlan {
     pub fn is_empty(&self) -> bool {
         self.to == self.after
     }
+
+    /// Bytes of the files the batch reads.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size.max(0) as u64).sum()
+    }
+
+    /// Commits of `table` (as loaded) after this batch's last version: the source lag.
+    pub fn versions_behind(&self, table: &DeltaTable) -> u64 {
+        match (table.version(), self.to) {
+            (Some(latest), Some(to)) => latest.saturating_sub(to),
+            (Some(latest), None) => latest + 1,
+            (None, _) => 0,
+        }
+    }
 }
 
 /// Batch bounds.

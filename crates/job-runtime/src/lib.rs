@@ -1,5 +1,6 @@
 //! The run contract every job keeps (DESIGN §3): exit codes, the JSON summary line, structured
-//! logs, graceful shutdown, named crash points for tests, and resource figures.
+//! logs, graceful shutdown, named crash points for tests, resource figures, and telemetry
+//! (Prometheus, CloudWatch EMF, heartbeat file).
 
 mod crash;
 mod exit;
@@ -9,6 +10,7 @@ mod progress;
 mod resources;
 mod shutdown;
 mod summary;
+mod telemetry;
 
 pub use crash::crash_points_from_env;
 pub use exit::ExitCode;
@@ -17,7 +19,8 @@ pub use main_loop::run_job;
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
-pub use summary::{exit_failed, RunSummary};
+pub use summary::{exit_failed, BatchDurations, RunSummary};
+pub use telemetry::{check_health, heartbeat, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
 
 /// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,
 /// e.g. `FAILPOINTS=raw_append::after_upload=return` or `...=2*off->return` (third hit).

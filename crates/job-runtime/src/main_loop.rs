@@ -4,17 +4,21 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Instant;
 
-use crate::{exit_failed, ExitCode, RunSummary, Shutdown};
+use crate::{exit_failed, ExitCode, RunSummary, Shutdown, TelemetryArgs};
 
 /// Runs a job to its exit code. `build` loads and validates the configuration and builds the
 /// job (its error exits 78, "invalid configuration"); `start` runs it until done or shutdown
-/// (its error exits 1). A run that found nothing to do exits 3.
-pub fn run_job<J, Fut, E>(name: &str, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
+/// (its error exits 1). A run that found nothing to do exits 3. Telemetry starts first (a bad
+/// metrics address or health file exits 78 too).
+pub fn run_job<J, Fut, E>(name: &str, telemetry: &TelemetryArgs, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
 where
     Fut: Future<Output = Result<RunSummary, E>>,
     E: Display,
 {
     let started = Instant::now();
+    if let Err(e) = telemetry.install(name) {
+        exit_failed(name, &e.to_string(), ExitCode::Config, started)
+    }
     let job = match build() {
         Ok(job) => job,
         Err(e) => exit_failed(name, &e, ExitCode::Config, started),

@@ -39,6 +39,8 @@ impl Shutdown {
     pub async fn sleep(&self, interval: std::time::Duration) {
         let until = std::time::Instant::now() + interval;
         while std::time::Instant::now() < until && !self.requested() {
+            // Idle is healthy: the loop is alive and waiting for data.
+            crate::heartbeat();
             tokio::time::sleep(std::time::Duration::from_millis(200).min(until - std::time::Instant::now())).await;
         }
     }

@@ -4,6 +4,38 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::telemetry::heartbeat;
+
+const ROWS_IN: &str = "lakehouse_rows_in_total";
+const BYTES_IN: &str = "lakehouse_bytes_in_total";
+const ROWS_OUT: &str = "lakehouse_rows_out_total";
+const DEAD_LETTERS: &str = "lakehouse_dead_letters_total";
+const LATE_ROWS: &str = "lakehouse_late_rows_total";
+const COMMIT_RETRIES: &str = "lakehouse_commit_retries_total";
+const BATCHES: &str = "lakehouse_batches_total";
+const BATCH_SECONDS: &str = "lakehouse_batch_duration_seconds";
+const LAST_BATCH_TIME: &str = "lakehouse_last_batch_timestamp_seconds";
+const TABLE_VERSION: &str = "lakehouse_table_version";
+const CONSUMER_LAG: &str = "lakehouse_consumer_lag_messages";
+const SOURCE_VERSION_LAG: &str = "lakehouse_source_version_lag";
+
+/// Help text of every metric (shown by Prometheus).
+pub(crate) fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(ROWS_IN, Unit::Count, "Rows (Kafka messages or source rows) read");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Payload bytes read");
+    describe_counter!(ROWS_OUT, Unit::Count, "Rows written, per table");
+    describe_counter!(DEAD_LETTERS, Unit::Count, "Rows rejected to the dead-letter table");
+    describe_counter!(LATE_ROWS, Unit::Count, "Rows later than the watermark, dropped");
+    describe_counter!(COMMIT_RETRIES, Unit::Count, "Delta commits retried after a concurrent commit, per table");
+    describe_counter!(BATCHES, Unit::Count, "Batches committed");
+    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Wall time of a committed batch");
+    describe_gauge!(LAST_BATCH_TIME, Unit::Seconds, "Unix time of the last committed batch");
+    describe_gauge!(TABLE_VERSION, Unit::Count, "Last committed Delta version, per table");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between a partition's high watermark and what was read");
+    describe_gauge!(SOURCE_VERSION_LAG, Unit::Count, "Source table commits not processed yet");
+}
+
 /// What a run did; counters are filled by the job's events so logs and summary agree.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
@@ -31,6 +63,17 @@ pub struct RunSummary {
     pub duration_ms: u64,
     /// rows_in per second of wall time.
     pub rows_per_sec: f64,
+    /// Commit attempts that lost a race with another writer and were retried.
+    pub commit_retries: u64,
+    /// Committed batches' wall time.
+    pub batch_duration: BatchDurations,
+    /// Messages between each Kafka partition's high watermark and what the run read, at its
+    /// last batch (`topic[partition]` → messages).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer_lag: BTreeMap<String, u64>,
+    /// Commits of each source table not yet processed, at the last batch.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_version_lag: BTreeMap<String, u64>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Job-specific figures (e.g. a maintenance operation's metrics).
@@ -39,12 +82,137 @@ pub struct RunSummary {
     /// Error text when status is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Counters at the last EMF record (records carry what changed since).
+    #[serde(skip)]
+    emf_mark: EmfMark,
+}
+
+/// Wall time of committed batches.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct BatchDurations {
+    /// Sum over batches, in milliseconds.
+    pub total_ms: u64,
+    /// Slowest batch, in milliseconds.
+    pub max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct EmfMark {
+    rows_in: u64,
+    rows_out: u64,
+    dead_letters: u64,
+    late_rows: u64,
+    commit_retries: u64,
 }
 
 impl RunSummary {
     /// A summary for `job` run with `trigger`.
     pub fn new(job: &str, trigger: &str) -> Self {
         Self { job: job.into(), trigger: trigger.into(), status: "ok".into(), ..Default::default() }
+    }
+
+    /// Counts rows (messages) and payload bytes read.
+    pub fn read(&mut self, rows: u64, bytes: u64) {
+        self.rows_in += rows;
+        self.bytes_in += bytes;
+        heartbeat();
+        metrics::counter!(ROWS_IN).increment(rows);
+        metrics::counter!(BYTES_IN).increment(bytes);
+    }
+
+    /// Counts rows written to `table` (committed or about to be, in the same batch).
+    pub fn wrote(&mut self, table: &str, rows: u64) {
+        *self.rows_out.entry(table.to_string()).or_default() += rows;
+        metrics::counter!(ROWS_OUT, "table" => table.to_string()).increment(rows);
+    }
+
+    /// Counts rows rejected to a dead-letter table.
+    pub fn dead_lettered(&mut self, rows: u64) {
+        self.dead_letters += rows;
+        metrics::counter!(DEAD_LETTERS).increment(rows);
+    }
+
+    /// Counts rows dropped as later than the watermark.
+    pub fn late(&mut self, rows: u64) {
+        self.late_rows += rows;
+        metrics::counter!(LATE_ROWS).increment(rows);
+    }
+
+    /// Records a commit to `table`: its new version and how many times it was retried.
+    pub fn committed(&mut self, table: &str, version: u64, retries: u64) {
+        self.table_versions.insert(table.to_string(), version);
+        self.commit_retries += retries;
+        heartbeat();
+        metrics::counter!(COMMIT_RETRIES, "table" => table.to_string()).increment(retries);
+        metrics::gauge!(TABLE_VERSION, "table" => table.to_string()).set(version as f64);
+    }
+
+    /// Records a Kafka partition's lag behind its high watermark.
+    pub fn consumer_lag(&mut self, topic: &str, partition: i32, messages: u64) {
+        self.consumer_lag.insert(format!("{topic}[{partition}]"), messages);
+        metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string()).set(messages as f64);
+    }
+
+    /// Records how many commits of source `table` are not processed yet.
+    pub fn source_version_lag(&mut self, table: &str, versions: u64) {
+        self.source_version_lag.insert(table.to_string(), versions);
+        metrics::gauge!(SOURCE_VERSION_LAG, "table" => table.to_string()).set(versions as f64);
+    }
+
+    /// Closes a committed batch: counts it and its duration, and writes an EMF record when
+    /// enabled.
+    pub fn batch_done(&mut self, took: std::time::Duration) {
+        self.batches += 1;
+        let ms = took.as_millis() as u64;
+        self.batch_duration.total_ms += ms;
+        self.batch_duration.max_ms = self.batch_duration.max_ms.max(ms);
+        heartbeat();
+        metrics::counter!(BATCHES).increment(1);
+        metrics::histogram!(BATCH_SECONDS).record(took.as_secs_f64());
+        metrics::gauge!(LAST_BATCH_TIME).set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        if let Some(sink) = crate::telemetry::emf() {
+            self.emit_emf(sink, ms);
+        }
+    }
+
+    /// One EMF record on stderr with what changed since the previous one.
+    fn emit_emf(&mut self, sink: &crate::telemetry::EmfSink, batch_ms: u64) {
+        let rows_out: u64 = self.rows_out.values().sum();
+        let now = EmfMark { rows_in: self.rows_in, rows_out, dead_letters: self.dead_letters, late_rows: self.late_rows, commit_retries: self.commit_retries };
+        let mark = std::mem::replace(&mut self.emf_mark, now);
+        let max_lag = self.consumer_lag.values().chain(self.source_version_lag.values()).copied().max().unwrap_or(0);
+        let values: [(&str, &str, f64); 7] = [
+            ("RowsIn", "Count", (now.rows_in - mark.rows_in) as f64),
+            ("RowsOut", "Count", (now.rows_out - mark.rows_out) as f64),
+            ("DeadLetters", "Count", (now.dead_letters - mark.dead_letters) as f64),
+            ("LateRows", "Count", (now.late_rows - mark.late_rows) as f64),
+            ("CommitRetries", "Count", (now.commit_retries - mark.commit_retries) as f64),
+            ("BatchDuration", "Milliseconds", batch_ms as f64),
+            ("MaxLag", "Count", max_lag as f64),
+        ];
+        let mut record = serde_json::Map::new();
+        record.insert(
+            "_aws".into(),
+            serde_json::json!({
+                "Timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                "CloudWatchMetrics": [{
+                    "Namespace": sink.namespace,
+                    "Dimensions": [["Job"]],
+                    "Metrics": values.iter().map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+                }],
+            }),
+        );
+        record.insert("Job".into(), self.job.clone().into());
+        record.insert("Trigger".into(), self.trigger.clone().into());
+        for (name, _, value) in values {
+            record.insert(name.into(), value.into());
+        }
+        // One line, written whole, so it never interleaves with a log line.
+        use std::io::Write;
+        if let Ok(mut line) = serde_json::to_vec(&record) {
+            line.push(b'\n');
+            let _ = std::io::stderr().lock().write_all(&line);
+        }
     }
 
     /// Prints the summary as one JSON line on stdout (`duration_ms` set by the job).

@@ -16,6 +16,8 @@ use crate::{KafkaError, LakeContext};
 
 const POLL: Duration = Duration::from_millis(100);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lag figures are best effort: a slow broker must not hold up reading for long.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,6 +136,8 @@ pub struct RawBatch {
     pub messages: usize,
     /// When the first message arrived.
     pub opened_at: Option<Instant>,
+    /// High watermarks fetched while this batch was read (for consumer-lag figures).
+    pub high_watermarks: Vec<(PartitionKey, i64)>,
 }
 
 impl RawBatch {
@@ -436,6 +440,29 @@ impl KafkaReader {
 
     /// An end-of-partition event: the partition is done once the consumer's position (the
     /// next offset it would read, past any transaction markers) reached its end offset.
+    /// High watermarks of the partitions this reader owns now, for lag figures. Manual
+    /// trigger-once readers answer from the end offsets captured at start; others ask the
+    /// brokers (one ListOffsets round trip per partition, so call it every few seconds at
+    /// most). Partitions whose watermark cannot be fetched are left out.
+    pub fn high_watermarks(&self) -> Vec<(PartitionKey, i64)> {
+        let consumers: Vec<&BaseConsumer<LakeContext>> = match &self.mode {
+            Mode::Manual { ends: Some(ends), .. } => return ends.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Mode::Manual { consumers, .. } => consumers.iter().map(|c| &c.consumer).collect(),
+            Mode::Group(consumer) => vec![consumer],
+        };
+        let mut out = Vec::new();
+        for consumer in consumers {
+            let Ok(assignment) = consumer.assignment() else { continue };
+            for elem in assignment.elements() {
+                match consumer.fetch_watermarks(elem.topic(), elem.partition(), LAG_TIMEOUT) {
+                    Ok((_, high)) => out.push((PartitionKey::new(elem.topic(), elem.partition()), high)),
+                    Err(e) => tracing::debug!(error = %e, topic = elem.topic(), partition = elem.partition(), "high watermark unavailable"),
+                }
+            }
+        }
+        out
+    }
+
     fn reached_end(&mut self, key: &PartitionKey) {
         let Mode::Manual { consumers, ends: Some(ends), done, .. } = &mut self.mode else { return };
         let (Some(end), Some(TopicConsumer { consumer, .. })) = (ends.get(key), consumers.iter().find(|c| c.topic == key.topic)) else { return };

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use arrow::datatypes::{Field, Schema};
-use delta_io::{commit_append, commit_merge, open_or_create, open_table, read_progress, write_files, DeltaIoError, DeltaTable, Transaction};
+use delta_io::{commit_append, commit_merge, open_or_create, open_table, read_progress, write_files, CommitOutcome, DeltaIoError, DeltaTable, Transaction};
 use delta_source::{BatchRecord, ProgressLog, Resume, SourceError, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary, Shutdown};
 use pipeline_config::{MergeUpsertConfig, PipelineConfig, SchemaEvolution, Trigger};
@@ -263,9 +263,10 @@ impl MergeUpsert {
         let per_file = delta_source::read_each(source, plan, &layout.input).await?;
         let mut dead_letters = DeadLetters::default();
         let mut rows = Vec::new();
+        let batch_started = std::time::Instant::now();
         for (file, batches) in plan.files.iter().zip(per_file) {
             for b in batches {
-                summary.rows_in += b.num_rows() as u64;
+                summary.read(b.num_rows() as u64, 0);
                 let (kept, rejected) = split_rejected(&b, &columns)?;
                 if let Some((rejected, reasons)) = rejected {
                     dead_letters.push(file.version, &file.path, &rejected, reasons)?;
@@ -274,12 +275,14 @@ impl MergeUpsert {
             }
         }
         let info = commit_info(batch, plan);
+        summary.read(0, plan.bytes());
         if !dead_letters.is_empty() {
-            summary.dead_letters += dead_letters.len() as u64;
+            summary.dead_lettered(dead_letters.len() as u64);
             if read_progress(&sinks.dead_letter, job_id).await?.is_none_or(|v| v < batch) {
                 let letters = dead_letters.into_batch(job_id, &spec.source_name, batch)?;
                 let adds = write_files(&sinks.dead_letter, letters.schema(), &[], &[letters], 128 << 20).await?;
-                commit_append(&mut sinks.dead_letter, adds, vec![Transaction::new(job_id, batch)], job_id, batch, info.clone()).await?;
+                let done = commit_append(&mut sinks.dead_letter, adds, vec![Transaction::new(job_id, batch)], job_id, batch, info.clone()).await?;
+                summary.committed(&spec.dead_letter.name, done.version, done.retries);
             }
         }
         crash_point!("merge_upsert::after_dead_letters");
@@ -291,7 +294,9 @@ impl MergeUpsert {
 
         // Already landed (a re-run after a crash): the tombstones read at start hold them.
         if read_progress(&sinks.tombstones, job_id).await?.is_none_or(|v| v < batch) {
-            self.write_tombstones(sinks, tombstones, &changes, &columns, encoders, batch, &info).await?;
+            if let Some(done) = self.write_tombstones(sinks, tombstones, &changes, &columns, encoders, batch, &info).await? {
+                summary.committed(&self.job.tombstone_table, done.version, done.retries);
+            }
         }
         crash_point!("merge_upsert::after_tombstones");
 
@@ -312,9 +317,10 @@ impl MergeUpsert {
         crash_point!("merge_upsert::after_done");
         log.forget_before(batch - 1, |_| Vec::new()).await?;
 
-        summary.batches += 1;
-        *summary.rows_out.entry(spec.target.name.clone()).or_insert(0) += metrics.rows_inserted + metrics.rows_updated;
-        summary.table_versions.insert(spec.target.name.clone(), done.version);
+        summary.wrote(&spec.target.name, metrics.rows_inserted + metrics.rows_updated);
+        summary.committed(&spec.target.name, done.version, done.retries);
+        summary.source_version_lag(&spec.source_name, plan.versions_behind(source));
+        summary.batch_done(batch_started.elapsed());
         summary.details.insert("tombstones".into(), (tombstones.len() as u64).into());
         tracing::info!(
             batch,
@@ -344,28 +350,29 @@ impl MergeUpsert {
         encoders: &Encoders,
         batch: i64,
         info: &HashMap<String, serde_json::Value>,
-    ) -> Result<(), MergeUpsertError> {
+    ) -> Result<Option<CommitOutcome>, MergeUpsertError> {
         let job_id = &self.spec.job_id;
         let new = tombstones.from_deletes(changes, columns)?;
         if new.is_none() && tombstones.expired() == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let txn = vec![Transaction::new(job_id, batch)];
         let schema = sinks.tombstone_schema.clone();
         let rewrite = tombstones.needs_rewrite();
+        let mut outcome = None;
         if rewrite {
             let rows: Vec<_> = tombstones.live_rows().iter().cloned().chain(new.clone()).collect();
             let adds = write_files(&sinks.tombstones, schema, &[], &rows, 128 << 20).await?;
             let snapshot = sinks.tombstones.snapshot().map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.tombstone_location)))?;
             let removes = snapshot.log_data().iter().map(|f| f.remove_action(true)).collect();
-            commit_merge(&mut sinks.tombstones, removes, adds, txn, "expired tombstones dropped", info.clone()).await?;
+            outcome = Some(commit_merge(&mut sinks.tombstones, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
             tracing::info!(expired = tombstones.expired(), "tombstones rewritten");
         } else if let Some(new) = &new {
             let adds = write_files(&sinks.tombstones, schema, &[], std::slice::from_ref(new), 128 << 20).await?;
-            commit_append(&mut sinks.tombstones, adds, txn, job_id, batch, info.clone()).await?;
+            outcome = Some(commit_append(&mut sinks.tombstones, adds, txn, job_id, batch, info.clone()).await?);
         }
         tombstones.record(new, rewrite, columns, encoders)?;
-        Ok(())
+        Ok(outcome)
     }
 }
 

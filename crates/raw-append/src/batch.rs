@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use delta_io::{commit_append, read_progress, write_files, DeltaTable, TableWriter, Transaction};
@@ -35,6 +35,8 @@ pub struct Sinks {
     pub dead_letter_progress: HashMap<PartitionKey, Option<i64>>,
     /// The job's settings.
     pub job: RawAppendConfig,
+    /// Latest known high watermark per partition (consumer-lag figures).
+    pub high_watermarks: HashMap<PartitionKey, i64>,
 }
 
 impl Sinks {
@@ -58,6 +60,8 @@ pub struct Batch {
     dead_partitions: BTreeMap<PartitionKey, ()>,
     decode_ms: u64,
     write_ms: u64,
+    /// When the first slice arrived (batch duration).
+    opened: Option<Instant>,
 }
 
 impl Batch {
@@ -73,6 +77,7 @@ impl Batch {
             dead_partitions: BTreeMap::new(),
             decode_ms: 0,
             write_ms: 0,
+            opened: None,
         }
     }
 
@@ -84,6 +89,7 @@ impl Batch {
     /// Decodes a slice of messages and streams the rows into the tables' writers.
     pub async fn add(&mut self, sinks: &mut Sinks, slice: RawBatch) -> Result<(), RawAppendError> {
         let started = Instant::now();
+        self.opened.get_or_insert(started);
         let routes = sinks.routes.clone();
         let by_topic = sinks.by_topic.clone();
         // One ingestion time per batch, so a batch lands in one ingestion-time partition.
@@ -157,7 +163,7 @@ impl Batch {
             for key in self.dead_partitions.keys() {
                 sinks.dead_letter_progress.insert(key.clone(), Some(self.last_offsets[key]));
             }
-            DeadLettered { table: DEAD_LETTER, version: done.version, count: self.dead.len() as u64, example: &example }.emit(summary);
+            DeadLettered { table: DEAD_LETTER, version: done.version, retries: done.retries, count: self.dead.len() as u64, example: &example }.emit(summary);
             crash_point!("raw_append::after_dead_letter_commit");
         }
 
@@ -189,6 +195,7 @@ impl Batch {
             BatchCommitted {
                 table: &route.table_name,
                 version: done.version,
+                retries: done.retries,
                 rows: self.rows[idx],
                 files,
                 partitions,
@@ -200,7 +207,12 @@ impl Batch {
             crash_point!("raw_append::after_commit");
             maintenance::update_touched_manifests(&sinks.tables[idx], &route.table_name, &touched).await;
         }
-        summary.batches += 1;
+        for (key, last) in &self.last_offsets {
+            if let Some(high) = sinks.high_watermarks.get(key) {
+                summary.consumer_lag(&key.topic, key.partition, (high - last - 1).max(0) as u64);
+            }
+        }
+        summary.batch_done(self.opened.map_or(Duration::ZERO, |t| t.elapsed()));
         Ok(())
     }
 

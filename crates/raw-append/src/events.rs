@@ -9,6 +9,8 @@ pub struct BatchCommitted<'a> {
     pub table: &'a str,
     /// New table version.
     pub version: u64,
+    /// Times the commit was retried after a concurrent commit.
+    pub retries: u64,
     /// Rows written.
     pub rows: u64,
     /// Files added.
@@ -38,8 +40,8 @@ impl BatchCommitted<'_> {
             commit_ms = self.commit_ms,
             "batch committed"
         );
-        *summary.rows_out.entry(self.table.to_string()).or_default() += self.rows;
-        summary.table_versions.insert(self.table.to_string(), self.version);
+        summary.wrote(self.table, self.rows);
+        summary.committed(self.table, self.version, self.retries);
     }
 }
 
@@ -49,6 +51,8 @@ pub struct DeadLettered<'a> {
     pub table: &'a str,
     /// New version of the dead-letter table.
     pub version: u64,
+    /// Times the commit was retried after a concurrent commit.
+    pub retries: u64,
     /// Messages rejected.
     pub count: u64,
     /// One example reason, for the log line.
@@ -59,8 +63,8 @@ impl DeadLettered<'_> {
     /// Logs (one line per batch, not per message) and counts.
     pub fn emit(&self, summary: &mut RunSummary) {
         tracing::warn!(stage = "dead_letter", error_code = "invalid_message", table = self.table, version = self.version, count = self.count, example = self.example, "messages rejected to the dead-letter table");
-        summary.dead_letters += self.count;
-        summary.table_versions.insert(self.table.to_string(), self.version);
+        summary.dead_lettered(self.count);
+        summary.committed(self.table, self.version, self.retries);
     }
 }
 
@@ -76,7 +80,6 @@ impl BatchRead {
     /// Logs at debug level and counts.
     pub fn emit(&self, summary: &mut RunSummary) {
         tracing::debug!(stage = "read", messages = self.messages, bytes = self.bytes, "batch read");
-        summary.rows_in += self.messages;
-        summary.bytes_in += self.bytes;
+        summary.read(self.messages, self.bytes);
     }
 }

@@ -91,6 +91,7 @@ impl RawAppend {
             tables,
             dead_letter: open_or_create(&dlq_spec).await?,
             dead_letter_progress: HashMap::new(),
+            high_watermarks: HashMap::new(),
             job: self.job.clone(),
         };
 
@@ -151,7 +152,8 @@ impl RawAppend {
         let mut batch_no: i64 = 0;
         let mut batch = Batch::new(batch_no + 1, routes.len());
         while let Some(msg) = rx.recv().await {
-            let (slice, outcome, end_of_batch) = match msg {
+            job_runtime::heartbeat();
+            let (mut slice, outcome, end_of_batch) = match msg {
                 ReaderMsg::Slice { slice, outcome, end_of_batch } => (slice, outcome, end_of_batch),
                 ReaderMsg::Flush(ack) => {
                     // Partitions are being revoked: commit what was read so far.
@@ -165,6 +167,7 @@ impl RawAppend {
                 }
                 ReaderMsg::Failed(e) => return Err(e.into()),
             };
+            sinks.high_watermarks.extend(std::mem::take(&mut slice.high_watermarks));
             if !slice.is_empty() {
                 BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(&mut summary);
                 batch.add(&mut sinks, slice).await?;
@@ -249,6 +252,9 @@ struct BatchLimits {
 const SLICE_MESSAGES: usize = 131_072;
 const SLICE_BYTES: usize = 16 << 20;
 
+/// How often the reader refreshes high watermarks for the consumer-lag figures.
+const LAG_REFRESH: Duration = Duration::from_secs(15);
+
 /// Runs the reader on its own thread: it fills the next slice while the previous one is decoded.
 fn spawn_reader(
     mut reader: KafkaReader,
@@ -260,6 +266,7 @@ fn spawn_reader(
         .name("kafka-reader".into())
         .spawn(move || {
             let (mut messages, mut bytes, mut opened): (usize, usize, Option<Instant>) = (0, 0, None);
+            let mut last_lag_refresh: Option<Instant> = None;
             loop {
                 let slice_limits = ReaderLimits {
                     max_messages: (limits.messages - messages).min(SLICE_MESSAGES),
@@ -271,6 +278,10 @@ fn spawn_reader(
                     deadline: limits.interval.zip(opened).map(|(interval, t)| t + interval),
                 };
                 let mut slice = RawBatch::default();
+                if last_lag_refresh.is_none_or(|t| t.elapsed() >= LAG_REFRESH) {
+                    slice.high_watermarks = reader.high_watermarks();
+                    last_lag_refresh = Some(Instant::now());
+                }
                 let outcome = match reader.fill(&mut slice, &slice_limits, &stop) {
                     Ok(o) => o,
                     Err(e) => {

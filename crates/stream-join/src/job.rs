@@ -76,6 +76,8 @@ struct BatchOutcome {
     rows_out: u64,
     late: u64,
     version: Option<u64>,
+    /// Commit retries (output and late table).
+    retries: u64,
     /// The join state after the batch (what it wrote to the checkpoint).
     state: JoinState,
 }
@@ -172,13 +174,15 @@ impl StreamJoin {
             let batch_started = Instant::now();
             let (progress, outcome) =
                 self.run_batch(batch, &previous, std::mem::take(&mut state), &lp, &rp, &left, &right, &mut output, late_table.as_mut(), &checkpoint).await?;
-            summary.batches += 1;
-            summary.rows_in += outcome.rows_in;
-            *summary.rows_out.entry(self.spec.output.name.clone()).or_insert(0) += outcome.rows_out;
-            summary.late_rows += outcome.late;
+            summary.read(outcome.rows_in, lp.bytes() + rp.bytes());
+            summary.wrote(&self.spec.output.name, outcome.rows_out);
+            summary.late(outcome.late);
             if let Some(v) = outcome.version {
-                summary.table_versions.insert(self.spec.output.name.clone(), v);
+                summary.committed(&self.spec.output.name, v, outcome.retries);
             }
+            summary.source_version_lag(&self.spec.left.name, lp.versions_behind(&left.table));
+            summary.source_version_lag(&self.spec.right.name, rp.versions_behind(&right.table));
+            summary.batch_done(batch_started.elapsed());
             let watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
             summary.details.insert("state_rows_left".into(), operator::rows(&outcome.state.left).into());
             summary.details.insert("state_rows_right".into(), operator::rows(&outcome.state.right).into());
@@ -269,6 +273,7 @@ impl StreamJoin {
         crash_point!("stream_join::after_state_write");
 
         let late_count = operator::rows(&la.late) + operator::rows(&ra.late);
+        let mut retries = 0;
         if let Some(late_table) = late_table {
             if late_count > 0 && read_progress(late_table, &spec.job_id).await?.is_none_or(|v| v < batch) {
                 let mut late_rows = Vec::new();
@@ -278,7 +283,7 @@ impl StreamJoin {
                     }
                 }
                 let adds = write_files(late_table, late_schema(), &[], &late_rows, 128 << 20).await?;
-                commit_append(late_table, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
+                retries += commit_append(late_table, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?.retries;
             }
         }
 
@@ -290,7 +295,7 @@ impl StreamJoin {
         crash_point!("stream_join::after_done");
         checkpoint.forget_before(batch - 1).await?;
         let state = JoinState { left: left_kept, right: right_kept };
-        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), state }))
+        Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), retries: retries + done.retries, state }))
     }
 }
 

@@ -68,6 +68,18 @@ enum Command {
         #[arg(long)]
         scan: bool,
     },
+    /// Container health check: exit 0 when the job writing the heartbeat file (a job run with
+    /// --health-file / LAKEHOUSE_HEALTH_FILE) made progress within --max-age, 1 otherwise.
+    ///
+    /// Example (Dockerfile): HEALTHCHECK CMD ["lakectl", "healthcheck", "--max-age", "5m"]
+    Healthcheck {
+        /// The heartbeat file the job writes.
+        #[arg(long, env = "LAKEHOUSE_HEALTH_FILE", default_value = "/tmp/lakehouse/health.json")]
+        file: PathBuf,
+        /// Longest time without progress that is still healthy (longer than the slowest batch).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        max_age: std::time::Duration,
+    },
     /// Benchmark raw-append against a bare librdkafka consumer on the same data.
     BenchRawAppend(bench::RawAppendBench),
     /// Benchmark manifest generation and compaction against the Python deltalake package.
@@ -100,6 +112,13 @@ fn main() {
             })()
         }
         Command::Watermarks { topic, scan } => bench::print_watermarks(&args.brokers, &topic, scan),
+        Command::Healthcheck { file, max_age } => match job_runtime::check_health(&file, max_age) {
+            Ok(beat) => {
+                println!("healthy: {} (pid {})", beat.job, beat.pid);
+                Ok(())
+            }
+            Err(e) => Err(format!("unhealthy: {e}")),
+        },
         Command::BenchRawAppend(b) => b.run(&args.brokers),
         Command::BenchMaintenance(b) => b.run(),
         Command::BenchStreamJoin(b) => b.run(),

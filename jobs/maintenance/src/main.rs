@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use job_runtime::{init_logging, limit_malloc_arenas, ExitCode, RunSummary};
+use job_runtime::{init_logging, limit_malloc_arenas, ExitCode, RunSummary, TelemetryArgs};
 use maintenance::{athena_ddl, Checkpoint, Compact, MaintenanceError, Manifests, Vacuum, DEFAULT_RETENTION_HOURS};
 use pipeline_config::PipelineConfig;
 
@@ -31,6 +31,8 @@ struct Args {
     /// Lake root (local folder or s3://bucket/prefix); overrides the file and LAKEHOUSE_LAKE_ROOT.
     #[arg(long, global = true)]
     lake_root: Option<String>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -137,6 +139,9 @@ fn main() {
     init_logging();
     let started = Instant::now();
     let operation = args.command.name();
+    if let Err(e) = args.telemetry.install("maintenance") {
+        fail(operation, &e.to_string(), ExitCode::Config, started)
+    }
     let target = match resolve(&args) {
         Ok(t) => t,
         Err((message, code)) => fail(operation, &message, code, started),
@@ -153,6 +158,8 @@ fn main() {
             if let serde_json::Value::Object(map) = details {
                 summary.details.extend(map);
             }
+            // The operation is the run's one batch (its EMF record and duration metric).
+            summary.batch_done(started.elapsed());
             summary.duration_ms = started.elapsed().as_millis() as u64;
             summary.print();
             ExitCode::Success.exit()

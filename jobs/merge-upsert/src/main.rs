@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::future::IntoFuture;
 
 use clap::Parser;
-use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, run_job};
+use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, run_job, TelemetryArgs};
 use pipeline_config::{PipelineConfig, Trigger};
 use merge_upsert::MergeUpsert;
 
@@ -36,6 +36,8 @@ struct Args {
     /// Lake root (local folder or s3://bucket/prefix); overrides the file and LAKEHOUSE_LAKE_ROOT.
     #[arg(long)]
     lake_root: Option<String>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 fn main() {
@@ -45,7 +47,8 @@ fn main() {
     let args = Args::parse();
     run_job(
         "merge-upsert",
-        || {
+        &args.telemetry,
+        move || {
             let mut config = PipelineConfig::load(&args.config).map_err(|e| format!("configuration: {e}"))?;
             if let Some(root) = args.lake_root {
                 config.lake.root = root;

@@ -1,10 +1,10 @@
 //! `raw-append`: Kafka/MSK JSON topics into Delta tables, exactly-once.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Parser;
-use job_runtime::{crash_points_from_env, exit_failed, init_logging, limit_malloc_arenas, ExitCode, Shutdown};
+use job_runtime::{crash_points_from_env, init_logging, limit_malloc_arenas, run_job, TelemetryArgs};
 use pipeline_config::{PipelineConfig, Trigger};
 use raw_append::RawAppend;
 
@@ -39,6 +39,8 @@ struct Args {
     /// Kafka bootstrap servers; overrides the file and LAKEHOUSE_KAFKA_BROKERS.
     #[arg(long)]
     brokers: Option<String>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 fn main() {
@@ -46,39 +48,23 @@ fn main() {
     let _crash_points = crash_points_from_env();
     init_logging();
     let args = Args::parse();
-    let started = Instant::now();
-    let mut config = match PipelineConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => fail(&format!("configuration: {e}"), ExitCode::Config, started),
-    };
-    if let Some(root) = args.lake_root {
-        config.lake.root = root;
-    }
-    if let Some(brokers) = args.brokers {
-        config.kafka.brokers = brokers;
-    }
-    let mut job = match RawAppend::new(config) {
-        Ok(j) => j,
-        Err(e) => fail(&e.to_string(), ExitCode::Config, started),
-    };
-    if let Some(trigger) = args.trigger.as_deref() {
-        job = job.with_trigger(trigger.parse::<Trigger>().unwrap_or_default());
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => fail(&format!("tokio runtime: {e}"), ExitCode::Failure, started),
-    };
-    let result = runtime.block_on(async move { job.with_shutdown(Shutdown::install()).await });
-    match result {
-        Ok(mut summary) => {
-            summary.print();
-            let code = if summary.status == "no_new_data" { ExitCode::NoNewData } else { ExitCode::Success };
-            code.exit()
-        }
-        Err(e) => fail(&e.to_string(), ExitCode::Failure, started),
-    }
-}
-
-fn fail(message: &str, code: ExitCode, started: Instant) -> ! {
-    exit_failed("raw-append", message, code, started)
+    run_job(
+        "raw-append",
+        &args.telemetry,
+        move || {
+            let mut config = PipelineConfig::load(&args.config).map_err(|e| format!("configuration: {e}"))?;
+            if let Some(root) = args.lake_root {
+                config.lake.root = root;
+            }
+            if let Some(brokers) = args.brokers {
+                config.kafka.brokers = brokers;
+            }
+            let job = RawAppend::new(config).map_err(|e| e.to_string())?;
+            Ok(match args.trigger.as_deref() {
+                Some(trigger) => job.with_trigger(trigger.parse::<Trigger>().unwrap_or_default()),
+                None => job,
+            })
+        },
+        |job, shutdown| job.with_shutdown(shutdown).into_future(),
+    )
 }
