@@ -92,7 +92,7 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
     assert_eq!(metrics[r#"lakehouse_commit_retries_total{job="raw-append",table="raw_order"}"#], 0.0);
     for partition in 0..2 {
         // Caught up: nothing between the high watermark and what was read.
-        assert_eq!(metrics[&format!(r#"lakehouse_consumer_lag_messages{{job="raw-append",partition="{partition}",topic="{topic}"}}"#)], 0.0);
+        assert_eq!(metrics[&format!(r#"lakehouse_consumer_lag_messages{{job="raw-append",topic="{topic}",partition="{partition}"}}"#)], 0.0);
     }
     let batches = metrics[r#"lakehouse_batches_total{job="raw-append"}"#];
     assert!(batches >= 1.0);
