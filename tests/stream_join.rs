@@ -118,6 +118,8 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
         assert!(state_left > 0 && state_left < 1_500, "{case}: left state {state_left} of 3,000 orders");
         assert!(state_right > 0 && state_right < 350, "{case}: right state {state_right} of 500 members");
         assert_eq!(late, 0, "{case}: on-time input has no late rows");
+        // A once run reads to the end: its last batch leaves no source commit behind.
+        assert_eq!(last["source_version_lag"], serde_json::json!({"raw_order": 0, "raw_member": 0}), "{case}: {last}");
         let expected = oracle(&p);
         assert!(expected.values().sum::<usize>() > 10_000, "{case}: the data joins plenty of rows");
         assert_eq!(curated(&p), expected, "{case}: curated equals the one-shot join");
