@@ -66,6 +66,34 @@ resource "aws_vpc_security_group_ingress_rule" "jobs_metrics" {
   to_port           = 9464
 }
 
+# What every job container shares: the image, a non-root user on a read-only root filesystem with
+# a writable /tmp (heartbeat file), SIGTERM with time to commit or abandon the batch in flight
+# (shutdown_timeout, 30 s), and awslogs to the job's log group.
+locals {
+  container_common = {
+    for job in keys(local.jobs) : job => {
+      name                   = "job"
+      image                  = local.image
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "10001:10001"
+      stopTimeout            = 120
+      linuxParameters        = { initProcessEnabled = true }
+      mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          "awslogs-group"         = aws_cloudwatch_log_group.jobs[job].name
+          "awslogs-region"        = local.region
+          "awslogs-stream-prefix" = job
+          "mode"                  = "non-blocking"
+          "max-buffer-size"       = "4m"
+        }
+      }
+    }
+  }
+}
+
 # One task definition per job; the DAG overrides `command` per task (subcommand, table, flags).
 resource "aws_ecs_task_definition" "jobs" {
   for_each                 = local.jobs
@@ -87,29 +115,10 @@ resource "aws_ecs_task_definition" "jobs" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([{
-    name                   = "job"
-    image                  = local.image
-    essential              = true
-    command                = each.value.command
-    environment            = local.job_environment
-    readonlyRootFilesystem = true
-    user                   = "10001:10001"
-    # SIGTERM first: a job commits or abandons its batch within shutdown_timeout (30 s).
-    stopTimeout     = 120
-    linuxParameters = { initProcessEnabled = true }
-    mountPoints     = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        "awslogs-group"         = aws_cloudwatch_log_group.jobs[each.key].name
-        "awslogs-region"        = local.region
-        "awslogs-stream-prefix" = each.key
-        "mode"                  = "non-blocking"
-        "max-buffer-size"       = "4m"
-      }
-    }
-  }])
+  container_definitions = jsonencode([merge(local.container_common[each.key], {
+    command     = each.value.command
+    environment = local.job_environment
+  })])
 
   tags = local.tags
 }
@@ -135,22 +144,14 @@ resource "aws_ecs_task_definition" "raw_append_service" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([{
-    name      = "job"
-    image     = local.image
-    essential = true
-    command   = ["raw-append", "--trigger", "continuous"]
+  container_definitions = jsonencode([merge(local.container_common["raw-append"], {
+    command = ["raw-append", "--trigger", "continuous"]
     environment = concat(local.job_environment, [
       { name = "LAKEHOUSE_RAW_APPEND_GROUP_ID", value = var.kafka_consumer_group },
       { name = "LAKEHOUSE_METRICS_ADDR", value = "0.0.0.0:9464" },
       { name = "LAKEHOUSE_HEALTH_FILE", value = "/tmp/lakehouse/health.json" },
     ])
-    portMappings           = [{ containerPort = 9464, protocol = "tcp", name = "metrics" }]
-    readonlyRootFilesystem = true
-    user                   = "10001:10001"
-    stopTimeout            = 120
-    linuxParameters        = { initProcessEnabled = true }
-    mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+    portMappings = [{ containerPort = 9464, protocol = "tcp", name = "metrics" }]
     healthCheck = {
       command     = ["CMD", "/usr/local/bin/lakectl", "healthcheck", "--max-age", "5m"]
       interval    = 30
@@ -158,17 +159,7 @@ resource "aws_ecs_task_definition" "raw_append_service" {
       retries     = 3
       startPeriod = 60
     }
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        "awslogs-group"         = aws_cloudwatch_log_group.jobs["raw-append"].name
-        "awslogs-region"        = local.region
-        "awslogs-stream-prefix" = "raw-append-service"
-        "mode"                  = "non-blocking"
-        "max-buffer-size"       = "4m"
-      }
-    }
-  }])
+  })])
 
   tags = local.tags
 }

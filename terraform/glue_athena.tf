@@ -13,7 +13,7 @@ resource "aws_athena_workgroup" "lake" {
     bytes_scanned_cutoff_per_query     = 1099511627776 # 1 TiB
 
     result_configuration {
-      output_location = "s3://${aws_s3_bucket.airflow.id}/athena-results/"
+      output_location = "s3://${module.airflow_bucket.id}/athena-results/"
       encryption_configuration {
         encryption_option = "SSE_KMS"
         kms_key_arn       = aws_kms_key.lake.arn

@@ -63,7 +63,7 @@ data "aws_iam_policy_document" "job" {
   statement {
     sid       = "ListOwnPrefixes"
     actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.lake.arn]
+    resources = [module.lake_bucket.arn]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
@@ -78,7 +78,7 @@ data "aws_iam_policy_document" "job" {
     content {
       sid       = "ReadSources"
       actions   = ["s3:GetObject"]
-      resources = [for p in each.value.reads : "${aws_s3_bucket.lake.arn}/${local.lake_key_prefix}${p}/*"]
+      resources = [for p in each.value.reads : "${module.lake_bucket.arn}/${local.lake_key_prefix}${p}/*"]
     }
   }
 
@@ -86,7 +86,7 @@ data "aws_iam_policy_document" "job" {
     sid = "WriteOwnTables"
     # Delete: log cleanup after checkpoints, vacuum, stale manifests, superseded state files.
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = [for p in each.value.writes : "${aws_s3_bucket.lake.arn}/${local.lake_key_prefix}${p}/*"]
+    resources = [for p in each.value.writes : "${module.lake_bucket.arn}/${local.lake_key_prefix}${p}/*"]
   }
 
   statement {

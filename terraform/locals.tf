@@ -7,7 +7,7 @@ locals {
   region     = data.aws_region.current.name
   partition  = data.aws_partition.current.partition
 
-  lake_root       = "s3://${aws_s3_bucket.lake.id}/${var.lake_prefix}"
+  lake_root       = "s3://${module.lake_bucket.id}/${var.lake_prefix}"
   lake_key_prefix = "${var.lake_prefix}/"
   image           = "${aws_ecr_repository.jobs.repository_url}:${var.image_tag}"
 

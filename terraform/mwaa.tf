@@ -84,7 +84,7 @@ data "aws_iam_policy_document" "mwaa" {
   statement {
     sid       = "ReadDagBucket"
     actions   = ["s3:GetObject*", "s3:GetBucket*", "s3:List*"]
-    resources = [aws_s3_bucket.airflow.arn, "${aws_s3_bucket.airflow.arn}/*"]
+    resources = [module.airflow_bucket.arn, "${module.airflow_bucket.arn}/*"]
   }
   statement {
     sid       = "AirflowLogs"
@@ -183,7 +183,7 @@ data "aws_iam_policy_document" "mwaa" {
   statement {
     sid       = "ListManifests"
     actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
-    resources = [aws_s3_bucket.lake.arn]
+    resources = [module.lake_bucket.arn]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
@@ -193,12 +193,12 @@ data "aws_iam_policy_document" "mwaa" {
   statement {
     sid       = "ReadManifests"
     actions   = ["s3:GetObject"]
-    resources = [for t in var.athena_tables : "${aws_s3_bucket.lake.arn}/${local.lake_key_prefix}${t}/_symlink_format_manifest/*"]
+    resources = [for t in var.athena_tables : "${module.lake_bucket.arn}/${local.lake_key_prefix}${t}/_symlink_format_manifest/*"]
   }
   statement {
     sid       = "AthenaResults"
     actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
-    resources = ["${aws_s3_bucket.airflow.arn}/athena-results/*"]
+    resources = ["${module.airflow_bucket.arn}/athena-results/*"]
   }
 }
 
@@ -213,7 +213,7 @@ resource "aws_mwaa_environment" "this" {
   airflow_version       = var.mwaa_airflow_version
   environment_class     = var.mwaa_environment_class
   execution_role_arn    = aws_iam_role.mwaa.arn
-  source_bucket_arn     = aws_s3_bucket.airflow.arn
+  source_bucket_arn     = module.airflow_bucket.arn
   dag_s3_path           = "dags/"
   webserver_access_mode = var.mwaa_webserver_access_mode
   max_workers           = 2

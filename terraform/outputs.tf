@@ -5,7 +5,7 @@ output "lake_root" {
 
 output "lake_bucket" {
   description = "Name of the lake bucket."
-  value       = aws_s3_bucket.lake.id
+  value       = module.lake_bucket.id
 }
 
 output "ecr_repository_url" {
@@ -50,7 +50,7 @@ output "mwaa_webserver_url" {
 
 output "airflow_bucket" {
   description = "MWAA source bucket (dags/) and Athena results (athena-results/)."
-  value       = aws_s3_bucket.airflow.id
+  value       = module.airflow_bucket.id
 }
 
 output "glue_database" {

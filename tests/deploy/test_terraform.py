@@ -39,20 +39,21 @@ def test_task_definition_wiring():
     td = resource("aws_ecs_task_definition", "jobs")
     assert attr(td, "task_role_arn") == "${aws_iam_role.job[each.key].arn}"
     assert attr(td, "execution_role_arn") == "${aws_iam_role.execution.arn}"
-    containers = attr(td, "container_definitions")
-    assert "'name': 'job'" in containers, "the DAG overrides the container named 'job'"
-    assert "'awslogs-group': '${aws_cloudwatch_log_group.jobs[each.key].name}'" in containers
-    assert "'awslogs-stream-prefix': '${each.key}'" in containers
-    assert "'command': '${each.value.command}'" in containers
-    assert "'stopTimeout': 120" in containers
+    assert attr(td, "container_definitions").startswith("${jsonencode([\"${merge(local.container_common[each.key],{'command': '${each.value.command}'")
+    common = module()["locals"]["container_common"]
+    assert common.startswith("${{for job in keys(local.jobs) : job => {'name': 'job'"), "the DAG overrides the container named 'job'"
+    assert "'awslogs-group': '${aws_cloudwatch_log_group.jobs[job].name}'" in common
+    assert "'awslogs-stream-prefix': '${job}'" in common
+    assert "'stopTimeout': 120" in common
+    assert "'readonlyRootFilesystem': True" in common and "'user': '10001:10001'" in common
 
 
 def test_continuous_service_has_health_check_and_stop_timeout():
-    td = attr(resource("aws_ecs_task_definition", "raw_append_service"), "container_definitions")
+    # python-hcl2 escapes the quotes of a nested interpolation.
+    td = attr(resource("aws_ecs_task_definition", "raw_append_service"), "container_definitions").replace("\\'", "'")
+    assert td.startswith("${jsonencode(['${merge(local.container_common[\"raw-append\"]")
     assert "'command': ['raw-append', '--trigger', 'continuous']" in td
     assert "'healthCheck': {'command': ['CMD', '/usr/local/bin/lakectl', 'healthcheck', '--max-age', '5m']" in td
-    assert "'stopTimeout': 120" in td
-    assert "'logDriver': 'awslogs'" in td
     assert "LAKEHOUSE_RAW_APPEND_GROUP_ID" in td and "LAKEHOUSE_METRICS_ADDR" in td
     service = resource("aws_ecs_service", "raw_append")
     assert attr(service, "task_definition") == "${aws_ecs_task_definition.raw_append_service[0].arn}"
@@ -96,7 +97,7 @@ def test_job_policies_are_scoped_to_prefixes_and_topics():
     doc = module()["data"]["aws_iam_policy_document"]["job"]
     statements = {attr(s, "sid"): s for s in blocks(doc, "statement")}
     write = statements["WriteOwnTables"]
-    assert attr(write, "resources") == '${[for p in each.value.writes : "${aws_s3_bucket.lake.arn}/${local.lake_key_prefix}${p}/*"]}'
+    assert attr(write, "resources") == '${[for p in each.value.writes : "${module.lake_bucket.arn}/${local.lake_key_prefix}${p}/*"]}'
     listing = statements["ListOwnPrefixes"]
     assert attr(blocks(listing, "condition")[0], "variable") == "s3:prefix"
     dynamic = {attr(d["statement"]["content"][0], "sid"): d["statement"] for d in blocks(doc, "dynamic")}
@@ -134,9 +135,12 @@ def test_variables_and_outputs_are_documented():
     for kind in ("variable", "output"):
         for name, body in module()[kind].items():
             assert attr(body, "description"), f"{kind} {name} has no description"
-    for example in (TERRAFORM / "examples").iterdir():
-        ex = module(example)
-        assert ex["variable"] and all(attr(b, "description") for b in ex["variable"].values()), example
+    for folder in [*(TERRAFORM / "examples").iterdir(), *(TERRAFORM / "modules").iterdir()]:
+        inner = module(folder)
+        assert inner["variable"], folder
+        for kind in ("variable", "output"):
+            for name, body in inner[kind].items():
+                assert attr(body, "description"), f"{folder.name}: {kind} {name} has no description"
 
 
 def test_terraform_is_formatted():
