@@ -10,6 +10,7 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use deltalake::kernel::Add;
 use deltalake::DeltaTable;
+use indexmap::IndexMap;
 use pipeline_config::{PartitionSource, PartitionSpec};
 
 use crate::{write_files, DeltaIoError, TableWriter};
@@ -74,36 +75,108 @@ fn hourly(format: &str) -> bool {
 /// Writes rows whose partition values come in long runs (event-time ordered output): each run
 /// goes to its partition directly instead of through the writer's per-row split, the costliest
 /// part of writing tens of millions of rows. Mixed batches take the writer's own split.
+///
+/// Parquet encoding is CPU-bound and a writer encodes on the task that feeds it, so large
+/// outputs are spread over one writer per core, each owning whole partitions (the files per
+/// partition stay what one writer would make).
 pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partition_columns: &[String], rows: &[RecordBatch], target_file_size: u64) -> Result<Vec<Add>, DeltaIoError> {
     let all_strings = partition_columns.iter().all(|c| schema.field_with_name(c).is_ok_and(|f| f.data_type() == &DataType::Utf8));
     if partition_columns.is_empty() || !all_strings {
         return write_files(table, schema, partition_columns, rows, target_file_size).await;
     }
-    let mut writer = TableWriter::new(table, schema, partition_columns, target_file_size);
-    for b in rows {
-        if let Err(e) = write_runs(&mut writer, partition_columns, b).await {
-            writer.abort().await;
-            return Err(e);
+    let (runs, mixed) = partition_runs(partition_columns, rows)?;
+    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len().max(1));
+    if workers <= 1 || total < PARALLEL_WRITE_ROWS {
+        let mut writer = TableWriter::new(table, schema, partition_columns, target_file_size);
+        return match write_assigned(&mut writer, runs.into_values(), &mixed).await {
+            Ok(()) => writer.close().await,
+            Err(e) => {
+                writer.abort().await;
+                Err(e)
+            }
+        };
+    }
+    // Largest partitions first, each to the least loaded writer.
+    let mut groups: Vec<PartitionRun> = runs.into_values().collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.rows));
+    let mut shares: Vec<(usize, Vec<PartitionRun>)> = (0..workers).map(|_| (0, Vec::new())).collect();
+    for group in groups {
+        if let Some(share) = shares.iter_mut().min_by_key(|(rows, _)| *rows) {
+            share.0 += group.rows;
+            share.1.push(group);
         }
     }
-    writer.close().await
+    let mut tasks = tokio::task::JoinSet::new();
+    // Batches too mixed for runs go through the first writer's own split.
+    let mut mixed = Some(mixed);
+    for (_, share) in shares {
+        let mut writer = TableWriter::new(table, schema.clone(), partition_columns, target_file_size);
+        let mixed = mixed.take().unwrap_or_default();
+        tasks.spawn(async move {
+            match write_assigned(&mut writer, share, &mixed).await {
+                Ok(()) => writer.close().await,
+                Err(e) => {
+                    writer.abort().await;
+                    Err(e)
+                }
+            }
+        });
+    }
+    let mut adds = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        adds.extend(done.map_err(|e| DeltaIoError::Location(format!("a file writer failed: {e}")))??);
+    }
+    Ok(adds)
 }
 
-async fn write_runs(writer: &mut TableWriter, columns: &[String], b: &RecordBatch) -> Result<(), DeltaIoError> {
+/// Below this many rows one writer is as fast as several.
+const PARALLEL_WRITE_ROWS: usize = 200_000;
+
+/// Partition column → value, in partition order.
+type PartitionValues = Vec<(String, Option<String>)>;
+
+/// The slices of one partition.
+struct PartitionRun {
+    values: PartitionValues,
+    slices: Vec<RecordBatch>,
+    rows: usize,
+}
+
+/// Rows grouped by partition values (in first-seen order within a partition), and the batches
+/// too mixed to split by runs.
+fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<(IndexMap<PartitionValues, PartitionRun>, Vec<RecordBatch>), DeltaIoError> {
     let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition runs: {e}"));
-    let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
-    let ranges = arrow::compute::partition(&keys).map_err(arrow)?.ranges();
-    if ranges.len() > 64 {
-        return writer.write(b).await;
+    let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
+    let mut mixed = Vec::new();
+    for b in rows {
+        let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
+        let ranges = arrow::compute::partition(&keys).map_err(arrow)?.ranges();
+        let strings: Vec<&StringArray> = keys.iter().filter_map(|k| k.as_any().downcast_ref::<StringArray>()).collect();
+        if ranges.len() > 64 || strings.len() != keys.len() {
+            mixed.push(b.clone());
+            continue;
+        }
+        for range in ranges {
+            let values: PartitionValues =
+                columns.iter().zip(&strings).map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string()))).collect();
+            let run = runs.entry(values.clone()).or_insert_with(|| PartitionRun { values, slices: Vec::new(), rows: 0 });
+            run.rows += range.len();
+            run.slices.push(b.slice(range.start, range.len()));
+        }
     }
-    let strings: Vec<&StringArray> = keys.iter().filter_map(|k| k.as_any().downcast_ref::<StringArray>()).collect();
-    if strings.len() != keys.len() {
-        return writer.write(b).await;
+    Ok((runs, mixed))
+}
+
+/// Feeds one writer its partitions' slices, then the mixed batches.
+async fn write_assigned(writer: &mut TableWriter, runs: impl IntoIterator<Item = PartitionRun>, mixed: &[RecordBatch]) -> Result<(), DeltaIoError> {
+    for run in runs {
+        for slice in &run.slices {
+            writer.write_partition(slice, &run.values).await?;
+        }
     }
-    for range in ranges {
-        let values: Vec<(String, Option<String>)> =
-            columns.iter().zip(&strings).map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string()))).collect();
-        writer.write_partition(&b.slice(range.start, range.len()), &values).await?;
+    for b in mixed {
+        writer.write(b).await?;
     }
     Ok(())
 }
