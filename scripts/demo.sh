@@ -8,6 +8,9 @@ log "building (release; the first build takes about half an hour on 2 cores)"
 cargo build --release --workspace --bins
 trap 'bash scripts/services.sh stop' EXIT
 source "$(bash scripts/services.sh start | tail -1)"
+# The broker starts empty (it keeps messages in memory): a previous run's ./lake records offsets
+# of a broker that no longer exists, so the demo starts from empty tables too.
+rm -rf lake
 log "creating topics and producing the reference data (1% malformed)"
 "$BIN/lakectl" create-topics orders members --partitions 3
 "$BIN/lakectl" produce --orders 10000 --members 300 --bad-fraction 0.01
