@@ -27,6 +27,11 @@ resource "aws_cloudwatch_log_group" "jobs" {
   tags              = local.tags
 }
 
+locals {
+  # The jobs' log streams (ECS writes them, the DAG reads them).
+  job_log_stream_arns = [for g in aws_cloudwatch_log_group.jobs : "${g.arn}:*"]
+}
+
 resource "aws_security_group" "jobs" {
   name_prefix = "${var.name}-jobs-"
   description = "Job tasks: HTTPS to AWS APIs, Kafka to MSK"

@@ -34,7 +34,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "ShipLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [for g in aws_cloudwatch_log_group.jobs : "${g.arn}:*"]
+    resources = local.job_log_stream_arns
   }
   statement {
     sid       = "DecryptImageLayers"

@@ -164,7 +164,7 @@ data "aws_iam_policy_document" "mwaa" {
   statement {
     sid       = "ReadJobLogs"
     actions   = ["logs:GetLogEvents", "logs:FilterLogEvents"]
-    resources = [for g in aws_cloudwatch_log_group.jobs : "${g.arn}:*"]
+    resources = local.job_log_stream_arns
   }
   statement {
     sid       = "AthenaQueries"

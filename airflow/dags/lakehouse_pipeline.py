@@ -54,7 +54,7 @@ class LakehouseJobOperator(EcsRunTaskOperator):
     def _check_success_task(self) -> None:
         if self.client and self.arn:
             response = self.client.describe_tasks(cluster=self.cluster, tasks=[self.arn])
-            if container_outcome(response, SETTINGS["container"]) == "skip":
+            if container_outcome(response, CONTAINER) == "skip":
                 raise AirflowSkipException("no new data (exit code 3)")
         super()._check_success_task()
 
@@ -66,7 +66,7 @@ def in_compaction_window(logical_date: datetime, **_) -> bool:
 
 def in_vacuum_window(logical_date: datetime, **_) -> bool:
     """Vacuum runs once a week, in the compaction run of VACUUM_WEEKDAY."""
-    return logical_date.weekday() == VACUUM_WEEKDAY and logical_date.hour == COMPACTION_HOUR_UTC
+    return logical_date.weekday() == VACUUM_WEEKDAY and in_compaction_window(logical_date)
 
 
 SETTINGS = load_settings()
@@ -102,6 +102,11 @@ def job_task(task_id: str, job: str, command: list[str], timeout: timedelta, **k
     )
 
 
+def once(job: str, **kwargs) -> LakehouseJobOperator:
+    """`job --trigger once`: everything new, then exit (3 when there was nothing)."""
+    return job_task(job.replace("-", "_"), job, [job, "--trigger", "once"], timedelta(hours=1), **kwargs)
+
+
 default_args = {
     "owner": "data-platform",
     "retries": 3,
@@ -123,24 +128,10 @@ with DAG(
     tags=["lakehouse"],
     doc_md=__doc__,
 ) as dag:
-    stream_join = job_task(
-        "stream_join",
-        "stream-join",
-        ["stream-join", "--trigger", "once"],
-        timedelta(hours=1),
-        trigger_rule=TriggerRule.NONE_FAILED,
-    )
+    stream_join = once("stream-join", trigger_rule=TriggerRule.NONE_FAILED)
     if SETTINGS.get("raw_append_mode") == "scheduled":
-        raw_append = job_task("raw_append", "raw-append", ["raw-append", "--trigger", "once"], timedelta(hours=1))
-        raw_append >> stream_join
-
-    merge_upsert = job_task(
-        "merge_upsert",
-        "merge-upsert",
-        ["merge-upsert", "--trigger", "once"],
-        timedelta(hours=1),
-        trigger_rule=TriggerRule.NONE_FAILED,
-    )
+        once("raw-append") >> stream_join
+    merge_upsert = once("merge-upsert", trigger_rule=TriggerRule.NONE_FAILED)
     stream_join >> merge_upsert
 
     # Compaction before the manifests, so they list the compacted files; a skipped window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -177,8 +178,6 @@ def test_dockerfile_is_multi_stage_non_root_with_exec_form_health_check():
     assert re.search(r"^USER\s+10001", DOCKERFILE, re.M)
     health = re.search(r"^HEALTHCHECK [^\[]*?CMD (\[[^\]]*\])", DOCKERFILE, re.M)
     assert health, "HEALTHCHECK must use the exec form"
-    import json
-
     command = json.loads(health.group(1))
     assert command[:2] == ["/usr/local/bin/lakectl", "healthcheck"]
     _assert_cli_accepts(["lakectl", *command[1:]])
@@ -217,6 +216,4 @@ def test_runtime_image_has_every_shared_library_the_binaries_link():
 # --- helpers -------------------------------------------------------------------------------
 
 def _sample_settings_keys() -> list[str]:
-    import json
-
     return list(json.loads((REPO / "tests" / "deploy" / "dag_settings.sample.json").read_text()))

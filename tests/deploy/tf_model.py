@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -61,6 +60,3 @@ def job_binaries() -> set[str]:
     """Job binaries of the workspace (jobs/*, lakectl is the operator tool, not a job)."""
     return {p.name for p in (REPO / "jobs").iterdir() if (p / "Cargo.toml").exists()} - {"lakectl"}
 
-
-def interpolations(text: str) -> list[str]:
-    return re.findall(r"\$\{([^}]*)\}", text)

@@ -88,14 +88,7 @@ pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partiti
     let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len().max(1));
     if workers <= 1 || total < PARALLEL_WRITE_ROWS {
-        let mut writer = TableWriter::new(table, schema, partition_columns, target_file_size);
-        return match write_assigned(&mut writer, runs.into_values(), &mixed).await {
-            Ok(()) => writer.close().await,
-            Err(e) => {
-                writer.abort().await;
-                Err(e)
-            }
-        };
+        return write_share(TableWriter::new(table, schema, partition_columns, target_file_size), runs.into_values(), mixed).await;
     }
     // Largest partitions first, each to the least loaded writer.
     let mut groups: Vec<PartitionRun> = runs.into_values().collect();
@@ -111,17 +104,8 @@ pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partiti
     // Batches too mixed for runs go through the first writer's own split.
     let mut mixed = Some(mixed);
     for (_, share) in shares {
-        let mut writer = TableWriter::new(table, schema.clone(), partition_columns, target_file_size);
-        let mixed = mixed.take().unwrap_or_default();
-        tasks.spawn(async move {
-            match write_assigned(&mut writer, share, &mixed).await {
-                Ok(()) => writer.close().await,
-                Err(e) => {
-                    writer.abort().await;
-                    Err(e)
-                }
-            }
-        });
+        let writer = TableWriter::new(table, schema.clone(), partition_columns, target_file_size);
+        tasks.spawn(write_share(writer, share, mixed.take().unwrap_or_default()));
     }
     let mut adds = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -168,17 +152,28 @@ fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<(IndexMap<
     Ok((runs, mixed))
 }
 
-/// Feeds one writer its partitions' slices, then the mixed batches.
-async fn write_assigned(writer: &mut TableWriter, runs: impl IntoIterator<Item = PartitionRun>, mixed: &[RecordBatch]) -> Result<(), DeltaIoError> {
-    for run in runs {
-        for slice in &run.slices {
-            writer.write_partition(slice, &run.values).await?;
+/// Feeds one writer its partitions' slices, then the mixed batches, and closes it (or aborts
+/// its uploads on failure).
+async fn write_share(mut writer: TableWriter, runs: impl IntoIterator<Item = PartitionRun>, mixed: Vec<RecordBatch>) -> Result<Vec<Add>, DeltaIoError> {
+    let written: Result<(), DeltaIoError> = async {
+        for run in runs {
+            for slice in &run.slices {
+                writer.write_partition(slice, &run.values).await?;
+            }
+        }
+        for b in &mixed {
+            writer.write(b).await?;
+        }
+        Ok(())
+    }
+    .await;
+    match written {
+        Ok(()) => writer.close().await,
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
         }
     }
-    for b in mixed {
-        writer.write(b).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -189,6 +189,7 @@ impl MergeUpsert {
             let batch = recorded.as_ref().map_or(previous.batch + 1, |p| p.batch);
             let batch_started = Instant::now();
             let progress = self.run_batch(batch, &plan, &source, &mut sinks, &mut tombstones, &encoders, &log, &mut summary, &mut totals).await?;
+            summary.batch_done(batch_started.elapsed());
             tracing::info!(stage = "commit", batch, ms = batch_started.elapsed().as_millis() as u64, "batch merged");
             previous = progress;
         }
@@ -263,10 +264,10 @@ impl MergeUpsert {
         let per_file = delta_source::read_each(source, plan, &layout.input).await?;
         let mut dead_letters = DeadLetters::default();
         let mut rows = Vec::new();
-        let batch_started = std::time::Instant::now();
+        let mut rows_in = 0;
         for (file, batches) in plan.files.iter().zip(per_file) {
             for b in batches {
-                summary.read(b.num_rows() as u64, 0);
+                rows_in += b.num_rows() as u64;
                 let (kept, rejected) = split_rejected(&b, &columns)?;
                 if let Some((rejected, reasons)) = rejected {
                     dead_letters.push(file.version, &file.path, &rejected, reasons)?;
@@ -275,7 +276,7 @@ impl MergeUpsert {
             }
         }
         let info = commit_info(batch, plan);
-        summary.read(0, plan.bytes());
+        summary.read(rows_in, plan.bytes());
         if !dead_letters.is_empty() {
             summary.dead_lettered(dead_letters.len() as u64);
             if read_progress(&sinks.dead_letter, job_id).await?.is_none_or(|v| v < batch) {
@@ -320,7 +321,6 @@ impl MergeUpsert {
         summary.wrote(&spec.target.name, metrics.rows_inserted + metrics.rows_updated);
         summary.committed(&spec.target.name, done.version, done.retries);
         summary.source_version_lag(&spec.source_name, plan.versions_behind(source));
-        summary.batch_done(batch_started.elapsed());
         summary.details.insert("tombstones".into(), (tombstones.len() as u64).into());
         tracing::info!(
             batch,

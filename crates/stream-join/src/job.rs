@@ -56,7 +56,8 @@ pub enum StreamJoinError {
 
 /// A stream-join run over a validated configuration: build it, then `.await` it.
 pub struct StreamJoin {
-    spec: JoinSpec,
+    /// Shared with the threads that derive output partitions.
+    spec: Arc<JoinSpec>,
     job: StreamJoinConfig,
     trigger: Trigger,
     shutdown: Shutdown,
@@ -93,7 +94,7 @@ impl StreamJoin {
     /// A run of the configuration's `[stream_join]` job.
     pub fn new(config: &PipelineConfig) -> Result<Self, StreamJoinError> {
         let job = config.stream_join.clone().ok_or(StreamJoinError::NotConfigured)?;
-        Ok(Self { spec: JoinSpec::resolve(config, &job), trigger: job.trigger, job, shutdown: Shutdown::default() })
+        Ok(Self { spec: Arc::new(JoinSpec::resolve(config, &job)), trigger: job.trigger, job, shutdown: Shutdown::default() })
     }
 
     /// Overrides the configured trigger.
@@ -254,7 +255,7 @@ impl StreamJoin {
         if spec.join_type == JoinType::LeftOuter {
             rows.extend(operator::unmatched_left(spec, &left_evicted)?);
         }
-        let rows = derive_partitions(spec, rows).await?;
+        let rows = derive_partitions(&self.spec, rows).await?;
         let rows_out: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
 
         let mut progress = Progress {
@@ -308,12 +309,11 @@ impl StreamJoin {
 
 /// Output rows with their partition columns, derived on every core (formatting the time of
 /// tens of millions of rows is a large share of a batch).
-async fn derive_partitions(spec: &JoinSpec, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StreamJoinError> {
+async fn derive_partitions(spec: &Arc<JoinSpec>, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StreamJoinError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len());
     if workers <= 1 {
         return rows.iter().map(|b| with_partitions(spec, b)).collect();
     }
-    let spec = std::sync::Arc::new(spec.clone());
     let per_worker = rows.len().div_ceil(workers);
     let mut rows = rows.into_iter();
     let mut tasks = Vec::with_capacity(workers);
