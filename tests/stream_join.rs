@@ -123,6 +123,12 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
         let expected = oracle(&p);
         assert!(expected.values().sum::<usize>() > 10_000, "{case}: the data joins plenty of rows");
         assert_eq!(curated(&p), expected, "{case}: curated equals the one-shot join");
+        let misplaced = query(
+            &[("c", p.table("curated").as_str())],
+            &HashMap::new(),
+            "SELECT COUNT(*) FROM c WHERE day <> to_char(timestamp, '%Y%m%d') OR hour <> to_char(timestamp, '%H')",
+        );
+        assert_eq!(misplaced, vec![vec!["0".to_string()]], "{case}: every row in the partition of its order time");
         let again = run("stream-join", &["--config", config], &[]);
         assert_eq!(again.code, Some(3), "{case}: nothing new: {}", again.stderr);
     }

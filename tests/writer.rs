@@ -63,3 +63,84 @@ fn large_outputs_written_in_parallel_keep_every_row_once_and_each_partition_whol
     );
     assert_eq!(misplaced, vec![vec!["0".to_string()]]);
 }
+
+/// Rows without their derived partition columns: each run of one hour lands in the partition
+/// its timestamp formats to (null timestamps in the null partition), mixed batches and
+/// formats finer than the hour included.
+#[test]
+fn derived_partitions_are_formatted_per_run_and_every_row_lands_in_its_hour() {
+    use arrow::array::TimestampMicrosecondArray;
+    use arrow::datatypes::TimeUnit;
+    use delta_io::write_derived_partition_runs;
+    use pipeline_config::{PartitionSource, PartitionSpec};
+
+    const HOUR: i64 = 3_600_000_000;
+    const ROWS: i64 = 600_000;
+    let start = 1_700_000_000_000_000_i64; // 2023-11-14T22:13:20Z: days and years roll over below
+    let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let field = |column: &str, format: &str| PartitionSpec { column: column.into(), source: PartitionSource::Field, field: Some("ts".into()), format: Some(format.into()) };
+    let cases = [
+        ("hourly", vec![field("day", "%Y%m%d"), field("hour", "%H"), PartitionSpec { column: "loaded".into(), source: PartitionSource::IngestionTime, field: None, format: Some("%Y".into()) }]),
+        // Minutes are finer than runs of one hour: the columns are derived per row.
+        ("minutes", vec![field("day", "%Y%m%d"), field("hour", "%H%M")]),
+    ];
+    for (case, partitions) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = dir.path().join("t").display().to_string();
+        let data = vec![Field::new("id", DataType::Int64, false), Field::new("ts", ts_type.clone(), true)];
+        let mut fields = data.clone();
+        fields.extend(partitions.iter().map(|p| Field::new(&p.column, DataType::Utf8, true)));
+        let schema = Arc::new(Schema::new(fields));
+        let partition_columns: Vec<String> = partitions.iter().map(|p| p.column.clone()).collect();
+        let spec = TableSpec {
+            location: location.clone(),
+            name: "t".into(),
+            schema: schema.clone(),
+            partition_columns: partition_columns.clone(),
+            properties: Default::default(),
+            storage: Default::default(),
+        };
+        // Runs of 45,000 rows per hour crossing batch boundaries and days, one run
+        // without timestamps, and a last batch that changes hour on every row.
+        let time = |i: i64| match i / 45_000 {
+            5 => None,
+            n if i >= ROWS - 50_000 => Some(start + (i % 97) * HOUR + n),
+            n => Some(start + n * 7 * HOUR + (i % 45_000) * 1_000),
+        };
+        let data_schema = Arc::new(Schema::new(data));
+        let batches: Vec<RecordBatch> = (0..ROWS)
+            .step_by(50_000)
+            .map(|first| {
+                let ids: Vec<i64> = (first..first + 50_000).collect();
+                let times = TimestampMicrosecondArray::from(ids.iter().map(|&i| time(i)).collect::<Vec<_>>()).with_timezone("UTC");
+                RecordBatch::try_new(data_schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(times)]).expect("batch")
+            })
+            .collect();
+        let files = block_on(async {
+            let mut table = open_or_create(&spec).await.expect("table");
+            let adds = write_derived_partition_runs(&table, schema.clone(), &partition_columns, &partitions, &batches, 128 << 20).await.expect("written");
+            let files = adds.len();
+            commit_append(&mut table, adds, Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
+            files
+        });
+        let tables = [("t", location.as_str())];
+        let rows = query(&tables, &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT id) FROM t");
+        assert_eq!(rows, vec![vec![ROWS.to_string(), ROWS.to_string()]], "{case}");
+        let (day, hour) = if case == "hourly" { ("%Y%m%d", "%H") } else { ("%Y%m%d", "%H%M") };
+        let misplaced = query(
+            &tables,
+            &HashMap::new(),
+            &format!(
+                "SELECT COUNT(*) FROM t WHERE ts IS NULL AND (day IS NOT NULL OR hour IS NOT NULL) \
+                 OR ts IS NOT NULL AND (day <> to_char(ts, '{day}') OR hour <> to_char(ts, '{hour}'))"
+            ),
+        );
+        assert_eq!(misplaced, vec![vec!["0".to_string()]], "{case}: every row in the partition of its time");
+        let partitions_written = query(&tables, &HashMap::new(), "SELECT COUNT(*) FROM (SELECT DISTINCT day, hour FROM t)");
+        assert_eq!(partitions_written, vec![vec![files.to_string()]], "{case}: one file per partition");
+        if case == "hourly" {
+            let loaded = query(&tables, &HashMap::new(), "SELECT DISTINCT loaded FROM t");
+            assert_eq!(loaded, vec![vec![chrono::Utc::now().format("%Y").to_string()]], "ingestion-time partition");
+        }
+    }
+}

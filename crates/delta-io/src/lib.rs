@@ -11,7 +11,7 @@ mod writer;
 pub use commit::{commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome};
 pub use files::{decode_data_file, read_data_file};
 pub use location::{object_store_at, storage_options, table_url};
-pub use partitions::{format_timestamps, with_derived_partitions, write_partition_runs};
+pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, DeltaIoError, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 

@@ -2,10 +2,12 @@
 //! `[tables.*].partitions`) and writing rows that arrive in long runs of one partition.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::{lexsort_to_indices, take, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use deltalake::kernel::Add;
@@ -74,21 +76,138 @@ fn hourly(format: &str) -> bool {
 
 /// Writes rows whose partition values come in long runs (event-time ordered output): each run
 /// goes to its partition directly instead of through the writer's per-row split, the costliest
-/// part of writing tens of millions of rows. Mixed batches take the writer's own split.
-///
-/// Parquet encoding is CPU-bound and a writer encodes on the task that feeds it, so large
-/// outputs are spread over one writer per core, each owning whole partitions (the files per
-/// partition stay what one writer would make).
+/// part of writing tens of millions of rows. Batches with many short runs are grouped first.
 pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partition_columns: &[String], rows: &[RecordBatch], target_file_size: u64) -> Result<Vec<Add>, DeltaIoError> {
     let all_strings = partition_columns.iter().all(|c| schema.field_with_name(c).is_ok_and(|f| f.data_type() == &DataType::Utf8));
     if partition_columns.is_empty() || !all_strings {
         return write_files(table, schema, partition_columns, rows, target_file_size).await;
     }
-    let (runs, mixed) = partition_runs(partition_columns, rows)?;
-    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    let runs = partition_runs(partition_columns, rows)?;
+    write_runs(table, schema, partition_columns, runs, target_file_size).await
+}
+
+/// Writes rows that lack the derived partition columns of `partitions` (`schema` is the full
+/// table schema). When every partition is an hourly-or-coarser format of a timestamp column (or
+/// ingestion time), the partition of a run of rows is its hour, formatted once per run: no
+/// per-row partition strings are built (that was the largest per-row cost of a join output).
+/// Other layouts derive the columns and take [`write_partition_runs`].
+pub async fn write_derived_partition_runs(
+    table: &DeltaTable,
+    schema: SchemaRef,
+    partition_columns: &[String],
+    partitions: &[PartitionSpec],
+    rows: &[RecordBatch],
+    target_file_size: u64,
+) -> Result<Vec<Add>, DeltaIoError> {
+    let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition values: {e}"));
+    let by_hour = !partition_columns.is_empty()
+        && partition_columns.iter().all(|c| {
+            partitions.iter().any(|p| {
+                &p.column == c
+                    && match p.source {
+                        PartitionSource::IngestionTime => true,
+                        PartitionSource::Field => p.field.is_some() && hourly(p.format.as_deref().unwrap_or("%Y")),
+                        PartitionSource::Column => false,
+                    }
+            })
+        });
+    if !by_hour {
+        let full = rows.iter().map(|b| with_derived_partitions(b, partitions, &schema)).collect::<Result<Vec<_>, _>>().map_err(arrow)?;
+        return write_partition_runs(table, schema, partition_columns, &full, target_file_size).await;
+    }
+    let runs = hourly_runs(partition_columns, partitions, &schema, rows).map_err(arrow)?;
+    write_runs(table, schema, partition_columns, runs, target_file_size).await
+}
+
+/// Rows grouped by the hour of their partition fields (see [`write_derived_partition_runs`]).
+fn hourly_runs(
+    partition_columns: &[String],
+    partitions: &[PartitionSpec],
+    schema: &SchemaRef,
+    rows: &[RecordBatch],
+) -> Result<IndexMap<PartitionValues, PartitionRun>, ArrowError> {
+    const HOUR: i64 = 3_600_000_000;
+    // The writer drops partition columns from what it is given and compares the rest with
+    // this schema (delta-rs builds it the same way: the non-partition fields, no metadata).
+    let file_schema = Arc::new(Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(f.name())).cloned().collect::<Vec<_>>()));
+    // Per partition column: its value now (ingestion time) or which field's hour to format.
+    let mut fields: Vec<&str> = Vec::new();
+    let mut sources: Vec<(&str, HourlyValue)> = Vec::new();
+    for column in partition_columns {
+        let Some(p) = partitions.iter().find(|p| &p.column == column) else { continue };
+        let format = p.format.as_deref().unwrap_or("%Y");
+        let source = match p.field.as_deref().filter(|_| p.source == PartitionSource::Field) {
+            None => HourlyValue::Now(Utc::now().format(format).to_string()),
+            Some(field) => {
+                let index = fields.iter().position(|f| *f == field).unwrap_or_else(|| {
+                    fields.push(field);
+                    fields.len() - 1
+                });
+                HourlyValue::Hour { field: index, format }
+            }
+        };
+        sources.push((column, source));
+    }
+    let mut formatted: HashMap<(usize, i64), Option<String>> = HashMap::new();
+    let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
+    for b in rows {
+        let keys = fields
+            .iter()
+            .map(|f| {
+                let ts = b.column(b.schema().index_of(f)?).as_any().downcast_ref::<TimestampMicrosecondArray>().cloned();
+                let ts = ts.ok_or_else(|| ArrowError::InvalidArgumentError(format!("partition field {f} is not a microsecond timestamp")))?;
+                Ok(Arc::new(ts.unary::<_, Int64Type>(|t| t.div_euclid(HOUR))) as ArrayRef)
+            })
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+        let (data, keys, ranges) = runs_of(RecordBatch::try_new(file_schema.clone(), b.columns().to_vec())?, keys)?;
+        let hours: Vec<&Int64Array> = keys.iter().filter_map(|k| k.as_any().downcast_ref::<Int64Array>()).collect();
+        for range in ranges {
+            let values: PartitionValues = sources
+                .iter()
+                .enumerate()
+                .map(|(i, (column, source))| {
+                    let value = match source {
+                        HourlyValue::Now(value) => Some(value.clone()),
+                        HourlyValue::Hour { field, format } => {
+                            let hours = hours[*field];
+                            (!hours.is_null(range.start)).then(|| hours.value(range.start)).and_then(|hour| {
+                                formatted.entry((i, hour)).or_insert_with(|| DateTime::from_timestamp_micros(hour * HOUR).map(|t| t.format(format).to_string())).clone()
+                            })
+                        }
+                    };
+                    (column.to_string(), value)
+                })
+                .collect();
+            let run = runs.entry(values.clone()).or_insert_with(|| PartitionRun { values, slices: Vec::new(), rows: 0 });
+            run.rows += range.len();
+            run.slices.push(data.slice(range.start, range.len()));
+        }
+    }
+    Ok(runs)
+}
+
+/// Where an hourly partition value comes from.
+enum HourlyValue<'a> {
+    /// Ingestion time, formatted once per write.
+    Now(String),
+    /// The hour of a partition field (index into the fields), with its format.
+    Hour { field: usize, format: &'a str },
+}
+
+/// Writes grouped runs. Parquet encoding is CPU-bound and a writer encodes on
+/// the task that feeds it, so large outputs are spread over one writer per core, each owning
+/// whole partitions (the files per partition stay what one writer would make).
+async fn write_runs(
+    table: &DeltaTable,
+    schema: SchemaRef,
+    partition_columns: &[String],
+    runs: IndexMap<PartitionValues, PartitionRun>,
+    target_file_size: u64,
+) -> Result<Vec<Add>, DeltaIoError> {
+    let total: usize = runs.values().map(|r| r.rows).sum();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len().max(1));
     if workers <= 1 || total < PARALLEL_WRITE_ROWS {
-        return write_share(TableWriter::new(table, schema, partition_columns, target_file_size), runs.into_values(), mixed).await;
+        return write_share(TableWriter::new(table, schema, partition_columns, target_file_size), runs.into_values()).await;
     }
     // Largest partitions first, each to the least loaded writer.
     let mut groups: Vec<PartitionRun> = runs.into_values().collect();
@@ -101,11 +220,9 @@ pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partiti
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
-    // Batches too mixed for runs go through the first writer's own split.
-    let mut mixed = Some(mixed);
     for (_, share) in shares {
         let writer = TableWriter::new(table, schema.clone(), partition_columns, target_file_size);
-        tasks.spawn(write_share(writer, share, mixed.take().unwrap_or_default()));
+        tasks.spawn(write_share(writer, share));
     }
     let mut adds = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -127,19 +244,16 @@ struct PartitionRun {
     rows: usize,
 }
 
-/// Rows grouped by partition values (in first-seen order within a partition), and the batches
-/// too mixed to split by runs.
-fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<(IndexMap<PartitionValues, PartitionRun>, Vec<RecordBatch>), DeltaIoError> {
+/// Rows grouped by partition values (in first-seen order of the runs within a partition).
+fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<IndexMap<PartitionValues, PartitionRun>, DeltaIoError> {
     let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition runs: {e}"));
     let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
-    let mut mixed = Vec::new();
     for b in rows {
         let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
-        let ranges = arrow::compute::partition(&keys).map_err(arrow)?.ranges();
+        let (b, keys, ranges) = runs_of(b.clone(), keys).map_err(arrow)?;
         let strings: Vec<&StringArray> = keys.iter().filter_map(|k| k.as_any().downcast_ref::<StringArray>()).collect();
-        if ranges.len() > 64 || strings.len() != keys.len() {
-            mixed.push(b.clone());
-            continue;
+        if strings.len() != keys.len() {
+            return Err(DeltaIoError::Location("partition runs: partition columns must be strings".into()));
         }
         for range in ranges {
             let values: PartitionValues =
@@ -149,20 +263,34 @@ fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<(IndexMap<
             run.slices.push(b.slice(range.start, range.len()));
         }
     }
-    Ok((runs, mixed))
+    Ok(runs)
 }
 
-/// Feeds one writer its partitions' slices, then the mixed batches, and closes it (or aborts
-/// its uploads on failure).
-async fn write_share(mut writer: TableWriter, runs: impl IntoIterator<Item = PartitionRun>, mixed: Vec<RecordBatch>) -> Result<Vec<Add>, DeltaIoError> {
+/// The ranges of equal `keys` in `data`. A batch with many short runs is sorted by its keys
+/// first, so each partition is one range and stays with one writer.
+fn runs_of(data: RecordBatch, keys: Vec<ArrayRef>) -> Result<(RecordBatch, Vec<ArrayRef>, Vec<Range<usize>>), ArrowError> {
+    if keys.is_empty() {
+        let n = data.num_rows();
+        return Ok((data, keys, vec![0..n]));
+    }
+    let ranges = arrow::compute::partition(&keys)?.ranges();
+    if ranges.len() <= 64 {
+        return Ok((data, keys, ranges));
+    }
+    let order = lexsort_to_indices(&keys.iter().map(|k| SortColumn { values: k.clone(), options: None }).collect::<Vec<_>>(), None)?;
+    let data = take_record_batch(&data, &order)?;
+    let keys: Vec<ArrayRef> = keys.iter().map(|k| take(k, &order, None)).collect::<Result<_, _>>()?;
+    let ranges = arrow::compute::partition(&keys)?.ranges();
+    Ok((data, keys, ranges))
+}
+
+/// Feeds one writer its partitions' slices and closes it (or aborts its uploads on failure).
+async fn write_share(mut writer: TableWriter, runs: impl IntoIterator<Item = PartitionRun>) -> Result<Vec<Add>, DeltaIoError> {
     let written: Result<(), DeltaIoError> = async {
         for run in runs {
             for slice in &run.slices {
                 writer.write_partition(slice, &run.values).await?;
             }
-        }
-        for b in &mixed {
-            writer.write(b).await?;
         }
         Ok(())
     }

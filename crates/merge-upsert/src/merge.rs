@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, Row, RowConverter, SortField};
@@ -196,9 +196,9 @@ pub async fn merge(
         let rows = take_record_batch(&changes.rows, &UInt32Array::from(written)).map_err(arrow)?;
         let data: Vec<ArrayRef> = layout.data.fields().iter().map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
         let data = RecordBatch::try_new(layout.data.clone(), data).map_err(arrow)?;
-        let rows = delta_io::with_derived_partitions(&data, &spec.partitions, &layout.write).map_err(arrow)?;
-        let rows = sort_by_partition(&rows, &layout.partition_columns).map_err(arrow)?;
-        adds.extend(delta_io::write_partition_runs(target, layout.write.clone(), &layout.partition_columns, &[rows], 128 << 20).await?);
+        // The writer groups the rows by partition (sorting a mixed batch) and derives each
+        // partition's values once per run.
+        adds.extend(delta_io::write_derived_partition_runs(target, layout.write.clone(), &layout.partition_columns, &spec.partitions, &[data], 128 << 20).await?);
     }
     Ok(MergeActions { removes, adds, metrics })
 }
@@ -226,15 +226,6 @@ fn probe_schema(layout: &TargetLayout, columns: &ChangeColumns) -> Result<Schema
         fields.push(layout.write.field_with_name(name)?.clone());
     }
     Ok(Arc::new(Schema::new(fields)))
-}
-
-/// Rows ordered by their partition values, so each partition is one run for the writer.
-fn sort_by_partition(rows: &RecordBatch, partition_columns: &[String]) -> Result<RecordBatch, ArrowError> {
-    if partition_columns.is_empty() || rows.num_rows() < 2 {
-        return Ok(rows.clone());
-    }
-    let columns: Vec<SortColumn> = partition_columns.iter().map(|c| Ok(SortColumn { values: rows.column(rows.schema().index_of(c)?).clone(), options: None })).collect::<Result<_, ArrowError>>()?;
-    take_record_batch(rows, &lexsort_to_indices(&columns, None)?)
 }
 
 /// The target files whose first-key statistics admit a changed key.

@@ -6,6 +6,9 @@ use arrow::datatypes::SchemaRef;
 use delta_source::{BatchRecord, ProgressLog, Resume, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::errors::ParquetError;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::Path;
 use serde::{Deserialize, Serialize};
 
@@ -68,15 +71,28 @@ impl CheckpointStore {
         Ok(self.log.put(progress.batch, progress).await?)
     }
 
-    /// Writes one side's state after `batch`.
+    /// Writes one side's state after `batch`. The state is rewritten every batch and read back
+    /// only on restart, so it is encoded for speed (plain values, LZ4, no statistics) on a
+    /// blocking thread, off the job's own task.
     pub async fn put_state(&self, batch: i64, side: &str, schema: &SchemaRef, rows: &[RecordBatch]) -> Result<(), StreamJoinError> {
-        let err = |e: deltalake::parquet::errors::ParquetError| StreamJoinError::from(self.log.error(e));
-        let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), None).map_err(err)?;
-        for b in rows {
-            writer.write(b).map_err(err)?;
-        }
-        writer.close().map_err(err)?;
+        let (schema, rows) = (schema.clone(), rows.to_vec());
+        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ParquetError> {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::LZ4_RAW)
+                .set_dictionary_enabled(false)
+                .set_statistics_enabled(EnabledStatistics::None)
+                .build();
+            let mut buffer = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(props))?;
+            for b in &rows {
+                writer.write(b)?;
+            }
+            writer.close()?;
+            Ok(buffer)
+        })
+        .await
+        .map_err(|e| StreamJoinError::Internal(format!("state encoding: {e}")))?;
+        let buffer = encoded.map_err(|e| self.log.error(e))?;
         Ok(self.log.put_file(&state_path(batch, side), buffer).await?)
     }
 

@@ -255,7 +255,6 @@ impl StreamJoin {
         if spec.join_type == JoinType::LeftOuter {
             rows.extend(operator::unmatched_left(spec, &left_evicted)?);
         }
-        let rows = derive_partitions(&self.spec, rows).await?;
         let rows_out: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
 
         let mut progress = Progress {
@@ -271,11 +270,13 @@ impl StreamJoin {
         // The output's files are written while the state is: only their commit must wait for
         // the state (a crash before it leaves them orphaned, never visible).
         let state_written = async {
-            checkpoint.put_state(batch, "left", &left.state_schema, &left_kept).await?;
-            checkpoint.put_state(batch, "right", &right.state_schema, &right_kept).await?;
+            tokio::try_join!(
+                checkpoint.put_state(batch, "left", &left.state_schema, &left_kept),
+                checkpoint.put_state(batch, "right", &right.state_schema, &right_kept)
+            )?;
             checkpoint.put_progress(&progress).await
         };
-        let files_written = delta_io::write_partition_runs(output, spec.output.schema.clone(), &spec.output.partition_columns, &rows, 128 << 20);
+        let files_written = delta_io::write_derived_partition_runs(output, spec.output.schema.clone(), &spec.output.partition_columns, &spec.partitions, &rows, 128 << 20);
         let (state_written, files_written) = tokio::join!(state_written, files_written);
         state_written?;
         let adds = files_written?;
@@ -305,34 +306,6 @@ impl StreamJoin {
         let state = JoinState { left: left_kept, right: right_kept };
         Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), retries: retries + done.retries, state }))
     }
-}
-
-/// Output rows with their partition columns, derived on every core (formatting the time of
-/// tens of millions of rows is a large share of a batch).
-async fn derive_partitions(spec: &Arc<JoinSpec>, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StreamJoinError> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len());
-    if workers <= 1 {
-        return rows.iter().map(|b| with_partitions(spec, b)).collect();
-    }
-    let per_worker = rows.len().div_ceil(workers);
-    let mut rows = rows.into_iter();
-    let mut tasks = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let chunk: Vec<RecordBatch> = rows.by_ref().take(per_worker).collect();
-        let spec = spec.clone();
-        tasks.push(tokio::task::spawn_blocking(move || chunk.iter().map(|b| with_partitions(&spec, b)).collect::<Result<Vec<_>, _>>()));
-    }
-    let mut out = Vec::new();
-    // Joined in order: the output keeps the join's row order.
-    for task in tasks {
-        out.extend(task.await.map_err(|e| StreamJoinError::Internal(format!("partition derivation: {e}")))??);
-    }
-    Ok(out)
-}
-
-/// Output rows with the partition columns derived from timestamps.
-fn with_partitions(spec: &JoinSpec, b: &RecordBatch) -> Result<RecordBatch, StreamJoinError> {
-    Ok(delta_io::with_derived_partitions(b, &spec.partitions, &spec.output.schema)?)
 }
 
 /// Late rows as late-table rows (the row as JSON).

@@ -2,7 +2,6 @@
 //! matching. State rows carry `__t` (event time in microseconds), `__id` (unique per row) and,
 //! on the left, `__matched` (for left-outer output at eviction).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -10,7 +9,7 @@ use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
-use pipeline_config::JoinSide;
+use pipeline_config::{JoinSide, JoinType};
 
 use crate::job::StreamJoinError;
 use crate::spec::{InputSpec, JoinSpec};
@@ -78,7 +77,8 @@ pub fn arrivals(input: &InputSpec, side: JoinSide, batch: i64, rows: Vec<RecordB
 }
 
 /// Pairs formed in this batch: new left rows with all right rows, and left state with new
-/// right rows. Returns the joined rows (joined schema) and the ids of left rows that matched.
+/// right rows. Returns the joined rows (joined schema) and, for a left-outer join (the only one
+/// that needs them), the ids of left rows that matched.
 pub async fn join(
     spec: &JoinSpec,
     left_state: &[RecordBatch],
@@ -87,9 +87,9 @@ pub async fn join(
     right_new: &[RecordBatch],
     left_schema: &SchemaRef,
     right_schema: &SchemaRef,
-) -> Result<(Vec<RecordBatch>, HashSet<i64>), StreamJoinError> {
+) -> Result<(Vec<RecordBatch>, MatchedIds), StreamJoinError> {
     if (left_new.is_empty() || (right_state.is_empty() && right_new.is_empty())) && (left_state.is_empty() || right_new.is_empty()) {
-        return Ok((Vec::new(), HashSet::new()));
+        return Ok((Vec::new(), MatchedIds::default()));
     }
     let ctx = SessionContext::new();
     for (name, schema, rows) in [("lstate", left_schema, left_state), ("lnew", left_schema, left_new), ("rstate", right_schema, right_state), ("rnew", right_schema, right_new)] {
@@ -112,17 +112,36 @@ pub async fn join(
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     let joined_schema = spec.joined_schema();
-    let mut matched = HashSet::new();
+    let mut matched = Vec::new();
     let mut out = Vec::new();
     for b in batches {
         if b.num_rows() == 0 {
             continue;
         }
-        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
-        matched.extend(ids.iter().flatten());
+        if spec.join_type == JoinType::LeftOuter {
+            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
+            // A left row's matches are mostly adjacent: skip repeats before sorting.
+            for id in ids.values() {
+                if matched.last() != Some(id) {
+                    matched.push(*id);
+                }
+            }
+        }
         out.push(project(&b, &joined_schema)?);
     }
-    Ok((out, matched))
+    matched.sort_unstable();
+    matched.dedup();
+    Ok((out, MatchedIds(matched)))
+}
+
+/// Ids of the left rows that matched in a batch, sorted.
+#[derive(Debug, Default)]
+pub struct MatchedIds(Vec<i64>);
+
+impl MatchedIds {
+    fn contains(&self, id: i64) -> bool {
+        self.0.binary_search(&id).is_ok()
+    }
 }
 
 /// Columns of `b` by name, cast to `schema`'s types.
@@ -139,7 +158,10 @@ fn project(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StreamJoi
 }
 
 /// Left state plus new left rows with `__matched` updated.
-pub fn merge_left(state: Vec<RecordBatch>, new: Vec<RecordBatch>, matched: &HashSet<i64>) -> Result<Vec<RecordBatch>, StreamJoinError> {
+pub fn merge_left(state: Vec<RecordBatch>, new: Vec<RecordBatch>, matched: &MatchedIds) -> Result<Vec<RecordBatch>, StreamJoinError> {
+    if matched.0.is_empty() {
+        return Ok(state.into_iter().chain(new).collect());
+    }
     state
         .into_iter()
         .chain(new)
@@ -148,7 +170,7 @@ pub fn merge_left(state: Vec<RecordBatch>, new: Vec<RecordBatch>, matched: &Hash
             let ids = b.column(schema.index_of(ID)?).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("ids".into()))?.clone();
             let idx = schema.index_of(MATCHED)?;
             let before = b.column(idx).as_any().downcast_ref::<BooleanArray>().ok_or_else(|| StreamJoinError::Internal("matched".into()))?.clone();
-            let now: BooleanArray = before.iter().zip(ids.iter()).map(|(m, id)| Some(m.unwrap_or(false) || id.is_some_and(|id| matched.contains(&id)))).collect();
+            let now: BooleanArray = before.iter().zip(ids.iter()).map(|(m, id)| Some(m.unwrap_or(false) || id.is_some_and(|id| matched.contains(id)))).collect();
             let mut columns = b.columns().to_vec();
             columns[idx] = Arc::new(now);
             Ok(RecordBatch::try_new(schema, columns)?)
