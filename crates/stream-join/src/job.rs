@@ -35,9 +35,6 @@ pub enum StreamJoinError {
     /// The checkpoint folder could not be used.
     #[error(transparent)]
     Checkpoint(#[from] delta_source::ProgressError),
-    /// The join query failed.
-    #[error("join: {0}")]
-    Query(#[from] deltalake::datafusion::error::DataFusionError),
     /// Building rows failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

@@ -8,6 +8,7 @@
 //! `txn(job_id, b)`, mark the batch done.
 
 mod checkpoint;
+mod interval;
 mod job;
 mod operator;
 mod spec;

@@ -1,23 +1,21 @@
-//! One batch of the interval join over in-memory state, with DataFusion's hash join doing the
-//! matching. State rows carry `__t` (event time in microseconds), `__id` (unique per row) and,
-//! on the left, `__matched` (for left-outer output at eviction).
+//! One batch of the interval join over in-memory state, the matching done by the
+//! [`crate::interval`] kernel. State rows carry `__t` (event time in microseconds), `__id`
+//! (unique per row) and, on the left, `__matched` (for left-outer output at eviction).
 
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deltalake::datafusion::datasource::MemTable;
-use deltalake::datafusion::prelude::SessionContext;
 use pipeline_config::{JoinSide, JoinType};
 
+use crate::interval::{Column, JoinShape, RightIndex};
 use crate::job::StreamJoinError;
 use crate::spec::{InputSpec, JoinSpec};
 
 const TIME: &str = "__t";
 const ID: &str = "__id";
 const MATCHED: &str = "__matched";
-const LEFT_ID: &str = "__lid";
 
 /// The state schema of a side: its kept columns plus the bookkeeping columns.
 pub fn state_schema(source: &SchemaRef, side: JoinSide) -> SchemaRef {
@@ -78,7 +76,7 @@ pub fn arrivals(input: &InputSpec, side: JoinSide, batch: i64, rows: Vec<RecordB
 
 /// Pairs formed in this batch: new left rows with all right rows, and left state with new
 /// right rows. Returns the joined rows (joined schema) and, for a left-outer join (the only one
-/// that needs them), the ids of left rows that matched.
+/// that needs them), the ids of left rows that matched. The probes run on every core.
 pub async fn join(
     spec: &JoinSpec,
     left_state: &[RecordBatch],
@@ -88,46 +86,59 @@ pub async fn join(
     left_schema: &SchemaRef,
     right_schema: &SchemaRef,
 ) -> Result<(Vec<RecordBatch>, MatchedIds), StreamJoinError> {
-    if (left_new.is_empty() || (right_state.is_empty() && right_new.is_empty())) && (left_state.is_empty() || right_new.is_empty()) {
-        return Ok((Vec::new(), MatchedIds::default()));
-    }
-    let ctx = SessionContext::new();
-    for (name, schema, rows) in [("lstate", left_schema, left_state), ("lnew", left_schema, left_new), ("rstate", right_schema, right_state), ("rnew", right_schema, right_new)] {
-        let table = MemTable::try_new(schema.clone(), vec![rows.to_vec()])?;
-        ctx.register_table(name, Arc::new(table))?;
-    }
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let mut select = vec![format!("l.{} AS {}", q(ID), q(LEFT_ID))];
-    for (name, side, col) in &spec.projection {
-        let alias = if *side == JoinSide::Left { "l" } else { "r" };
-        select.push(format!("{alias}.{} AS {}", q(col), q(name)));
-    }
-    let mut on: Vec<String> = spec.left.key.iter().zip(&spec.right.key).map(|(l, r)| format!("l.{} = r.{}", q(l), q(r))).collect();
-    on.push(format!("l.{t} >= r.{t} + ({})", spec.lower, t = q(TIME)));
-    on.push(format!("l.{t} <= r.{t} + ({})", spec.upper, t = q(TIME)));
-    let (select, on) = (select.join(", "), on.join(" AND "));
-    let sql = format!(
-        "SELECT {select} FROM lnew l JOIN (SELECT * FROM rstate UNION ALL SELECT * FROM rnew) r ON {on} \
-         UNION ALL SELECT {select} FROM lstate l JOIN rnew r ON {on}"
-    );
-    let batches = ctx.sql(&sql).await?.collect().await?;
-    let joined_schema = spec.joined_schema();
-    let mut matched = Vec::new();
-    let mut out = Vec::new();
-    for b in batches {
-        if b.num_rows() == 0 {
+    let index = |s: &SchemaRef, c: &str| s.index_of(c).map_err(|_| StreamJoinError::Internal(format!("state column {c} missing")));
+    let left_key = spec.left.key.iter().map(|c| index(left_schema, c)).collect::<Result<Vec<_>, _>>()?;
+    let columns = spec
+        .projection
+        .iter()
+        .map(|(_, side, c)| Ok(if *side == JoinSide::Left { Column::Left(index(left_schema, c)?) } else { Column::Right(index(right_schema, c)?) }))
+        .collect::<Result<Vec<_>, StreamJoinError>>()?;
+    let key_types: Vec<DataType> = left_key.iter().map(|&i| left_schema.field(i).data_type().clone()).collect();
+    let shape = Arc::new(JoinShape {
+        right_key: spec.right.key.iter().map(|c| index(right_schema, c)).collect::<Result<Vec<_>, _>>()?,
+        left_key,
+        left_time: index(left_schema, TIME)?,
+        right_time: index(right_schema, TIME)?,
+        lower: spec.lower,
+        upper: spec.upper,
+        columns,
+        output: spec.joined_schema(),
+    });
+    let all_right: Vec<RecordBatch> = right_state.iter().chain(right_new).cloned().collect();
+    let mut probes = Vec::new();
+    for (right, left) in [(all_right, left_new), (right_new.to_vec(), left_state)] {
+        if right.is_empty() || left.is_empty() {
             continue;
         }
+        let index = Arc::new(RightIndex::build(&right, right_schema, &key_types, shape.clone())?);
+        if !index.is_empty() {
+            probes.push((index, left));
+        }
+    }
+    // Contiguous chunks of left rows, a few per core, probed in order.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut tasks = Vec::new();
+    for (index, left) in probes {
+        let rows: usize = left.iter().map(RecordBatch::num_rows).sum();
+        let chunk = rows.div_ceil(cores * 4).clamp(8_192, 131_072);
+        let chunks: Vec<RecordBatch> = left.iter().flat_map(|b| (0..b.num_rows()).step_by(chunk).map(move |o| b.slice(o, chunk.min(b.num_rows() - o)))).collect();
+        for group in chunks.chunks(chunks.len().div_ceil(cores)) {
+            let (index, group) = (index.clone(), group.to_vec());
+            tasks.push(tokio::task::spawn_blocking(move || index.probe(&group).map(|m| (group, m))));
+        }
+    }
+    let id_column = index(left_schema, ID)?;
+    let mut matched = Vec::new();
+    let mut out = Vec::new();
+    for task in tasks {
+        let (probed, found) = task.await.map_err(|e| StreamJoinError::Internal(format!("join probe: {e}")))??;
         if spec.join_type == JoinType::LeftOuter {
-            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
-            // A left row's matches are mostly adjacent: skip repeats before sorting.
-            for id in ids.values() {
-                if matched.last() != Some(id) {
-                    matched.push(*id);
-                }
+            for (batch, rows) in probed.iter().zip(&found.matched) {
+                let ids = batch.column(id_column).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
+                matched.extend(rows.iter().map(|&r| ids.value(r as usize)));
             }
         }
-        out.push(project(&b, &joined_schema)?);
+        out.extend(found.rows);
     }
     matched.sort_unstable();
     matched.dedup();
@@ -142,19 +153,6 @@ impl MatchedIds {
     fn contains(&self, id: i64) -> bool {
         self.0.binary_search(&id).is_ok()
     }
-}
-
-/// Columns of `b` by name, cast to `schema`'s types.
-fn project(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StreamJoinError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let col = b.column_by_name(f.name()).ok_or_else(|| StreamJoinError::Internal(format!("joined column {} missing", f.name())))?;
-            Ok(if col.data_type() == f.data_type() { col.clone() } else { cast(col, f.data_type())? })
-        })
-        .collect::<Result<Vec<_>, StreamJoinError>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Left state plus new left rows with `__matched` updated.
