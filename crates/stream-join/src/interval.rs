@@ -153,3 +153,102 @@ impl RightIndex {
 fn int64(column: &ArrayRef) -> Result<&Int64Array, StreamJoinError> {
     column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("event time column is not Int64".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{LargeStringArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Every pair a nested loop over both sides finds (keys equal, neither null, time in the
+    /// interval), as (left row, right row), against the kernel's output on the same rows.
+    #[test]
+    fn probes_find_exactly_the_pairs_of_a_nested_loop() {
+        // Two-column keys, the right side's text key in another string type, null keys and
+        // times, duplicates, times on the bounds, a negative lower bound.
+        let mut seed = 42u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let (lower, upper) = (-5, 10);
+        let key = |r: u64| (r != 0).then(|| format!("k{}", r % 4));
+        let left: Vec<(Option<String>, i64, Option<i64>)> = (0..3000).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
+        let right: Vec<(Option<String>, i64, Option<i64>)> = (0..500).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
+
+        let left_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("n", DataType::Int64, false), Field::new("t", DataType::Int64, true), Field::new("row", DataType::Int64, false)]));
+        let right_schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, true), Field::new("k", DataType::LargeUtf8, true), Field::new("n", DataType::Int64, false), Field::new("row", DataType::Int64, false)]));
+        let output = Arc::new(Schema::new(vec![Field::new("l", DataType::Int64, false), Field::new("r", DataType::Int64, false)]));
+        let left_batches: Vec<RecordBatch> = left
+            .chunks(700)
+            .enumerate()
+            .map(|(c, rows)| {
+                RecordBatch::try_new(
+                    left_schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>())),
+                        Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                        Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                        Arc::new(Int64Array::from_iter_values((0..rows.len() as i64).map(|i| c as i64 * 700 + i))),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let right_batches: Vec<RecordBatch> = right
+            .chunks(150)
+            .enumerate()
+            .map(|(c, rows)| {
+                RecordBatch::try_new(
+                    right_schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                        Arc::new(LargeStringArray::from(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>())),
+                        Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                        Arc::new(Int64Array::from_iter_values((0..rows.len() as i64).map(|i| c as i64 * 150 + i))),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let shape = Arc::new(JoinShape {
+            left_key: vec![0, 1],
+            right_key: vec![1, 2],
+            left_time: 2,
+            right_time: 0,
+            lower,
+            upper,
+            columns: vec![Column::Left(3), Column::Right(3)],
+            output,
+        });
+        let index = RightIndex::build(&right_batches, &right_schema, &[DataType::Utf8, DataType::Int64], shape).unwrap();
+        let found = index.probe(&left_batches).unwrap();
+
+        let mut got: Vec<(i64, i64)> = Vec::new();
+        for b in &found.rows {
+            let (l, r) = (int64(b.column(0)).unwrap(), int64(b.column(1)).unwrap());
+            got.extend((0..b.num_rows()).map(|i| (l.value(i), r.value(i))));
+        }
+        let mut expected = Vec::new();
+        for (i, (lk, ln, lt)) in left.iter().enumerate() {
+            for (j, (rk, rn, rt)) in right.iter().enumerate() {
+                if let (Some(lk), Some(lt), Some(rk), Some(rt)) = (lk, lt, rk, rt) {
+                    if lk == rk && ln == rn && *lt >= rt + lower && *lt <= rt + upper {
+                        expected.push((i as i64, j as i64));
+                    }
+                }
+            }
+        }
+        got.sort_unstable();
+        expected.sort_unstable();
+        assert!(expected.len() > 1000, "the data joins plenty of pairs: {}", expected.len());
+        assert_eq!(got, expected);
+
+        // The matched rows per probed batch are the left rows of the pairs.
+        let mut matched: Vec<i64> = found.matched.iter().enumerate().flat_map(|(c, rows)| rows.iter().map(move |&r| c as i64 * 700 + r as i64)).collect();
+        let mut with_pairs: Vec<i64> = expected.iter().map(|p| p.0).collect();
+        with_pairs.dedup();
+        matched.sort_unstable();
+        assert_eq!(matched, with_pairs);
+    }
+}
