@@ -144,3 +144,58 @@ fn derived_partitions_are_formatted_per_run_and_every_row_lands_in_its_hour() {
         }
     }
 }
+
+/// Columns of unbounded cardinality (ids, also when each repeats a few times as in a join's
+/// output; event times) are written without a dictionary; columns of a bounded set of values
+/// keep it. The files read back with every value.
+#[test]
+fn dictionaries_are_kept_only_where_values_repeat() {
+    use deltalake::parquet::basic::Encoding;
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = dir.path().join("t").display().to_string();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("owner", DataType::Utf8, false),
+        Field::new("value", DataType::Int64, false),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let spec = TableSpec { location: location.clone(), name: "t".into(), schema: schema.clone(), partition_columns: Vec::new(), properties: Default::default(), storage: Default::default() };
+    const ROWS: i64 = 50_000;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..ROWS)),
+            Arc::new(Int64Array::from_iter_values((0..ROWS).map(|i| i / 4))),
+            Arc::new(StringArray::from_iter_values((0..ROWS).map(|i| format!("owner-{}", (i * 7919) % 1000)))),
+            Arc::new(Int64Array::from_iter_values((0..ROWS).map(|i| (i * 31) % 1000))),
+            Arc::new(StringArray::from_iter((0..ROWS).map(|i| (i % 3 != 0).then(|| format!("note {i}"))))),
+        ],
+    )
+    .expect("batch");
+    // Written in short batches: the settings come from the whole sample, not the first batch.
+    let batches: Vec<RecordBatch> = (0..ROWS as usize).step_by(1000).map(|o| batch.slice(o, 1000)).collect();
+    let adds = block_on(async {
+        let mut table = open_or_create(&spec).await.expect("table");
+        let adds = delta_io::write_files(&table, schema.clone(), &[], &batches, 128 << 20).await.expect("written");
+        commit_append(&mut table, adds.clone(), Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
+        adds
+    });
+    assert_eq!(adds.len(), 1);
+    let file = std::fs::File::open(dir.path().join("t").join(&adds[0].path)).expect("data file");
+    let reader = SerializedFileReader::new(file).expect("parquet");
+    let dictionary = |column: usize| {
+        let encodings = reader.metadata().row_group(0).column(column).encodings().collect::<Vec<_>>();
+        encodings.contains(&Encoding::RLE_DICTIONARY) || encodings.contains(&Encoding::PLAIN_DICTIONARY)
+    };
+    assert!(!dictionary(0), "unique ids: no dictionary");
+    assert!(!dictionary(1), "ids four rows each: no dictionary");
+    assert!(dictionary(2), "1,000 owners: dictionary");
+    assert!(dictionary(3), "1,000 values: dictionary");
+    assert!(!dictionary(4), "distinct notes (a third null): no dictionary");
+    let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT id), COUNT(DISTINCT order_id), COUNT(DISTINCT owner), COUNT(DISTINCT value), COUNT(note) FROM t");
+    let notes = ROWS - (ROWS + 2) / 3;
+    assert_eq!(rows, vec![vec![ROWS.to_string(), ROWS.to_string(), (ROWS / 4).to_string(), "1000".to_string(), "1000".to_string(), notes.to_string()]]);
+}

@@ -15,7 +15,7 @@ use deltalake::DeltaTable;
 use indexmap::IndexMap;
 use pipeline_config::{PartitionSource, PartitionSpec};
 
-use crate::{write_files, DeltaIoError, TableWriter};
+use crate::{dictionary_sample, write_files, DeltaIoError, TableWriter};
 
 /// `rows` in `schema`: its columns followed by the derived partition columns of `partitions`
 /// (`field` partitions formatted from a timestamp column of the row, `ingestion_time` from now).
@@ -83,7 +83,7 @@ pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partiti
         return write_files(table, schema, partition_columns, rows, target_file_size).await;
     }
     let runs = partition_runs(partition_columns, rows)?;
-    write_runs(table, schema, partition_columns, runs, target_file_size).await
+    write_runs(table, schema, partition_columns, runs, dictionary_sample(rows), target_file_size).await
 }
 
 /// Writes rows that lack the derived partition columns of `partitions` (`schema` is the full
@@ -116,7 +116,7 @@ pub async fn write_derived_partition_runs(
         return write_partition_runs(table, schema, partition_columns, &full, target_file_size).await;
     }
     let runs = hourly_runs(partition_columns, partitions, &schema, rows).map_err(arrow)?;
-    write_runs(table, schema, partition_columns, runs, target_file_size).await
+    write_runs(table, schema, partition_columns, runs, dictionary_sample(rows), target_file_size).await
 }
 
 /// Rows grouped by the hour of their partition fields (see [`write_derived_partition_runs`]).
@@ -202,12 +202,16 @@ async fn write_runs(
     schema: SchemaRef,
     partition_columns: &[String],
     runs: IndexMap<PartitionValues, PartitionRun>,
+    sample: Option<RecordBatch>,
     target_file_size: u64,
 ) -> Result<Vec<Add>, DeltaIoError> {
+    // Every writer takes its Parquet settings from the start of the output in row order (its
+    // own first slice may be a few rows at a partition's edge).
+    let writer = || TableWriter::new(table, schema.clone(), partition_columns, target_file_size).with_sample(sample.as_ref());
     let total: usize = runs.values().map(|r| r.rows).sum();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len().max(1));
     if workers <= 1 || total < PARALLEL_WRITE_ROWS {
-        return write_share(TableWriter::new(table, schema, partition_columns, target_file_size), runs.into_values()).await;
+        return write_share(writer(), runs.into_values()).await;
     }
     // Largest partitions first, each to the least loaded writer.
     let mut groups: Vec<PartitionRun> = runs.into_values().collect();
@@ -221,8 +225,7 @@ async fn write_runs(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (_, share) in shares {
-        let writer = TableWriter::new(table, schema.clone(), partition_columns, target_file_size);
-        tasks.spawn(write_share(writer, share));
+        tasks.spawn(write_share(writer(), share));
     }
     let mut adds = Vec::new();
     while let Some(done) = tasks.join_next().await {

@@ -1,9 +1,11 @@
 //! Streaming Parquet file writer for one table and one commit.
 
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use delta_kernel::expressions::Scalar;
@@ -11,6 +13,7 @@ use deltalake::kernel::{Add, DataType};
 use indexmap::IndexMap;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::DeltaTable;
 
 use crate::DeltaIoError;
@@ -29,8 +32,19 @@ pub fn writer_properties() -> WriterProperties {
 /// Writes record batches as Parquet files (zstd, statistics on every column) under a table,
 /// split by partition values and at a target size, while the caller keeps producing rows;
 /// `close` uploads what is buffered and returns the `add` actions to commit.
+///
+/// The Parquet settings are fixed by a sample ([`TableWriter::with_sample`]) or else the first
+/// rows written: columns of unbounded cardinality are written without a dictionary (see
+/// [`plain_columns`]).
 pub struct TableWriter {
-    writer: DeltaWriter,
+    writer: Option<DeltaWriter>,
+    store: deltalake::logstore::ObjectStoreRef,
+    schema: SchemaRef,
+    partition_columns: Vec<String>,
+    target_file_size: u64,
+    stats_columns: Option<Vec<String>>,
+    /// Columns written without a dictionary, when decided before the first write.
+    plain: Option<Vec<String>>,
     location: String,
 }
 
@@ -43,17 +57,41 @@ impl TableWriter {
             .ok()
             .and_then(|s| s.metadata().configuration().get(STATS_COLUMNS).cloned())
             .map(|cols| cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
-        let props = writer_properties();
-        let config = WriterConfig::new(
+        Self {
+            writer: None,
+            store: table.log_store().object_store(None),
             schema,
-            partition_columns.to_vec(),
-            Some(props),
-            NonZeroU64::new(target_file_size),
-            None,
-            DataSkippingNumIndexedCols::AllColumns,
+            partition_columns: partition_columns.to_vec(),
+            target_file_size,
             stats_columns,
-        );
-        Self { writer: DeltaWriter::new(table.log_store().object_store(None), config), location: table.table_url().to_string() }
+            plain: None,
+            location: table.table_url().to_string(),
+        }
+    }
+
+    /// Fits the Parquet settings to `sample` (rows like the ones to come, e.g. the start of a
+    /// large output) instead of the first rows written, which may be a short slice.
+    pub fn with_sample(mut self, sample: Option<&RecordBatch>) -> Self {
+        self.plain = sample.map(|s| plain_columns(s, &self.partition_columns));
+        self
+    }
+
+    /// The delta-rs writer, created with settings fitted to `first` rows.
+    fn writer(&mut self, first: &RecordBatch) -> &mut DeltaWriter {
+        self.writer.get_or_insert_with(|| {
+            let plain = self.plain.take().unwrap_or_else(|| plain_columns(first, &self.partition_columns));
+            let props = plain.into_iter().fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false)).build();
+            let config = WriterConfig::new(
+                self.schema.clone(),
+                self.partition_columns.clone(),
+                Some(props),
+                NonZeroU64::new(self.target_file_size),
+                None,
+                DataSkippingNumIndexedCols::AllColumns,
+                self.stats_columns.clone(),
+            );
+            DeltaWriter::new(self.store.clone(), config)
+        })
     }
 
     /// Adds rows (encoded now; uploaded when a file reaches the target size or at close).
@@ -61,7 +99,8 @@ impl TableWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.writer.write(batch).await.map_err(DeltaIoError::delta(&self.location))
+        let location = self.location.clone();
+        self.writer(batch).write(batch).await.map_err(DeltaIoError::delta(&location))
     }
 
     /// Adds rows that all share `partition_values` (column name → value, in partition order),
@@ -74,20 +113,79 @@ impl TableWriter {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_ref().map_or(Scalar::Null(DataType::STRING), |s| Scalar::String(s.clone()))))
             .collect();
-        self.writer.write_partition(batch.clone(), &values).await.map_err(DeltaIoError::delta(&self.location))
+        let location = self.location.clone();
+        self.writer(batch).write_partition(batch.clone(), &values).await.map_err(DeltaIoError::delta(&location))
     }
 
     /// Uploads the remaining files and returns their `add` actions.
     pub async fn close(self) -> Result<Vec<Add>, DeltaIoError> {
-        self.writer.close().await.map_err(DeltaIoError::delta(&self.location))
+        match self.writer {
+            Some(writer) => writer.close().await.map_err(DeltaIoError::delta(&self.location)),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Abandons the files (uploaded ones become orphans that vacuum removes).
     pub async fn abort(self) {
-        if let Err(e) = self.writer.abort().await {
+        let Some(writer) = self.writer else { return };
+        if let Err(e) = writer.abort().await {
             tracing::warn!(error = %e, table = %self.location, "aborting uploads failed; vacuum removes orphans");
         }
     }
+}
+
+/// Rows a dictionary decision looks at.
+pub const DICTIONARY_SAMPLE_ROWS: usize = 4096;
+
+/// Top-level columns (not partition columns) of unbounded cardinality in a sample of
+/// [`DICTIONARY_SAMPLE_ROWS`] rows: on average fewer than 8 rows per value, and four times the
+/// rows bring at least three times the distinct values (ids, event times; a column of a few
+/// thousand values saturates instead). parquet-rs interns every value until a column chunk's
+/// dictionary page is full, which for such columns is most of a file and buys nothing;
+/// parquet-mr (Spark, Hudi) drops the dictionary after a first page that does not compress.
+/// Smaller samples keep the defaults.
+pub fn plain_columns(sample: &RecordBatch, partition_columns: &[String]) -> Vec<String> {
+    let n = DICTIONARY_SAMPLE_ROWS;
+    if sample.num_rows() < n {
+        return Vec::new();
+    }
+    let schema = sample.schema();
+    let mut out = Vec::new();
+    for (field, column) in schema.fields().iter().zip(sample.columns()) {
+        if partition_columns.contains(field.name()) || field.data_type().is_nested() {
+            continue;
+        }
+        let Ok(converter) = RowConverter::new(vec![SortField::new(field.data_type().clone())]) else { continue };
+        let Ok(values) = converter.convert_columns(&[column.slice(0, n)]) else { continue };
+        let mut distinct = HashSet::new();
+        let mut quarter = 0;
+        for (i, value) in values.iter().enumerate() {
+            if i == n / 4 {
+                quarter = distinct.len();
+            }
+            distinct.insert(value);
+        }
+        if distinct.len() * 8 > n && distinct.len() >= 3 * quarter {
+            out.push(field.name().clone());
+        }
+    }
+    out
+}
+
+/// The first [`DICTIONARY_SAMPLE_ROWS`] of `batches` as one batch (fewer if they hold fewer).
+pub fn dictionary_sample(batches: &[RecordBatch]) -> Option<RecordBatch> {
+    let first = batches.first()?;
+    let mut slices = Vec::new();
+    let mut rows = 0;
+    for b in batches.iter().filter(|b| b.schema() == first.schema()) {
+        if rows >= DICTIONARY_SAMPLE_ROWS {
+            break;
+        }
+        let take = b.num_rows().min(DICTIONARY_SAMPLE_ROWS - rows);
+        slices.push(b.slice(0, take));
+        rows += take;
+    }
+    arrow::compute::concat_batches(&first.schema(), &slices).ok()
 }
 
 /// Writes `batches` in one go (see [`TableWriter`]).
@@ -98,7 +196,7 @@ pub async fn write_files(
     batches: &[RecordBatch],
     target_file_size: u64,
 ) -> Result<Vec<Add>, DeltaIoError> {
-    let mut writer = TableWriter::new(table, schema, partition_columns, target_file_size);
+    let mut writer = TableWriter::new(table, schema, partition_columns, target_file_size).with_sample(dictionary_sample(batches).as_ref());
     for batch in batches {
         if let Err(e) = writer.write(batch).await {
             writer.abort().await;

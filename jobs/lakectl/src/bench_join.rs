@@ -44,9 +44,12 @@ pub struct JoinBench {
     /// Python with `pyspark` (scripts/setup.sh --bench installs it; needs a JDK).
     #[arg(long, default_value_os_t = super::bench_maintenance::default_python())]
     python: PathBuf,
-    /// Scratch folder (removed at the end).
+    /// Scratch folder (removed at the end unless `--keep`).
     #[arg(long, default_value = "target/bench-stream-join")]
     work_dir: PathBuf,
+    /// Keep the scratch folder (the raw tables, and the last run's output and checkpoint).
+    #[arg(long)]
+    keep: bool,
     /// Folder with the schema files.
     #[arg(long, default_value = "schemas")]
     schemas: PathBuf,
@@ -116,7 +119,15 @@ impl JoinBench {
             let summary: serde_json::Value = String::from_utf8_lossy(&out.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
             let rss = summary["peak_rss_bytes"].as_u64().unwrap_or(0);
             let rows_out = summary["rows_out"]["curated"].as_u64().unwrap_or(0);
-            let mut line = format!("    run {}: stream-join {seconds:.2}s, {rows_out} rows out, peak RSS {:.0} MB", run + 1, rss as f64 / 1e6);
+            let state = |side: &str| summary["details"][format!("state_rows_{side}")].as_u64().unwrap_or(0);
+            let mut line = format!(
+                "    run {}: stream-join {seconds:.2}s, {rows_out} rows out ({:.0} MB), state at the end {} + {} rows, peak RSS {:.0} MB",
+                run + 1,
+                folder_bytes(&work.join("lake/curated")) as f64 / 1e6,
+                state("left"),
+                state("right"),
+                rss as f64 / 1e6
+            );
             ours.push((seconds, rss));
             if !self.no_spark {
                 let s = self.spark_once(&work, run)?;
@@ -132,7 +143,9 @@ impl JoinBench {
             let s = median(spark.iter().copied());
             println!("PySpark:     {:.0} input rows/s; stream-join is {:.1}x faster", rows_in as f64 / s, s / secs);
         }
-        let _ = std::fs::remove_dir_all(&work);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&work);
+        }
         Ok(())
     }
 
@@ -255,4 +268,19 @@ columns = [
         lake = lake.display(),
         max_files = max_files
     )
+}
+
+/// Bytes of the files under `path`.
+fn folder_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
