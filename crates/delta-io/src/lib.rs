@@ -13,7 +13,7 @@ pub use files::{decode_data_file, read_data_file};
 pub use location::{object_store_at, storage_options, table_url};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, DeltaIoError, TableSpec};
-pub use writer::{dictionary_sample, plain_columns, write_files, writer_properties, TableWriter, DICTIONARY_SAMPLE_ROWS, STATS_COLUMNS};
+pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;
 pub use deltalake::DeltaTable;

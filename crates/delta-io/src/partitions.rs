@@ -15,7 +15,8 @@ use deltalake::DeltaTable;
 use indexmap::IndexMap;
 use pipeline_config::{PartitionSource, PartitionSpec};
 
-use crate::{dictionary_sample, write_files, DeltaIoError, TableWriter};
+use crate::writer::dictionary_sample;
+use crate::{write_files, DeltaIoError, TableWriter};
 
 /// `rows` in `schema`: its columns followed by the derived partition columns of `partitions`
 /// (`field` partitions formatted from a timestamp column of the row, `ingestion_time` from now).
@@ -169,8 +170,8 @@ fn hourly_runs(
                     let value = match source {
                         HourlyValue::Now(value) => Some(value.clone()),
                         HourlyValue::Hour { field, format } => {
-                            let hours = hours[*field];
-                            (!hours.is_null(range.start)).then(|| hours.value(range.start)).and_then(|hour| {
+                            let hour = hours.get(*field).filter(|h| !h.is_null(range.start)).map(|h| h.value(range.start));
+                            hour.and_then(|hour| {
                                 formatted.entry((i, hour)).or_insert_with(|| DateTime::from_timestamp_micros(hour * HOUR).map(|t| t.format(format).to_string())).clone()
                             })
                         }
@@ -194,9 +195,9 @@ enum HourlyValue<'a> {
     Hour { field: usize, format: &'a str },
 }
 
-/// Writes grouped runs. Parquet encoding is CPU-bound and a writer encodes on
-/// the task that feeds it, so large outputs are spread over one writer per core, each owning
-/// whole partitions (the files per partition stay what one writer would make).
+/// Writes grouped runs. Parquet encoding is CPU-bound and a writer encodes on the task that
+/// feeds it, so large outputs are spread over one writer per core, each owning whole
+/// partitions (the files per partition stay what one writer would make).
 async fn write_runs(
     table: &DeltaTable,
     schema: SchemaRef,

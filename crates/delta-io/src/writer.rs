@@ -135,7 +135,7 @@ impl TableWriter {
 }
 
 /// Rows a dictionary decision looks at.
-pub const DICTIONARY_SAMPLE_ROWS: usize = 4096;
+const DICTIONARY_SAMPLE_ROWS: usize = 4096;
 
 /// Top-level columns (not partition columns) of unbounded cardinality in a sample of
 /// [`DICTIONARY_SAMPLE_ROWS`] rows: on average fewer than 8 rows per value, and four times the
@@ -144,7 +144,7 @@ pub const DICTIONARY_SAMPLE_ROWS: usize = 4096;
 /// dictionary page is full, which for such columns is most of a file and buys nothing;
 /// parquet-mr (Spark, Hudi) drops the dictionary after a first page that does not compress.
 /// Smaller samples keep the defaults.
-pub fn plain_columns(sample: &RecordBatch, partition_columns: &[String]) -> Vec<String> {
+fn plain_columns(sample: &RecordBatch, partition_columns: &[String]) -> Vec<String> {
     let n = DICTIONARY_SAMPLE_ROWS;
     if sample.num_rows() < n {
         return Vec::new();
@@ -173,7 +173,7 @@ pub fn plain_columns(sample: &RecordBatch, partition_columns: &[String]) -> Vec<
 }
 
 /// The first [`DICTIONARY_SAMPLE_ROWS`] of `batches` as one batch (fewer if they hold fewer).
-pub fn dictionary_sample(batches: &[RecordBatch]) -> Option<RecordBatch> {
+pub(crate) fn dictionary_sample(batches: &[RecordBatch]) -> Option<RecordBatch> {
     let first = batches.first()?;
     let mut slices = Vec::new();
     let mut rows = 0;

@@ -53,8 +53,7 @@ pub enum StreamJoinError {
 
 /// A stream-join run over a validated configuration: build it, then `.await` it.
 pub struct StreamJoin {
-    /// Shared with the threads that derive output partitions.
-    spec: Arc<JoinSpec>,
+    spec: JoinSpec,
     job: StreamJoinConfig,
     trigger: Trigger,
     shutdown: Shutdown,
@@ -91,7 +90,7 @@ impl StreamJoin {
     /// A run of the configuration's `[stream_join]` job.
     pub fn new(config: &PipelineConfig) -> Result<Self, StreamJoinError> {
         let job = config.stream_join.clone().ok_or(StreamJoinError::NotConfigured)?;
-        Ok(Self { spec: Arc::new(JoinSpec::resolve(config, &job)), trigger: job.trigger, job, shutdown: Shutdown::default() })
+        Ok(Self { spec: JoinSpec::resolve(config, &job), trigger: job.trigger, job, shutdown: Shutdown::default() })
     }
 
     /// Overrides the configured trigger.
