@@ -122,7 +122,7 @@ pub async fn join(
         let rows: usize = left.iter().map(RecordBatch::num_rows).sum();
         let chunk = rows.div_ceil(cores * 4).clamp(8_192, 131_072);
         let chunks: Vec<RecordBatch> = left.iter().flat_map(|b| (0..b.num_rows()).step_by(chunk).map(move |o| b.slice(o, chunk.min(b.num_rows() - o)))).collect();
-        for group in chunks.chunks(chunks.len().div_ceil(cores)) {
+        for group in chunks.chunks(chunks.len().div_ceil(cores).max(1)) {
             let (index, group) = (index.clone(), group.to_vec());
             tasks.push(tokio::task::spawn_blocking(move || index.probe(&group).map(|m| (group, m))));
         }
