@@ -101,54 +101,54 @@ pub async fn write_derived_partition_runs(
     target_file_size: u64,
 ) -> Result<Vec<Add>, DeltaIoError> {
     let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition values: {e}"));
-    let by_hour = !partition_columns.is_empty()
-        && partition_columns.iter().all(|c| {
-            partitions.iter().any(|p| {
-                &p.column == c
-                    && match p.source {
-                        PartitionSource::IngestionTime => true,
-                        PartitionSource::Field => p.field.is_some() && hourly(p.format.as_deref().unwrap_or("%Y")),
-                        PartitionSource::Column => false,
-                    }
-            })
-        });
-    if !by_hour {
+    let Some(plan) = HourlyPlan::of(partition_columns, partitions) else {
         let full = rows.iter().map(|b| with_derived_partitions(b, partitions, &schema)).collect::<Result<Vec<_>, _>>().map_err(arrow)?;
         return write_partition_runs(table, schema, partition_columns, &full, target_file_size).await;
-    }
-    let runs = hourly_runs(partition_columns, partitions, &schema, rows).map_err(arrow)?;
+    };
+    let runs = hourly_runs(&plan, partition_columns, &schema, rows).map_err(arrow)?;
     write_runs(table, schema, partition_columns, runs, dictionary_sample(rows), target_file_size).await
 }
 
+/// How each partition column's value follows from the hour of a field (or ingestion time).
+struct HourlyPlan<'a> {
+    /// The timestamp fields whose hours are needed.
+    fields: Vec<&'a str>,
+    /// Per partition column, in partition order: where its value comes from.
+    sources: Vec<(&'a str, HourlyValue<'a>)>,
+}
+
+impl<'a> HourlyPlan<'a> {
+    /// The plan when every partition column is ingestion time or an hourly-or-coarser format
+    /// of a timestamp field; `None` otherwise (plain columns, finer formats).
+    fn of(partition_columns: &'a [String], partitions: &'a [PartitionSpec]) -> Option<Self> {
+        let mut plan = Self { fields: Vec::new(), sources: Vec::new() };
+        for column in partition_columns {
+            let p = partitions.iter().find(|p| &p.column == column)?;
+            let format = p.format.as_deref().unwrap_or("%Y");
+            let source = match (p.source, p.field.as_deref()) {
+                (PartitionSource::IngestionTime, _) => HourlyValue::Now(Utc::now().format(format).to_string()),
+                (PartitionSource::Field, Some(field)) if hourly(format) => {
+                    let index = plan.fields.iter().position(|f| *f == field).unwrap_or_else(|| {
+                        plan.fields.push(field);
+                        plan.fields.len() - 1
+                    });
+                    HourlyValue::Hour { field: index, format }
+                }
+                _ => return None,
+            };
+            plan.sources.push((column, source));
+        }
+        (!plan.sources.is_empty()).then_some(plan)
+    }
+}
+
 /// Rows grouped by the hour of their partition fields (see [`write_derived_partition_runs`]).
-fn hourly_runs(
-    partition_columns: &[String],
-    partitions: &[PartitionSpec],
-    schema: &SchemaRef,
-    rows: &[RecordBatch],
-) -> Result<IndexMap<PartitionValues, PartitionRun>, ArrowError> {
+fn hourly_runs(plan: &HourlyPlan, partition_columns: &[String], schema: &SchemaRef, rows: &[RecordBatch]) -> Result<IndexMap<PartitionValues, PartitionRun>, ArrowError> {
     const HOUR: i64 = 3_600_000_000;
+    let HourlyPlan { fields, sources } = plan;
     // The writer drops partition columns from what it is given and compares the rest with
     // this schema (delta-rs builds it the same way: the non-partition fields, no metadata).
     let file_schema = Arc::new(Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(f.name())).cloned().collect::<Vec<_>>()));
-    // Per partition column: its value now (ingestion time) or which field's hour to format.
-    let mut fields: Vec<&str> = Vec::new();
-    let mut sources: Vec<(&str, HourlyValue)> = Vec::new();
-    for column in partition_columns {
-        let Some(p) = partitions.iter().find(|p| &p.column == column) else { continue };
-        let format = p.format.as_deref().unwrap_or("%Y");
-        let source = match p.field.as_deref().filter(|_| p.source == PartitionSource::Field) {
-            None => HourlyValue::Now(Utc::now().format(format).to_string()),
-            Some(field) => {
-                let index = fields.iter().position(|f| *f == field).unwrap_or_else(|| {
-                    fields.push(field);
-                    fields.len() - 1
-                });
-                HourlyValue::Hour { field: index, format }
-            }
-        };
-        sources.push((column, source));
-    }
     let mut formatted: HashMap<(usize, i64), Option<String>> = HashMap::new();
     let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
     for b in rows {

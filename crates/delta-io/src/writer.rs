@@ -76,9 +76,10 @@ impl TableWriter {
         self
     }
 
-    /// The delta-rs writer, created with settings fitted to `first` rows.
-    fn writer(&mut self, first: &RecordBatch) -> &mut DeltaWriter {
-        self.writer.get_or_insert_with(|| {
+    /// The delta-rs writer, created with settings fitted to `first` rows, and the table's
+    /// location (for errors).
+    fn writer(&mut self, first: &RecordBatch) -> (&mut DeltaWriter, &str) {
+        let writer = self.writer.get_or_insert_with(|| {
             let plain = self.plain.take().unwrap_or_else(|| plain_columns(first, &self.partition_columns));
             let props = plain.into_iter().fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false)).build();
             let config = WriterConfig::new(
@@ -91,7 +92,8 @@ impl TableWriter {
                 self.stats_columns.clone(),
             );
             DeltaWriter::new(self.store.clone(), config)
-        })
+        });
+        (writer, &self.location)
     }
 
     /// Adds rows (encoded now; uploaded when a file reaches the target size or at close).
@@ -99,8 +101,8 @@ impl TableWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let location = self.location.clone();
-        self.writer(batch).write(batch).await.map_err(DeltaIoError::delta(&location))
+        let (writer, location) = self.writer(batch);
+        writer.write(batch).await.map_err(DeltaIoError::delta(location))
     }
 
     /// Adds rows that all share `partition_values` (column name → value, in partition order),
@@ -113,8 +115,8 @@ impl TableWriter {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_ref().map_or(Scalar::Null(DataType::STRING), |s| Scalar::String(s.clone()))))
             .collect();
-        let location = self.location.clone();
-        self.writer(batch).write_partition(batch.clone(), &values).await.map_err(DeltaIoError::delta(&location))
+        let (writer, location) = self.writer(batch);
+        writer.write_partition(batch.clone(), &values).await.map_err(DeltaIoError::delta(location))
     }
 
     /// Uploads the remaining files and returns their `add` actions.
