@@ -19,9 +19,21 @@ pub enum CommitError {
          Tasks sharing a topic must share a consumer group (raw_append.group_id); a restart resumes from the table"
     )]
     ProgressConflict,
+    /// A guarded commit found partitions whose progress is no longer what its batch started
+    /// from (another task committed them): nothing of the batch was committed.
+    #[error("progress moved under this batch (another task committed its partitions): {}", describe_moved(.moved))]
+    ProgressMoved {
+        /// The app ids that moved.
+        moved: Vec<crate::MovedProgress>,
+    },
     /// Any other failure.
     #[error(transparent)]
     Io(#[from] DeltaIoError),
+}
+
+fn describe_moved(moved: &[crate::MovedProgress]) -> String {
+    let show = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+    moved.iter().map(|m| format!("{} expected {} found {}", m.app_id, show(m.expected), show(m.found))).collect::<Vec<_>>().join(", ")
 }
 
 /// A landed commit.

@@ -11,6 +11,9 @@ pub enum ExitCode {
     Usage = 2,
     /// Trigger-once found nothing new to process (Airflow: map to a skip).
     NoNewData = 3,
+    /// Source data the job has not read is gone (Kafka retention, a recreated topic): nothing
+    /// was skipped; the message names the partition, the offsets and the fix.
+    SourceDataGone = 4,
     /// The configuration is invalid (the message names the key).
     Config = 78,
 }
@@ -24,5 +27,13 @@ impl ExitCode {
     /// Ends the process with this code.
     pub fn exit(self) -> ! {
         std::process::exit(self.code())
+    }
+}
+
+/// The exit code a job's error maps to (1, "failure", unless the error says otherwise).
+pub trait ExitStatus {
+    /// The code the process exits with for this error.
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Failure
     }
 }

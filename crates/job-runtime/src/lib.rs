@@ -13,14 +13,14 @@ mod summary;
 mod telemetry;
 
 pub use crash::crash_points_from_env;
-pub use exit::ExitCode;
+pub use exit::{ExitCode, ExitStatus};
 pub use logging::init_logging;
 pub use main_loop::run_job;
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
 pub use summary::{exit_failed, BatchDurations, RunSummary};
-pub use telemetry::{check_health, heartbeat, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
+pub use telemetry::{check_health, heartbeat, progressed, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
 
 /// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,
 /// e.g. `FAILPOINTS=raw_append::after_upload=return` or `...=2*off->return` (third hit).

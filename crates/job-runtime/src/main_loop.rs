@@ -4,16 +4,16 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Instant;
 
-use crate::{exit_failed, ExitCode, RunSummary, Shutdown, TelemetryArgs};
+use crate::{exit_failed, ExitCode, ExitStatus, RunSummary, Shutdown, TelemetryArgs};
 
 /// Runs a job to its exit code. `build` loads and validates the configuration and builds the
 /// job (its error exits 78, "invalid configuration"); `start` runs it until done or shutdown
-/// (its error exits 1). A run that found nothing to do exits 3. Telemetry starts first (a bad
+/// (its error exits with its [`ExitStatus`], 1 unless it says otherwise). A run that found nothing to do exits 3. Telemetry starts first (a bad
 /// metrics address or health file exits 78 too).
 pub fn run_job<J, Fut, E>(name: &str, telemetry: &TelemetryArgs, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
 where
     Fut: Future<Output = Result<RunSummary, E>>,
-    E: Display,
+    E: Display + ExitStatus,
 {
     let started = Instant::now();
     if let Err(e) = telemetry.install(name) {
@@ -32,6 +32,6 @@ where
             summary.print();
             if summary.status == "no_new_data" { ExitCode::NoNewData } else { ExitCode::Success }.exit()
         }
-        Err(e) => exit_failed(name, &e.to_string(), ExitCode::Failure, started),
+        Err(e) => exit_failed(name, &e.to_string(), e.exit_code(), started),
     }
 }

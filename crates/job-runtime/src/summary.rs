@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::telemetry::heartbeat;
+use crate::telemetry::{heartbeat, progressed};
 
 const ROWS_IN: &str = "lakehouse_rows_in_total";
 const BYTES_IN: &str = "lakehouse_bytes_in_total";
@@ -18,6 +18,8 @@ const LAST_BATCH_TIME: &str = "lakehouse_last_batch_timestamp_seconds";
 const TABLE_VERSION: &str = "lakehouse_table_version";
 const CONSUMER_LAG: &str = "lakehouse_consumer_lag_messages";
 const SOURCE_VERSION_LAG: &str = "lakehouse_source_version_lag";
+const SKIPPED_OFFSETS: &str = "lakehouse_skipped_offsets_total";
+const BATCHES_DROPPED: &str = "lakehouse_batches_dropped_total";
 
 /// Help text of every metric (shown by Prometheus).
 pub(crate) fn describe_metrics() {
@@ -34,6 +36,8 @@ pub(crate) fn describe_metrics() {
     describe_gauge!(TABLE_VERSION, Unit::Count, "Last committed Delta version, per table");
     describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between a partition's high watermark and what was read");
     describe_gauge!(SOURCE_VERSION_LAG, Unit::Count, "Source table commits not processed yet");
+    describe_counter!(SKIPPED_OFFSETS, Unit::Count, "Source offsets that were gone before they were read, skipped by configuration");
+    describe_counter!(BATCHES_DROPPED, Unit::Count, "Batches dropped uncommitted because another task committed their partitions first (re-read)");
 }
 
 /// What a run did; counters are filled by the job's events so logs and summary agree.
@@ -74,6 +78,12 @@ pub struct RunSummary {
     /// Commits of each source table not yet processed, at the last batch.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub source_version_lag: BTreeMap<String, u64>,
+    /// Source offsets that were gone before they were read and skipped by configuration.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_offsets: u64,
+    /// Batches dropped because another task committed their partitions first (re-read).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batches_dropped: u64,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Job-specific figures (e.g. a maintenance operation's metrics).
@@ -85,6 +95,10 @@ pub struct RunSummary {
     /// Counters at the last EMF record (records carry what changed since).
     #[serde(skip)]
     emf_mark: EmfMark,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Wall time of committed batches.
@@ -147,6 +161,18 @@ impl RunSummary {
         metrics::gauge!(TABLE_VERSION, "table" => table.to_string()).set(version as f64);
     }
 
+    /// Counts source offsets skipped because they were gone (configured to skip).
+    pub fn skipped(&mut self, offsets: u64) {
+        self.skipped_offsets += offsets;
+        metrics::counter!(SKIPPED_OFFSETS).increment(offsets);
+    }
+
+    /// Counts a batch dropped because another task committed its partitions first.
+    pub fn batch_dropped(&mut self) {
+        self.batches_dropped += 1;
+        metrics::counter!(BATCHES_DROPPED).increment(1);
+    }
+
     /// Records a Kafka partition's lag behind its high watermark.
     pub fn consumer_lag(&mut self, topic: &str, partition: i32, messages: u64) {
         self.consumer_lag.insert(format!("{topic}[{partition}]"), messages);
@@ -166,7 +192,7 @@ impl RunSummary {
         let ms = took.as_millis() as u64;
         self.batch_duration.total_ms += ms;
         self.batch_duration.max_ms = self.batch_duration.max_ms.max(ms);
-        heartbeat();
+        progressed();
         metrics::counter!(BATCHES).increment(1);
         metrics::histogram!(BATCH_SECONDS).record(took.as_secs_f64());
         metrics::gauge!(LAST_BATCH_TIME).set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));

@@ -56,13 +56,23 @@ pub(crate) fn emf() -> Option<&'static EmfSink> {
     EMF.get()
 }
 
-/// Unix milliseconds of the job's last sign of life.
+/// Unix milliseconds of the job loop's last sign of life (also while idle).
 static HEARTBEAT_MS: AtomicU64 = AtomicU64::new(0);
+/// Unix milliseconds of the job's last committed batch (0: none yet).
+static PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Records that the job's loop is making progress (cheap: one atomic store). Jobs call it
-/// between steps; the heartbeat file carries the latest time.
+/// Records that the job's loop is alive (cheap: one atomic store). Jobs call it between steps
+/// and while waiting for input; the heartbeat file carries the latest time. Liveness is not
+/// progress: see [`progressed`].
 pub fn heartbeat() {
     HEARTBEAT_MS.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Records that the job committed a batch (and is therefore alive).
+pub fn progressed() {
+    let now = now_ms();
+    HEARTBEAT_MS.store(now, Ordering::Relaxed);
+    PROGRESS_MS.store(now, Ordering::Relaxed);
 }
 
 fn now_ms() -> u64 {
@@ -117,7 +127,14 @@ struct HeartbeatWriter {
 
 impl HeartbeatWriter {
     fn write(&self) -> Result<(), String> {
-        let beat = Heartbeat { job: self.job.clone(), pid: self.pid, started_unix_ms: self.started_ms, heartbeat_unix_ms: HEARTBEAT_MS.load(Ordering::Relaxed) };
+        let progress = PROGRESS_MS.load(Ordering::Relaxed);
+        let beat = Heartbeat {
+            job: self.job.clone(),
+            pid: self.pid,
+            started_unix_ms: self.started_ms,
+            heartbeat_unix_ms: HEARTBEAT_MS.load(Ordering::Relaxed),
+            last_progress_unix_ms: (progress > 0).then_some(progress),
+        };
         let body = serde_json::to_vec(&beat).map_err(|e| e.to_string())?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -138,8 +155,12 @@ pub struct Heartbeat {
     pub pid: u32,
     /// When the process started (Unix ms).
     pub started_unix_ms: u64,
-    /// The job's last sign of progress (Unix ms).
+    /// The job loop's last sign of life (Unix ms): current while the loop runs, also idle.
     pub heartbeat_unix_ms: u64,
+    /// The job's last committed batch (Unix ms); absent before the first. Alert on its age
+    /// for a stalled pipeline; the health check uses the heartbeat.
+    #[serde(default)]
+    pub last_progress_unix_ms: Option<u64>,
 }
 
 /// Why a health check failed.
@@ -148,12 +169,13 @@ pub enum Unhealthy {
     /// No readable heartbeat file.
     #[error("no heartbeat at {path}: {message} (is a job running with --health-file / LAKEHOUSE_HEALTH_FILE set to this path?)")]
     Missing { path: String, message: String },
-    /// The job has not made progress for too long.
-    #[error("{job} (pid {pid}) last made progress {age_secs} s ago, more than the allowed {max_age_secs} s")]
+    /// The job's loop has not shown life for too long (stuck or stopped).
+    #[error("{job} (pid {pid}) last showed life {age_secs} s ago, more than the allowed {max_age_secs} s: its loop is stuck or stopped")]
     Stale { job: String, pid: u32, age_secs: u64, max_age_secs: u64 },
 }
 
-/// Checks the heartbeat at `path`: healthy when the job made progress within `max_age`.
+/// Checks the heartbeat at `path`: healthy when the job's loop showed life within `max_age`
+/// (an idle job stays healthy; progress is reported separately).
 pub fn check_health(path: &std::path::Path, max_age: Duration) -> Result<Heartbeat, Unhealthy> {
     let missing = |message: String| Unhealthy::Missing { path: path.display().to_string(), message };
     let body = std::fs::read(path).map_err(|e| missing(e.to_string()))?;

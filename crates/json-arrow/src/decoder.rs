@@ -10,6 +10,7 @@ use arrow::error::ArrowError;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use pipeline_config::{ColumnType, TableSchema};
 
+use crate::numbers::{convert_numbers, NumberKind};
 use crate::TimestampParser;
 
 /// Messages are decoded this many at a time; a failing chunk is re-decoded message by message.
@@ -47,6 +48,21 @@ pub struct Decoded {
 enum Conversion {
     None,
     Timestamp(TimestampParser),
+    /// Decoded as the number's text, converted exactly (see [`crate::numbers`]).
+    Number(NumberKind),
+}
+
+/// The exact-number conversion of a numeric column type.
+fn number_kind(column: ColumnType) -> Option<NumberKind> {
+    Some(match column {
+        ColumnType::Long => NumberKind::Long,
+        ColumnType::Integer => NumberKind::Integer,
+        ColumnType::Short => NumberKind::Short,
+        ColumnType::Double => NumberKind::Double,
+        ColumnType::Float => NumberKind::Float,
+        ColumnType::Decimal(p, s) => NumberKind::Decimal(p, s),
+        _ => return None,
+    })
 }
 
 /// Decodes JSON messages into record batches of a table schema.
@@ -135,7 +151,10 @@ impl MessageDecoder {
                     let ty = if parser.is_epoch() { DataType::Int64 } else { DataType::Utf8 };
                     (ty, Conversion::Timestamp(parser))
                 }
-                other => (other.arrow_type(), Conversion::None),
+                other => match number_kind(other) {
+                    Some(kind) => (DataType::Utf8, Conversion::Number(kind)),
+                    None => (other.arrow_type(), Conversion::None),
+                },
             };
             // A dotted JSON name reads a nested field (e.g. AWS DMS `data.order_id`).
             let path: Vec<String> = col.json_key().split('.').map(str::to_string).collect();
@@ -159,8 +178,11 @@ impl MessageDecoder {
     }
 
     fn new_decoder(&self) -> Result<Decoder, ArrowError> {
+        // Numbers reach numeric columns as their text (converted exactly afterwards); string
+        // columns likewise keep a number's or boolean's JSON text.
         ReaderBuilder::new(self.wire_schema.clone())
             .with_batch_size(CHUNK + 1)
+            .with_coerce_primitive(true)
             .build_decoder()
     }
 
@@ -172,55 +194,73 @@ impl MessageDecoder {
         let mut decoder = self.new_decoder()?;
 
         for (chunk_no, chunk) in messages.chunks(CHUNK).enumerate() {
-            let base = chunk_no * CHUNK;
-            let mut accepted: Vec<usize> = Vec::with_capacity(chunk.len());
+            let mut run = ChunkRun { chunk, base: chunk_no * CHUNK, pending: Vec::with_capacity(chunk.len()) };
             for (i, msg) in chunk.iter().enumerate() {
                 if let Some(reason) = self.precheck(msg) {
-                    rejects.push(Reject { index: base + i, reason });
+                    rejects.push(Reject { index: run.base + i, reason });
                     continue;
                 }
-                if let Err(reason) = feed_one(&mut decoder, msg, accepted.len()) {
-                    rejects.push(Reject { index: base + i, reason });
-                    // The decoder may hold part of the bad message: rebuild it from the good ones.
+                if let Err(reason) = feed_one(&mut decoder, msg, run.pending.len()) {
+                    rejects.push(Reject { index: run.base + i, reason });
+                    // The decoder may hold part of the bad message: rebuild it from the good
+                    // ones fed since the last flush and flush them, so rejects cost about what
+                    // accepted messages cost (no message is fed more than twice).
                     decoder = self.new_decoder()?;
-                    for &j in &accepted {
+                    for &j in &run.pending {
                         decoder.decode(chunk[j])?;
                     }
+                    self.flush_run(&mut decoder, &mut run, &mut wire_batches, &mut rows, &mut rejects)?;
                     continue;
                 }
-                accepted.push(i);
+                run.pending.push(i);
             }
-            match decoder.flush() {
-                Ok(Some(batch)) => {
-                    wire_batches.push(batch);
-                    rows.extend(accepted.iter().map(|&i| (base + i) as u32));
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    // A value of the wrong type somewhere in the chunk: find it message by message.
-                    decoder = self.new_decoder()?;
-                    for &i in &accepted {
-                        decoder.decode(chunk[i])?;
-                        match decoder.flush() {
-                            Ok(Some(batch)) => {
-                                wire_batches.push(batch);
-                                rows.push((base + i) as u32);
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                rejects.push(Reject { index: base + i, reason: describe_arrow_error(&e) });
-                                decoder = self.new_decoder()?;
-                            }
-                        }
-                    }
-                }
-            }
+            self.flush_run(&mut decoder, &mut run, &mut wire_batches, &mut rows, &mut rejects)?;
         }
 
         let wire = concat_batches(&self.wire_schema, &wire_batches)?;
         let (batch, rows) = self.to_table_rows(wire, rows, &mut rejects)?;
         rejects.sort_by_key(|r| r.index);
         Ok(Decoded { batch, rows, rejects })
+    }
+
+    /// Flushes the messages fed since the last flush; when a value of the wrong type fails the
+    /// flush, finds it message by message.
+    fn flush_run(
+        &self,
+        decoder: &mut Decoder,
+        run: &mut ChunkRun<'_>,
+        wire_batches: &mut Vec<RecordBatch>,
+        rows: &mut Vec<u32>,
+        rejects: &mut Vec<Reject>,
+    ) -> Result<(), DecodeError> {
+        let pending = std::mem::take(&mut run.pending);
+        match decoder.flush() {
+            Ok(Some(batch)) => {
+                wire_batches.push(batch);
+                rows.extend(pending.iter().map(|&i| (run.base + i) as u32));
+            }
+            Ok(None) => {}
+            Err(_) => {
+                *decoder = self.new_decoder()?;
+                for &i in &pending {
+                    decoder.decode(run.chunk[i])?;
+                    match decoder.flush() {
+                        Ok(Some(batch)) => {
+                            wire_batches.push(batch);
+                            rows.push((run.base + i) as u32);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            rejects.push(Reject { index: run.base + i, reason: describe_arrow_error(&e) });
+                            *decoder = self.new_decoder()?;
+                        }
+                    }
+                }
+            }
+        }
+        run.pending = pending;
+        run.pending.clear();
+        Ok(())
     }
 
     fn precheck(&self, msg: &[u8]) -> Option<String> {
@@ -250,6 +290,10 @@ impl MessageDecoder {
                     let values = col.as_any().downcast_ref::<StringArray>().expect("wire type is Utf8");
                     Arc::new(parser.convert_strings(name, values, &mut bad))
                 }
+                Conversion::Number(kind) => {
+                    let values = col.as_any().downcast_ref::<StringArray>().expect("wire type is Utf8");
+                    convert_numbers(&path.join("."), *kind, values, &mut bad)?
+                }
             };
             if self.required[idx] && col.null_count() > 0 {
                 let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");
@@ -274,6 +318,15 @@ impl MessageDecoder {
         let batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
         Ok((batch, kept_rows))
     }
+}
+
+/// The messages of one chunk being decoded.
+struct ChunkRun<'a> {
+    chunk: &'a [&'a [u8]],
+    /// Index of the chunk's first message in the input.
+    base: usize,
+    /// Messages fed to the decoder since its last flush.
+    pending: Vec<usize>,
 }
 
 /// Feeds one message; it must add exactly one complete record.

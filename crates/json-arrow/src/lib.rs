@@ -3,10 +3,13 @@
 //! Messages are fed to arrow-json's tape decoder in chunks; a chunk that decodes cleanly costs
 //! no per-value work of ours. Only a chunk that fails is decoded message by message to find the
 //! culprits, which are rejected with a reason while the rest of the chunk is kept. Timestamps
-//! are converted column-wise afterwards (configured format, zone or epoch unit).
+//! are converted column-wise afterwards (configured format, zone or epoch unit), and numbers
+//! exactly (a value its column cannot hold is a reject, never rounded).
 
 mod decoder;
+mod numbers;
 mod timestamps;
 
 pub use decoder::{Decoded, DecodeError, MessageDecoder, Reject};
+pub use numbers::{convert_numbers, NumberKind};
 pub use timestamps::TimestampParser;

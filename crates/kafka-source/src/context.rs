@@ -10,11 +10,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::MskTokenProvider;
+use crate::{is_fatal, KafkaError, MskTokenProvider, PartitionKey};
+
+/// Watermarks are fetched on assignment; a slow broker gets this long.
+const WATERMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Answers "next offset to read" for a partition from the target table (never from group
-/// offsets); `Ok(None)` means the table has no progress and reading starts at the beginning.
-pub type ProgressLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
+/// offsets), given the partition's (low, high) watermarks so data that is gone is never
+/// skipped silently.
+pub type ProgressLookup = Arc<dyn Fn(&PartitionKey, (i64, i64)) -> Result<i64, KafkaError> + Send + Sync>;
 
 /// Called when partitions are about to be revoked; returns once the batch in progress is
 /// committed, so the next owner resumes from a table that holds everything read so far.
@@ -32,7 +36,9 @@ pub struct LakeContext {
     /// Bumped on every revocation, so the reader checks `revoked` only when it changed.
     pub(crate) revocations: Arc<AtomicU64>,
     /// Set when a rebalance failed to resume a partition; the reader surfaces it.
-    pub(crate) rebalance_error: Arc<Mutex<Option<String>>>,
+    pub(crate) rebalance_error: Arc<Mutex<Option<KafkaError>>>,
+    /// Set when librdkafka reports an error retrying cannot fix; the reader surfaces it.
+    pub(crate) fatal: Arc<Mutex<Option<String>>>,
 }
 
 impl LakeContext {
@@ -60,9 +66,16 @@ impl ClientContext for LakeContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // End-of-partition is how trigger-once learns it caught up, not a failure.
         use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
-            tracing::warn!(error = %error, reason, stage = "kafka_client", "librdkafka reported an error; it retries");
+        if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            return;
         }
+        if error.rdkafka_error_code().is_some_and(is_fatal) {
+            if let Ok(mut slot) = self.fatal.lock() {
+                slot.get_or_insert_with(|| format!("{error}: {reason}"));
+            }
+            return;
+        }
+        tracing::warn!(error = %error, reason, stage = "kafka_client", "librdkafka reported an error; it retries");
     }
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
@@ -73,6 +86,18 @@ impl ClientContext for LakeContext {
     }
 }
 
+impl LakeContext {
+    /// Where an assigned partition resumes: the table's progress checked against the
+    /// partition's watermarks, or the beginning when no lookup is configured.
+    fn resume_offset(&self, consumer: &BaseConsumer<Self>, key: &PartitionKey) -> Result<Offset, KafkaError> {
+        let Some(lookup) = &self.progress else { return Ok(Offset::Beginning) };
+        let watermarks = consumer
+            .fetch_watermarks(&key.topic, key.partition, WATERMARK_TIMEOUT)
+            .map_err(KafkaError::client(format!("watermarks of {}[{}]", key.topic, key.partition)))?;
+        lookup(key, watermarks).map(Offset::Offset)
+    }
+}
+
 impl ConsumerContext for LakeContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
@@ -80,20 +105,17 @@ impl ConsumerContext for LakeContext {
                 // Seek every new partition to the table's progress before any fetch happens.
                 let mut assigned = TopicPartitionList::new();
                 for elem in tpl.elements() {
-                    let offset = match &self.progress {
-                        Some(lookup) => match lookup(elem.topic(), elem.partition()) {
-                            Ok(Some(next)) => Offset::Offset(next),
-                            Ok(None) => Offset::Beginning,
-                            Err(e) => {
-                                // Never read a partition whose progress is unknown: the reader
-                                // fails the run instead (a restart retries the lookup).
-                                if let Ok(mut slot) = self.rebalance_error.lock() {
-                                    *slot = Some(format!("{}[{}]: {e}", elem.topic(), elem.partition()));
-                                }
-                                continue;
+                    let key = PartitionKey::new(elem.topic(), elem.partition());
+                    let offset = match self.resume_offset(consumer, &key) {
+                        Ok(offset) => offset,
+                        Err(e) => {
+                            // Never read a partition whose progress is unknown or whose unread
+                            // data is gone: the reader fails the run instead.
+                            if let Ok(mut slot) = self.rebalance_error.lock() {
+                                slot.get_or_insert(e);
                             }
-                        },
-                        None => Offset::Beginning,
+                            continue;
+                        }
                     };
                     if let Err(e) = assigned.add_partition_offset(elem.topic(), elem.partition(), offset) {
                         tracing::error!(error = %e, "cannot build assignment");

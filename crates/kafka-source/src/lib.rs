@@ -9,7 +9,10 @@ mod settings;
 pub use context::{LakeContext, ProgressLookup, RevokeHook};
 pub use msk_iam::MskTokenProvider;
 pub use reader::{
-    fetch_watermarks, topic_partitions, FillOutcome, KafkaReader, PartitionChunk, PartitionKey, RawBatch,
+    fetch_watermarks, position_exists, topic_partitions, FillOutcome, KafkaReader, PartitionChunk, PartitionKey, RawBatch,
     ReaderLimits, StartPosition,
 };
-pub use settings::{client_config, KafkaError};
+pub use settings::{client_config, is_fatal, KafkaError};
+
+/// librdkafka client settings, as [`client_config`] builds them.
+pub use rdkafka::ClientConfig;

@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
-use crate::{KafkaError, LakeContext};
+use crate::{is_fatal, KafkaError, LakeContext};
 
 const POLL: Duration = Duration::from_millis(100);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,13 +148,18 @@ impl RawBatch {
 
     /// Drops the messages of `partitions` (revoked by a rebalance).
     pub fn drop_partitions(&mut self, partitions: &BTreeSet<(String, i32)>) {
+        self.retain_partitions(|k| !partitions.contains(&(k.topic.to_string(), k.partition)));
+    }
+
+    /// Keeps the messages of the partitions `keep` accepts.
+    pub fn retain_partitions(&mut self, keep: impl Fn(&PartitionKey) -> bool) {
         self.chunks.retain(|k, chunk| {
-            let keep = !partitions.contains(&(k.topic.to_string(), k.partition));
-            if !keep {
+            let kept = keep(k);
+            if !kept {
                 self.bytes -= chunk.bytes();
                 self.messages -= chunk.len();
             }
-            keep
+            kept
         });
     }
 }
@@ -183,7 +188,13 @@ pub enum FillOutcome {
     CaughtUp,
     /// The stop flag was raised.
     Stopped,
+    /// Nothing arrived for [`IDLE_RETURN`] and nothing was read: the caller may show it is
+    /// alive, then call again.
+    Idle,
 }
+
+/// How long [`KafkaReader::fill`] waits on quiet partitions before returning [`FillOutcome::Idle`].
+pub const IDLE_RETURN: Duration = Duration::from_secs(1);
 
 /// A consumer's message queue, read many messages per call.
 ///
@@ -253,6 +264,8 @@ enum Polled {
     Idle,
     Eof,
     Messages(usize),
+    /// An error retrying cannot fix (the run fails with it).
+    Failed(KafkaError),
 }
 
 /// Messages between checks of the clock, the stop flag and the end condition.
@@ -275,7 +288,9 @@ impl KafkaReader {
         // librdkafka postpones fetching for fetch.queue.backoff.ms (1 s by default) whenever its
         // local queue is above queued.min.messages, which stalls a fast reader every 100k messages.
         let defaults = [
-            ("auto.offset.reset", "earliest"),
+            // Every assignment names its start offset; an offset that is gone while reading
+            // (retention overtook a slow reader) must stop the run, never reset silently.
+            ("auto.offset.reset", "error"),
             ("fetch.wait.max.ms", "100"),
             ("queued.max.messages.kbytes", "65536"),
             ("queued.min.messages", "1000000"),
@@ -354,6 +369,48 @@ impl KafkaReader {
         Ok(())
     }
 
+    /// Low and high watermarks of one partition.
+    pub fn watermarks(&self, key: &PartitionKey) -> Result<(i64, i64), KafkaError> {
+        let consumer = match &self.mode {
+            Mode::Manual { consumers, .. } => match consumers.iter().find(|c| c.topic == key.topic) {
+                Some(c) => &c.consumer,
+                None => return Err(KafkaError::UnknownTopic(key.topic.to_string())),
+            },
+            Mode::Group(consumer) => consumer,
+        };
+        consumer
+            .fetch_watermarks(&key.topic, key.partition, METADATA_TIMEOUT)
+            .map_err(KafkaError::client(format!("watermarks of {}[{}]", key.topic, key.partition)))
+    }
+
+    /// Moves an assigned partition to offset `next` (its progress was re-read from the table).
+    /// Returns false when the partition is not assigned to this reader (a group moved it).
+    pub fn seek(&mut self, key: &PartitionKey, next: i64) -> Result<bool, KafkaError> {
+        let consumer = match &mut self.mode {
+            Mode::Manual { consumers, ends, done, .. } => {
+                let Some(c) = consumers.iter().find(|c| c.topic == key.topic) else { return Ok(false) };
+                // Trigger once: a partition already read to its end offset is done.
+                if ends.as_ref().and_then(|e| e.get(key)).is_some_and(|end| next >= *end) {
+                    done.insert(key.clone());
+                    let _ = c.consumer.pause(&single(key));
+                    return Ok(true);
+                }
+                if done.remove(key) {
+                    let _ = c.consumer.resume(&single(key));
+                }
+                &c.consumer
+            }
+            Mode::Group(consumer) => &*consumer,
+        };
+        let assigned = consumer.assignment().map_err(KafkaError::client("assignment"))?;
+        if assigned.find_partition(&key.topic, key.partition).is_none() {
+            return Ok(false);
+        }
+        consumer
+            .seek(&key.topic, key.partition, Offset::Offset(next), METADATA_TIMEOUT)
+            .map_err(KafkaError::client(format!("seek {}[{}] to {next}", key.topic, key.partition)))?;
+        Ok(true)
+    }
 
     /// Polls into `batch` until a limit is reached, the manual partitions are done, or `stop`.
     pub fn fill(&mut self, batch: &mut RawBatch, limits: &ReaderLimits, stop: &AtomicBool) -> Result<FillOutcome, KafkaError> {
@@ -365,6 +422,10 @@ impl KafkaReader {
         // Each partition's share of the slice, with some slack: fewer buffer regrowths.
         let share = |total: usize| total / self.assigned + total / self.assigned / 8;
         let new_chunk = ChunkSize { messages: share(limits.max_messages), bytes: share(limits.max_bytes) };
+        let called = Instant::now();
+        // Consecutive empty polls: a quiet topic is polled without waiting while another one
+        // has data, so it never slows the busy one; only a whole quiet round waits.
+        let mut empty_polls = 0usize;
         loop {
             // Limits are counted per message; clocks, locks and flags only every CHECK_EVERY
             // messages or when a poll comes back empty (they cost as much as a message).
@@ -377,7 +438,10 @@ impl KafkaReader {
                     return Ok(FillOutcome::Stopped);
                 }
                 if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
-                    return Err(KafkaError::Rebalance(err));
+                    return Err(err);
+                }
+                if let Some(err) = self.context.fatal.lock().ok().and_then(|mut e| e.take()) {
+                    return Err(KafkaError::Fatal(err));
                 }
                 let now = Instant::now();
                 if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
@@ -388,6 +452,9 @@ impl KafkaReader {
                         return Ok(FillOutcome::CaughtUp);
                     }
                 }
+                if batch.messages == 0 && now.duration_since(called) >= IDLE_RETURN {
+                    return Ok(FillOutcome::Idle);
+                }
             }
             since_check += 1;
             if let Mode::Manual { consumers, turn, .. } = &mut self.mode {
@@ -396,7 +463,12 @@ impl KafkaReader {
                     taken_this_turn = 0;
                 }
             }
-            let timeout = if multi_topic(&self.mode) { Duration::from_millis(10) } else { POLL };
+            let timeout = match &self.mode {
+                Mode::Manual { consumers, .. } if consumers.len() > 1 => {
+                    if empty_polls >= consumers.len() { MULTI_TOPIC_POLL } else { Duration::ZERO }
+                }
+                _ => POLL,
+            };
             let polled = match &self.mode {
                 Mode::Manual { consumers, turn, .. } => match consumers.get(*turn) {
                     Some(TopicConsumer { queue: Some(queue), topic, .. }) => {
@@ -412,7 +484,13 @@ impl KafkaReader {
                     poll_one(consumer, &self.context, &mut revocations_seen, &mut self.topics, timeout, batch, &mut eofs, new_chunk)
                 }
             };
+            if matches!(polled, Polled::Idle) {
+                empty_polls += 1;
+            } else {
+                empty_polls = 0;
+            }
             match polled {
+                Polled::Failed(e) => return Err(e),
                 Polled::Idle => {
                     taken_this_turn = TURN;
                     since_check = CHECK_EVERY;
@@ -492,8 +570,20 @@ impl ChunkSize {
     }
 }
 
-fn multi_topic(mode: &Mode) -> bool {
-    matches!(mode, Mode::Manual { consumers, .. } if consumers.len() > 1)
+/// Poll timeout once every consumer of a multi-topic reader came back empty.
+const MULTI_TOPIC_POLL: Duration = Duration::from_millis(10);
+
+/// The error a consumed message carries, when retrying cannot fix it.
+fn message_failure(code: rdkafka::error::RDKafkaErrorCode, topic: &str, partition: i32, offset: i64) -> Option<KafkaError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    match code {
+        C::AutoOffsetReset | C::OffsetOutOfRange => Some(KafkaError::OffsetOutOfRange(match partition {
+            p if p >= 0 => format!("{topic}[{p}] at offset {offset}"),
+            _ => topic.to_string(),
+        })),
+        code if is_fatal(code) => Some(KafkaError::Fatal(format!("{topic}[{partition}]: {code}"))),
+        _ => None,
+    }
 }
 
 /// One message (or event) through rust-rdkafka's poll, which also serves rebalances.
@@ -519,6 +609,11 @@ fn poll_one(
             Polled::Eof
         }
         Some(Err(e)) => {
+            if let Some(code) = e.rdkafka_error_code() {
+                if let Some(failure) = message_failure(code, "a subscribed topic", -1, -1) {
+                    return Polled::Failed(failure);
+                }
+            }
             tracing::warn!(error = %e, stage = "kafka_poll", "kafka poll error; librdkafka retries");
             Polled::Idle
         }
@@ -562,6 +657,7 @@ fn read_batch(
     // SAFETY: librdkafka initialised the first `read` entries.
     unsafe { buffer.set_len(read) };
     let mut taken = 0usize;
+    let mut failure = None;
     let mut current: Option<(i32, &mut PartitionChunk)> = None;
     for &ptr in buffer.iter() {
         // SAFETY: each pointer is a live message owned by us until destroyed below.
@@ -571,7 +667,10 @@ fn read_batch(
                 eofs.push(message.partition);
             } else {
                 let error = rdkafka::error::RDKafkaErrorCode::from(message.err);
-                tracing::warn!(error = %error, stage = "kafka_poll", "kafka poll error; librdkafka retries");
+                if failure.is_none() {
+                    failure = message_failure(error, topic, message.partition, message.offset);
+                }
+                tracing::warn!(error = %error, stage = "kafka_poll", "kafka poll error");
             }
         } else {
             // SAFETY: payload/key point to len/key_len bytes (or are null) while the message lives.
@@ -598,6 +697,9 @@ fn read_batch(
     if taken > 0 {
         batch.messages += taken;
         batch.opened_at.get_or_insert_with(Instant::now);
+    }
+    if let Some(failure) = failure {
+        return Polled::Failed(failure);
     }
     match (eofs.is_empty(), taken) {
         (false, _) => Polled::Eof,
@@ -646,6 +748,37 @@ pub fn topic_partitions<C: Consumer<LakeContext>>(consumer: &C, topic: &str) -> 
         return Err(KafkaError::UnknownTopic(topic.into()));
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// How long [`position_exists`] waits for the broker's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether offset `next` is a readable position of the partition: a message is there or it is
+/// the partition's end. Asked when recorded progress is past the listed high watermark: the
+/// topic was recreated with fewer messages, or the broker's ListOffsets lags what its fetches
+/// return (tansu lists the base offset of the last record batch). A broker that neither
+/// returns data, nor the end, nor "out of range" within a few seconds counts as "no".
+pub fn position_exists(config: &ClientConfig, context: LakeContext, key: &PartitionKey, next: i64) -> Result<bool, KafkaError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let mut config = config.clone();
+    config
+        .set("group.id", "lakehouse-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error");
+    let consumer: BaseConsumer<LakeContext> = config.create_with_context(context).map_err(KafkaError::client("create probe consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(next)).map_err(KafkaError::client("build probe assignment"))?;
+    consumer.assign(&tpl).map_err(KafkaError::client(format!("assign {}[{}]", key.topic, key.partition)))?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(POLL) {
+            Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(true),
+            Some(Err(e)) if matches!(e.rdkafka_error_code(), Some(C::AutoOffsetReset | C::OffsetOutOfRange)) => return Ok(false),
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 /// Low and high watermarks of every partition of `topics` (for trigger-once end offsets).

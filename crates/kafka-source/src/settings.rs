@@ -23,9 +23,59 @@ pub enum KafkaError {
     /// A rebalance assigned a partition whose progress could not be read from its table.
     #[error("cannot resume {0} after a rebalance: its progress could not be read from the table")]
     Rebalance(String),
+    /// A client error retrying cannot fix (authentication, authorization, an unknown topic).
+    #[error("kafka: {0} (fix the credentials, ACLs or topic names in the configuration; retrying does not help)")]
+    Fatal(String),
+    /// Messages the job has not read are gone from a partition (retention, or a recreated
+    /// topic): reading on would skip them silently.
+    #[error(
+        "{topic}[{partition}]: the next offset to read is {next}, but the partition holds offsets {low}..{high}: {cause}. \
+         Nothing was skipped. To accept the loss and continue, set raw_append.on_missing_offsets = \"skip\" \
+         (the skipped range is counted and marked in the dead-letter table)"
+    )]
+    OffsetsGone {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The offset the table's progress says to read next.
+        next: i64,
+        /// The partition's low watermark (-1 when unknown).
+        low: i64,
+        /// The partition's high watermark (-1 when unknown).
+        high: i64,
+        /// Why, in words.
+        cause: String,
+    },
+    /// The broker no longer serves the offset being read (retention overtook the reader while
+    /// it ran, or the topic was recreated).
+    #[error(
+        "{0}: the broker no longer holds the offset to read next (retention deleted it, or the topic was recreated). \
+         Nothing was skipped; a restart checks the partition against the table's progress (set raw_append.on_missing_offsets = \"skip\" to accept the loss)"
+    )]
+    OffsetOutOfRange(String),
     /// An operation that only manual assignment supports was used on a group reader.
     #[error("{0} needs manual partition assignment")]
     ManualOnly(&'static str),
+}
+
+/// True for librdkafka errors that retrying cannot fix: the run must fail instead of spinning.
+pub fn is_fatal(code: rdkafka::error::RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::InvalidSessionTimeout
+            | C::UnsupportedSASLMechanism
+            | C::IllegalSASLState
+            | C::Fatal
+    )
 }
 
 impl KafkaError {
@@ -102,5 +152,16 @@ mod tests {
         k.security_protocol = SecurityProtocol::SaslSsl;
         k.sasl_mechanism = Some(SaslMechanism::AwsMskIam);
         assert_eq!(client_config(&k).get("sasl.mechanism"), Some("OAUTHBEARER"));
+    }
+
+    #[test]
+    fn credentials_acls_and_missing_topics_are_fatal_broker_hiccups_are_not() {
+        use rdkafka::error::RDKafkaErrorCode as C;
+        for code in [C::SaslAuthenticationFailed, C::TopicAuthorizationFailed, C::UnknownTopic, C::Authentication] {
+            assert!(is_fatal(code), "{code:?}");
+        }
+        for code in [C::BrokerTransportFailure, C::AllBrokersDown, C::RequestTimedOut, C::NotLeaderForPartition, C::UnknownTopicOrPartition] {
+            assert!(!is_fatal(code), "{code:?}");
+        }
     }
 }

@@ -71,6 +71,9 @@ pub enum MergeUpsertError {
     },
 }
 
+/// Every failure exits 1.
+impl job_runtime::ExitStatus for MergeUpsertError {}
+
 /// Where a batch stands in the checkpoint folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Progress {

@@ -8,7 +8,7 @@ mod size;
 
 pub use error::ConfigError;
 pub use model::{
-    DurationStr, KafkaConfig, LakeConfig, MetadataColumn, PartitionSource, PartitionSpec,
+    DurationStr, KafkaConfig, LakeConfig, MetadataColumn, OnMissingOffsets, PartitionSource, PartitionSpec,
     PipelineConfig, RawAppendConfig, RawAppendSource, SaslMechanism, SecurityProtocol,
     TableConfig, Trigger, StreamJoinConfig, JoinInput, JoinType, WatermarkPolicy, JoinColumn, JoinSide, SignedDuration, MergeUpsertConfig, SchemaEvolution,
 };

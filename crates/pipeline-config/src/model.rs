@@ -252,6 +252,19 @@ impl MetadataColumn {
     }
 }
 
+/// What raw-append does when offsets it has not read are gone from a partition (retention
+/// deleted them, or the topic was recreated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissingOffsets {
+    /// Stop with exit code 4 and a message naming the partition and the offsets.
+    #[default]
+    Fail,
+    /// Continue from the earliest available offset; the skipped range is counted in the
+    /// summary and a metric, and marked by a row in the dead-letter table.
+    Skip,
+}
+
 /// The raw-append job.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +304,9 @@ pub struct RawAppendConfig {
     /// On SIGTERM, the batch in flight may take this long to commit before it is abandoned.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: DurationStr,
+    /// `fail` (default) or `skip` when offsets the job has not read are gone.
+    #[serde(default)]
+    pub on_missing_offsets: OnMissingOffsets,
 }
 
 fn default_job_id() -> String {

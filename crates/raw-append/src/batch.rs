@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
-use delta_io::{commit_append, read_progress, write_files, DeltaTable, TableWriter, Transaction};
+use delta_io::{write_files, CommitError, GuardedTxn, ProgressTable, TableWriter};
 use job_runtime::{crash_point, RunSummary};
 use kafka_source::{PartitionKey, RawBatch};
 use pipeline_config::RawAppendConfig;
 
 use crate::dead_letter::{self, DeadLetters};
-use crate::events::{BatchCommitted, DeadLettered};
+use crate::events::{BatchCommitted, BatchDropped, DeadLettered, OffsetsSkipped};
+use crate::handover::{Resume, SkippedRange};
 use crate::routes::Route;
 use crate::table_rows::{self, ChunkRows};
 use crate::RawAppendError;
@@ -28,11 +30,11 @@ pub struct Sinks {
     /// Route index by topic.
     pub by_topic: Arc<HashMap<String, usize>>,
     /// One table per route.
-    pub tables: Vec<DeltaTable>,
+    pub tables: Vec<ProgressTable>,
     /// The dead-letter table.
-    pub dead_letter: DeltaTable,
-    /// Dead-letter progress per partition (read lazily, dropped on revocation).
-    pub dead_letter_progress: HashMap<PartitionKey, Option<i64>>,
+    pub dead_letter: ProgressTable,
+    /// Where each partition resumed and what its next commit must find in its table.
+    pub resume: Arc<Resume>,
     /// The job's settings.
     pub job: RawAppendConfig,
     /// Latest known high watermark per partition (consumer-lag figures).
@@ -55,6 +57,10 @@ pub struct Batch {
     rows: Vec<u64>,
     /// Last offset read per partition (the txn versions to commit).
     last_offsets: BTreeMap<PartitionKey, i64>,
+    /// The progress each partition's table must still hold when the batch commits.
+    start: BTreeMap<PartitionKey, Option<i64>>,
+    /// Offsets skipped by configuration, recorded by this batch.
+    skips: Vec<SkippedRange>,
     dead: DeadLetters,
     /// Partitions that produced new dead letters in this batch.
     dead_partitions: BTreeMap<PartitionKey, ()>,
@@ -73,6 +79,8 @@ impl Batch {
             writers: (0..routes).map(|_| None).collect(),
             rows: vec![0; routes],
             last_offsets: BTreeMap::new(),
+            start: BTreeMap::new(),
+            skips: Vec::new(),
             dead: DeadLetters::default(),
             dead_partitions: BTreeMap::new(),
             decode_ms: 0,
@@ -114,10 +122,11 @@ impl Batch {
             let idx = sinks.by_topic[key.topic.as_ref()];
             let Some(last) = chunk.last_offset() else { continue };
             self.last_offsets.insert(key.clone(), last);
+            self.start.entry(key.clone()).or_insert_with(|| sinks.resume.point(key));
             if rows.batch.num_rows() > 0 {
                 let route = &sinks.routes[idx];
                 let writer = self.writers[idx].get_or_insert_with(|| {
-                    TableWriter::new(&sinks.tables[idx], route.schema().clone(), &route.spec.partition_columns, sinks.job.target_file_size.0)
+                    TableWriter::new(sinks.tables[idx].table(), route.schema().clone(), &route.spec.partition_columns, sinks.job.target_file_size.0)
                 });
                 match &rows.constant_partition {
                     Some(values) => writer.write_partition(&rows.batch, values).await?,
@@ -129,15 +138,9 @@ impl Batch {
                 continue;
             }
             // The dead-letter table may already hold rejects of a batch whose main commit
-            // did not land before a crash: skip what its own progress covers.
-            let floor = match sinks.dead_letter_progress.get(key) {
-                Some(v) => *v,
-                None => {
-                    let v = read_progress(&sinks.dead_letter, &sinks.app_id(key)).await?;
-                    sinks.dead_letter_progress.insert(key.clone(), v);
-                    v
-                }
-            };
+            // did not land before a crash: skip what its own progress covers (checked again
+            // against the snapshot the dead letters commit on).
+            let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
             for reject in rows.rejects {
                 if floor.is_none_or(|f| chunk.offsets[reject.index] > f) {
                     self.dead.push(key, chunk, reject.index, reject.reason, &sinks.routes[idx].table_name);
@@ -149,63 +152,30 @@ impl Batch {
         Ok(())
     }
 
+    /// Records offsets skipped by configuration: the partition's progress moves past them in
+    /// this batch's commit, and a marker row names them in the dead-letter table.
+    pub fn mark_skipped(&mut self, sinks: &Sinks, range: SkippedRange) {
+        let key = range.key.clone();
+        self.start.entry(key.clone()).or_insert(range.progress);
+        self.last_offsets.entry(key.clone()).or_insert(range.resume_at - 1);
+        let table = &sinks.routes[sinks.by_topic[key.topic.as_ref()]].table_name;
+        self.dead.push_marker(&key, range.next, range.reason.clone(), table);
+        self.dead_partitions.insert(key, ());
+        self.skips.push(range);
+    }
+
     /// Commits the batch: dead letters first, then each table with its partitions' progress.
     /// A crash between any two steps leaves every table consistent with its own progress.
-    pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<(), RawAppendError> {
-        if self.dead.len() > 0 {
-            let rows = self.dead.to_batch(&sinks.job.job_id, Utc::now())?;
-            let example = self.dead.first_reason().unwrap_or_default().to_string();
-            let adds = write_files(&sinks.dead_letter, dead_letter::schema(), &dead_letter::partition_columns(), &[rows], sinks.job.target_file_size.0).await?;
-            crash_point!("raw_append::after_dead_letter_upload");
-            let txns: Vec<Transaction> =
-                self.dead_partitions.keys().map(|k| Transaction::new(sinks.app_id(k), self.last_offsets[k])).collect();
-            let done = commit_append(&mut sinks.dead_letter, adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await?;
-            for key in self.dead_partitions.keys() {
-                sinks.dead_letter_progress.insert(key.clone(), Some(self.last_offsets[key]));
-            }
-            DeadLettered { table: DEAD_LETTER, version: done.version, retries: done.retries, count: self.dead.len() as u64, example: &example }.emit(summary);
-            crash_point!("raw_append::after_dead_letter_commit");
+    /// Returns the partitions of tables whose progress another task moved since the batch
+    /// started (their part of the batch was dropped; they must be re-read from the table).
+    pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
+        self.commit_dead_letters(sinks, summary).await?;
+        let mut lost = Vec::new();
+        for idx in 0..sinks.routes.len() {
+            lost.extend(self.commit_table(idx, sinks, summary).await?);
         }
-
-        let routes = sinks.routes.clone();
-        for (idx, route) in routes.iter().enumerate() {
-            let txns: Vec<Transaction> = self
-                .last_offsets
-                .iter()
-                .filter(|(k, _)| sinks.by_topic[k.topic.as_ref()] == idx)
-                .map(|(k, last)| Transaction::new(sinks.app_id(k), *last))
-                .collect();
-            if txns.is_empty() {
-                continue;
-            }
-            let started = Instant::now();
-            let adds = match self.writers[idx].take() {
-                Some(writer) => writer.close().await?,
-                None => Vec::new(),
-            };
-            self.write_ms += started.elapsed().as_millis() as u64;
-            crash_point!("raw_append::after_upload");
-            let files = adds.len();
-            let partitions = txns.len();
-            // Partition values of the new files (repeats collapse in the manifest writer).
-            let touched: Vec<HashMap<String, Option<String>>> =
-                adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
-            let started = Instant::now();
-            let done = commit_append(&mut sinks.tables[idx], adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await?;
-            BatchCommitted {
-                table: &route.table_name,
-                version: done.version,
-                retries: done.retries,
-                rows: self.rows[idx],
-                files,
-                partitions,
-                decode_ms: self.decode_ms,
-                write_ms: self.write_ms,
-                commit_ms: started.elapsed().as_millis() as u64,
-            }
-            .emit(summary);
-            crash_point!("raw_append::after_commit");
-            maintenance::update_touched_manifests(&sinks.tables[idx], &route.table_name, &touched).await;
+        for range in std::mem::take(&mut self.skips) {
+            OffsetsSkipped { range: &range }.emit(summary);
         }
         for (key, last) in &self.last_offsets {
             if let Some(high) = sinks.high_watermarks.get(key) {
@@ -213,7 +183,106 @@ impl Batch {
             }
         }
         summary.batch_done(self.opened.map_or(Duration::ZERO, |t| t.elapsed()));
-        Ok(())
+        Ok(lost)
+    }
+
+    /// Commits the dead letters the table does not hold yet, compare-and-set on its progress
+    /// of their partitions (another task may have committed the same rejects).
+    async fn commit_dead_letters(&mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<(), RawAppendError> {
+        const ATTEMPTS: usize = 10;
+        if self.dead.len() == 0 {
+            return Ok(());
+        }
+        let resets: BTreeMap<&PartitionKey, ()> = self.skips.iter().filter(|r| r.resume_at <= r.next).map(|r| (&r.key, ())).collect();
+        for _ in 0..ATTEMPTS {
+            let mut floors = BTreeMap::new();
+            for key in self.dead_partitions.keys() {
+                // A recreated topic starts its offsets again: its old floor filters nothing.
+                let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
+                floors.insert(key.clone(), floor);
+            }
+            let keep = self.dead.not_held(|key| if resets.contains_key(key) { None } else { floors.get(key).copied().flatten() });
+            let rows = filter_record_batch(&self.dead.to_batch(&sinks.job.job_id, Utc::now())?, &keep)?;
+            if rows.num_rows() == 0 {
+                return Ok(());
+            }
+            let txns: Vec<GuardedTxn> = floors
+                .iter()
+                .map(|(k, floor)| {
+                    let last = self.last_offsets[k];
+                    let version = if resets.contains_key(k) { last } else { floor.map_or(last, |f| f.max(last)) };
+                    GuardedTxn { app_id: sinks.app_id(k), expected: *floor, version }
+                })
+                .collect();
+            let example = self.dead.first_reason().unwrap_or_default().to_string();
+            let adds = write_files(sinks.dead_letter.table(), dead_letter::schema(), &dead_letter::partition_columns(), &[rows.clone()], sinks.job.target_file_size.0).await?;
+            crash_point!("raw_append::after_dead_letter_upload");
+            match sinks.dead_letter.commit_append(adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await {
+                Ok(done) => {
+                    let count = rows.num_rows() as u64;
+                    DeadLettered { table: DEAD_LETTER, version: done.version, retries: done.retries, count, example: &example }.emit(summary);
+                    crash_point!("raw_append::after_dead_letter_commit");
+                    return Ok(());
+                }
+                // Another task committed rejects of these partitions: filter again on the
+                // newest snapshot (already loaded).
+                Err(CommitError::ProgressMoved { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RawAppendError::Internal("the dead-letter commit kept losing to concurrent commits of the same partitions".into()))
+    }
+
+    /// Commits table `idx`'s rows with its partitions' progress; returns the partitions when
+    /// another task moved their progress (nothing of this table's part landed).
+    async fn commit_table(&mut self, idx: usize, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
+        let keys: Vec<PartitionKey> = self.last_offsets.keys().filter(|k| sinks.by_topic[k.topic.as_ref()] == idx).cloned().collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txns: Vec<GuardedTxn> = keys
+            .iter()
+            .map(|k| GuardedTxn { app_id: sinks.app_id(k), expected: self.start.get(k).copied().flatten(), version: self.last_offsets[k] })
+            .collect();
+        let started = Instant::now();
+        let adds = match self.writers[idx].take() {
+            Some(writer) => writer.close().await?,
+            None => Vec::new(),
+        };
+        self.write_ms += started.elapsed().as_millis() as u64;
+        crash_point!("raw_append::after_upload");
+        let files = adds.len();
+        // Partition values of the new files (repeats collapse in the manifest writer).
+        let touched: Vec<HashMap<String, Option<String>>> =
+            adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
+        let started = Instant::now();
+        let route = &sinks.routes[idx];
+        let done = match sinks.tables[idx].commit_append(adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await {
+            Ok(done) => done,
+            Err(CommitError::ProgressMoved { moved }) => {
+                BatchDropped { table: &route.table_name, rows: self.rows[idx], moved: &moved }.emit(summary);
+                return Ok(keys);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        BatchCommitted {
+            table: &route.table_name,
+            version: done.version,
+            retries: done.retries,
+            rows: self.rows[idx],
+            files,
+            partitions: keys.len(),
+            decode_ms: self.decode_ms,
+            write_ms: self.write_ms,
+            commit_ms: started.elapsed().as_millis() as u64,
+        }
+        .emit(summary);
+        for key in &keys {
+            sinks.resume.committed(key, self.last_offsets[key]);
+        }
+        crash_point!("raw_append::after_commit");
+        maintenance::update_touched_manifests(sinks.tables[idx].table(), &route.table_name, &touched).await;
+        Ok(Vec::new())
     }
 
     /// Drops the batch uncommitted (shutdown deadline): uploads are aborted.

@@ -1,9 +1,9 @@
 //! The dead-letter table: every rejected message with its raw bytes, reason and coordinates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{BinaryArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use delta_io::TableSpec;
@@ -85,6 +85,30 @@ impl DeadLetters {
         self.payload.push(chunk.payload(index).to_vec());
         self.error.push(reason);
         self.target.push(target_table.to_string());
+    }
+
+    /// Adds a marker row for offsets that were skipped (no payload: the messages are gone).
+    pub fn push_marker(&mut self, key: &PartitionKey, offset: i64, reason: String, target_table: &str) {
+        self.topic.push(key.topic.to_string());
+        self.partition.push(key.partition);
+        self.offset.push(offset);
+        self.kafka_ts.push(None);
+        self.key.push(None);
+        self.payload.push(Vec::new());
+        self.error.push(reason);
+        self.target.push(target_table.to_string());
+    }
+
+    /// A mask of the rows above their partition's `floor` (the offsets the table already
+    /// holds rejects up to).
+    pub fn not_held(&self, floor: impl Fn(&PartitionKey) -> Option<i64>) -> BooleanArray {
+        let mut floors: HashMap<(&str, i32), Option<i64>> = HashMap::new();
+        (0..self.len())
+            .map(|i| {
+                let f = *floors.entry((self.topic[i].as_str(), self.partition[i])).or_insert_with(|| floor(&PartitionKey::new(&self.topic[i], self.partition[i])));
+                Some(f.is_none_or(|f| self.offset[i] > f))
+            })
+            .collect()
     }
 
     /// The rows as a record batch.

@@ -1,7 +1,10 @@
 //! Observable events of raw-append: each logs once and updates the run's counters, so logs and
 //! the JSON summary never disagree.
 
+use delta_io::MovedProgress;
 use job_runtime::RunSummary;
+
+use crate::handover::SkippedRange;
 
 /// A batch landed in a table.
 pub struct BatchCommitted<'a> {
@@ -81,5 +84,47 @@ impl BatchRead {
     pub fn emit(&self, summary: &mut RunSummary) {
         tracing::debug!(stage = "read", messages = self.messages, bytes = self.bytes, "batch read");
         summary.read(self.messages, self.bytes);
+    }
+}
+
+/// A batch's part for one table was dropped: another task committed its partitions since the
+/// batch started (a rebalance moved them, or this task was a zombie). They are re-read.
+pub struct BatchDropped<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// Rows dropped (they are read again by whoever owns the partitions).
+    pub rows: u64,
+    /// The partitions whose progress moved.
+    pub moved: &'a [MovedProgress],
+}
+
+impl BatchDropped<'_> {
+    /// Logs and counts.
+    pub fn emit(&self, summary: &mut RunSummary) {
+        let moved: Vec<String> = self.moved.iter().map(|m| format!("{} expected {:?} found {:?}", m.app_id, m.expected, m.found)).collect();
+        tracing::warn!(
+            stage = "commit",
+            error_code = "progress_moved",
+            table = self.table,
+            rows = self.rows,
+            moved = %moved.join(", "),
+            "another task committed these partitions since this batch started: batch dropped uncommitted, partitions re-read from the table"
+        );
+        summary.batch_dropped();
+    }
+}
+
+/// Offsets that were gone were skipped (`on_missing_offsets = "skip"`) and recorded.
+pub struct OffsetsSkipped<'a> {
+    /// The skipped range.
+    pub range: &'a SkippedRange,
+}
+
+impl OffsetsSkipped<'_> {
+    /// Logs and counts.
+    pub fn emit(&self, summary: &mut RunSummary) {
+        let r = self.range;
+        tracing::warn!(stage = "commit", error_code = "offsets_skipped", topic = %r.key.topic, partition = r.key.partition, next = r.next, resumed_at = r.resume_at, skipped = r.skipped(), "skipped offsets recorded in the dead-letter table");
+        summary.skipped(r.skipped());
     }
 }

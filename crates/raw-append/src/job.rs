@@ -6,17 +6,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use delta_io::{open_or_create, read_progress, CommitError, DeltaIoError};
-use job_runtime::{Progress, RunSummary, Shutdown};
+use delta_io::{open_or_create, read_progress, CommitError, DeltaIoError, ProgressTable};
+use job_runtime::{ExitCode, ExitStatus, Progress, RunSummary, Shutdown};
 use kafka_source::{
-    client_config, fetch_watermarks, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider, ProgressLookup, RawBatch, ReaderLimits,
-    RevokeHook, StartPosition,
+    client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider, PartitionKey, ProgressLookup, RawBatch,
+    ReaderLimits, RevokeHook, StartPosition,
 };
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
+
 
 use crate::batch::{Batch, Sinks};
 use crate::dead_letter;
 use crate::events::BatchRead;
+use crate::handover::Resume;
 use crate::routes::{self, Route};
 
 /// Why a run failed.
@@ -43,6 +45,15 @@ pub enum RawAppendError {
     /// The reader thread or a worker stopped unexpectedly.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl ExitStatus for RawAppendError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_)) => ExitCode::SourceDataGone,
+            _ => ExitCode::Failure,
+        }
+    }
 }
 
 /// A raw-append run over a validated configuration: build it, then `.await` it.
@@ -79,65 +90,20 @@ impl RawAppend {
             Trigger::Continuous => "continuous",
         };
         let mut summary = RunSummary::new("raw-append", trigger_name);
-        let routes = Arc::new(Route::all(&self.config, &self.job));
-        let mut tables = Vec::with_capacity(routes.len());
-        for route in routes.iter() {
-            tables.push(open_or_create(&route.spec).await?);
-        }
-        let dlq_spec = dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
-        let mut sinks = Sinks {
-            routes: routes.clone(),
-            by_topic: Arc::new(routes::by_topic(&routes)),
-            tables,
-            dead_letter: open_or_create(&dlq_spec).await?,
-            dead_letter_progress: HashMap::new(),
-            high_watermarks: HashMap::new(),
-            job: self.job.clone(),
-        };
-
+        let mut sinks = self.open_sinks().await?;
         let msk = match self.config.kafka.sasl_mechanism {
             Some(SaslMechanism::AwsMskIam) => Some(Arc::new(MskTokenProvider::start(self.config.kafka.aws_region.clone()).await?)),
             _ => None,
         };
+        let (tx, rx) = tokio::sync::mpsc::channel::<ReaderMsg>(1);
         let kafka = client_config(&self.config.kafka);
-        let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ReaderMsg>(1);
-
-        let mut expected_total: Option<u64> = None;
-        let reader = match (&self.job.group_id, self.trigger) {
-            (Some(group), Trigger::Continuous) => {
-                let context = LakeContext::new(msk.clone()).with_progress(self.progress_lookup(&routes)).with_revoke_hook(flush_hook(tx.clone()));
-                KafkaReader::group(kafka.clone(), context, &topics, group)?
-            }
-            _ => {
-                let context = LakeContext::new(msk.clone());
-                let watermarks = fetch_watermarks(&kafka, context.clone(), &topics)?;
-                let mut starts = Vec::new();
-                let mut pending = 0u64;
-                for (key, (low, high)) in &watermarks {
-                    let table = &sinks.tables[sinks.by_topic[key.topic.as_ref()]];
-                    let next = read_progress(table, &sinks.app_id(key)).await?.map(|v| v + 1);
-                    if next.is_some_and(|n| n < *low) {
-                        tracing::warn!(topic = %key.topic, partition = key.partition, next, low, "retention removed messages this job never read; continuing from the earliest available");
-                    }
-                    let from = next.unwrap_or(*low).max(*low);
-                    pending += (high - from).max(0) as u64;
-                    starts.push((key.clone(), StartPosition::Offset(from)));
-                }
-                starts.sort_by(|a, b| a.0.cmp(&b.0));
-                if self.trigger == Trigger::Once {
-                    if pending == 0 {
-                        tracing::info!(stage = "start", "no new data in any partition");
-                        summary.status = "no_new_data".into();
-                        return Ok(finish(summary, started));
-                    }
-                    expected_total = Some(pending);
-                    let ends = watermarks.iter().map(|(k, (_, high))| (k.clone(), *high)).collect();
-                    tracing::info!(stage = "start", partitions = starts.len(), pending, "reading to the high watermarks captured at start");
-                    KafkaReader::manual(kafka.clone(), context, &starts, Some(ends))?
-                } else {
-                    KafkaReader::manual(kafka.clone(), context, &starts, None)?
-                }
+        let lookup = self.progress_lookup(&sinks.routes, sinks.resume.clone(), Probe { kafka: kafka.clone(), context: LakeContext::new(msk.clone()) });
+        let (reader, expected_total) = match self.open_reader(&mut sinks, kafka, msk, lookup.clone(), tx.clone()).await? {
+            Some(opened) => opened,
+            None => {
+                tracing::info!(stage = "start", "no new data in any partition");
+                summary.status = "no_new_data".into();
+                return Ok(finish(summary, started));
             }
         };
         let limits = BatchLimits {
@@ -146,46 +112,139 @@ impl RawAppend {
             // Trigger-once batches are bounded by size only.
             interval: (self.trigger == Trigger::Continuous).then_some(self.job.interval.0),
         };
-        let reader_thread = spawn_reader(reader, limits, self.shutdown.flag(), tx)?;
-
+        let rereads = Rereads { resume: sinks.resume.clone(), lookup };
+        let reader_thread = spawn_reader(reader, limits, self.shutdown.flag(), tx, rereads)?;
         let progress = expected_total.and_then(|total| Progress::for_terminal(total, "messages"));
+        let outcome = self.run_loop(&mut sinks, rx, &mut summary, progress.as_ref()).await;
+        if let Some(bar) = progress {
+            bar.finish();
+        }
+        reader_thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
+        outcome?;
+        if summary.rows_in == 0 && summary.status == "ok" && summary.skipped_offsets == 0 {
+            summary.status = "no_new_data".into();
+        }
+        Ok(finish(summary, started))
+    }
+
+    /// Opens (or creates) every table the run writes.
+    async fn open_sinks(&self) -> Result<Sinks, RawAppendError> {
+        let routes = Arc::new(Route::all(&self.config, &self.job));
+        let mut tables = Vec::with_capacity(routes.len());
+        for route in routes.iter() {
+            tables.push(ProgressTable::new(open_or_create(&route.spec).await?));
+        }
+        let dlq_spec = dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
+        Ok(Sinks {
+            by_topic: Arc::new(routes::by_topic(&routes)),
+            routes,
+            tables,
+            dead_letter: ProgressTable::new(open_or_create(&dlq_spec).await?),
+            resume: Arc::new(Resume::new(self.job.on_missing_offsets)),
+            high_watermarks: HashMap::new(),
+            job: self.job.clone(),
+        })
+    }
+
+    /// The Kafka reader: a group member (continuous with `group_id`, resuming each assigned
+    /// partition from its table) or manual assignment of every partition from its table's
+    /// progress. Trigger once also captures the high watermarks to read to, and returns None
+    /// when there is nothing to read.
+    async fn open_reader(
+        &self,
+        sinks: &mut Sinks,
+        kafka: ClientConfig,
+        msk: Option<Arc<MskTokenProvider>>,
+        lookup: ProgressLookup,
+        tx: tokio::sync::mpsc::Sender<ReaderMsg>,
+    ) -> Result<Option<(KafkaReader, Option<u64>)>, RawAppendError> {
+        let topics: Vec<&str> = sinks.routes.iter().map(|r| r.topic.as_str()).collect();
+        if let (Some(group), Trigger::Continuous) = (&self.job.group_id, self.trigger) {
+            let context = LakeContext::new(msk).with_progress(lookup).with_revoke_hook(flush_hook(tx));
+            return Ok(Some((KafkaReader::group(kafka, context, &topics, group)?, None)));
+        }
+        let context = LakeContext::new(msk);
+        let watermarks = fetch_watermarks(&kafka, context.clone(), &topics)?;
+        let mut starts = Vec::new();
+        let mut pending = 0u64;
+        let probe = Probe { kafka: kafka.clone(), context: context.clone() };
+        for (key, listed) in &watermarks {
+            let app = sinks.app_id(key);
+            let progress = sinks.tables[sinks.by_topic[key.topic.as_ref()]].progress(&app).await?;
+            let (low, high) = probe.watermarks(key, progress, *listed)?;
+            let next = sinks.resume.resumed(key, progress, (low, high))?;
+            pending += (high - next).max(0) as u64;
+            starts.push((key.clone(), StartPosition::Offset(next)));
+        }
+        starts.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.trigger == Trigger::Continuous {
+            return Ok(Some((KafkaReader::manual(kafka, context, &starts, None)?, None)));
+        }
+        let skips = sinks.resume.has_skipped();
+        if pending == 0 && !skips {
+            return Ok(None);
+        }
+        let ends = watermarks.iter().map(|(k, (_, high))| (k.clone(), *high)).collect();
+        tracing::info!(stage = "start", partitions = starts.len(), pending, "reading to the high watermarks captured at start");
+        Ok(Some((KafkaReader::manual(kafka, context, &starts, Some(ends))?, Some(pending))))
+    }
+
+    /// Receives slices from the reader and commits batches until the reader is done or stopped.
+    async fn run_loop(
+        &self,
+        sinks: &mut Sinks,
+        mut rx: tokio::sync::mpsc::Receiver<ReaderMsg>,
+        summary: &mut RunSummary,
+        progress: Option<&Progress>,
+    ) -> Result<(), RawAppendError> {
+        let routes = sinks.routes.len();
         let mut batch_no: i64 = 0;
-        let mut batch = Batch::new(batch_no + 1, routes.len());
+        let mut batch = Batch::new(batch_no + 1, routes);
+        // Partitions re-read after a lost compare-and-set: slices older than this are stale.
+        let mut rereading: HashMap<PartitionKey, u64> = HashMap::new();
         while let Some(msg) = rx.recv().await {
             job_runtime::heartbeat();
-            let (mut slice, outcome, end_of_batch) = match msg {
-                ReaderMsg::Slice { slice, outcome, end_of_batch } => (slice, outcome, end_of_batch),
+            for range in sinks.resume.take_skipped() {
+                batch.mark_skipped(sinks, range);
+            }
+            let (mut slice, outcome, end_of_batch, generation) = match msg {
+                ReaderMsg::Slice { slice, outcome, end_of_batch, generation } => (slice, outcome, end_of_batch, generation),
+                ReaderMsg::Idle(high_watermarks) => {
+                    sinks.high_watermarks.extend(high_watermarks);
+                    continue;
+                }
                 ReaderMsg::Flush(ack) => {
                     // Partitions are being revoked: commit what was read so far.
                     if !batch.is_empty() {
                         batch_no += 1;
-                        std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes.len())).commit(&mut sinks, &mut summary).await?;
+                        let full = std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes));
+                        commit(full, sinks, summary, &mut rereading).await?;
                     }
-                    sinks.dead_letter_progress.clear();
                     let _ = ack.send(());
                     continue;
                 }
                 ReaderMsg::Failed(e) => return Err(e.into()),
             };
             sinks.high_watermarks.extend(std::mem::take(&mut slice.high_watermarks));
+            slice.retain_partitions(|key| rereading.get(key).is_none_or(|g| generation >= *g));
             if !slice.is_empty() {
-                BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(&mut summary);
-                batch.add(&mut sinks, slice).await?;
-                if let Some(bar) = &progress {
+                BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(summary);
+                batch.add(sinks, slice).await?;
+                if let Some(bar) = progress {
                     bar.set(summary.rows_in);
                 }
             }
             let stopping = outcome == FillOutcome::Stopped;
             if end_of_batch && !batch.is_empty() {
                 batch_no += 1;
-                let full = std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes.len()));
+                let full = std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes));
                 if stopping {
                     // SIGTERM: the batch in flight gets the stop timeout to commit, or is abandoned.
-                    if tokio::time::timeout(self.job.shutdown_timeout.0, full.commit(&mut sinks, &mut summary)).await.is_err() {
+                    if tokio::time::timeout(self.job.shutdown_timeout.0, commit(full, sinks, summary, &mut rereading)).await.is_err() {
                         tracing::warn!(stage = "shutdown", "stop timeout reached: batch abandoned uncommitted; the next run re-reads it");
                     }
                 } else {
-                    full.commit(&mut sinks, &mut summary).await?;
+                    commit(full, sinks, summary, &mut rereading).await?;
                 }
             }
             match outcome {
@@ -194,45 +253,73 @@ impl RawAppend {
                     summary.status = "stopped".into();
                     break;
                 }
-                FillOutcome::Full | FillOutcome::LatencyReached => {}
+                FillOutcome::Full | FillOutcome::LatencyReached | FillOutcome::Idle => {}
             }
         }
         if !batch.is_empty() {
             batch.abandon().await;
         }
-        if let Some(bar) = progress {
-            bar.finish();
-        }
-        drop(rx);
-        reader_thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
-        if summary.rows_in == 0 && summary.status == "ok" {
-            summary.status = "no_new_data".into();
-        }
-        Ok(finish(summary, started))
+        Ok(())
     }
 
-    /// Reads a group-assigned partition's next offset from its table (never from group offsets).
-    fn progress_lookup(&self, routes: &[Route]) -> ProgressLookup {
+    /// Reads a partition's next offset from its table (never from group offsets), checked
+    /// against its watermarks; used on group assignments and re-reads.
+    fn progress_lookup(&self, routes: &[Route], resume: Arc<Resume>, probe: Probe) -> ProgressLookup {
         let handle = tokio::runtime::Handle::current();
         let locations: HashMap<String, (String, BTreeMap<String, String>)> =
             routes.iter().map(|r| (r.topic.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
         let job_id = self.job.job_id.clone();
-        Arc::new(move |topic: &str, partition: i32| {
-            let (location, storage) = locations.get(topic).ok_or_else(|| format!("no route for topic {topic}"))?;
-            let app = format!("{job_id}:{topic}:{partition}");
-            handle.block_on(async {
-                let table = delta_io::open_table(location, storage).await.map_err(|e| e.to_string())?;
-                let last = read_progress(&table, &app).await.map_err(|e| e.to_string())?;
-                Ok(last.map(|v| v + 1))
-            })
+        Arc::new(move |key: &PartitionKey, watermarks: (i64, i64)| {
+            let unreadable = |e: String| KafkaError::Rebalance(format!("{}[{}]: {e}", key.topic, key.partition));
+            let (location, storage) = locations.get(key.topic.as_ref()).ok_or_else(|| unreadable("no route for this topic".into()))?;
+            let app = format!("{job_id}:{}:{}", key.topic, key.partition);
+            let progress = handle
+                .block_on(async {
+                    let table = delta_io::open_table(location, storage).await?;
+                    read_progress(&table, &app).await
+                })
+                .map_err(|e| unreadable(e.to_string()))?;
+            resume.resumed(key, progress, probe.watermarks(key, progress, watermarks)?)
         })
     }
 }
 
+/// Confirms a partition's end when the recorded progress lies past the listed high watermark.
+struct Probe {
+    kafka: ClientConfig,
+    context: LakeContext,
+}
+
+impl Probe {
+    /// The partition's (low, high) watermarks as far as resuming from `progress` goes: when the
+    /// progress is past the listed end but the broker serves that position (its listing lags,
+    /// as tansu's does), the position is the end; otherwise the listed values stand.
+    fn watermarks(&self, key: &PartitionKey, progress: Option<i64>, (low, high): (i64, i64)) -> Result<(i64, i64), KafkaError> {
+        match progress.map(|v| v + 1) {
+            Some(next) if next > high && position_exists(&self.kafka, self.context.clone(), key, next)? => Ok((low, next)),
+            _ => Ok((low, high)),
+        }
+    }
+}
+
+/// Commits a batch; partitions another task moved under it are re-read from their tables.
+async fn commit(batch: Batch, sinks: &mut Sinks, summary: &mut RunSummary, rereading: &mut HashMap<PartitionKey, u64>) -> Result<(), RawAppendError> {
+    let lost = batch.commit(sinks, summary).await?;
+    if !lost.is_empty() {
+        let generation = sinks.resume.request_reread(&lost);
+        rereading.extend(lost.into_iter().map(|k| (k, generation)));
+    }
+    Ok(())
+}
+
 /// What the reader thread hands the run loop.
 enum ReaderMsg {
-    /// Messages read; `end_of_batch` closes the batch they belong to.
-    Slice { slice: RawBatch, outcome: FillOutcome, end_of_batch: bool },
+    /// Messages read; `end_of_batch` closes the batch they belong to. `generation` is the
+    /// re-read generation the reader was at when it started the slice.
+    Slice { slice: RawBatch, outcome: FillOutcome, end_of_batch: bool, generation: u64 },
+    /// Nothing arrived for a while: the reader is alive and waiting (with the high watermarks
+    /// it refreshed meanwhile, for the lag figures).
+    Idle(Vec<(PartitionKey, i64)>),
     /// Partitions are being revoked: commit the batch in progress, then acknowledge.
     Flush(std::sync::mpsc::Sender<()>),
     /// Reading failed.
@@ -255,12 +342,33 @@ const SLICE_BYTES: usize = 16 << 20;
 /// How often the reader refreshes high watermarks for the consumer-lag figures.
 const LAG_REFRESH: Duration = Duration::from_secs(15);
 
+/// What the reader thread needs to re-read partitions from their tables.
+struct Rereads {
+    resume: Arc<Resume>,
+    lookup: ProgressLookup,
+}
+
+impl Rereads {
+    /// Seeks the partitions the run loop asked to re-read to their table progress; returns
+    /// the generation the next slice carries.
+    fn apply(&self, reader: &mut KafkaReader) -> Result<u64, KafkaError> {
+        let (keys, generation) = self.resume.take_rereads();
+        for key in keys {
+            let next = (self.lookup)(&key, reader.watermarks(&key)?)?;
+            let assigned = reader.seek(&key, next)?;
+            tracing::info!(stage = "reread", topic = %key.topic, partition = key.partition, next, assigned, "partition re-read from its table progress");
+        }
+        Ok(generation)
+    }
+}
+
 /// Runs the reader on its own thread: it fills the next slice while the previous one is decoded.
 fn spawn_reader(
     mut reader: KafkaReader,
     limits: BatchLimits,
     stop: Arc<std::sync::atomic::AtomicBool>,
     tx: tokio::sync::mpsc::Sender<ReaderMsg>,
+    rereads: Rereads,
 ) -> Result<std::thread::JoinHandle<()>, RawAppendError> {
     std::thread::Builder::new()
         .name("kafka-reader".into())
@@ -282,13 +390,19 @@ fn spawn_reader(
                     slice.high_watermarks = reader.high_watermarks();
                     last_lag_refresh = Some(Instant::now());
                 }
-                let outcome = match reader.fill(&mut slice, &slice_limits, &stop) {
+                let filled = rereads.apply(&mut reader).and_then(|generation| Ok((generation, reader.fill(&mut slice, &slice_limits, &stop)?)));
+                let (generation, outcome) = match filled {
                     Ok(o) => o,
                     Err(e) => {
                         let _ = tx.blocking_send(ReaderMsg::Failed(e));
                         return;
                     }
                 };
+                if outcome == FillOutcome::Idle {
+                    // A busy run loop needs no reminder; a full channel just skips this one.
+                    let _ = tx.try_send(ReaderMsg::Idle(std::mem::take(&mut slice.high_watermarks)));
+                    continue;
+                }
                 messages += slice.messages;
                 bytes += slice.bytes;
                 if opened.is_none() {
@@ -296,13 +410,13 @@ fn spawn_reader(
                 }
                 let end_of_batch = match outcome {
                     FillOutcome::Full => messages >= limits.messages || bytes >= limits.bytes,
-                    FillOutcome::LatencyReached | FillOutcome::CaughtUp | FillOutcome::Stopped => true,
+                    FillOutcome::LatencyReached | FillOutcome::CaughtUp | FillOutcome::Stopped | FillOutcome::Idle => true,
                 };
                 if end_of_batch {
                     (messages, bytes, opened) = (0, 0, None);
                 }
                 let last = matches!(outcome, FillOutcome::CaughtUp | FillOutcome::Stopped);
-                if tx.blocking_send(ReaderMsg::Slice { slice, outcome, end_of_batch }).is_err() || last {
+                if tx.blocking_send(ReaderMsg::Slice { slice, outcome, end_of_batch, generation }).is_err() || last {
                     return;
                 }
             }

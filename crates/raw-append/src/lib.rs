@@ -9,6 +9,7 @@
 mod batch;
 mod dead_letter;
 mod events;
+mod handover;
 mod job;
 mod routes;
 mod table_rows;

@@ -23,6 +23,8 @@ pub struct Route {
     pub partitions: Vec<PartitionSpec>,
     /// Kafka metadata columns appended after the message columns.
     pub metadata: Vec<MetadataColumn>,
+    /// Bytes of the table's own object key prefix (S3 keys are limited as a whole).
+    pub table_key_bytes: usize,
 }
 
 impl Route {
@@ -43,11 +45,13 @@ impl Route {
                         .filter(|p| p.source != PartitionSource::Column)
                         .map(|p| Field::new(&p.column, DataType::Utf8, true)),
                 );
+                let location = config.table_location(&table.path);
                 Route {
+                    table_key_bytes: object_key_bytes(&location),
                     topic: src.topic.clone(),
                     table_name: src.table.clone(),
                     spec: TableSpec {
-                        location: config.table_location(&table.path),
+                        location,
                         name: src.table.clone(),
                         schema: Arc::new(Schema::new(fields)),
                         partition_columns: table.partition_columns(),
@@ -76,6 +80,12 @@ fn metadata_field(m: MetadataColumn) -> Field {
         MetadataColumn::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     };
     Field::new(m.column_name(), ty, true)
+}
+
+/// Bytes of the object key prefix of `location` (`s3://bucket/<key>`); 0 for local paths,
+/// whose limit is per path component.
+fn object_key_bytes(location: &str) -> usize {
+    location.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).map_or(0, |(_, key)| key.len() + 1)
 }
 
 /// Route index by topic.

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
+use delta_io::partition_path_problem;
 use json_arrow::{Decoded, Reject};
 use kafka_source::{PartitionChunk, PartitionKey};
 use pipeline_config::{MetadataColumn, PartitionSource};
@@ -80,6 +81,7 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
         };
         columns.push(col);
     }
+    reject_unwritable_paths(route, &batch, &rows, &mut keep, &mut rejects);
     let mut out = RecordBatch::try_new(route.schema().clone(), columns)?;
     if let Some(keep) = keep {
         if keep.iter().any(|k| !k) {
@@ -89,4 +91,34 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
     }
     let constant_partition = (!ingestion_values.is_empty() && ingestion_values.len() == route.partitions.len()).then_some(ingestion_values);
     Ok(ChunkRows { batch: out, rejects, constant_partition })
+}
+
+/// Rejects rows whose plain-column partition values cannot be directory names (too long once
+/// encoded, control characters): writing them would fail the batch on every retry.
+fn reject_unwritable_paths(route: &Route, batch: &RecordBatch, rows: &[u32], keep: &mut Option<Vec<bool>>, rejects: &mut Vec<Reject>) {
+    let columns: Vec<(&str, &StringArray)> = route
+        .partitions
+        .iter()
+        .filter(|p| p.source == PartitionSource::Column)
+        .filter_map(|p| {
+            let idx = batch.schema().index_of(&p.column).ok()?;
+            Some((p.column.as_str(), batch.column(idx).as_any().downcast_ref::<StringArray>()?))
+        })
+        .collect();
+    if columns.is_empty() {
+        return;
+    }
+    let n = batch.num_rows();
+    let mut values = Vec::with_capacity(columns.len());
+    for row in 0..n {
+        values.clear();
+        values.extend(columns.iter().map(|(column, array)| (*column, array.is_valid(row).then(|| array.value(row)))));
+        if let Some(reason) = partition_path_problem(route.table_key_bytes, &values) {
+            let keep = keep.get_or_insert_with(|| vec![true; n]);
+            if keep[row] {
+                keep[row] = false;
+                rejects.push(Reject { index: rows[row] as usize, reason });
+            }
+        }
+    }
 }

@@ -6,4 +6,4 @@ mod messages;
 mod produce;
 
 pub use messages::{malformed_message, MembershipGenerator, OrderGenerator, REFERENCE_OWNERS};
-pub use produce::{create_topics, produce, ProduceError, ProduceOptions, ProduceReport};
+pub use produce::{create_topics, delete_topics, produce, ProduceError, ProduceOptions, ProduceReport};

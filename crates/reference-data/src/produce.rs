@@ -37,6 +37,14 @@ pub enum ProduceError {
     /// The broker did not acknowledge some messages.
     #[error("{0} messages were not delivered")]
     Undelivered(u64),
+    /// Topic deletion failed.
+    #[error("delete topic {topic}: {message}")]
+    DeleteTopic {
+        /// Topic.
+        topic: String,
+        /// Broker's answer.
+        message: String,
+    },
     /// Topic creation failed.
     #[error("create topic {topic}: {message}")]
     CreateTopic {
@@ -81,6 +89,18 @@ pub async fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(ProduceError::CreateTopic { topic, message: code.to_string() });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics (tests: a topic deleted and created again).
+pub async fn delete_topics(brokers: &str, topics: &[&str]) -> Result<(), ProduceError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let results = admin.delete_topics(topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            return Err(ProduceError::DeleteTopic { topic, message: code.to_string() });
         }
     }
     Ok(())

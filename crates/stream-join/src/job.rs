@@ -51,6 +51,9 @@ pub enum StreamJoinError {
     Internal(String),
 }
 
+/// Every failure exits 1.
+impl job_runtime::ExitStatus for StreamJoinError {}
+
 /// A stream-join run over a validated configuration: build it, then `.await` it.
 pub struct StreamJoin {
     spec: JoinSpec,

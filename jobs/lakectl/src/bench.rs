@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use reference_data::{create_topics, produce, OrderGenerator, ProduceOptions};
+use reference_data::{create_topics, produce, MembershipGenerator, OrderGenerator, ProduceOptions};
 
 /// Options of the raw-append benchmark.
 #[derive(Debug, Args)]
@@ -33,6 +33,21 @@ pub struct RawAppendBench {
     /// Scratch folder for lakes (removed after each run).
     #[arg(long, default_value = "target/bench")]
     work_dir: PathBuf,
+    /// Also measure a backlog with this fraction of malformed orders (0 to 1; 0 skips it).
+    #[arg(long, default_value_t = 0.5)]
+    bad_fraction: f64,
+}
+
+/// The reference configuration's members-to-orders ratio (`lakectl produce` defaults: 50 per 1,000).
+const MEMBERS_PER_ORDER: f64 = 0.05;
+
+/// One backlog raw-append is measured on, with the shipped configuration's shape.
+struct Case {
+    name: &'static str,
+    orders: String,
+    members: String,
+    /// Messages in both topics.
+    messages: u64,
 }
 
 struct Measure {
@@ -52,74 +67,98 @@ impl RawAppendBench {
         }
         std::fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
         let schemas = std::fs::canonicalize(&self.schemas).map_err(|e| format!("{}: {e}", self.schemas.display()))?;
-        println!("raw-append benchmark: reference orders, {} partitions, median of {} runs", self.partitions, self.runs);
-        println!("{:>10} {:>14} {:>10} {:>12} {:>14} {:>10} {:>7} {:>12}", "messages", "ceiling msg/s", "MB/s", "ceiling RSS", "raw-append/s", "MB/s", "ratio", "peak RSS");
+        println!("raw-append benchmark: schemas/pipeline.toml on reference orders ({} partitions), median of {} runs", self.partitions, self.runs);
         for &n in &self.messages {
-            let topic = format!("bench-orders-{}-{}", n, std::process::id());
-            super::tokio_block(create_topics(brokers, &[&topic], self.partitions)).map_err(|e| e.to_string())?;
-            let mut gen = OrderGenerator::reference(7);
-            let produced = produce(brokers, &topic, &ProduceOptions { count: n, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).map_err(|e| e.to_string())?;
-            let mb = produced.bytes as f64 / 1e6;
+            let cases = self.produce_cases(brokers, n)?;
             let mut ceiling = Vec::new();
-            let mut job = Vec::new();
+            let mut jobs: Vec<Vec<Measure>> = cases.iter().map(|_| Vec::new()).collect();
             for run in 0..self.runs {
                 // The faster of the two consume styles is the ceiling of this run.
-                let poll = consume_only(brokers, &topic, n, ConsumeStyle::Poll)?;
-                let batch = consume_only(brokers, &topic, n, ConsumeStyle::Batch)?;
+                let poll = consume_only(brokers, &cases[0].orders, n, ConsumeStyle::Poll)?;
+                let batch = consume_only(brokers, &cases[0].orders, n, ConsumeStyle::Batch)?;
                 println!("    run {}: consume-only poll {:.2}s, batched {:.2}s", run + 1, poll.seconds, batch.seconds);
                 ceiling.push(if batch.seconds < poll.seconds { batch } else { poll });
-                job.push(self.raw_append_once(brokers, &topic, &schemas, run)?);
+                for (case, measures) in cases.iter().zip(jobs.iter_mut()) {
+                    let m = self.raw_append_once(brokers, case, &schemas, run)?;
+                    println!("    run {}: {} {:.2}s, peak RSS {:.0} MB", run + 1, case.name, m.seconds, m.peak_rss as f64 / 1e6);
+                    measures.push(m);
+                }
             }
             let c = median(ceiling.iter().map(|m| m.seconds));
-            let j = median(job.iter().map(|m| m.seconds));
-            let rss = median(job.iter().map(|m| m.peak_rss as f64));
-            let crss = median(ceiling.iter().map(|m| m.peak_rss as f64));
-            println!(
-                "{:>10} {:>14.0} {:>10.1} {:>10.0}MB {:>14.0} {:>10.1} {:>6.0}% {:>10.0}MB",
-                n, n as f64 / c, mb / c, crss / 1e6, n as f64 / j, mb / j, 100.0 * c / j, rss / 1e6
-            );
-            for (i, (c, j)) in ceiling.iter().zip(&job).enumerate() {
-                println!("    run {}: ceiling {:.2}s, raw-append {:.2}s, raw-append peak RSS {:.0} MB", i + 1, c.seconds, j.seconds, j.peak_rss as f64 / 1e6);
+            println!("{n} orders: consume-only ceiling {:.0} msg/s (median of {})", n as f64 / c, self.runs);
+            println!("{:>34} {:>12} {:>14} {:>16} {:>10}", "backlog", "messages", "msg/s", "% of ceiling", "peak RSS");
+            for (case, measures) in cases.iter().zip(&jobs) {
+                let j = median(measures.iter().map(|m| m.seconds));
+                let rss = median(measures.iter().map(|m| m.peak_rss as f64));
+                let rate = case.messages as f64 / j;
+                println!("{:>34} {:>12} {:>14.0} {:>15.0}% {:>8.0}MB", case.name, case.messages, rate, 100.0 * rate / (n as f64 / c), rss / 1e6);
             }
         }
         Ok(())
     }
 
-    fn raw_append_once(&self, brokers: &str, topic: &str, schemas: &Path, run: usize) -> Result<Measure, String> {
+    /// Produces the backlogs: reference orders with an empty members topic, with members at
+    /// the reference ratio, and (with `--bad-fraction`) orders with malformed messages.
+    fn produce_cases(&self, brokers: &str, n: u64) -> Result<Vec<Case>, String> {
+        let name = |what: &str| format!("bench-{what}-{n}-{}", std::process::id());
+        let (orders, bad_orders, no_members, members) = (name("orders"), name("bad-orders"), name("no-members"), name("members"));
+        super::tokio_block(create_topics(brokers, &[&orders, &bad_orders], self.partitions)).map_err(|e| e.to_string())?;
+        super::tokio_block(create_topics(brokers, &[&no_members, &members], 2)).map_err(|e| e.to_string())?;
+        let mut gen = OrderGenerator::reference(7);
+        produce(brokers, &orders, &ProduceOptions { count: n, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).map_err(|e| e.to_string())?;
+        let member_count = (n as f64 * MEMBERS_PER_ORDER) as u64;
+        let mut gen = MembershipGenerator::reference(7);
+        produce(brokers, &members, &ProduceOptions { count: member_count, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).map_err(|e| e.to_string())?;
+        let mut cases = vec![
+            Case { name: "reference shape, members empty", orders: orders.clone(), members: no_members.clone(), messages: n },
+            Case { name: "reference shape, members at 5%", orders, members, messages: n + member_count },
+        ];
+        if self.bad_fraction > 0.0 {
+            let mut gen = OrderGenerator::reference(7);
+            let opts = ProduceOptions { count: n, rate: 0, bad_fraction: self.bad_fraction };
+            produce(brokers, &bad_orders, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
+            let label = if self.bad_fraction == 0.5 { "reference shape, 50% malformed" } else { "reference shape, malformed orders" };
+            cases.push(Case { name: label, orders: bad_orders, members: no_members, messages: n });
+        }
+        Ok(cases)
+    }
+
+    /// One trigger-once run of the shipped `schemas/pipeline.toml` (its topics, lake and
+    /// brokers replaced) on `case`'s backlog.
+    fn raw_append_once(&self, brokers: &str, case: &Case, schemas: &Path, run: usize) -> Result<Measure, String> {
         let dir = self.work_dir.join(format!("run-{}-{run}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for entry in std::fs::read_dir(schemas).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
+        }
         let config = dir.join("pipeline.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[lake]
-root = "{lake}"
-[kafka]
-brokers = "{brokers}"
-[tables.raw_order]
-path = "raw/order"
-schema = "{schema}"
-partitions = [
-  {{ column = "year", source = "ingestion_time", format = "%Y" }},
-  {{ column = "month", source = "ingestion_time", format = "%m" }},
-  {{ column = "day", source = "ingestion_time", format = "%d" }},
-  {{ column = "hour", source = "ingestion_time", format = "%H" }},
-]
-[raw_append]
-sources = [{{ topic = "{topic}", table = "raw_order" }}]
-"#,
-                lake = dir.join("lake").display(),
-                schema = schemas.join("order.schema.toml").display(),
-            ),
-        )
-        .map_err(|e| e.to_string())?;
+        let shipped = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let lake = dir.join("lake");
+        let replaced = [
+            ("topic = \"orders\"", format!("topic = \"{}\"", case.orders)),
+            ("topic = \"members\"", format!("topic = \"{}\"", case.members)),
+            ("root = \"lake\"", format!("root = \"{}\"", lake.display())),
+            ("brokers = \"127.0.0.1:9092\"", format!("brokers = \"{brokers}\"")),
+        ];
+        let mut body = shipped;
+        for (from, to) in replaced {
+            if !body.contains(from) {
+                return Err(format!("schemas/pipeline.toml no longer holds {from}: update the benchmark"));
+            }
+            body = body.replacen(from, &to, 1);
+        }
+        std::fs::write(&config, body).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let child = Command::new(super::bin_dir().join("raw-append"))
             .arg("--config")
             .arg(&config)
+            .arg("--trigger")
+            .arg("once")
             .env("RUST_LOG", "warn,buoyant_kernel=off")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start raw-append (build it first): {e}"))?;
         let (status, rss) = wait_with_rusage(child)?;

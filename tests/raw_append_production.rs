@@ -1,0 +1,350 @@
+//! raw-append under the everyday events of production, against a real tansu broker: consumer
+//! group scale-out, rolling deploys and kills, a zombie task, idle nights, hostile values and
+//! offsets that are gone.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use e2e_tests::*;
+use reference_data::{OrderGenerator, ProduceOptions};
+
+/// The reference configuration's two sources (orders by ingestion hour, members by owner).
+fn reference_tables(orders: &str, members: &str, extra: &str) -> String {
+    format!(
+        r#"[tables.raw_order]
+path = "raw/order"
+schema = "order.schema.toml"
+partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}]
+
+[tables.raw_member]
+path = "raw/member"
+schema = "member.schema.toml"
+partitions = [{{ column = "order_owner" }}]
+
+[raw_append]
+{extra}
+sources = [
+  {{ topic = "{orders}", table = "raw_order", metadata_columns = ["partition", "offset"] }},
+  {{ topic = "{members}", table = "raw_member", metadata_columns = ["partition", "offset"] }},
+]
+"#
+    )
+}
+
+/// An orders-only pipeline (offsets recorded, for exactly-once checks).
+fn orders_only(services: &Services, topic: &str, extra: &str) -> Pipeline {
+    Pipeline::new(
+        services,
+        None,
+        &format!(
+            r#"[tables.raw_order]
+path = "raw/order"
+schema = "order.schema.toml"
+partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}]
+
+[raw_append]
+{extra}
+sources = [{{ topic = "{topic}", table = "raw_order", metadata_columns = ["partition", "offset"] }}]
+"#
+        ),
+    )
+}
+
+fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64) -> u64 {
+    let mut gen = OrderGenerator::reference(seed);
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction: 0.0 }, || gen.next_message()).expect("produced").messages
+}
+
+fn count(location: &str) -> u64 {
+    if !Path::new(location).join("_delta_log").exists() {
+        return 0;
+    }
+    query(&[("t", location)], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse().expect("a count")
+}
+
+/// Every offset of every partition exactly once, none missing; returns the total.
+fn assert_each_offset_once(location: &str) -> u64 {
+    let rows = query(
+        &[("o", location)],
+        &HashMap::new(),
+        "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1 ORDER BY 1",
+    );
+    let mut total = 0;
+    for row in rows {
+        let n: u64 = row[1].parse().unwrap();
+        assert_eq!(row[2], n.to_string(), "partition {}: an offset landed twice", row[0]);
+        assert_eq!((row[3].as_str(), row[4].parse::<u64>().unwrap()), ("0", n - 1), "partition {}: an offset is missing", row[0]);
+        total += n;
+    }
+    total
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Waits for a child and returns its exit code and summary line.
+fn finish(child: Child) -> (Option<i32>, serde_json::Value, String) {
+    let out = child.wait_with_output().expect("exited");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), summary, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_consumer_group_scales_out_survives_a_rolling_deploy_and_a_kill_and_writes_each_message_once() {
+    let services = Services::get();
+    let topic = unique("scale-orders");
+    create_topics(&services, &[&topic], 6);
+    // About 100 s of steady production: tansu takes ~20 s per group join, and every task
+    // below joins (or leaves) while data flows.
+    const TOTAL: u64 = 20_000;
+    let producer = {
+        let (services, topic) = (services.clone(), topic.clone());
+        std::thread::spawn(move || produce_orders(&services, &topic, 61, TOTAL, 200))
+    };
+    let group = unique("scale-group");
+    let pipeline = orders_only(&services, &topic, &format!("interval = \"1s\"\ngroup_id = \"{group}\""));
+    // A dead or stopped member loses its partitions after 10 s (librdkafka's default is 45 s).
+    let body = std::fs::read_to_string(&pipeline.config).unwrap();
+    std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables.")).unwrap();
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let table = pipeline.table("raw/order");
+    let start = || spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+
+    let first = start();
+    wait_until("the first task's first commit", Duration::from_secs(90), || count(&table) > 0);
+    let second = start(); // joins the running group
+    std::thread::sleep(Duration::from_secs(20));
+    let third = start();
+    std::thread::sleep(Duration::from_secs(20));
+    for (name, child) in [("first", &first), ("second", &second), ("third", &third)] {
+        assert!(child_running(child), "the {name} task exited on its own");
+    }
+    signal(&first, libc::SIGTERM); // rolling deploy: the old task stops...
+    let fourth = start(); // ...and its replacement joins
+    let (code, first_summary, stderr) = finish(first);
+    assert_eq!(code, Some(0), "{stderr}");
+    std::thread::sleep(Duration::from_secs(15));
+    let mut second = second;
+    second.kill().expect("SIGKILL"); // a task dies without warning
+    let _ = second.wait();
+    // A zombie: the third task stops mid-batch until its partitions move, then resumes; its
+    // stale batch must not land (checked by the exactly-once count below).
+    signal(&third, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(25));
+    signal(&third, libc::SIGCONT);
+    let produced = producer.join().expect("producer");
+    wait_until("every message in the table", Duration::from_secs(240), || count(&table) >= produced);
+    std::thread::sleep(Duration::from_secs(3)); // a late duplicate would land now
+    for (name, child) in [("third", &third), ("fourth", &fourth)] {
+        assert!(child_running(child), "the {name} task exited on its own");
+        signal(child, libc::SIGTERM);
+    }
+    let mut committed_by = vec![first_summary["rows_out"]["raw_order"].as_u64().unwrap_or(0)];
+    for child in [third, fourth] {
+        let (code, summary, stderr) = finish(child);
+        assert_eq!(code, Some(0), "{stderr}");
+        committed_by.push(summary["rows_out"]["raw_order"].as_u64().unwrap_or(0));
+    }
+    assert!(committed_by.iter().all(|rows| *rows > 0), "a task that held partitions committed nothing: {committed_by:?}");
+    assert_eq!(assert_each_offset_once(&table), produced);
+}
+
+fn child_running(child: &Child) -> bool {
+    // SAFETY: signal 0 only checks that the process exists (it is our unreaped child).
+    let alive = unsafe { libc::kill(child.id() as i32, 0) } == 0;
+    let mut status = 0;
+    // SAFETY: non-blocking waitpid on our own child; a reaped child would have exited.
+    let reaped = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
+    alive && reaped == 0
+}
+
+#[test]
+fn a_zombie_batch_never_lands_and_the_zombie_keeps_running() {
+    let services = Services::get();
+    let topic = unique("zombie-orders");
+    create_topics(&services, &[&topic], 2);
+    let first = produce_orders(&services, &topic, 71, 3_000, 0);
+    let pipeline = orders_only(&services, &topic, "interval = \"500ms\"");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let table = pipeline.table("raw/order");
+    // The zombie reads a batch, uploads it, then stalls before its commit (as a task stuck in
+    // an upload while its partitions move to another owner).
+    let zombie = spawn(
+        "raw-append",
+        &["--config", &config, "--trigger", "continuous"],
+        &[("FAILPOINTS".into(), "raw_append::after_upload=1*sleep(12000)".into())],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    // Meanwhile another writer of the same job takes the same partitions and commits them.
+    let other = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(other.code, Some(0), "{}", other.stderr);
+    assert_eq!(count(&table), first, "the other writer committed everything");
+    // The zombie wakes up: its stale batch must be dropped, and it must keep serving.
+    let second = produce_orders(&services, &topic, 72, 1_000, 0);
+    wait_until("the zombie to write the new messages", Duration::from_secs(90), || count(&table) >= first + second);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child_running(&zombie), "the zombie exited instead of re-reading its partitions");
+    signal(&zombie, libc::SIGTERM);
+    let (code, summary, stderr) = finish(zombie);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary["batches_dropped"].as_u64().unwrap_or(0) >= 1, "the stale batch was not dropped: {summary}\n{stderr}");
+    assert!(stderr.contains("progress_moved"), "the drop is logged with its error code");
+    assert_eq!(assert_each_offset_once(&table), first + second);
+}
+
+#[test]
+fn an_idle_task_stays_healthy_and_a_stopped_one_does_not() {
+    let services = Services::get();
+    let topic = unique("idle-orders");
+    create_topics(&services, &[&topic], 1);
+    let pipeline = orders_only(&services, &topic, "interval = \"1s\"");
+    let health = pipeline.dir.path().join("health.json");
+    let env = [("LAKEHOUSE_HEALTH_FILE".to_string(), health.display().to_string())];
+    let task = spawn("raw-append", &["--config", pipeline.config.to_str().unwrap(), "--trigger", "continuous"], &env);
+    let check = |max_age: &str| command("lakectl", &["healthcheck", "--file", health.to_str().unwrap(), "--max-age", max_age], &[]).output().expect("lakectl ran");
+    // Idle (nothing to read) for well past --max-age: still healthy.
+    std::thread::sleep(Duration::from_secs(20));
+    let idle = check("8s");
+    assert!(idle.status.success(), "an idle task was reported unhealthy: {}", String::from_utf8_lossy(&idle.stderr));
+    let beat: serde_json::Value = serde_json::from_slice(&std::fs::read(&health).unwrap()).unwrap();
+    assert!(beat["last_progress_unix_ms"].is_null(), "no batch yet, so no progress: {beat}");
+    // Progress is recorded once a batch lands.
+    produce_orders(&services, &topic, 81, 10, 0);
+    wait_until("progress in the heartbeat file", Duration::from_secs(60), || {
+        let beat: serde_json::Value = serde_json::from_slice(&std::fs::read(&health).unwrap_or_default()).unwrap_or_default();
+        beat["last_progress_unix_ms"].as_u64().is_some()
+    });
+    // A stalled task (stopped) goes unhealthy.
+    signal(&task, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(14));
+    let stalled = check("8s");
+    signal(&task, libc::SIGCONT);
+    assert!(!stalled.status.success(), "a stopped task was reported healthy");
+    signal(&task, libc::SIGTERM);
+    let (code, _, stderr) = finish(task);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
+    let services = Services::get();
+    let (orders, members) = (unique("edge-orders"), unique("edge-members"));
+    create_topics(&services, &[&orders, &members], 1);
+    let pipeline = Pipeline::new(&services, None, &reference_tables(&orders, &members, "dead_letter_table = \"raw/dead_letter\""));
+    let member = |owner: &str| serde_json::json!({"order_owner": owner, "membership": "gold", "timestamp": "2022-04-04 11:30:00"}).to_string();
+    let long = "x".repeat(300);
+    let accents = "é".repeat(100);
+    let mut member_msgs: Vec<(String, Option<&str>)> = Vec::new();
+    for i in 0..10 {
+        member_msgs.push((member(&format!("owner{i}")), None));
+        match i {
+            2 => member_msgs.push((member(&long), Some("255-byte limit"))),
+            5 => member_msgs.push((member(&accents), Some("612 bytes"))),
+            7 => member_msgs.push((member("tab\u{1}owner"), Some("control character U+0001"))),
+            _ => {}
+        }
+    }
+    let order = |id: &str, value: &str| format!(r#"{{"order_id": {id}, "order_owner": "alice", "order_value": {value}, "timestamp": "2022-04-04 12:00:01"}}"#);
+    let order_msgs: Vec<(String, Option<&str>)> = vec![
+        (order("1", "870"), None),
+        (order("2", "870.9"), Some("870.9 is not an integer")),
+        (order("3", "9223372036854775808"), Some("out of range")),
+        (order("9223372036854775807", "-9223372036854775808"), None),
+        (order("5", "870.0"), None),
+        (order("6", "\"12\""), None),
+        (order("7", "1e400"), Some("out of range")),
+        (order("8", "true"), Some("not a number")),
+    ];
+    for (topic, msgs) in [(&members, &member_msgs), (&orders, &order_msgs)] {
+        let refs: Vec<(Option<&str>, &[u8])> = msgs.iter().map(|(m, _)| (None, m.as_bytes())).collect();
+        produce_raw(&services, topic, &refs);
+    }
+    let config = pipeline.config.to_str().unwrap();
+    let r = run("raw-append", &["--config", config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let none = HashMap::new();
+    let dlq = pipeline.table("raw/dead_letter");
+    let dead = query(&[("d", dlq.as_str())], &none, "SELECT topic, \"offset\", error FROM d ORDER BY topic, \"offset\"");
+    let mut expected: Vec<(String, usize, &str)> = Vec::new();
+    for (topic, msgs) in [(&members, &member_msgs), (&orders, &order_msgs)] {
+        expected.extend(msgs.iter().enumerate().filter_map(|(offset, (_, reason))| reason.map(|r| (topic.to_string(), offset, r))));
+    }
+    expected.sort();
+    assert_eq!(dead.len(), expected.len(), "{dead:?}");
+    for ((topic, offset, reason), row) in expected.iter().zip(&dead) {
+        assert_eq!((&row[0], &row[1]), (topic, &offset.to_string()));
+        assert!(row[2].contains(reason), "{topic}@{offset}: expected '{reason}' in '{}'", row[2]);
+    }
+    let member_rows = query(&[("m", pipeline.table("raw/member").as_str())], &none, "SELECT order_owner FROM m ORDER BY order_owner");
+    let owners: Vec<String> = member_rows.into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(owners, (0..10).map(|i| format!("owner{i}")).collect::<Vec<_>>(), "the neighbours are written");
+    let order_rows = query(&[("o", pipeline.table("raw/order").as_str())], &none, "SELECT CAST(order_id AS VARCHAR), CAST(order_value AS VARCHAR) FROM o ORDER BY _kafka_offset");
+    let expected_orders: Vec<Vec<String>> =
+        [("1", "870"), ("9223372036854775807", "-9223372036854775808"), ("5", "870"), ("6", "12")].iter().map(|(a, b)| vec![a.to_string(), b.to_string()]).collect();
+    assert_eq!(order_rows, expected_orders, "integers are exact");
+    let again = run("raw-append", &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+}
+
+#[test]
+fn offsets_gone_with_a_recreated_topic_stop_the_run_unless_skipping_is_configured() {
+    let services = Services::get();
+    let topic = unique("recreated-orders");
+    create_topics(&services, &[&topic], 1);
+    produce_orders(&services, &topic, 91, 50, 0);
+    let pipeline = orders_only(&services, &topic, "dead_letter_table = \"raw/dead_letter\"");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let r = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // The topic is deleted and created again with fewer messages than the table has read.
+    block_on(reference_data::delete_topics(&services.brokers, &[&topic])).expect("topic deleted");
+    std::thread::sleep(Duration::from_secs(1));
+    create_topics(&services, &[&topic], 1);
+    produce_orders(&services, &topic, 92, 10, 0);
+    let stopped = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(stopped.code, Some(4), "{}", stopped.stderr);
+    let error = stopped.summary["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(&format!("{topic}[0]")) && error.contains("next offset to read is 50") && error.contains("on_missing_offsets"), "{error}");
+    let table = pipeline.table("raw/order");
+    assert_eq!(count(&table), 50, "nothing was written or skipped");
+
+    let skipping = orders_only(&services, &topic, "dead_letter_table = \"raw/dead_letter\"\non_missing_offsets = \"skip\"");
+    std::fs::write(&pipeline.config, std::fs::read_to_string(&skipping.config).unwrap().replace(&skipping.lake_root, &pipeline.lake_root)).unwrap();
+    let skipped = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(skipped.code, Some(0), "{}", skipped.stderr);
+    assert_eq!(count(&table), 60, "the recreated topic's messages are read from its start");
+    let none = HashMap::new();
+    let marker = query(&[("d", pipeline.table("raw/dead_letter").as_str())], &none, "SELECT \"offset\", error FROM d");
+    assert_eq!(marker.len(), 1, "{marker:?}");
+    assert_eq!(marker[0][0], "50");
+    assert!(marker[0][1].contains("recreated") && marker[0][1].contains("skip"), "{}", marker[0][1]);
+    let again = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(again.code, Some(3), "the skip is recorded, not found again: {}", again.stderr);
+}
+
+#[test]
+fn an_idle_second_source_does_not_hold_up_the_busy_one() {
+    let services = Services::get();
+    let (orders, members) = (unique("busy-orders"), unique("quiet-members"));
+    create_topics(&services, &[&orders], 3);
+    create_topics(&services, &[&members], 2);
+    let produced = produce_orders(&services, &orders, 101, 30_000, 0);
+    let pipeline = Pipeline::new(&services, None, &reference_tables(&orders, &members, "max_batch_rows = 5000"));
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.summary["rows_out"]["raw_order"], produced);
+    assert_eq!(assert_each_offset_once(&pipeline.table("raw/order")), produced);
+}
