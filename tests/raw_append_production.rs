@@ -97,22 +97,77 @@ fn finish(child: Child) -> (Option<i32>, serde_json::Value, String) {
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}{}", task_logs());
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
+thread_local! {
+    /// Log files of the tasks this test started, shown when a wait times out.
+    static TASK_LOGS: std::cell::RefCell<Vec<std::path::PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn task_logs() -> String {
+    TASK_LOGS.with(|logs| {
+        logs.borrow()
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().filter(|l| !l.contains("\"DEBUG\"")).collect();
+                format!("\n--- {} (last lines)\n{}", path.display(), tail[tail.len().saturating_sub(8)..].join("\n"))
+            })
+            .collect()
+    })
+}
+
+/// A continuous task whose log goes to a file the test can read while it runs.
+struct Task {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Task {
+    fn start(config: &str, dir: &Path, name: &str) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command("raw-append", &["--config", config, "--trigger", "continuous"], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .expect("task started");
+        TASK_LOGS.with(|logs| logs.borrow_mut().push(log.clone()));
+        Self { child, log }
+    }
+
+    /// How many log lines contain `what`.
+    fn logged(&self, what: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(what)).count()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[test]
-fn a_consumer_group_scales_out_survives_a_rolling_deploy_and_a_kill_and_writes_each_message_once() {
+fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and_writes_each_message_once() {
     let services = Services::get();
     let topic = unique("scale-orders");
     create_topics(&services, &[&topic], 6);
-    // About 100 s of steady production: tansu takes ~20 s per group join, and every task
-    // below joins (or leaves) while data flows.
-    const TOTAL: u64 = 20_000;
+    // Steady production until the last step: every task below joins (or leaves) while data flows.
+    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let producer = {
-        let (services, topic) = (services.clone(), topic.clone());
-        std::thread::spawn(move || produce_orders(&services, &topic, 61, TOTAL, 200))
+        let (services, topic, producing) = (services.clone(), topic.clone(), producing.clone());
+        std::thread::spawn(move || {
+            let mut produced = 0;
+            for seed in 0.. {
+                if !producing.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                produced += produce_orders(&services, &topic, seed, 500, 250);
+            }
+            produced
+        })
     };
     let group = unique("scale-group");
     let pipeline = orders_only(&services, &topic, &format!("interval = \"1s\"\ngroup_id = \"{group}\""));
@@ -121,43 +176,69 @@ fn a_consumer_group_scales_out_survives_a_rolling_deploy_and_a_kill_and_writes_e
     std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables.")).unwrap();
     let config = pipeline.config.to_str().unwrap().to_string();
     let table = pipeline.table("raw/order");
-    let start = || spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+    let dir = pipeline.dir.path();
+    // tansu takes ~20 s per group join and loses track of a member that dies while a join is
+    // in progress, so each step waits for the group to settle (every member committing again).
+    let settled = |tasks: &[&Task], marks: &[usize]| tasks.iter().zip(marks).all(|(t, m)| t.logged("batch committed") > *m);
+    let marks = |tasks: &[&Task]| tasks.iter().map(|t| t.logged("batch committed")).collect::<Vec<_>>();
+    const SETTLE: Duration = Duration::from_secs(120);
 
-    let first = start();
-    wait_until("the first task's first commit", Duration::from_secs(90), || count(&table) > 0);
-    let second = start(); // joins the running group
-    std::thread::sleep(Duration::from_secs(20));
-    let third = start();
-    std::thread::sleep(Duration::from_secs(20));
-    for (name, child) in [("first", &first), ("second", &second), ("third", &third)] {
-        assert!(child_running(child), "the {name} task exited on its own");
+    let first = Task::start(&config, dir, "first");
+    wait_until("the first task's first commit", SETTLE, || first.logged("batch committed") > 0);
+    let second = Task::start(&config, dir, "second"); // scale out
+    wait_until("the second task to commit", SETTLE, || second.logged("batch committed") > 0);
+    let m = marks(&[&first]);
+    wait_until("the first task to commit after the handover", SETTLE, || settled(&[&first], &m));
+    let third = Task::start(&config, dir, "third");
+    wait_until("the third task to commit", SETTLE, || third.logged("batch committed") > 0);
+    for (name, task) in [("first", &first), ("second", &second), ("third", &third)] {
+        assert!(child_running(&task.child), "the {name} task exited on its own:\n{}", task.log_text());
     }
-    signal(&first, libc::SIGTERM); // rolling deploy: the old task stops...
-    let fourth = start(); // ...and its replacement joins
-    let (code, first_summary, stderr) = finish(first);
-    assert_eq!(code, Some(0), "{stderr}");
-    std::thread::sleep(Duration::from_secs(15));
+
+    // Rolling deploy (ECS minimum 100%, maximum 200%): the replacement starts, then the old
+    // task is stopped.
+    let fourth = Task::start(&config, dir, "fourth");
+    wait_until("the fourth task to commit", SETTLE, || fourth.logged("batch committed") > 0);
+    signal(&first.child, libc::SIGTERM);
+    let (code, first_summary, _) = finish(first.child);
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&first.log).unwrap_or_default());
+    let m = marks(&[&second, &third, &fourth]);
+    wait_until("the group to settle after the deploy", SETTLE, || settled(&[&second, &third, &fourth], &m));
+
+    // A task dies without warning: its partitions move once its session expires.
     let mut second = second;
-    second.kill().expect("SIGKILL"); // a task dies without warning
-    let _ = second.wait();
-    // A zombie: the third task stops mid-batch until its partitions move, then resumes; its
-    // stale batch must not land (checked by the exactly-once count below).
-    signal(&third, libc::SIGSTOP);
-    std::thread::sleep(Duration::from_secs(25));
-    signal(&third, libc::SIGCONT);
+    second.child.kill().expect("SIGKILL");
+    let _ = second.child.wait();
+    let reassigned = |a: &[usize]| third.logged("partitions assigned") > a[0] && fourth.logged("partitions assigned") > a[1];
+    let before: Vec<usize> = [&third, &fourth].iter().map(|t| t.logged("partitions assigned")).collect();
+    wait_until("the dead task's partitions to move", SETTLE, || reassigned(&before));
+    let m = marks(&[&third, &fourth]);
+    wait_until("the group to settle after the kill", SETTLE, || settled(&[&third, &fourth], &m));
+
+    // A zombie: the third task stops mid-batch until its partitions move to the fourth, then
+    // resumes; its stale batch must not land (the exactly-once check below).
+    let before = fourth.logged("partitions assigned");
+    signal(&third.child, libc::SIGSTOP);
+    wait_until("the stopped task's partitions to move", SETTLE, || fourth.logged("partitions assigned") > before);
+    let m = marks(&[&fourth]);
+    wait_until("the fourth task to commit them", SETTLE, || settled(&[&fourth], &m));
+    signal(&third.child, libc::SIGCONT);
+    let m = marks(&[&third, &fourth]);
+    wait_until("the group to settle after the zombie", SETTLE, || settled(&[&third, &fourth], &m));
+
+    producing.store(false, std::sync::atomic::Ordering::Relaxed);
     let produced = producer.join().expect("producer");
     wait_until("every message in the table", Duration::from_secs(240), || count(&table) >= produced);
     std::thread::sleep(Duration::from_secs(3)); // a late duplicate would land now
-    for (name, child) in [("third", &third), ("fourth", &fourth)] {
-        assert!(child_running(child), "the {name} task exited on its own");
-        signal(child, libc::SIGTERM);
-    }
     let mut committed_by = vec![first_summary["rows_out"]["raw_order"].as_u64().unwrap_or(0)];
-    for child in [third, fourth] {
-        let (code, summary, stderr) = finish(child);
-        assert_eq!(code, Some(0), "{stderr}");
+    for (name, task) in [("third", third), ("fourth", fourth)] {
+        assert!(child_running(&task.child), "the {name} task exited on its own:\n{}", task.log_text());
+        signal(&task.child, libc::SIGTERM);
+        let (code, summary, _) = finish(task.child);
+        assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&task.log).unwrap_or_default());
         committed_by.push(summary["rows_out"]["raw_order"].as_u64().unwrap_or(0));
     }
+    assert!(second.logged("batch committed") > 0, "the killed task committed nothing");
     assert!(committed_by.iter().all(|rows| *rows > 0), "a task that held partitions committed nothing: {committed_by:?}");
     assert_eq!(assert_each_offset_once(&table), produced);
 }

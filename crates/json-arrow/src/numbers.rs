@@ -32,6 +32,8 @@ pub enum NumberKind {
 
 /// Largest integer every `f64` below it represents exactly (2^53).
 const F64_EXACT: f64 = 9_007_199_254_740_992.0;
+/// 2^63: no `long` reaches it.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
 /// Parses an integer literal, or a number in another notation that is exactly an integer
 /// (`870.0`, `1e3`).
@@ -47,11 +49,11 @@ fn parse_integer(text: &str) -> Result<i64, String> {
         }
     }
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v.fract() != 0.0 => Err(format!("{text} is not an integer")),
-        Ok(v) if v.is_finite() && v.abs() < F64_EXACT => Ok(v as i64),
-        Ok(_) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Err(format!("{text} is out of range")),
-        Ok(_) => Err(format!("{text} cannot be read as an exact integer")),
         Err(_) => Err(format!("{text} is not a number")),
+        Ok(v) if !v.is_finite() || v.abs() >= I64_BOUND => Err(format!("{text} is out of range")),
+        Ok(v) if v.fract() != 0.0 => Err(format!("{text} is not an integer")),
+        Ok(v) if v.abs() < F64_EXACT => Ok(v as i64),
+        Ok(_) => Err(format!("{text} cannot be read as an exact integer")),
     }
 }
 
@@ -140,7 +142,8 @@ mod tests {
         assert_eq!(parse_integer("9223372036854775807"), Ok(i64::MAX));
         assert!(parse_integer("870.9").unwrap_err().contains("not an integer"));
         assert!(parse_integer("9223372036854775808").unwrap_err().contains("out of range"));
-        assert!(parse_integer("1e30").is_err());
+        assert!(parse_integer("1e30").unwrap_err().contains("out of range"));
+        assert!(parse_integer("1e400").unwrap_err().contains("out of range"));
         assert!(parse_integer("true").unwrap_err().contains("not a number"));
         assert_eq!(narrow::<i16>("40000").unwrap_err(), "40000 is out of range");
         assert_eq!(narrow::<i32>("40000"), Ok(40000));

@@ -268,8 +268,10 @@ enum Polled {
     Failed(KafkaError),
 }
 
-/// Messages between checks of the clock, the stop flag and the end condition.
+/// Messages between checks of the stop flag and the end conditions...
 const CHECK_EVERY: usize = 1024;
+/// ...or this much time, whichever comes first.
+const CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Messages taken from one consumer before polling the next (multi-topic fairness).
 const TURN: usize = 4096;
@@ -423,52 +425,26 @@ impl KafkaReader {
         let share = |total: usize| total / self.assigned + total / self.assigned / 8;
         let new_chunk = ChunkSize { messages: share(limits.max_messages), bytes: share(limits.max_bytes) };
         let called = Instant::now();
-        // Consecutive empty polls: a quiet topic is polled without waiting while another one
-        // has data, so it never slows the busy one; only a whole quiet round waits.
+        let mut next_check = called;
+        // Consecutive empty polls (see `next_turn`).
         let mut empty_polls = 0usize;
         loop {
-            // Limits are counted per message; clocks, locks and flags only every CHECK_EVERY
-            // messages or when a poll comes back empty (they cost as much as a message).
+            // Limits are counted per message; locks and flags only every CHECK_EVERY messages,
+            // CHECK_INTERVAL, or when a poll comes back empty (a slow topic must still close
+            // its batch on time).
             if batch.messages >= limits.max_messages || batch.bytes >= limits.max_bytes {
                 return Ok(FillOutcome::Full);
             }
-            if since_check >= CHECK_EVERY {
+            let now = Instant::now();
+            if since_check >= CHECK_EVERY || now >= next_check {
                 since_check = 0;
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(FillOutcome::Stopped);
-                }
-                if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
-                    return Err(err);
-                }
-                if let Some(err) = self.context.fatal.lock().ok().and_then(|mut e| e.take()) {
-                    return Err(KafkaError::Fatal(err));
-                }
-                let now = Instant::now();
-                if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
-                    return Ok(FillOutcome::LatencyReached);
-                }
-                if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
-                    if ends.keys().all(|k| done.contains(k)) {
-                        return Ok(FillOutcome::CaughtUp);
-                    }
-                }
-                if batch.messages == 0 && now.duration_since(called) >= IDLE_RETURN {
-                    return Ok(FillOutcome::Idle);
+                next_check = now + CHECK_INTERVAL;
+                if let Some(outcome) = self.check(batch, limits, stop, called, now)? {
+                    return Ok(outcome);
                 }
             }
             since_check += 1;
-            if let Mode::Manual { consumers, turn, .. } = &mut self.mode {
-                if taken_this_turn >= TURN {
-                    *turn = (*turn + 1) % consumers.len().max(1);
-                    taken_this_turn = 0;
-                }
-            }
-            let timeout = match &self.mode {
-                Mode::Manual { consumers, .. } if consumers.len() > 1 => {
-                    if empty_polls >= consumers.len() { MULTI_TOPIC_POLL } else { Duration::ZERO }
-                }
-                _ => POLL,
-            };
+            let timeout = self.next_turn(&mut taken_this_turn, empty_polls);
             let polled = match &self.mode {
                 Mode::Manual { consumers, turn, .. } => match consumers.get(*turn) {
                     Some(TopicConsumer { queue: Some(queue), topic, .. }) => {
@@ -496,15 +472,7 @@ impl KafkaReader {
                     since_check = CHECK_EVERY;
                 }
                 Polled::Eof => {
-                    let topic = match &self.mode {
-                        Mode::Manual { consumers, turn, .. } => consumers.get(*turn).map(|c| c.topic.clone()),
-                        Mode::Group(_) => None,
-                    };
-                    for partition in eofs.drain(..) {
-                        if let Some(topic) = &topic {
-                            self.reached_end(&PartitionKey { topic: topic.clone(), partition });
-                        }
-                    }
+                    self.current_topic_ended(&mut eofs);
                     taken_this_turn = TURN;
                     since_check = CHECK_EVERY;
                 }
@@ -516,8 +484,65 @@ impl KafkaReader {
         }
     }
 
-    /// An end-of-partition event: the partition is done once the consumer's position (the
-    /// next offset it would read, past any transaction markers) reached its end offset.
+    /// Moves a multi-topic manual reader to its next consumer once the current one had its
+    /// turn; returns how long the next poll may wait (a quiet topic is polled without waiting
+    /// while another one has data, so it never slows the busy one; only a quiet round waits).
+    fn next_turn(&mut self, taken_this_turn: &mut usize, empty_polls: usize) -> Duration {
+        match &mut self.mode {
+            Mode::Manual { consumers, turn, .. } if consumers.len() > 1 => {
+                if *taken_this_turn >= TURN {
+                    *turn = (*turn + 1) % consumers.len();
+                    *taken_this_turn = 0;
+                }
+                if empty_polls >= consumers.len() {
+                    MULTI_TOPIC_POLL
+                } else {
+                    Duration::ZERO
+                }
+            }
+            _ => POLL,
+        }
+    }
+
+    /// End-of-partition events of the current manual consumer's topic.
+    fn current_topic_ended(&mut self, eofs: &mut Vec<i32>) {
+        let topic = match &self.mode {
+            Mode::Manual { consumers, turn, .. } => consumers.get(*turn).map(|c| c.topic.clone()),
+            Mode::Group(_) => None,
+        };
+        for partition in eofs.drain(..) {
+            if let Some(topic) = &topic {
+                self.reached_end(&PartitionKey { topic: topic.clone(), partition });
+            }
+        }
+    }
+
+    /// The conditions that end a fill besides size: stop flag, failures, latency, the end of
+    /// every manual partition, idleness.
+    fn check(&self, batch: &RawBatch, limits: &ReaderLimits, stop: &AtomicBool, called: Instant, now: Instant) -> Result<Option<FillOutcome>, KafkaError> {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Some(FillOutcome::Stopped));
+        }
+        if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(err);
+        }
+        if let Some(err) = self.context.fatal.lock().ok().and_then(|mut e| e.take()) {
+            return Err(KafkaError::Fatal(err));
+        }
+        if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
+            return Ok(Some(FillOutcome::LatencyReached));
+        }
+        if let Mode::Manual { ends: Some(ends), done, .. } = &self.mode {
+            if ends.keys().all(|k| done.contains(k)) {
+                return Ok(Some(FillOutcome::CaughtUp));
+            }
+        }
+        if batch.messages == 0 && now.duration_since(called) >= IDLE_RETURN {
+            return Ok(Some(FillOutcome::Idle));
+        }
+        Ok(None)
+    }
+
     /// High watermarks of the partitions this reader owns now, for lag figures. Manual
     /// trigger-once readers answer from the end offsets captured at start; others ask the
     /// brokers (one ListOffsets round trip per partition, so call it every few seconds at
@@ -541,6 +566,8 @@ impl KafkaReader {
         out
     }
 
+    /// An end-of-partition event: the partition is done once the consumer's position (the
+    /// next offset it would read, past any transaction markers) reached its end offset.
     fn reached_end(&mut self, key: &PartitionKey) {
         let Mode::Manual { consumers, ends: Some(ends), done, .. } = &mut self.mode else { return };
         let (Some(end), Some(TopicConsumer { consumer, .. })) = (ends.get(key), consumers.iter().find(|c| c.topic == key.topic)) else { return };
