@@ -214,7 +214,7 @@ format = "%y-%m-%d %H:%M:%S"
     let oversized = format!(r#"{{"id": 1, "ts": "22-04-04 12:00:00", "pad": "{}"}}"#, "x".repeat(2000));
     let bad: Vec<(&str, String)> = vec![
         ("malformed JSON", r#"{"id": 1, "category": "#.to_string()),
-        ("invalid value", r#"{"id": "one", "ts": "22-04-04 12:00:00"}"#.to_string()),
+        ("one is not a number (column type long)", r#"{"id": "one", "ts": "22-04-04 12:00:00"}"#.to_string()),
         ("required field 'id'", r#"{"category": "a", "ts": "22-04-04 12:00:00"}"#.to_string()),
         ("cannot read", r#"{"id": 2, "ts": "2022-04-04 12:00:00"}"#.to_string()),
         ("required field 'ts'", r#"{"id": 3, "ts": null}"#.to_string()),

@@ -123,7 +123,7 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
     std::thread::sleep(Duration::from_millis(2100));
     let stale = healthcheck(&health, "1s");
     assert_eq!(stale.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&stale.stderr).contains("last made progress"), "{}", String::from_utf8_lossy(&stale.stderr));
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("last showed life"), "{}", String::from_utf8_lossy(&stale.stderr));
     let missing = healthcheck(&p.dir.path().join("absent.json"), "1m");
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no heartbeat"));
