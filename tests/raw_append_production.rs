@@ -52,9 +52,16 @@ sources = [{{ topic = "{topic}", table = "raw_order", metadata_columns = ["parti
     )
 }
 
+/// Produces reference orders keyed by a sequence number, so they spread over every partition
+/// (the reference keys, the owners, fill only some of them).
 fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64) -> u64 {
     let mut gen = OrderGenerator::reference(seed);
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction: 0.0 }, || gen.next_message()).expect("produced").messages
+    let mut sequence = seed * 1_000_000;
+    let mut next = || {
+        sequence += 1;
+        (sequence.to_string(), gen.next_message().1)
+    };
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction: 0.0 }, &mut next).expect("produced").messages
 }
 
 fn count(location: &str) -> u64 {

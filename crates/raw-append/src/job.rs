@@ -14,7 +14,6 @@ use kafka_source::{
 };
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
 
-
 use crate::batch::{Batch, Sinks};
 use crate::dead_letter;
 use crate::events::BatchRead;
@@ -399,9 +398,12 @@ fn spawn_reader(
                     }
                 };
                 if outcome == FillOutcome::Idle {
-                    // A busy run loop needs no reminder; a full channel just skips this one.
-                    let _ = tx.try_send(ReaderMsg::Idle(std::mem::take(&mut slice.high_watermarks)));
-                    continue;
+                    // A busy run loop needs no reminder (a full channel skips this one); a
+                    // closed one means the run loop ended.
+                    match tx.try_send(ReaderMsg::Idle(std::mem::take(&mut slice.high_watermarks))) {
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                        _ => continue,
+                    }
                 }
                 messages += slice.messages;
                 bytes += slice.bytes;
