@@ -195,24 +195,29 @@ impl MessageDecoder {
 
         for (chunk_no, chunk) in messages.chunks(CHUNK).enumerate() {
             let mut run = ChunkRun { chunk, base: chunk_no * CHUNK, pending: Vec::with_capacity(chunk.len()) };
+            // A malformed message may leave part of itself in the decoder: the decoder is
+            // replaced and the chunk's good messages are fed again once, at its end, so rejects
+            // cost about what accepted messages cost whatever their share.
+            let mut lost_good = false;
             for (i, msg) in chunk.iter().enumerate() {
                 if let Some(reason) = self.precheck(msg) {
                     rejects.push(Reject { index: run.base + i, reason });
                     continue;
                 }
-                if let Err(reason) = feed_one(&mut decoder, msg, run.pending.len()) {
-                    rejects.push(Reject { index: run.base + i, reason });
-                    // The decoder may hold part of the bad message: rebuild it from the good
-                    // ones fed since the last flush and flush them, so rejects cost about what
-                    // accepted messages cost (no message is fed more than twice).
-                    decoder = self.new_decoder()?;
-                    for &j in &run.pending {
-                        decoder.decode(chunk[j])?;
+                match feed_one(&mut decoder, msg) {
+                    Ok(()) => run.pending.push(i),
+                    Err(reason) => {
+                        rejects.push(Reject { index: run.base + i, reason });
+                        decoder = self.new_decoder()?;
+                        lost_good |= !run.pending.is_empty();
                     }
-                    self.flush_run(&mut decoder, &mut run, &mut wire_batches, &mut rows, &mut rejects)?;
-                    continue;
                 }
-                run.pending.push(i);
+            }
+            if lost_good {
+                decoder = self.new_decoder()?;
+                for &j in &run.pending {
+                    decoder.decode(chunk[j])?;
+                }
             }
             self.flush_run(&mut decoder, &mut run, &mut wire_batches, &mut rows, &mut rejects)?;
         }
@@ -224,7 +229,7 @@ impl MessageDecoder {
     }
 
     /// Flushes the messages fed since the last flush; when a value of the wrong type fails the
-    /// flush, finds it message by message.
+    /// flush, finds the culprits by halving.
     fn flush_run(
         &self,
         decoder: &mut Decoder,
@@ -234,32 +239,44 @@ impl MessageDecoder {
         rejects: &mut Vec<Reject>,
     ) -> Result<(), DecodeError> {
         let pending = std::mem::take(&mut run.pending);
-        match decoder.flush() {
+        let flushed = decoder.flush();
+        match flushed {
             Ok(Some(batch)) => {
                 wire_batches.push(batch);
                 rows.extend(pending.iter().map(|&i| (run.base + i) as u32));
             }
             Ok(None) => {}
             Err(_) => {
-                *decoder = self.new_decoder()?;
-                for &i in &pending {
-                    decoder.decode(run.chunk[i])?;
-                    match decoder.flush() {
-                        Ok(Some(batch)) => {
-                            wire_batches.push(batch);
-                            rows.push((run.base + i) as u32);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            rejects.push(Reject { index: run.base + i, reason: describe_arrow_error(&e) });
-                            *decoder = self.new_decoder()?;
-                        }
-                    }
-                }
+                let mut out = Flushed { wire_batches, rows, rejects };
+                self.flush_halves(decoder, run, &pending, &mut out)?;
             }
         }
-        run.pending = pending;
-        run.pending.clear();
+        Ok(())
+    }
+
+    /// Decodes and flushes `items` of the chunk; a failing set is split in two until the
+    /// messages with a wrong-typed value are found (O(bad · log n) flushes, not one per message).
+    fn flush_halves(&self, decoder: &mut Decoder, run: &ChunkRun<'_>, items: &[usize], out: &mut Flushed<'_>) -> Result<(), DecodeError> {
+        *decoder = self.new_decoder()?;
+        for &i in items {
+            decoder.decode(run.chunk[i])?;
+        }
+        match decoder.flush() {
+            Ok(Some(batch)) => {
+                out.wire_batches.push(batch);
+                out.rows.extend(items.iter().map(|&i| (run.base + i) as u32));
+            }
+            Ok(None) => {}
+            Err(e) if items.len() == 1 => {
+                out.rejects.push(Reject { index: run.base + items[0], reason: describe_arrow_error(&e) });
+                *decoder = self.new_decoder()?;
+            }
+            Err(_) => {
+                let (first, second) = items.split_at(items.len() / 2);
+                self.flush_halves(decoder, run, first, out)?;
+                self.flush_halves(decoder, run, second, out)?;
+            }
+        }
         Ok(())
     }
 
@@ -329,8 +346,21 @@ struct ChunkRun<'a> {
     pending: Vec<usize>,
 }
 
-/// Feeds one message; it must add exactly one complete record.
-fn feed_one(decoder: &mut Decoder, msg: &[u8], expected_before: usize) -> Result<(), String> {
+/// Where a chunk's flushes go.
+struct Flushed<'a> {
+    wire_batches: &'a mut Vec<RecordBatch>,
+    rows: &'a mut Vec<u32>,
+    rejects: &'a mut Vec<Reject>,
+}
+
+/// Feeds one message; it must add exactly one complete record, a JSON object (anything else
+/// would fail the whole chunk's flush).
+fn feed_one(decoder: &mut Decoder, msg: &[u8]) -> Result<(), String> {
+    match msg.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => return Err("malformed JSON: the message is not a JSON object".into()),
+    }
+    let expected_before = decoder.len();
     let consumed = decoder.decode(msg).map_err(|e| format!("malformed JSON: {}", strip_prefix(&e)))?;
     if consumed != msg.len() {
         // Only happens when the decoder's batch is full, which CHUNK rules out.

@@ -143,7 +143,7 @@ impl Batch {
             let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
             for reject in rows.rejects {
                 if floor.is_none_or(|f| chunk.offsets[reject.index] > f) {
-                    self.dead.push(key, chunk, reject.index, reject.reason, &sinks.routes[idx].table_name);
+                    self.dead.push(key, chunk, reject.index, &reject.reason, &sinks.routes[idx].table_name);
                     self.dead_partitions.insert(key.clone(), ());
                 }
             }
@@ -159,7 +159,7 @@ impl Batch {
         self.start.entry(key.clone()).or_insert(range.progress);
         self.last_offsets.entry(key.clone()).or_insert(range.resume_at - 1);
         let table = &sinks.routes[sinks.by_topic[key.topic.as_ref()]].table_name;
-        self.dead.push_marker(&key, range.next, range.reason.clone(), table);
+        self.dead.push_marker(&key, range.next, &range.reason, table);
         self.dead_partitions.insert(key, ());
         self.skips.push(range);
     }

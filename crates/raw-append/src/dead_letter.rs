@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{BinaryArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{BinaryBuilder, BooleanArray, StringBuilder, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use delta_io::TableSpec;
@@ -51,17 +51,18 @@ pub fn table_spec(location: String, storage: BTreeMap<String, String>) -> TableS
     }
 }
 
-/// Accumulates rejected messages of one batch.
+/// Accumulates rejected messages of one batch, straight into Arrow builders (no allocation
+/// per message: a producer sending mostly bad messages must not cost more than a good one).
 #[derive(Default)]
 pub struct DeadLetters {
-    topic: Vec<String>,
-    partition: Vec<i32>,
+    partitions: Vec<PartitionKey>,
     offset: Vec<i64>,
     kafka_ts: Vec<Option<i64>>,
-    key: Vec<Option<Vec<u8>>>,
-    payload: Vec<Vec<u8>>,
-    error: Vec<String>,
-    target: Vec<String>,
+    key: BinaryBuilder,
+    payload: BinaryBuilder,
+    error: StringBuilder,
+    target: StringBuilder,
+    first_reason: Option<String>,
 }
 
 impl DeadLetters {
@@ -72,41 +73,41 @@ impl DeadLetters {
 
     /// The reason of the first rejected message (for one log line per batch).
     pub fn first_reason(&self) -> Option<&str> {
-        self.error.first().map(String::as_str)
+        self.first_reason.as_deref()
+    }
+
+    fn push_row(&mut self, key: &PartitionKey, offset: i64, kafka_ts: Option<i64>, message_key: Option<&[u8]>, payload: &[u8], reason: &str, target_table: &str) {
+        self.partitions.push(key.clone());
+        self.offset.push(offset);
+        self.kafka_ts.push(kafka_ts);
+        self.key.append_option(message_key);
+        self.payload.append_value(payload);
+        self.error.append_value(reason);
+        self.target.append_value(target_table);
+        self.first_reason.get_or_insert_with(|| reason.to_string());
     }
 
     /// Adds message `index` of `chunk` with `reason`.
-    pub fn push(&mut self, key: &PartitionKey, chunk: &PartitionChunk, index: usize, reason: String, target_table: &str) {
-        self.topic.push(key.topic.to_string());
-        self.partition.push(key.partition);
-        self.offset.push(chunk.offsets[index]);
-        self.kafka_ts.push(chunk.timestamps[index].map(|ms| ms * 1000));
-        self.key.push(chunk.key(index).map(<[u8]>::to_vec));
-        self.payload.push(chunk.payload(index).to_vec());
-        self.error.push(reason);
-        self.target.push(target_table.to_string());
+    pub fn push(&mut self, key: &PartitionKey, chunk: &PartitionChunk, index: usize, reason: &str, target_table: &str) {
+        let kafka_ts = chunk.timestamps[index].map(|ms| ms * 1000);
+        self.push_row(key, chunk.offsets[index], kafka_ts, chunk.key(index), chunk.payload(index), reason, target_table);
     }
 
     /// Adds a marker row for offsets that were skipped (no payload: the messages are gone).
-    pub fn push_marker(&mut self, key: &PartitionKey, offset: i64, reason: String, target_table: &str) {
-        self.topic.push(key.topic.to_string());
-        self.partition.push(key.partition);
-        self.offset.push(offset);
-        self.kafka_ts.push(None);
-        self.key.push(None);
-        self.payload.push(Vec::new());
-        self.error.push(reason);
-        self.target.push(target_table.to_string());
+    pub fn push_marker(&mut self, key: &PartitionKey, offset: i64, reason: &str, target_table: &str) {
+        self.push_row(key, offset, None, None, &[], reason, target_table);
     }
 
     /// A mask of the rows above their partition's `floor` (the offsets the table already
     /// holds rejects up to).
     pub fn not_held(&self, floor: impl Fn(&PartitionKey) -> Option<i64>) -> BooleanArray {
-        let mut floors: HashMap<(&str, i32), Option<i64>> = HashMap::new();
-        (0..self.len())
-            .map(|i| {
-                let f = *floors.entry((self.topic[i].as_str(), self.partition[i])).or_insert_with(|| floor(&PartitionKey::new(&self.topic[i], self.partition[i])));
-                Some(f.is_none_or(|f| self.offset[i] > f))
+        let mut floors: HashMap<&PartitionKey, Option<i64>> = HashMap::new();
+        self.partitions
+            .iter()
+            .zip(&self.offset)
+            .map(|(key, offset)| {
+                let f = *floors.entry(key).or_insert_with(|| floor(key));
+                Some(f.is_none_or(|f| *offset > f))
             })
             .collect()
     }
@@ -118,14 +119,14 @@ impl DeadLetters {
             schema(),
             vec![
                 Arc::new(StringArray::from(vec![job_id; n])),
-                Arc::new(StringArray::from_iter_values(&self.topic)),
-                Arc::new(Int32Array::from(self.partition.clone())),
+                Arc::new(StringArray::from_iter_values(self.partitions.iter().map(|k| k.topic.as_ref()))),
+                Arc::new(Int32Array::from_iter_values(self.partitions.iter().map(|k| k.partition))),
                 Arc::new(Int64Array::from(self.offset.clone())),
                 Arc::new(TimestampMicrosecondArray::from(self.kafka_ts.clone()).with_timezone("UTC")),
-                Arc::new(BinaryArray::from_iter(self.key.iter().map(|k| k.as_deref()))),
-                Arc::new(BinaryArray::from_iter_values(self.payload.iter())),
-                Arc::new(StringArray::from_iter_values(&self.error)),
-                Arc::new(StringArray::from_iter_values(&self.target)),
+                Arc::new(self.key.finish_cloned()),
+                Arc::new(self.payload.finish_cloned()),
+                Arc::new(self.error.finish_cloned()),
+                Arc::new(self.target.finish_cloned()),
                 Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); n]).with_timezone("UTC")),
                 Arc::new(StringArray::from(vec![now.format("%Y-%m-%d").to_string(); n])),
             ],
