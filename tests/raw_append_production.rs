@@ -436,3 +436,16 @@ fn an_idle_second_source_does_not_hold_up_the_busy_one() {
     assert_eq!(r.summary["rows_out"]["raw_order"], produced);
     assert_eq!(assert_each_offset_once(&pipeline.table("raw/order")), produced);
 }
+
+#[test]
+fn an_unknown_topic_fails_the_run_instead_of_waiting_for_it() {
+    let services = Services::get();
+    let missing = unique("no-such-topic");
+    for extra in ["", "group_id = \"unknown-topic-group\""] {
+        let pipeline = orders_only(&services, &missing, extra);
+        let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap(), "--trigger", if extra.is_empty() { "once" } else { "continuous" }], &[]);
+        assert_eq!(r.code, Some(1), "{}", r.stderr);
+        let error = r.summary["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(&missing) && error.contains("does not exist"), "{error}");
+    }
+}

@@ -159,6 +159,8 @@ impl RawAppend {
     ) -> Result<Option<(KafkaReader, Option<u64>)>, RawAppendError> {
         let topics: Vec<&str> = sinks.routes.iter().map(|r| r.topic.as_str()).collect();
         if let (Some(group), Trigger::Continuous) = (&self.job.group_id, self.trigger) {
+            // A subscription to a topic that does not exist would wait forever: refuse it.
+            fetch_watermarks(&kafka, LakeContext::new(msk.clone()), &topics)?;
             let context = LakeContext::new(msk).with_progress(lookup).with_revoke_hook(flush_hook(tx));
             return Ok(Some((KafkaReader::group(kafka, context, &topics, group)?, None)));
         }
