@@ -156,31 +156,41 @@ impl Task {
     }
 }
 
+/// Produces 250 orders/s until the returned flag is lowered; the thread returns the count.
+fn steady_producer(services: &Services, topic: &str) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<u64>) {
+    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (services, topic, flag) = (services.clone(), topic.to_string(), producing.clone());
+    let producer = std::thread::spawn(move || {
+        let mut produced = 0;
+        for seed in 0.. {
+            if !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            produced += produce_orders(&services, &topic, seed, 500, 250);
+        }
+        produced
+    });
+    (producing, producer)
+}
+
+/// Continuous tasks of one consumer group committing every second.
+fn group_pipeline(services: &Services, topic: &str) -> Pipeline {
+    let group = unique("scale-group");
+    let pipeline = orders_only(services, topic, &format!("interval = \"1s\"\ngroup_id = \"{group}\""));
+    // A dead or stopped member loses its partitions after 10 s (librdkafka's default is 45 s).
+    let body = std::fs::read_to_string(&pipeline.config).unwrap();
+    std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables.")).unwrap();
+    pipeline
+}
+
 #[test]
 fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and_writes_each_message_once() {
     let services = Services::get();
     let topic = unique("scale-orders");
     create_topics(&services, &[&topic], 6);
     // Steady production until the last step: every task below joins (or leaves) while data flows.
-    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let producer = {
-        let (services, topic, producing) = (services.clone(), topic.clone(), producing.clone());
-        std::thread::spawn(move || {
-            let mut produced = 0;
-            for seed in 0.. {
-                if !producing.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                produced += produce_orders(&services, &topic, seed, 500, 250);
-            }
-            produced
-        })
-    };
-    let group = unique("scale-group");
-    let pipeline = orders_only(&services, &topic, &format!("interval = \"1s\"\ngroup_id = \"{group}\""));
-    // A dead or stopped member loses its partitions after 10 s (librdkafka's default is 45 s).
-    let body = std::fs::read_to_string(&pipeline.config).unwrap();
-    std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables.")).unwrap();
+    let (producing, producer) = steady_producer(&services, &topic);
+    let pipeline = group_pipeline(&services, &topic);
     let config = pipeline.config.to_str().unwrap().to_string();
     let table = pipeline.table("raw/order");
     let dir = pipeline.dir.path();
