@@ -8,8 +8,9 @@ use crate::{exit_failed, ExitCode, ExitStatus, RunSummary, Shutdown, TelemetryAr
 
 /// Runs a job to its exit code. `build` loads and validates the configuration and builds the
 /// job (its error exits 78, "invalid configuration"); `start` runs it until done or shutdown
-/// (its error exits with its [`ExitStatus`], 1 unless it says otherwise). A run that found nothing to do exits 3. Telemetry starts first (a bad
-/// metrics address or health file exits 78 too).
+/// (its error exits with its [`ExitStatus`], 1 unless it says otherwise). A run that found
+/// nothing to do exits 3. Telemetry starts first (a bad metrics address or health file exits
+/// 78 too).
 pub fn run_job<J, Fut, E>(name: &str, telemetry: &TelemetryArgs, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
 where
     Fut: Future<Output = Result<RunSummary, E>>,

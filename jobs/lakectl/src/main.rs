@@ -69,14 +69,15 @@ enum Command {
         scan: bool,
     },
     /// Container health check: exit 0 when the job writing the heartbeat file (a job run with
-    /// --health-file / LAKEHOUSE_HEALTH_FILE) made progress within --max-age, 1 otherwise.
+    /// --health-file / LAKEHOUSE_HEALTH_FILE) showed life within --max-age, 1 otherwise. An idle
+    /// job stays healthy; alert on the file's last_progress_unix_ms for a stalled pipeline.
     ///
     /// Example (Dockerfile): HEALTHCHECK CMD ["lakectl", "healthcheck", "--max-age", "5m"]
     Healthcheck {
         /// The heartbeat file the job writes.
         #[arg(long, env = "LAKEHOUSE_HEALTH_FILE", default_value = "/tmp/lakehouse/health.json")]
         file: PathBuf,
-        /// Longest time without progress that is still healthy (longer than the slowest batch).
+        /// Longest time without a sign of life that is still healthy (longer than the slowest batch).
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         max_age: std::time::Duration,
     },
