@@ -13,8 +13,11 @@ use pipeline_config::{ColumnType, TableSchema};
 use crate::numbers::{convert_numbers, NumberKind};
 use crate::TimestampParser;
 
-/// Messages are decoded this many at a time; a failing chunk is re-decoded message by message.
+/// Messages are decoded this many at a time (one flush per chunk unless a value has the wrong type).
 const CHUNK: usize = 4096;
+/// Records a probe decoder checks before it is replaced (small: it is replaced after every
+/// malformed message).
+const PROBE: usize = 64;
 
 /// Failure of the decoder itself (not of a message: bad messages become [`Reject`]s).
 #[derive(Debug, thiserror::Error)]
@@ -178,10 +181,15 @@ impl MessageDecoder {
     }
 
     fn new_decoder(&self) -> Result<Decoder, ArrowError> {
+        self.decoder_of(CHUNK + 1)
+    }
+
+    /// A decoder with room for `rows` records (its buffers are sized for them up front).
+    fn decoder_of(&self, rows: usize) -> Result<Decoder, ArrowError> {
         // Numbers reach numeric columns as their text (converted exactly afterwards); string
         // columns likewise keep a number's or boolean's JSON text.
         ReaderBuilder::new(self.wire_schema.clone())
-            .with_batch_size(CHUNK + 1)
+            .with_batch_size(rows)
             .with_coerce_primitive(true)
             .build_decoder()
     }
@@ -195,25 +203,29 @@ impl MessageDecoder {
 
         for (chunk_no, chunk) in messages.chunks(CHUNK).enumerate() {
             let mut run = ChunkRun { chunk, base: chunk_no * CHUNK, pending: Vec::with_capacity(chunk.len()) };
-            // A malformed message may leave part of itself in the decoder: the decoder is
-            // replaced and the chunk's good messages are fed again once, at its end, so rejects
-            // cost about what accepted messages cost whatever their share.
-            let mut lost_good = false;
+            // A malformed message may leave part of itself in the decoder, which must then be
+            // replaced. After the first one, the rest of the chunk is checked with a small
+            // probe decoder (cheap to replace), and the good messages are fed to a fresh
+            // decoder once at the end: rejects cost about what accepted messages cost.
+            let mut probe: Option<Decoder> = None;
             for (i, msg) in chunk.iter().enumerate() {
                 if let Some(reason) = self.precheck(msg) {
                     rejects.push(Reject { index: run.base + i, reason });
                     continue;
                 }
-                match feed_one(&mut decoder, msg) {
+                let target = probe.as_mut().unwrap_or(&mut decoder);
+                match feed_one(target, msg) {
                     Ok(()) => run.pending.push(i),
                     Err(reason) => {
                         rejects.push(Reject { index: run.base + i, reason });
-                        decoder = self.new_decoder()?;
-                        lost_good |= !run.pending.is_empty();
+                        probe = Some(self.decoder_of(PROBE)?);
                     }
                 }
+                if probe.as_ref().is_some_and(|p| p.len() >= PROBE) {
+                    probe = Some(self.decoder_of(PROBE)?);
+                }
             }
-            if lost_good {
+            if probe.is_some() {
                 decoder = self.new_decoder()?;
                 for &j in &run.pending {
                     decoder.decode(chunk[j])?;
