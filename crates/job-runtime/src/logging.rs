@@ -6,8 +6,10 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Our crates at info; libraries at warn. The delta kernel logs expected conditions (a table
-/// that does not exist yet) as errors; delta-rs returns its real errors to us anyway.
-const DEFAULT_FILTER: &str = "warn,buoyant_kernel=off,raw_append=info,stream_join=info,merge_upsert=info,maintenance=info,delta_source=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info";
+/// that does not exist yet) as errors; delta-rs returns its real errors to us anyway, and
+/// warns of every concurrent commit it rebases over (routine when tasks share a table; counted
+/// as `commit_retries` instead).
+const DEFAULT_FILTER: &str = "warn,buoyant_kernel=off,deltalake_core::kernel::transaction=error,raw_append=info,stream_join=info,merge_upsert=info,maintenance=info,delta_source=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info";
 
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`, librdkafka quieter).
 pub fn init_logging() {
