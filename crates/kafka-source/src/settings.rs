@@ -40,9 +40,9 @@ pub enum KafkaError {
         partition: i32,
         /// The offset the table's progress says to read next.
         next: i64,
-        /// The partition's low watermark (-1 when unknown).
+        /// The partition's low watermark.
         low: i64,
-        /// The partition's high watermark (-1 when unknown).
+        /// The partition's high watermark (confirmed by a fetch when the listing lags).
         high: i64,
         /// Why, in words.
         cause: String,
