@@ -264,30 +264,12 @@ impl MergeUpsert {
 
         let layout = self.layout(source, &mut sinks.target).await?;
         let columns = self.columns();
-        let per_file = delta_source::read_each(source, plan, &layout.input).await?;
-        let mut dead_letters = DeadLetters::default();
-        let mut rows = Vec::new();
-        let mut rows_in = 0;
-        for (file, batches) in plan.files.iter().zip(per_file) {
-            for b in batches {
-                rows_in += b.num_rows() as u64;
-                let (kept, rejected) = split_rejected(&b, &columns)?;
-                if let Some((rejected, reasons)) = rejected {
-                    dead_letters.push(file.version, &file.path, &rejected, reasons)?;
-                }
-                rows.push(kept);
-            }
-        }
+        let (rows, rows_in, dead_letters) = read_source(source, plan, &layout, &columns).await?;
         let info = commit_info(batch, plan);
         summary.read(rows_in, plan.bytes());
         if !dead_letters.is_empty() {
             summary.dead_lettered(dead_letters.len() as u64);
-            if read_progress(&sinks.dead_letter, job_id).await?.is_none_or(|v| v < batch) {
-                let letters = dead_letters.into_batch(job_id, &spec.source_name, batch)?;
-                let adds = write_files(&sinks.dead_letter, letters.schema(), &[], &[letters], 128 << 20).await?;
-                let done = commit_append(&mut sinks.dead_letter, adds, vec![Transaction::new(job_id, batch)], job_id, batch, info.clone()).await?;
-                summary.committed(&spec.dead_letter.name, done.version, done.retries);
-            }
+            self.commit_dead_letters(sinks, dead_letters, batch, &info, summary).await?;
         }
         crash_point!("merge_upsert::after_dead_letters");
 
@@ -325,20 +307,31 @@ impl MergeUpsert {
         summary.committed(&spec.target.name, done.version, done.retries);
         summary.source_version_lag(&spec.source_name, plan.versions_behind(source));
         summary.details.insert("tombstones".into(), (tombstones.len() as u64).into());
-        tracing::info!(
-            batch,
-            keys = changes.len(),
-            files_scanned = metrics.files_scanned,
-            files_rewritten = metrics.files_rewritten,
-            inserted = metrics.rows_inserted,
-            updated = metrics.rows_updated,
-            deleted = metrics.rows_deleted,
-            stale = metrics.rows_stale,
-            version = done.version,
-            "merged"
-        );
+        log_merged(batch, changes.len(), &metrics, done.version);
         add_metrics(totals, &metrics);
         Ok(progress)
+    }
+
+    /// Commits the batch's rejected source rows with `txn(job, batch)`, unless a re-run finds
+    /// them there.
+    async fn commit_dead_letters(
+        &self,
+        sinks: &mut Sinks,
+        dead_letters: DeadLetters,
+        batch: i64,
+        info: &HashMap<String, serde_json::Value>,
+        summary: &mut RunSummary,
+    ) -> Result<(), MergeUpsertError> {
+        let spec = &self.spec;
+        let job_id = &spec.job_id;
+        if read_progress(&sinks.dead_letter, job_id).await?.is_some_and(|v| v >= batch) {
+            return Ok(());
+        }
+        let letters = dead_letters.into_batch(job_id, &spec.source_name, batch)?;
+        let adds = write_files(&sinks.dead_letter, letters.schema(), &[], &[letters], 128 << 20).await?;
+        let done = commit_append(&mut sinks.dead_letter, adds, vec![Transaction::new(job_id, batch)], job_id, batch, info.clone()).await?;
+        summary.committed(&spec.dead_letter.name, done.version, done.retries);
+        Ok(())
     }
 
     /// Records the batch's deletes as tombstones (appended, or the table rewritten without
@@ -409,4 +402,40 @@ impl IntoFuture for MergeUpsert {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.execute())
     }
+}
+
+/// Reads the batch's source files; rows missing a key or sequence go to dead letters.
+/// Returns the kept rows, the rows read and the dead letters.
+async fn read_source(source: &DeltaTable, plan: &SourcePlan, layout: &TargetLayout, columns: &ChangeColumns) -> Result<(Vec<arrow::array::RecordBatch>, u64, DeadLetters), MergeUpsertError> {
+    let per_file = delta_source::read_each(source, plan, &layout.input).await?;
+    let mut dead_letters = DeadLetters::default();
+    let mut rows = Vec::new();
+    let mut rows_in = 0;
+    for (file, batches) in plan.files.iter().zip(per_file) {
+        for b in batches {
+            rows_in += b.num_rows() as u64;
+            let (kept, rejected) = split_rejected(&b, columns)?;
+            if let Some((rejected, reasons)) = rejected {
+                dead_letters.push(file.version, &file.path, &rejected, reasons)?;
+            }
+            rows.push(kept);
+        }
+    }
+    Ok((rows, rows_in, dead_letters))
+}
+
+/// One log line per merged batch.
+fn log_merged(batch: i64, keys: usize, metrics: &MergeMetrics, version: u64) {
+    tracing::info!(
+        batch,
+        keys,
+        files_scanned = metrics.files_scanned,
+        files_rewritten = metrics.files_rewritten,
+        inserted = metrics.rows_inserted,
+        updated = metrics.rows_updated,
+        deleted = metrics.rows_deleted,
+        stale = metrics.rows_stale,
+        version,
+        "merged"
+    );
 }

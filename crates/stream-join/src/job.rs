@@ -147,19 +147,8 @@ impl StreamJoin {
                 summary.status = "stopped".into();
                 break;
             }
-            left.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.left.location)))?;
-            right.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.right.location)))?;
             let recorded = rerun.take();
-            let (lp, rp) = match &recorded {
-                Some(p) => (
-                    delta_source::plan_recorded(&left.table, p.left, self.job.ignore_deletes).await?,
-                    delta_source::plan_recorded(&right.table, p.right, self.job.ignore_deletes).await?,
-                ),
-                None => (
-                    delta_source::plan(&left.table, previous.left.to, None, &limits).await?,
-                    delta_source::plan(&right.table, previous.right.to, None, &limits).await?,
-                ),
-            };
+            let (lp, rp) = self.plan_next(&mut left, &mut right, recorded.as_ref(), &previous, &limits).await?;
             if lp.is_empty() && rp.is_empty() {
                 match self.trigger {
                     Trigger::Once => break,
@@ -174,29 +163,7 @@ impl StreamJoin {
             let batch_started = Instant::now();
             let (progress, outcome) =
                 self.run_batch(batch, &previous, std::mem::take(&mut state), &lp, &rp, &left, &right, &mut output, late_table.as_mut(), &checkpoint).await?;
-            summary.read(outcome.rows_in, lp.bytes() + rp.bytes());
-            summary.wrote(&self.spec.output.name, outcome.rows_out);
-            summary.late(outcome.late);
-            if let Some(v) = outcome.version {
-                summary.committed(&self.spec.output.name, v, outcome.retries);
-            }
-            summary.source_version_lag(&self.spec.left.name, lp.versions_behind(&left.table));
-            summary.source_version_lag(&self.spec.right.name, rp.versions_behind(&right.table));
-            summary.batch_done(batch_started.elapsed());
-            let watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
-            summary.details.insert("state_rows_left".into(), operator::rows(&outcome.state.left).into());
-            summary.details.insert("state_rows_right".into(), operator::rows(&outcome.state.right).into());
-            summary.details.insert("watermark".into(), watermark.clone().into());
-            tracing::info!(
-                stage = "commit",
-                batch,
-                rows_in = outcome.rows_in,
-                rows_out = outcome.rows_out,
-                late_rows = outcome.late,
-                watermark,
-                ms = batch_started.elapsed().as_millis() as u64,
-                "batch committed"
-            );
+            self.record_batch(&mut summary, batch, batch_started, &outcome, &progress, [(&lp, &left), (&rp, &right)]);
             previous = progress;
             state = outcome.state;
         }
@@ -205,6 +172,58 @@ impl StreamJoin {
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
+    }
+
+    /// Loads both sources' newest versions and plans the next batch: the source versions a
+    /// pending batch recorded (a re-run), or what is new since the previous batch.
+    async fn plan_next(
+        &self,
+        left: &mut Source,
+        right: &mut Source,
+        recorded: Option<&Progress>,
+        previous: &Progress,
+        limits: &SourceLimits,
+    ) -> Result<(SourcePlan, SourcePlan), StreamJoinError> {
+        left.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.left.location)))?;
+        right.table.update_state().await.map_err(|e| DeltaIoError::Location(format!("{}: {e}", self.spec.right.location)))?;
+        Ok(match recorded {
+            Some(p) => (
+                delta_source::plan_recorded(&left.table, p.left, self.job.ignore_deletes).await?,
+                delta_source::plan_recorded(&right.table, p.right, self.job.ignore_deletes).await?,
+            ),
+            None => (
+                delta_source::plan(&left.table, previous.left.to, None, limits).await?,
+                delta_source::plan(&right.table, previous.right.to, None, limits).await?,
+            ),
+        })
+    }
+
+    /// Counts a committed batch in the summary and logs it.
+    fn record_batch(&self, summary: &mut RunSummary, batch: i64, started: Instant, outcome: &BatchOutcome, progress: &Progress, sources: [(&SourcePlan, &Source); 2]) {
+        let [(lp, left), (rp, right)] = sources;
+        summary.read(outcome.rows_in, lp.bytes() + rp.bytes());
+        summary.wrote(&self.spec.output.name, outcome.rows_out);
+        summary.late(outcome.late);
+        if let Some(v) = outcome.version {
+            summary.committed(&self.spec.output.name, v, outcome.retries);
+        }
+        summary.source_version_lag(&self.spec.left.name, lp.versions_behind(&left.table));
+        summary.source_version_lag(&self.spec.right.name, rp.versions_behind(&right.table));
+        summary.batch_done(started.elapsed());
+        let watermark = progress.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
+        summary.details.insert("state_rows_left".into(), operator::rows(&outcome.state.left).into());
+        summary.details.insert("state_rows_right".into(), operator::rows(&outcome.state.right).into());
+        summary.details.insert("watermark".into(), watermark.clone().into());
+        tracing::info!(
+            stage = "commit",
+            batch,
+            rows_in = outcome.rows_in,
+            rows_out = outcome.rows_out,
+            late_rows = outcome.late,
+            watermark,
+            ms = started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -232,22 +251,7 @@ impl StreamJoin {
         let left_all = operator::merge_left(left_state, la.on_time, &matched)?;
         let right_all: Vec<RecordBatch> = right_state.into_iter().chain(ra.on_time).collect();
 
-        let advance = |before: Option<i64>, max: Option<i64>, delay: i64| match (before, max.map(|m| m.saturating_sub(delay))) {
-            (Some(b), Some(n)) => Some(b.max(n)),
-            (b, n) => b.or(n),
-        };
-        let left_wm = advance(previous.left_watermark, la.max_time, spec.left.delay);
-        let right_wm = advance(previous.right_watermark, ra.max_time, spec.right.delay);
-        // The job watermark waits until both inputs have reported, and never goes back.
-        let candidate = match (spec.policy, left_wm, right_wm) {
-            (WatermarkPolicy::Min, Some(l), Some(r)) => Some(l.min(r)),
-            (WatermarkPolicy::Max, l, r) => l.max(r),
-            (WatermarkPolicy::Min, _, _) => None,
-        };
-        let new_watermark = match (watermark, candidate) {
-            (Some(w), Some(c)) => Some(w.max(c)),
-            (w, c) => w.or(c),
-        };
+        let (left_wm, right_wm, new_watermark) = advance_watermarks(spec, previous, la.max_time, ra.max_time);
         let (left_kept, left_evicted) = operator::evict(left_all, -spec.lower, new_watermark)?;
         let (right_kept, _) = operator::evict(right_all, spec.upper, new_watermark)?;
         let mut rows = joined;
@@ -283,17 +287,8 @@ impl StreamJoin {
 
         let late_count = operator::rows(&la.late) + operator::rows(&ra.late);
         let mut retries = 0;
-        if let Some(late_table) = late_table {
-            if late_count > 0 && read_progress(late_table, &spec.job_id).await?.is_none_or(|v| v < batch) {
-                let mut late_rows = Vec::new();
-                for (side, input, batches) in [("left", &spec.left, &la.late), ("right", &spec.right, &ra.late)] {
-                    for b in batches {
-                        late_rows.push(late_batch(side, &input.time, b, watermark, batch)?);
-                    }
-                }
-                let adds = write_files(late_table, late_schema(), &[], &late_rows, 128 << 20).await?;
-                retries += commit_append(late_table, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?.retries;
-            }
+        if let Some(late_table) = late_table.filter(|_| late_count > 0) {
+            retries += self.commit_late_rows(late_table, batch, watermark, [&la.late, &ra.late], commit_info(batch, lp, rp)).await?;
         }
 
         let done = commit_append(output, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, commit_info(batch, lp, rp)).await?;
@@ -305,6 +300,52 @@ impl StreamJoin {
         let state = JoinState { left: left_kept, right: right_kept };
         Ok((progress, BatchOutcome { rows_in: la.rows + ra.rows, rows_out, late: late_count, version: Some(done.version), retries: retries + done.retries, state }))
     }
+
+    /// Appends the batch's late rows (left, then right) to the late-rows table with
+    /// `txn(job, batch)`, unless a re-run finds them there; returns the commit's retries.
+    async fn commit_late_rows(
+        &self,
+        late_table: &mut DeltaTable,
+        batch: i64,
+        watermark: Option<i64>,
+        late: [&Vec<RecordBatch>; 2],
+        info: std::collections::HashMap<String, serde_json::Value>,
+    ) -> Result<u64, StreamJoinError> {
+        let spec = &self.spec;
+        if read_progress(late_table, &spec.job_id).await?.is_some_and(|v| v >= batch) {
+            return Ok(0);
+        }
+        let mut late_rows = Vec::new();
+        for ((side, input), batches) in [("left", &spec.left), ("right", &spec.right)].into_iter().zip(late) {
+            for b in batches {
+                late_rows.push(late_batch(side, &input.time, b, watermark, batch)?);
+            }
+        }
+        let adds = write_files(late_table, late_schema(), &[], &late_rows, 128 << 20).await?;
+        Ok(commit_append(late_table, adds, vec![Transaction::new(&spec.job_id, batch)], &spec.job_id, batch, info).await?.retries)
+    }
+}
+
+/// Each input's watermark (its latest event time less its delay, never going back) and the
+/// job's (per the policy; under `min` it waits until both inputs have reported, and it never
+/// goes back either), after a batch whose inputs reached `left_max` / `right_max`.
+fn advance_watermarks(spec: &JoinSpec, previous: &Progress, left_max: Option<i64>, right_max: Option<i64>) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let advance = |before: Option<i64>, max: Option<i64>, delay: i64| match (before, max.map(|m| m.saturating_sub(delay))) {
+        (Some(b), Some(n)) => Some(b.max(n)),
+        (b, n) => b.or(n),
+    };
+    let left = advance(previous.left_watermark, left_max, spec.left.delay);
+    let right = advance(previous.right_watermark, right_max, spec.right.delay);
+    let candidate = match (spec.policy, left, right) {
+        (WatermarkPolicy::Min, Some(l), Some(r)) => Some(l.min(r)),
+        (WatermarkPolicy::Max, l, r) => l.max(r),
+        (WatermarkPolicy::Min, _, _) => None,
+    };
+    let job = match (previous.watermark, candidate) {
+        (Some(w), Some(c)) => Some(w.max(c)),
+        (w, c) => w.or(c),
+    };
+    (left, right, job)
 }
 
 /// Late rows as late-table rows (the row as JSON).
