@@ -32,8 +32,7 @@ pub enum CommitError {
 }
 
 fn describe_moved(moved: &[crate::MovedProgress]) -> String {
-    let show = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
-    moved.iter().map(|m| format!("{} expected {} found {}", m.app_id, show(m.expected), show(m.found))).collect::<Vec<_>>().join(", ")
+    moved.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// A landed commit.

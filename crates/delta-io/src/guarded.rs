@@ -41,6 +41,13 @@ pub struct MovedProgress {
     pub found: Option<i64>,
 }
 
+impl std::fmt::Display for MovedProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+        write!(f, "{} expected {} found {}", self.app_id, show(self.expected), show(self.found))
+    }
+}
+
 /// A table with the `txn` versions known to hold in its loaded snapshot, so guarded commits
 /// read the log only for app ids they have not seen at this snapshot.
 pub struct ProgressTable {

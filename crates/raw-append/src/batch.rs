@@ -42,10 +42,15 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// `<job-id>:<topic>:<partition>`, the txn app id of a source partition.
+    /// The txn app id of a source partition (see [`app_id`]).
     pub fn app_id(&self, key: &PartitionKey) -> String {
-        format!("{}:{}:{}", self.job.job_id, key.topic, key.partition)
+        app_id(&self.job.job_id, key)
     }
+}
+
+/// `<job-id>:<topic>:<partition>`, the txn app id of a source partition.
+pub fn app_id(job_id: &str, key: &PartitionKey) -> String {
+    format!("{job_id}:{}:{}", key.topic, key.partition)
 }
 
 /// A batch being assembled.

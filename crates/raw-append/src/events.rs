@@ -101,7 +101,7 @@ pub struct BatchDropped<'a> {
 impl BatchDropped<'_> {
     /// Logs and counts.
     pub fn emit(&self, summary: &mut RunSummary) {
-        let moved: Vec<String> = self.moved.iter().map(|m| format!("{} expected {:?} found {:?}", m.app_id, m.expected, m.found)).collect();
+        let moved: Vec<String> = self.moved.iter().map(ToString::to_string).collect();
         tracing::warn!(
             stage = "commit",
             error_code = "progress_moved",

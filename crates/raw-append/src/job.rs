@@ -14,7 +14,7 @@ use kafka_source::{
 };
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
 
-use crate::batch::{Batch, Sinks};
+use crate::batch::{app_id, Batch, Sinks};
 use crate::dead_letter;
 use crate::events::BatchRead;
 use crate::handover::Resume;
@@ -273,7 +273,7 @@ impl RawAppend {
         Arc::new(move |key: &PartitionKey, watermarks: (i64, i64)| {
             let unreadable = |e: String| KafkaError::Rebalance(format!("{}[{}]: {e}", key.topic, key.partition));
             let (location, storage) = locations.get(key.topic.as_ref()).ok_or_else(|| unreadable("no route for this topic".into()))?;
-            let app = format!("{job_id}:{}:{}", key.topic, key.partition);
+            let app = app_id(&job_id, key);
             let progress = handle
                 .block_on(async {
                     let table = delta_io::open_table(location, storage).await?;
