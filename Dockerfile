@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# The job image: every binary (raw-append, stream-join, merge-upsert, maintenance, lakectl) on a
-# slim Debian runtime, run as a non-root user. ECS task definitions pick the binary in `command`.
+# The job image: one executable (`lakehouse`) answering to every job's name through links
+# (raw-append, stream-join, merge-upsert, maintenance, lakectl), so the code they share ships
+# once, on a slim Debian runtime, run as a non-root user. ECS task definitions pick the job in
+# `command`.
 #   docker build -t lakehouse-writer .
 #   docker run --rm -e LAKEHOUSE_LAKE_ROOT=s3://bucket/lake lakehouse-writer raw-append --trigger once
 
@@ -16,10 +18,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
-      -p raw-append -p stream-join -p merge-upsert -p maintenance -p lakectl \
+    cargo build --release --locked --bin lakehouse \
  && mkdir -p /out \
- && cp target/release/raw-append target/release/stream-join target/release/merge-upsert target/release/maintenance target/release/lakectl /out/
+ && cp target/release/lakehouse /out/ \
+ && for job in raw-append stream-join merge-upsert maintenance lakectl; do ln -s lakehouse "/out/$job"; done
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # Shared libraries the binaries link (tests/deploy checks this list against `ldd` of the build).

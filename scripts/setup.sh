@@ -16,6 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+# The test command checks formatting and lints.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null || { echo "cargo fmt / cargo clippy are missing: install the rustfmt and clippy components" >&2; exit 1; }
+  log "installing the rustfmt and clippy components"
+  rustup component add rustfmt clippy
+fi
 
 stamp="$VENV/.installed-$(echo "$TANSU_PACKAGE $MOTO_PACKAGE" | md5sum | cut -c1-8)"
 if [ ! -f "$stamp" ]; then

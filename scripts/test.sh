@@ -6,7 +6,11 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 bash scripts/setup.sh
 log "building binaries and tests (release profile, target dir $CARGO_TARGET_DIR)"
+log "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo build --release --workspace --bins --tests
+link_jobs
 trap 'bash scripts/services.sh stop' EXIT
 source "$(bash scripts/services.sh start | tail -1)"
 log "running tests"

@@ -26,7 +26,8 @@ partitions = [
 
 fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64) {
     let mut gen = OrderGenerator::reference(seed);
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).expect("produced");
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction: 0.0 }, || gen.next_message())
+        .expect("produced");
 }
 
 /// Rows of the orders table as a sorted list (order-insensitive comparison).
@@ -60,7 +61,8 @@ fn files_and_partitions(location: &str) -> (Vec<String>, usize) {
 
 fn last_commit_actions(location: &str) -> Vec<serde_json::Value> {
     let log = Path::new(location).join("_delta_log");
-    let mut commits: Vec<PathBuf> = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut commits: Vec<PathBuf> =
+        std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
     commits.sort();
     let text = std::fs::read_to_string(commits.last().expect("a commit")).unwrap();
     text.lines().map(|l| serde_json::from_str(l).expect("json action")).collect()
@@ -166,7 +168,7 @@ fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
     let table = pipeline.table("raw/order");
     produce_orders(&services, &topic, 21, 5_000);
     let appended = run("raw-append", &["--config", config], &[]);
-        assert_eq!(appended.code, Some(0), "{}", appended.stderr);
+    assert_eq!(appended.code, Some(0), "{}", appended.stderr);
     let rows = order_rows(&table);
     let (small_files, _) = files_and_partitions(&table);
     let before_compaction = table_version(&table, &HashMap::new());
@@ -195,7 +197,8 @@ fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
     // Dry run: lists exactly the replaced files with their bytes, deletes nothing.
     let dry = maintenance(&["--config", config, "vacuum", "raw_order", "--retention-hours", "0", "--allow-short-retention", "--dry-run"]);
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
-    let listed: BTreeSet<String> = dry.summary["details"]["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    let listed: BTreeSet<String> =
+        dry.summary["details"]["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
     let expected: BTreeSet<String> = small_files.iter().cloned().collect();
     assert_eq!(listed, expected);
     let bytes: u64 = small_files.iter().map(|f| std::fs::metadata(Path::new(&table).join(f)).unwrap().len()).sum();
@@ -304,7 +307,7 @@ fn offsets_in_files(lines: &[String]) -> BTreeSet<i64> {
         for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
             let batch = batch.unwrap();
             let col = batch.column(batch.schema().index_of("_kafka_offset").unwrap());
-            let values = col.as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap();
+            let values = col.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
             out.extend(values.iter().flatten());
         }
     }
@@ -316,7 +319,10 @@ fn offsets_in_table(table: &str, owner: Option<&str>) -> BTreeSet<i64> {
         Some(o) => format!("order_owner = '{}'", o.replace('\'', "''")),
         None => "order_owner IS NULL".into(),
     };
-    query(&[("m", table)], &HashMap::new(), &format!("SELECT _kafka_offset FROM m WHERE {filter}")).into_iter().map(|r| r[0].parse().unwrap()).collect()
+    query(&[("m", table)], &HashMap::new(), &format!("SELECT _kafka_offset FROM m WHERE {filter}"))
+        .into_iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect()
 }
 
 #[test]
@@ -331,7 +337,7 @@ fn manifests_follow_delta_spark_layout_list_exactly_the_current_rows_and_drop_em
     let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_slice())).collect();
     produce_raw(&services, &topic, &refs);
     let appended = run("raw-append", &["--config", config], &[]);
-        assert_eq!(appended.code, Some(0), "{}", appended.stderr);
+    assert_eq!(appended.code, Some(0), "{}", appended.stderr);
 
     let generated = maintenance(&["--config", config, "manifest", "raw_member"]);
     assert_eq!(generated.code, Some(0), "{}", generated.stderr);
@@ -403,35 +409,48 @@ fn catalog_ddl_parses_as_hive_and_names_every_column_with_its_type() {
     let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_slice())).collect();
     produce_raw(&services, &topic, &refs);
     let appended = run("raw-append", &["--config", config], &[]);
-        assert_eq!(appended.code, Some(0), "{}", appended.stderr);
+    assert_eq!(appended.code, Some(0), "{}", appended.stderr);
     assert_eq!(maintenance(&["--config", config, "manifest", "raw_member"]).code, Some(0));
 
-    let output = command("maintenance", &["--config", config, "catalog", "raw_member", "--database", "lake"], &[]).output().expect("catalog runs");
+    let output =
+        command("maintenance", &["--config", config, "catalog", "raw_member", "--database", "lake"], &[]).output().expect("catalog runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     let sql = stdout.rsplit_once("\n{").map(|(ddl, _)| ddl).unwrap_or(&stdout);
     // Hive reads `\'` inside a literal as a quote; sqlparser's Hive dialect does not know that
     // escape, so the one statement that needs it is checked as text and the rest are parsed.
-    let (escaped, plain): (Vec<&str>, Vec<&str>) = sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()).partition(|s| s.contains("\\'"));
+    let (escaped, plain): (Vec<&str>, Vec<&str>) =
+        sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()).partition(|s| s.contains("\\'"));
     assert_eq!(escaped.len(), 1, "{escaped:?}");
     assert!(escaped[0].contains("PARTITION (`order_owner`='it\\'s [\"q\"]^{}') LOCATION"), "{}", escaped[0]);
-    let statements = Parser::parse_sql(&HiveDialect {}, &plain.join(";\n")).unwrap_or_else(|e| panic!("DDL does not parse as Hive: {e}\n{sql}"));
+    let statements =
+        Parser::parse_sql(&HiveDialect {}, &plain.join(";\n")).unwrap_or_else(|e| panic!("DDL does not parse as Hive: {e}\n{sql}"));
     assert_eq!(statements.len() + escaped.len(), 2 + OWNERS.len(), "native, symlink, one ADD PARTITION per partition");
 
     let Statement::CreateTable(symlink) = &statements[1] else { panic!("second statement creates the symlink table: {}", statements[1]) };
     assert_eq!(symlink.name.to_string(), "`lake`.`raw_member_symlink`");
-    let columns: Vec<(String, String)> = symlink.columns.iter().map(|c| (c.name.value.clone(), c.data_type.to_string().to_lowercase())).collect();
-    let expected: Vec<(String, String)> =
-        [("membership", "string"), ("timestamp", "timestamp"), ("_kafka_partition", "int"), ("_kafka_offset", "bigint"), ("_kafka_timestamp", "timestamp")]
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
+    let columns: Vec<(String, String)> =
+        symlink.columns.iter().map(|c| (c.name.value.clone(), c.data_type.to_string().to_lowercase())).collect();
+    let expected: Vec<(String, String)> = [
+        ("membership", "string"),
+        ("timestamp", "timestamp"),
+        ("_kafka_partition", "int"),
+        ("_kafka_offset", "bigint"),
+        ("_kafka_timestamp", "timestamp"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
     assert_eq!(columns, expected, "every data column, in table order, with its Hive type");
     assert!(!columns.iter().any(|(n, _)| n == "order_owner"), "partition column is not a data column");
     assert!(sql.contains("PARTITIONED BY (`order_owner` string)"));
     assert!(sql.contains("'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'"));
     assert!(statements[0].to_string().contains("table_type"), "{}", statements[0]);
-    let locations: BTreeSet<String> = sql.lines().filter(|l| l.starts_with("ALTER TABLE")).map(|l| l.rsplit_once("/_symlink_format_manifest/").unwrap().1.trim_end_matches("/';").to_string()).collect();
+    let locations: BTreeSet<String> = sql
+        .lines()
+        .filter(|l| l.starts_with("ALTER TABLE"))
+        .map(|l| l.rsplit_once("/_symlink_format_manifest/").unwrap().1.trim_end_matches("/';").to_string())
+        .collect();
     assert_eq!(locations, read_manifests(&pipeline.table("raw/member")).keys().cloned().collect(), "one partition per manifest");
 }
 
@@ -450,7 +469,9 @@ fn every_operation_works_on_s3() {
     let pipeline = Pipeline::new(
         &services,
         Some(&root),
-        &format!("{MEMBERS}\n[raw_append]\nsources = [{{ topic = \"{topic}\", table = \"raw_member\", metadata_columns = [\"offset\"] }}]\n"),
+        &format!(
+            "{MEMBERS}\n[raw_append]\nsources = [{{ topic = \"{topic}\", table = \"raw_member\", metadata_columns = [\"offset\"] }}]\n"
+        ),
     );
     pipeline.write_file("member_any_owner.schema.toml", MEMBER_SCHEMA);
     let config = pipeline.config.to_str().unwrap();
@@ -463,7 +484,8 @@ fn every_operation_works_on_s3() {
         let appended = run("raw-append", &["--config", config], &env);
         assert_eq!(appended.code, Some(0), "{}", appended.stderr);
     }
-    let rows_before = query(&[("m", table.as_str())], &storage, "SELECT _kafka_offset, order_owner, membership FROM m ORDER BY _kafka_offset");
+    let rows_before =
+        query(&[("m", table.as_str())], &storage, "SELECT _kafka_offset, order_owner, membership FROM m ORDER BY _kafka_offset");
 
     for args in [
         vec!["compact", "raw_member"],
@@ -477,10 +499,15 @@ fn every_operation_works_on_s3() {
         let r = run("maintenance", &full, &env);
         assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
         if args[0] == "compact" {
-            assert!(r.summary["details"]["files_removed"].as_u64().unwrap() > OWNERS.len() as u64, "three commits leave small files to pack: {}", r.summary);
+            assert!(
+                r.summary["details"]["files_removed"].as_u64().unwrap() > OWNERS.len() as u64,
+                "three commits leave small files to pack: {}",
+                r.summary
+            );
         }
     }
-    let rows_after = query(&[("m", table.as_str())], &storage, "SELECT _kafka_offset, order_owner, membership FROM m ORDER BY _kafka_offset");
+    let rows_after =
+        query(&[("m", table.as_str())], &storage, "SELECT _kafka_offset, order_owner, membership FROM m ORDER BY _kafka_offset");
     assert_eq!(rows_after, rows_before, "compaction on S3 changes no row");
 
     // Manifest keys keep Hive's escapes literally; lines are s3:// URIs of live objects.

@@ -174,13 +174,20 @@ fn processed_equals_the_latest_change_per_key_whatever_the_batch_sizes_and_runs(
         let expected = oracle(&p);
         assert!(expected.len() > 250, "{case}: most keys are live ({})", expected.len());
         let details = |k: &str| summaries.iter().map(|s| s["details"][k].as_u64().unwrap_or(0)).sum::<u64>();
-        assert!(details("rows_updated") > 100 && details("rows_deleted") > 20 && details("rows_stale") > 100, "{case}: every kind of change happened: {summaries:?}");
+        assert!(
+            details("rows_updated") > 100 && details("rows_deleted") > 20 && details("rows_stale") > 100,
+            "{case}: every kind of change happened: {summaries:?}"
+        );
         let dead: u64 = summaries.iter().map(|s| s["dead_letters"].as_u64().unwrap()).sum();
         assert_eq!(dead, changes.null_keys, "{case}: every null key is a dead letter");
         let letters = query(&[("d", p.table("processed_dead_letter").as_str())], &HashMap::new(), "SELECT COUNT(*), MIN(error) FROM d");
         assert_eq!(letters[0][0], changes.null_keys.to_string(), "{case}");
         assert_eq!(letters[0][1], "null key column 'order_id': the row cannot be merged");
-        let misplaced = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*) FROM p WHERE to_char(timestamp, '%Y%m%d%H') <> hour");
+        let misplaced = query(
+            &[("p", p.table("processed").as_str())],
+            &HashMap::new(),
+            "SELECT COUNT(*) FROM p WHERE to_char(timestamp, '%Y%m%d%H') <> hour",
+        );
         assert_eq!(misplaced[0][0], "0", "{case}: every row sits in the partition of its latest timestamp");
         let again = run("merge-upsert", &["--config", config], &[]);
         assert_eq!(again.code, Some(3), "{case}: nothing new: {}", again.stderr);
@@ -195,7 +202,9 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
     let p = pipeline(&services, &topic, "");
     let config = p.config.to_str().unwrap();
     let change = |key: &str, seq: u32, value: i64, op: &str| {
-        format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {value}, "timestamp": "2022-04-04 12:00:{seq:02}", "op": "{op}"}}"#)
+        format!(
+            r#"{{"order_id": {key}, "order_owner": "o", "order_value": {value}, "timestamp": "2022-04-04 12:00:{seq:02}", "op": "{op}"}}"#
+        )
     };
     let rounds: Vec<Vec<String>> = vec![
         vec![
@@ -211,7 +220,14 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
             change("7", 10, 1, "insert"),
             change("null", 10, 1, "insert"),
         ],
-        vec![change("1", 5, 2, "update"), change("2", 20, 0, "delete"), change("3", 10, 1, "insert"), change("4", 20, 0, "delete"), change("5", 10, 3, "update"), change("7", 5, 0, "delete")],
+        vec![
+            change("1", 5, 2, "update"),
+            change("2", 20, 0, "delete"),
+            change("3", 10, 1, "insert"),
+            change("4", 20, 0, "delete"),
+            change("5", 10, 3, "update"),
+            change("7", 5, 0, "delete"),
+        ],
         vec![change("2", 30, 3, "insert"), change("4", 15, 9, "update")],
     ];
     for (i, messages) in rounds.iter().enumerate() {
@@ -221,7 +237,11 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
         let r = run_ok("merge-upsert", config);
         assert_eq!(r.code, Some(0), "round {i}: {}", r.stderr);
     }
-    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT order_id, order_value, CAST(timestamp AS VARCHAR) FROM p ORDER BY order_id");
+    let rows = query(
+        &[("p", p.table("processed").as_str())],
+        &HashMap::new(),
+        "SELECT order_id, order_value, CAST(timestamp AS VARCHAR) FROM p ORDER BY order_id",
+    );
     let got: Vec<(String, String)> = rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     let expected: Vec<(String, String)> = [
         ("1", "1"), // the older update (5 < 10) arrived late and lost
@@ -236,7 +256,11 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(got, expected);
-    let tombstones = query(&[("t", p.table("processed_tombstones").as_str())], &HashMap::new(), "SELECT order_id, MAX(CAST(_sequence AS VARCHAR)) FROM t GROUP BY order_id ORDER BY order_id");
+    let tombstones = query(
+        &[("t", p.table("processed_tombstones").as_str())],
+        &HashMap::new(),
+        "SELECT order_id, MAX(CAST(_sequence AS VARCHAR)) FROM t GROUP BY order_id ORDER BY order_id",
+    );
     assert_eq!(tombstones.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["2", "3", "4", "7"], "every delete left a tombstone");
     let letters = query(&[("d", p.table("processed_dead_letter").as_str())], &HashMap::new(), "SELECT source_table, error, row FROM d");
     assert_eq!(letters.len(), 1);
@@ -310,11 +334,13 @@ fn append_source(location: &str, first_key: i64, coupon: bool) {
             Field::new("op", DataType::Utf8, true),
         ];
         let keys: Vec<i64> = (first_key..first_key + 10).collect();
-        let mut columns: Vec<Arc<dyn deltalake::arrow::array::Array>> = vec![
+        let mut columns: Vec<Arc<dyn arrow::array::Array>> = vec![
             Arc::new(Int64Array::from(keys.clone())),
             Arc::new(StringArray::from(vec!["o"; 10])),
             Arc::new(Int64Array::from(keys.clone())),
-            Arc::new(TimestampMicrosecondArray::from(keys.iter().map(|k| 1_649_073_600_000_000 + k).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(keys.iter().map(|k| 1_649_073_600_000_000 + k).collect::<Vec<_>>()).with_timezone("UTC"),
+            ),
             Arc::new(StringArray::from(vec!["insert"; 10])),
         ];
         if coupon {
@@ -342,14 +368,23 @@ fn a_new_source_column_is_added_only_when_configured() {
     append_source(&source, 11, true);
     let r = run("merge-upsert", &["--config", config], &[]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert!(r.stderr.contains("[\\\"coupon\\\"]") && r.stderr.contains("schema_evolution = \\\"add_columns\\\""), "the error names the column and the fix: {}", r.stderr);
+    assert!(
+        r.stderr.contains("[\\\"coupon\\\"]") && r.stderr.contains("schema_evolution = \\\"add_columns\\\""),
+        "the error names the column and the fix: {}",
+        r.stderr
+    );
 
-    let evolving = std::fs::read_to_string(&p.config).unwrap().replace("operation = \"op\"", "operation = \"op\"\nschema_evolution = \"add_columns\"");
+    let evolving =
+        std::fs::read_to_string(&p.config).unwrap().replace("operation = \"op\"", "operation = \"op\"\nschema_evolution = \"add_columns\"");
     p.write_file("evolving.toml", &evolving);
     let evolving = p.dir.path().join("evolving.toml");
     let r = run_ok("merge-upsert", evolving.to_str().unwrap());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COALESCE(coupon, 'none'), COUNT(*) FROM p GROUP BY 1 ORDER BY 1");
+    let rows = query(
+        &[("p", p.table("processed").as_str())],
+        &HashMap::new(),
+        "SELECT COALESCE(coupon, 'none'), COUNT(*) FROM p GROUP BY 1 ORDER BY 1",
+    );
     assert_eq!(rows, vec![vec!["SAVE10".to_string(), "10".to_string()], vec!["none".to_string(), "10".to_string()]]);
 }
 
@@ -429,8 +464,10 @@ columns = [
         run_ok("raw-append", config);
         run_ok("merge-upsert", config);
     }
-    let rows = query(&[("o", p.table("orders").as_str())], &HashMap::new(), "SELECT order_id, order_value, source_table FROM o ORDER BY order_id");
-    let expected: Vec<Vec<String>> = [["1", "11"], ["3", "30"], ["4", "40"]].iter().map(|r| vec![r[0].to_string(), r[1].to_string(), "orders".to_string()]).collect();
+    let rows =
+        query(&[("o", p.table("orders").as_str())], &HashMap::new(), "SELECT order_id, order_value, source_table FROM o ORDER BY order_id");
+    let expected: Vec<Vec<String>> =
+        [["1", "11"], ["3", "30"], ["4", "40"]].iter().map(|r| vec![r[0].to_string(), r[1].to_string(), "orders".to_string()]).collect();
     assert_eq!(rows, expected, "update applied, delete applied, the older update of 3 ignored");
 }
 
@@ -456,9 +493,16 @@ fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
     p.write_file("s3.toml", &body);
     let config = p.dir.path().join("s3.toml");
     let config = config.to_str().unwrap();
-    let change = |key: u32, time: &str, op: &str| format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {key}, "timestamp": "2022-04-04 {time}", "op": "{op}"}}"#);
+    let change = |key: u32, time: &str, op: &str| {
+        format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {key}, "timestamp": "2022-04-04 {time}", "op": "{op}"}}"#)
+    };
     let rounds = [
-        vec![change(1, "12:00:01", "insert"), change(2, "12:00:02", "insert"), change(3, "13:00:03", "insert"), change(4, "13:00:04", "insert")],
+        vec![
+            change(1, "12:00:01", "insert"),
+            change(2, "12:00:02", "insert"),
+            change(3, "13:00:03", "insert"),
+            change(4, "13:00:04", "insert"),
+        ],
         vec![change(3, "13:10:00", "delete"), change(4, "13:10:00", "delete"), change(1, "14:00:00", "update")],
     ];
     for messages in &rounds {
@@ -537,7 +581,11 @@ fn key_statistics_limit_the_target_files_read() {
     append_source(&source, 1, false);
     let r = run_ok("merge-upsert", config);
     let details = &r.summary["details"];
-    assert_eq!((details["target_files"].as_u64(), details["files_scanned"].as_u64(), details["files_rewritten"].as_u64()), (Some(2), Some(1), Some(1)), "{details}");
+    assert_eq!(
+        (details["target_files"].as_u64(), details["files_scanned"].as_u64(), details["files_rewritten"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{details}"
+    );
     assert_eq!(details["rows_updated"], 10, "{details}");
     let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
     assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);

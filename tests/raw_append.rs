@@ -54,11 +54,19 @@ fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<Str
 
 fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> reference_data::ProduceReport {
     let mut gen = OrderGenerator::reference(seed);
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message()).expect("produced")
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message())
+        .expect("produced")
 }
 
 /// Produces in a background thread (while jobs run and get killed).
-fn produce_in_background(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> std::thread::JoinHandle<reference_data::ProduceReport> {
+fn produce_in_background(
+    services: &Services,
+    topic: &str,
+    seed: u64,
+    count: u64,
+    rate: u64,
+    bad_fraction: f64,
+) -> std::thread::JoinHandle<reference_data::ProduceReport> {
     let (services, topic) = (services.clone(), topic.to_string());
     std::thread::spawn(move || produce_orders(&services, &topic, seed, count, rate, bad_fraction))
 }
@@ -68,7 +76,8 @@ fn produce_in_background(services: &Services, topic: &str, seed: u64, count: u64
 fn assert_each_offset_once(per_partition: &[Vec<String>]) -> u64 {
     let mut total = 0;
     for row in per_partition {
-        let (n, distinct, min, max): (u64, u64, u64, u64) = (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
+        let (n, distinct, min, max): (u64, u64, u64, u64) =
+            (row[1].parse().unwrap(), row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
         assert_eq!(n, distinct, "partition {}: an offset landed twice", row[0]);
         assert_eq!((min, max), (0, n - 1), "partition {}: an offset is missing", row[0]);
         total += n;
@@ -89,7 +98,8 @@ fn end_to_end_local_tables_hold_exactly_what_was_produced() {
     create_topics(&services, &[&members], 2);
     produce_orders(&services, &orders, 11, 3000, 0, 0.0);
     let mut gen = reference_data::MembershipGenerator::reference(11);
-    reference_data::produce(&services.brokers, &members, &ProduceOptions { count: 200, rate: 0, bad_fraction: 0.0 }, || gen.next_message()).expect("members");
+    reference_data::produce(&services.brokers, &members, &ProduceOptions { count: 200, rate: 0, bad_fraction: 0.0 }, || gen.next_message())
+        .expect("members");
 
     let pipeline = Pipeline::new(
         &services,
@@ -135,10 +145,15 @@ sources = [
     let owners = query(&[("m", member_table.as_str())], &none, "SELECT order_owner, COUNT(*) FROM m GROUP BY 1 ORDER BY 1");
     assert_eq!(owners.iter().map(|r| r[1].parse::<u64>().unwrap()).sum::<u64>(), 200);
     assert!(std::path::Path::new(&member_table).join("order_owner=alice").is_dir());
-    let keys = query(&[("m", member_table.as_str())], &none, "SELECT COUNT(*) FROM m WHERE _kafka_key = order_owner AND _kafka_timestamp IS NOT NULL");
+    let keys = query(
+        &[("m", member_table.as_str())],
+        &none,
+        "SELECT COUNT(*) FROM m WHERE _kafka_key = order_owner AND _kafka_timestamp IS NOT NULL",
+    );
     assert_eq!(count(&keys), 200, "metadata columns carry the key and the Kafka timestamp");
 
-    let protocol = std::fs::read_to_string(std::path::Path::new(&order_table).join("_delta_log/00000000000000000000.json")).expect("first commit");
+    let protocol =
+        std::fs::read_to_string(std::path::Path::new(&order_table).join("_delta_log/00000000000000000000.json")).expect("first commit");
     assert!(protocol.contains(r#""minReaderVersion":1"#) && protocol.contains(r#""minWriterVersion":2"#), "lowest protocol: {protocol}");
     assert!(protocol.contains(r#"\"type\":\"timestamp\""#) && !protocol.contains("timestamp_ntz"), "UTC timestamps: {protocol}");
 
@@ -245,7 +260,8 @@ format = "%y-%m-%d %H:%M:%S"
 
     let none = HashMap::new();
     let dlq = pipeline.table("raw/dead_letter");
-    let dead = query(&[("d", dlq.as_str())], &none, "SELECT \"offset\", error, payload, topic, target_table, key FROM d ORDER BY \"offset\"");
+    let dead =
+        query(&[("d", dlq.as_str())], &none, "SELECT \"offset\", error, payload, topic, target_table, key FROM d ORDER BY \"offset\"");
     assert_eq!(dead.len(), bad.len());
     for ((offset, reason), row) in expected_bad.iter().zip(&dead) {
         assert_eq!(row[0], offset.to_string());
@@ -277,7 +293,8 @@ format = "%y-%m-%d %H:%M:%S"
     assert!(dirs.contains(&"category=a%2Fb".to_string()), "{dirs:?}");
     assert!(dirs.contains(&"category=__HIVE_DEFAULT_PARTITION__".to_string()), "{dirs:?}");
     assert_eq!(dirs.len(), categories.len() + 1, "{dirs:?}");
-    let lake_entries: Vec<String> = std::fs::read_dir(&pipeline.lake_root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let lake_entries: Vec<String> =
+        std::fs::read_dir(&pipeline.lake_root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(lake_entries, vec!["raw".to_string()], "nothing escapes the lake");
 
     let again = run("raw-append", &["--config", config], &[]);
@@ -386,7 +403,11 @@ fn on_moto_s3_end_to_end_and_two_writers_lose_no_commit() {
     let r = run("raw-append", &["--config", config], &env);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let table = format!("{root}/raw/order");
-    let rows = query(&[("o", table.as_str())], &storage, "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o");
+    let rows = query(
+        &[("o", table.as_str())],
+        &storage,
+        "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM o",
+    );
     assert_eq!(multiset(rows), expected_orders(21, 1500, 0.0));
     let again = run("raw-append", &["--config", config], &env);
     assert_eq!(again.code, Some(3), "{}", again.stderr);
@@ -407,7 +428,11 @@ fn on_moto_s3_end_to_end_and_two_writers_lose_no_commit() {
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let shared = format!("{shared_root}/raw/order");
-    let per_topic = query(&[("o", shared.as_str())], &storage, "SELECT _kafka_topic, COUNT(*), COUNT(DISTINCT (_kafka_partition * 1000000 + _kafka_offset)) FROM o GROUP BY 1 ORDER BY 1");
+    let per_topic = query(
+        &[("o", shared.as_str())],
+        &storage,
+        "SELECT _kafka_topic, COUNT(*), COUNT(DISTINCT (_kafka_partition * 1000000 + _kafka_offset)) FROM o GROUP BY 1 ORDER BY 1",
+    );
     let mut expected = vec![vec![a.clone(), "2000".into(), "2000".into()], vec![b.clone(), "2000".into(), "2000".into()]];
     expected.sort();
     assert_eq!(per_topic, expected);
@@ -507,7 +532,11 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
         let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("{}")).unwrap();
         assert!(summary["rows_in"].as_u64().unwrap_or(0) > 0, "the {name} task ingested nothing: partitions were not shared\n{summary}");
     }
-    let all = query(&[("o", table.as_str())], &none, "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1");
+    let all = query(
+        &[("o", table.as_str())],
+        &none,
+        "SELECT _kafka_partition, COUNT(*), COUNT(DISTINCT _kafka_offset), MIN(_kafka_offset), MAX(_kafka_offset) FROM o GROUP BY 1",
+    );
     let total = assert_each_offset_once(&all);
     assert_eq!(total, report.messages);
 }

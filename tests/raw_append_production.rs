@@ -61,7 +61,9 @@ fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate:
         sequence += 1;
         (sequence.to_string(), gen.next_message().1)
     };
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction: 0.0 }, &mut next).expect("produced").messages
+    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction: 0.0 }, &mut next)
+        .expect("produced")
+        .messages
 }
 
 fn count(location: &str) -> u64 {
@@ -179,7 +181,8 @@ fn group_pipeline(services: &Services, topic: &str) -> Pipeline {
     let pipeline = orders_only(services, topic, &format!("interval = \"1s\"\ngroup_id = \"{group}\""));
     // A dead or stopped member loses its partitions after 10 s (librdkafka's default is 45 s).
     let body = std::fs::read_to_string(&pipeline.config).unwrap();
-    std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables.")).unwrap();
+    std::fs::write(&pipeline.config, body.replace("[tables.", "[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\n[tables."))
+        .unwrap();
     pipeline
 }
 
@@ -312,7 +315,9 @@ fn an_idle_task_stays_healthy_and_a_stopped_one_does_not() {
     let health = pipeline.dir.path().join("health.json");
     let env = [("LAKEHOUSE_HEALTH_FILE".to_string(), health.display().to_string())];
     let task = spawn("raw-append", &["--config", pipeline.config.to_str().unwrap(), "--trigger", "continuous"], &env);
-    let check = |max_age: &str| command("lakectl", &["healthcheck", "--file", health.to_str().unwrap(), "--max-age", max_age], &[]).output().expect("lakectl ran");
+    let check = |max_age: &str| {
+        command("lakectl", &["healthcheck", "--file", health.to_str().unwrap(), "--max-age", max_age], &[]).output().expect("lakectl ran")
+    };
     // Idle (nothing to read) for well past --max-age: still healthy.
     std::thread::sleep(Duration::from_secs(20));
     let idle = check("8s");
@@ -342,7 +347,8 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
     let (orders, members) = (unique("edge-orders"), unique("edge-members"));
     create_topics(&services, &[&orders, &members], 1);
     let pipeline = Pipeline::new(&services, None, &reference_tables(&orders, &members, "dead_letter_table = \"raw/dead_letter\""));
-    let member = |owner: &str| serde_json::json!({"order_owner": owner, "membership": "gold", "timestamp": "2022-04-04 11:30:00"}).to_string();
+    let member =
+        |owner: &str| serde_json::json!({"order_owner": owner, "membership": "gold", "timestamp": "2022-04-04 11:30:00"}).to_string();
     let long = "x".repeat(300);
     let accents = "é".repeat(100);
     let mut member_msgs: Vec<(String, Option<&str>)> = Vec::new();
@@ -355,7 +361,9 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
             _ => {}
         }
     }
-    let order = |id: &str, value: &str| format!(r#"{{"order_id": {id}, "order_owner": "alice", "order_value": {value}, "timestamp": "2022-04-04 12:00:01"}}"#);
+    let order = |id: &str, value: &str| {
+        format!(r#"{{"order_id": {id}, "order_owner": "alice", "order_value": {value}, "timestamp": "2022-04-04 12:00:01"}}"#)
+    };
     let order_msgs: Vec<(String, Option<&str>)> = vec![
         (order("1", "870"), None),
         (order("2", "870.9"), Some("870.9 is not an integer")),
@@ -389,9 +397,15 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
     let member_rows = query(&[("m", pipeline.table("raw/member").as_str())], &none, "SELECT order_owner FROM m ORDER BY order_owner");
     let owners: Vec<String> = member_rows.into_iter().map(|r| r[0].clone()).collect();
     assert_eq!(owners, (0..10).map(|i| format!("owner{i}")).collect::<Vec<_>>(), "the neighbours are written");
-    let order_rows = query(&[("o", pipeline.table("raw/order").as_str())], &none, "SELECT CAST(order_id AS VARCHAR), CAST(order_value AS VARCHAR) FROM o ORDER BY _kafka_offset");
-    let expected_orders: Vec<Vec<String>> =
-        [("1", "870"), ("9223372036854775807", "-9223372036854775808"), ("5", "870"), ("6", "12")].iter().map(|(a, b)| vec![a.to_string(), b.to_string()]).collect();
+    let order_rows = query(
+        &[("o", pipeline.table("raw/order").as_str())],
+        &none,
+        "SELECT CAST(order_id AS VARCHAR), CAST(order_value AS VARCHAR) FROM o ORDER BY _kafka_offset",
+    );
+    let expected_orders: Vec<Vec<String>> = [("1", "870"), ("9223372036854775807", "-9223372036854775808"), ("5", "870"), ("6", "12")]
+        .iter()
+        .map(|(a, b)| vec![a.to_string(), b.to_string()])
+        .collect();
     assert_eq!(order_rows, expected_orders, "integers are exact");
     let again = run("raw-append", &["--config", config], &[]);
     assert_eq!(again.code, Some(3), "{}", again.stderr);
@@ -415,12 +429,16 @@ fn offsets_gone_with_a_recreated_topic_stop_the_run_unless_skipping_is_configure
     let stopped = run("raw-append", &["--config", &config], &[]);
     assert_eq!(stopped.code, Some(4), "{}", stopped.stderr);
     let error = stopped.summary["error"].as_str().unwrap_or_default().to_string();
-    assert!(error.contains(&format!("{topic}[0]")) && error.contains("next offset to read is 50") && error.contains("on_missing_offsets"), "{error}");
+    assert!(
+        error.contains(&format!("{topic}[0]")) && error.contains("next offset to read is 50") && error.contains("on_missing_offsets"),
+        "{error}"
+    );
     let table = pipeline.table("raw/order");
     assert_eq!(count(&table), 50, "nothing was written or skipped");
 
     let skipping = orders_only(&services, &topic, "dead_letter_table = \"raw/dead_letter\"\non_missing_offsets = \"skip\"");
-    std::fs::write(&pipeline.config, std::fs::read_to_string(&skipping.config).unwrap().replace(&skipping.lake_root, &pipeline.lake_root)).unwrap();
+    std::fs::write(&pipeline.config, std::fs::read_to_string(&skipping.config).unwrap().replace(&skipping.lake_root, &pipeline.lake_root))
+        .unwrap();
     let skipped = run("raw-append", &["--config", &config], &[]);
     assert_eq!(skipped.code, Some(0), "{}", skipped.stderr);
     assert_eq!(count(&table), 60, "the recreated topic's messages are read from its start");
@@ -453,7 +471,11 @@ fn an_unknown_topic_fails_the_run_instead_of_waiting_for_it() {
     let missing = unique("no-such-topic");
     for extra in ["", "group_id = \"unknown-topic-group\""] {
         let pipeline = orders_only(&services, &missing, extra);
-        let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap(), "--trigger", if extra.is_empty() { "once" } else { "continuous" }], &[]);
+        let r = run(
+            "raw-append",
+            &["--config", pipeline.config.to_str().unwrap(), "--trigger", if extra.is_empty() { "once" } else { "continuous" }],
+            &[],
+        );
         assert_eq!(r.code, Some(1), "{}", r.stderr);
         let error = r.summary["error"].as_str().unwrap_or_default().to_string();
         assert!(error.contains(&missing) && error.contains("does not exist"), "{error}");

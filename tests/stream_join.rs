@@ -62,17 +62,28 @@ struct Streams {
 impl Streams {
     fn new(seed: u64) -> Self {
         let owners: Vec<String> = REFERENCE_OWNERS.iter().map(|s| s.to_string()).collect();
-        Self { orders: OrderGenerator::new(seed, owners.clone(), 5, Duration::seconds(10)), members: MembershipGenerator::new(seed, owners, Duration::seconds(60)) }
+        Self {
+            orders: OrderGenerator::new(seed, owners.clone(), 5, Duration::seconds(10)),
+            members: MembershipGenerator::new(seed, owners, Duration::seconds(60)),
+        }
     }
 
     fn produce(&mut self, services: &Services, orders_topic: &str, members_topic: &str, orders: u64, members: u64) {
-        reference_data::produce(&services.brokers, orders_topic, &ProduceOptions { count: orders, rate: 0, bad_fraction: 0.0 }, || self.orders.next_message()).expect("orders");
-        reference_data::produce(&services.brokers, members_topic, &ProduceOptions { count: members, rate: 0, bad_fraction: 0.0 }, || self.members.next_message()).expect("members");
+        reference_data::produce(&services.brokers, orders_topic, &ProduceOptions { count: orders, rate: 0, bad_fraction: 0.0 }, || {
+            self.orders.next_message()
+        })
+        .expect("orders");
+        reference_data::produce(&services.brokers, members_topic, &ProduceOptions { count: members, rate: 0, bad_fraction: 0.0 }, || {
+            self.members.next_message()
+        })
+        .expect("members");
     }
 }
 
-const OUTPUT: &str = "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), CAST(timestamp AS VARCHAR), membership FROM c";
-const ORACLE: &str = "SELECT CAST(o.order_id AS VARCHAR), o.order_owner, CAST(o.order_value AS VARCHAR), CAST(o.timestamp AS VARCHAR), m.membership \
+const OUTPUT: &str =
+    "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), CAST(timestamp AS VARCHAR), membership FROM c";
+const ORACLE: &str =
+    "SELECT CAST(o.order_id AS VARCHAR), o.order_owner, CAST(o.order_value AS VARCHAR), CAST(o.timestamp AS VARCHAR), m.membership \
      FROM o JOIN m ON o.order_owner = m.order_owner AND o.timestamp >= m.timestamp AND o.timestamp <= m.timestamp + INTERVAL '1 hour'";
 
 fn curated(p: &Pipeline) -> BTreeMap<Vec<String>, usize> {
@@ -114,7 +125,8 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
         }
         // State follows the watermark window (orders: the last ~3 h of 8.3 h; members: ~4 h),
         // not the history.
-        let (state_left, state_right) = (last["details"]["state_rows_left"].as_u64().unwrap(), last["details"]["state_rows_right"].as_u64().unwrap());
+        let (state_left, state_right) =
+            (last["details"]["state_rows_left"].as_u64().unwrap(), last["details"]["state_rows_right"].as_u64().unwrap());
         assert!(state_left > 0 && state_left < 1_500, "{case}: left state {state_left} of 3,000 orders");
         assert!(state_right > 0 && state_right < 350, "{case}: right state {state_right} of 500 members");
         assert_eq!(late, 0, "{case}: on-time input has no late rows");
@@ -175,8 +187,11 @@ fn watermarks_late_rows_bounds_and_left_outer() {
     create_topics(&services, &[&orders, &members], 1);
     let p = pipeline(&services, &orders, &members, "join_type = \"left_outer\"\nlate_table = \"curated_late\"");
     let config = p.config.to_str().unwrap();
-    let order = |id: u64, owner: &str, ts: &str| serde_json::json!({"order_id": id, "order_owner": owner, "order_value": id * 10, "timestamp": ts}).to_string();
-    let member = |owner: &str, tier: &str, ts: &str| serde_json::json!({"order_owner": owner, "membership": tier, "timestamp": ts}).to_string();
+    let order = |id: u64, owner: &str, ts: &str| {
+        serde_json::json!({"order_id": id, "order_owner": owner, "order_value": id * 10, "timestamp": ts}).to_string()
+    };
+    let member =
+        |owner: &str, tier: &str, ts: &str| serde_json::json!({"order_owner": owner, "membership": tier, "timestamp": ts}).to_string();
     let send = |topic: &str, msgs: Vec<String>| {
         let refs: Vec<(Option<&str>, &[u8])> = msgs.iter().map(|m| (None, m.as_bytes())).collect();
         produce_raw(&services, topic, &refs);
@@ -185,7 +200,10 @@ fn watermarks_late_rows_bounds_and_left_outer() {
 
     // Orders only: the members input has never reported, so the watermark does not move and
     // nothing is emitted or evicted, whatever the orders' times.
-    send(&orders, vec![order(1, "alice", "2022-04-04 10:00:00"), order(2, "bob", "2022-04-04 10:30:00"), order(3, "carol", "2022-04-04 20:00:00")]);
+    send(
+        &orders,
+        vec![order(1, "alice", "2022-04-04 10:00:00"), order(2, "bob", "2022-04-04 10:30:00"), order(3, "carol", "2022-04-04 20:00:00")],
+    );
     run_ok("raw-append", config, &[]);
     let r = run_ok("stream-join", config, &[]);
     assert_eq!(r.summary["rows_out"]["curated"], 0, "{}", r.summary);
@@ -204,7 +222,11 @@ fn watermarks_late_rows_bounds_and_left_outer() {
     run_ok("raw-append", config, &[]);
     run_ok("stream-join", config, &[]);
     let joined = rows("SELECT CAST(order_id AS VARCHAR), membership FROM c WHERE membership IS NOT NULL ORDER BY 1, 2");
-    assert_eq!(joined, vec![vec!["1", "gold"], vec!["1", "gold"], vec!["2", "silver"]], "bounds inclusive, duplicates kept, 1h+1s excluded");
+    assert_eq!(
+        joined,
+        vec![vec!["1", "gold"], vec!["1", "gold"], vec!["2", "silver"]],
+        "bounds inclusive, duplicates kept, 1h+1s excluded"
+    );
 
     // A far-future member moves the members' watermark; the job watermark is the minimum:
     // orders' max (erin, 21:00) − 3h = 18:00. An order at 16:00 is then late; carol's 20:00

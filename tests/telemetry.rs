@@ -23,7 +23,8 @@ fn pipeline(services: &Services, topic: &str, extra: &str) -> Pipeline {
 
 fn produce(services: &Services, topic: &str, count: u64, bad_fraction: f64) -> u64 {
     let mut gen = OrderGenerator::reference(7);
-    let report = reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction }, || gen.next_message()).expect("produced");
+    let report = reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction }, || gen.next_message())
+        .expect("produced");
     report.malformed
 }
 
@@ -64,7 +65,8 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
     let health = p.dir.path().join("health/raw-append.json");
     let port = free_port();
     let env = [("LAKEHOUSE_HEALTH_FILE".to_string(), health.display().to_string())];
-    let mut child = spawn("raw-append", &["--config", &config, "--trigger", "continuous", "--metrics-addr", &format!("127.0.0.1:{port}")], &env);
+    let mut child =
+        spawn("raw-append", &["--config", &config, "--trigger", "continuous", "--metrics-addr", &format!("127.0.0.1:{port}")], &env);
 
     let malformed = produce(&services, &topic, 1000, 0.05);
     assert!(malformed > 0);
@@ -80,7 +82,8 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
         let metrics = scrape(port);
         if metrics.get(r#"lakehouse_rows_in_total{job="raw-append"}"#) == Some(&1000.0)
             && count(&table) + count(&dead) == 1000
-            && metrics.get(&format!(r#"lakehouse_table_version{{job="raw-append",table="raw_order"}}"#)) == Some(&(table_version(&table, &HashMap::new()) as f64))
+            && metrics.get(r#"lakehouse_table_version{job="raw-append",table="raw_order"}"#)
+                == Some(&(table_version(&table, &HashMap::new()) as f64))
         {
             break metrics;
         }
@@ -92,7 +95,10 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
     assert_eq!(metrics[r#"lakehouse_commit_retries_total{job="raw-append",table="raw_order"}"#], 0.0);
     for partition in 0..2 {
         // Caught up: nothing between the high watermark and what was read.
-        assert_eq!(metrics[&format!(r#"lakehouse_consumer_lag_messages{{job="raw-append",topic="{topic}",partition="{partition}"}}"#)], 0.0);
+        assert_eq!(
+            metrics[&format!(r#"lakehouse_consumer_lag_messages{{job="raw-append",topic="{topic}",partition="{partition}"}}"#)],
+            0.0
+        );
     }
     let batches = metrics[r#"lakehouse_batches_total{job="raw-append"}"#];
     assert!(batches >= 1.0);

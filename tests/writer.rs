@@ -33,8 +33,11 @@ fn large_outputs_written_in_parallel_keep_every_row_once_and_each_partition_whol
     for start in (0..ROWS).step_by(50_000) {
         let ids: Vec<i64> = (start..start + 50_000).collect();
         // The last batch alternates partitions row by row: the writer's own split takes it.
-        let parts: Vec<Option<String>> = ids.iter().map(|&i| if start == ROWS - 50_000 { Some(format!("m{}", i % 70)) } else { partition(i) }).collect();
-        batches.push(RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(parts))]).expect("batch"));
+        let parts: Vec<Option<String>> =
+            ids.iter().map(|&i| if start == ROWS - 50_000 { Some(format!("m{}", i % 70)) } else { partition(i) }).collect();
+        batches.push(
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(parts))]).expect("batch"),
+        );
     }
     let files = block_on(async {
         let mut table = open_or_create(&spec).await.expect("table");
@@ -78,9 +81,21 @@ fn derived_partitions_are_formatted_per_run_and_every_row_lands_in_its_hour() {
     const ROWS: i64 = 600_000;
     let start = 1_700_000_000_000_000_i64; // 2023-11-14T22:13:20Z: days and years roll over below
     let ts_type = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let field = |column: &str, format: &str| PartitionSpec { column: column.into(), source: PartitionSource::Field, field: Some("ts".into()), format: Some(format.into()) };
+    let field = |column: &str, format: &str| PartitionSpec {
+        column: column.into(),
+        source: PartitionSource::Field,
+        field: Some("ts".into()),
+        format: Some(format.into()),
+    };
     let cases = [
-        ("hourly", vec![field("day", "%Y%m%d"), field("hour", "%H"), PartitionSpec { column: "loaded".into(), source: PartitionSource::IngestionTime, field: None, format: Some("%Y".into()) }]),
+        (
+            "hourly",
+            vec![
+                field("day", "%Y%m%d"),
+                field("hour", "%H"),
+                PartitionSpec { column: "loaded".into(), source: PartitionSource::IngestionTime, field: None, format: Some("%Y".into()) },
+            ],
+        ),
         // Minutes are finer than runs of one hour: the columns are derived per row.
         ("minutes", vec![field("day", "%Y%m%d"), field("hour", "%H%M")]),
     ];
@@ -118,7 +133,9 @@ fn derived_partitions_are_formatted_per_run_and_every_row_lands_in_its_hour() {
             .collect();
         let files = block_on(async {
             let mut table = open_or_create(&spec).await.expect("table");
-            let adds = write_derived_partition_runs(&table, schema.clone(), &partition_columns, &partitions, &batches, 128 << 20).await.expect("written");
+            let adds = write_derived_partition_runs(&table, schema.clone(), &partition_columns, &partitions, &batches, 128 << 20)
+                .await
+                .expect("written");
             let files = adds.len();
             commit_append(&mut table, adds, Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
             files
@@ -162,7 +179,14 @@ fn dictionaries_are_kept_only_where_values_repeat() {
         Field::new("value", DataType::Int64, false),
         Field::new("note", DataType::Utf8, true),
     ]));
-    let spec = TableSpec { location: location.clone(), name: "t".into(), schema: schema.clone(), partition_columns: Vec::new(), properties: Default::default(), storage: Default::default() };
+    let spec = TableSpec {
+        location: location.clone(),
+        name: "t".into(),
+        schema: schema.clone(),
+        partition_columns: Vec::new(),
+        properties: Default::default(),
+        storage: Default::default(),
+    };
     const ROWS: i64 = 50_000;
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -195,7 +219,14 @@ fn dictionaries_are_kept_only_where_values_repeat() {
     assert!(dictionary(2), "1,000 owners: dictionary");
     assert!(dictionary(3), "1,000 values: dictionary");
     assert!(!dictionary(4), "distinct notes (a third null): no dictionary");
-    let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT id), COUNT(DISTINCT order_id), COUNT(DISTINCT owner), COUNT(DISTINCT value), COUNT(note) FROM t");
+    let rows = query(
+        &[("t", location.as_str())],
+        &HashMap::new(),
+        "SELECT COUNT(*), COUNT(DISTINCT id), COUNT(DISTINCT order_id), COUNT(DISTINCT owner), COUNT(DISTINCT value), COUNT(note) FROM t",
+    );
     let notes = ROWS - (ROWS + 2) / 3;
-    assert_eq!(rows, vec![vec![ROWS.to_string(), ROWS.to_string(), (ROWS / 4).to_string(), "1000".to_string(), "1000".to_string(), notes.to_string()]]);
+    assert_eq!(
+        rows,
+        vec![vec![ROWS.to_string(), ROWS.to_string(), (ROWS / 4).to_string(), "1000".to_string(), "1000".to_string(), notes.to_string()]]
+    );
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -57,6 +58,9 @@ def table_path(name_or_path: str) -> str:
 
 
 def job_binaries() -> set[str]:
-    """Job binaries of the workspace (jobs/*, lakectl is the operator tool, not a job)."""
-    return {p.name for p in (REPO / "jobs").iterdir() if (p / "Cargo.toml").exists()} - {"lakectl"}
+    """The jobs the `lakehouse` executable answers to (its JOBS list; lakectl is the operator
+    tool, not a job)."""
+    main = (REPO / "jobs" / "lakehouse" / "src" / "main.rs").read_text()
+    names = re.search(r"const JOBS: \[&str; \d+\] = \[([^\]]*)\]", main).group(1)
+    return set(re.findall(r'"([^"]+)"', names)) - {"lakectl"}
 

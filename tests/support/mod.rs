@@ -24,7 +24,8 @@ impl Services {
     /// Reads them from the environment `scripts/test.sh` sets up.
     pub fn get() -> Self {
         let need = |var: &str| {
-            std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh, which starts tansu and moto"))
+            std::env::var(var)
+                .unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh, which starts tansu and moto"))
         };
         Self { brokers: need("LAKEHOUSE_KAFKA_BROKERS"), s3_endpoint: need("LAKEHOUSE_TEST_S3_ENDPOINT") }
     }
@@ -66,13 +67,25 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// Path of a job binary built in the same profile as this test.
+/// Path of a job built in the same profile as this test: a link named after the job to the
+/// one `lakehouse` executable (scripts/test.sh makes them; made here when missing).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (scripts/test.sh does)", path.display());
+    assert!(
+        dir.join("lakehouse").exists(),
+        "{} is missing: build the binaries first (scripts/test.sh does)",
+        dir.join("lakehouse").display()
+    );
+    if name != "lakehouse" && !path.is_symlink() {
+        // A temporary link renamed over the name, so parallel tests never see it half made.
+        let temporary = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
+        std::os::unix::fs::symlink("lakehouse", &temporary).expect("job link created");
+        std::fs::rename(&temporary, &path).expect("job link in place");
+    }
     path
 }
 
@@ -126,7 +139,8 @@ impl Pipeline {
         }
         let lake_root = lake_root.map(str::to_string).unwrap_or_else(|| dir.path().join("lake").display().to_string());
         let config = dir.path().join("pipeline.toml");
-        std::fs::write(&config, format!("[lake]\nroot = \"{lake_root}\"\n\n[kafka]\nbrokers = \"{}\"\n\n{body}", services.brokers)).expect("config written");
+        std::fs::write(&config, format!("[lake]\nroot = \"{lake_root}\"\n\n[kafka]\nbrokers = \"{}\"\n\n{body}", services.brokers))
+            .expect("config written");
         Self { dir, config, lake_root }
     }
 
@@ -190,7 +204,8 @@ pub fn query(tables: &[(&str, &str)], storage: &HashMap<String, String>, sql: &s
         let options = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for batch in batches {
-            let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")).collect();
+            let formatters: Vec<_> =
+                batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")).collect();
             for r in 0..batch.num_rows() {
                 rows.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
             }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
@@ -84,24 +85,44 @@ pub async fn commit_append(
 ) -> Result<CommitOutcome, CommitError> {
     let location = table.table_url().to_string();
     let actions: Vec<Action> = adds.into_iter().map(Action::Add).chain(progress.into_iter().map(Action::Txn)).collect();
-    let operation = DeltaOperation::StreamingUpdate {
-        output_mode: OutputMode::Append,
-        query_id: job_id.to_string(),
-        epoch_id: batch_id,
-    };
+    let operation = DeltaOperation::StreamingUpdate { output_mode: OutputMode::Append, query_id: job_id.to_string(), epoch_id: batch_id };
     match commit(table, actions, operation, app_metadata).await {
         Ok(done) => Ok(done),
         Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
             Err(CommitError::ProgressConflict)
         }
-        Err(source) => Err(DeltaIoError::Delta { table: location, source }.into()),
+        Err(source) => Err(DeltaIoError::Delta { table: location, source: Box::new(source) }.into()),
     }
+}
+
+/// The once-per-batch side commit (dead letters, late rows, tombstones): appends `rows` with
+/// `txn(job_id, batch)`, unless the table already holds that batch (a re-run after a crash),
+/// in which case nothing is written and `None` returned.
+pub async fn append_once(
+    table: &mut DeltaTable,
+    rows: &[RecordBatch],
+    job_id: &str,
+    batch: i64,
+    app_metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<CommitOutcome>, CommitError> {
+    let Some(first) = rows.first() else { return Ok(None) };
+    if read_progress(table, job_id).await?.is_some_and(|v| v >= batch) {
+        return Ok(None);
+    }
+    let adds = crate::write_files(table, first.schema(), &[], rows, 128 << 20).await?;
+    Ok(Some(commit_append(table, adds, vec![Transaction::new(job_id, batch)], job_id, batch, app_metadata).await?))
 }
 
 /// Commits a rewrite (compaction): `removes` replaced by `adds`, all with `dataChange=false`
 /// so incremental readers skip it. Conflicts with blind appends are retried by delta-rs; a
 /// concurrent removal of one of `removes` fails the commit (nothing of it lands).
-pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: Vec<Add>, predicate: Option<String>, target_size: u64) -> Result<CommitOutcome, DeltaIoError> {
+pub async fn commit_rewrite(
+    table: &mut DeltaTable,
+    removes: Vec<Remove>,
+    adds: Vec<Add>,
+    predicate: Option<String>,
+    target_size: u64,
+) -> Result<CommitOutcome, DeltaIoError> {
     let location = table.table_url().to_string();
     let actions: Vec<Action> = removes
         .into_iter()
@@ -109,7 +130,9 @@ pub async fn commit_rewrite(table: &mut DeltaTable, removes: Vec<Remove>, adds: 
         .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
         .collect();
     let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
-    commit(table, actions, operation, HashMap::new()).await.map_err(|source| DeltaIoError::Delta { table: location, source })
+    commit(table, actions, operation, HashMap::new())
+        .await
+        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
 }
 
 /// Commits a row-level change (MERGE): `removes` (files whose rows were rewritten or deleted)
@@ -137,15 +160,17 @@ pub async fn commit_merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    commit(table, actions, operation, app_metadata).await.map_err(|source| DeltaIoError::Delta { table: location, source })
+    commit(table, actions, operation, app_metadata)
+        .await
+        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
 }
 
 /// The `txn` version recorded for `app_id`, if any.
 pub async fn read_progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, DeltaIoError> {
     let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: Box::new(e) })?;
     snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source })
+        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
 }

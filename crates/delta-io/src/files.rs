@@ -24,15 +24,14 @@ pub async fn read_data_file(
     schema: &SchemaRef,
     partition_values: &HashMap<String, Option<String>>,
 ) -> Result<Vec<RecordBatch>, DeltaIoError> {
-    let object = Path::parse(path).map_err(|e| DeltaIoError::Location(format!("{location}: data file path {path}: {e}")))?;
-    let bytes = store
-        .get(&object)
-        .await
-        .map_err(|e| DeltaIoError::Location(format!("{location}: data file {path}: {e}")))?
-        .bytes()
-        .await
-        .map_err(|e| DeltaIoError::Location(format!("{location}: data file {path}: {e}")))?;
-    decode_data_file(bytes, schema, partition_values).map_err(|e| DeltaIoError::Location(format!("{location}: data file {path}: {e}")))
+    let store_error = |source| DeltaIoError::Store { table: location.to_string(), path: path.to_string(), source: Box::new(source) };
+    let object = Path::parse(path).map_err(|e| store_error(e.into()))?;
+    let bytes = store.get(&object).await.map_err(store_error)?.bytes().await.map_err(store_error)?;
+    decode_data_file(bytes, schema, partition_values).map_err(|source| DeltaIoError::DataFile {
+        table: location.to_string(),
+        path: path.to_string(),
+        source,
+    })
 }
 
 /// Decodes a data file's bytes into rows of `schema` (see [`read_data_file`]).
@@ -44,7 +43,8 @@ pub fn decode_data_file(
     let parquet = |e: deltalake::parquet::errors::ParquetError| ArrowError::ExternalError(Box::new(e));
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet)?;
     // Decode only the columns asked for (a key lookup reads two columns of a wide file).
-    let wanted: Vec<usize> = builder.schema().fields().iter().enumerate().filter(|(_, f)| schema.field_with_name(f.name()).is_ok()).map(|(i, _)| i).collect();
+    let wanted: Vec<usize> =
+        builder.schema().fields().iter().enumerate().filter(|(_, f)| schema.field_with_name(f.name()).is_ok()).map(|(i, _)| i).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let reader = builder.with_projection(mask).build().map_err(parquet)?;
     reader.map(|batch| conform(&batch?, schema, partition_values)).collect()

@@ -2,6 +2,7 @@
 //! schema check, Parquet file writing, and append commits that carry `txn` progress.
 
 mod commit;
+mod error;
 mod files;
 mod guarded;
 mod location;
@@ -10,13 +11,14 @@ mod path_limits;
 mod table;
 mod writer;
 
-pub use commit::{commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome};
-pub use guarded::{GuardedTxn, MovedProgress, ProgressTable};
+pub use commit::{append_once, commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome};
+pub use error::DeltaIoError;
 pub use files::{decode_data_file, read_data_file};
+pub use guarded::{GuardedTxn, MovedProgress, ProgressTable};
 pub use location::{object_store_at, storage_options, table_url};
-pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
-pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, DeltaIoError, TableSpec};
+pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
+pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;

@@ -7,21 +7,25 @@ use url::Url;
 
 use crate::DeltaIoError;
 
+fn local(location: &str) -> impl Fn(std::io::Error) -> DeltaIoError + '_ {
+    move |source| DeltaIoError::LocalFolder { location: location.to_string(), source }
+}
+
 /// The URL of a table location: `s3://...` as is, local paths made absolute (and created).
 pub fn table_url(location: &str) -> Result<Url, DeltaIoError> {
     if location.starts_with("s3://") || location.starts_with("file://") {
-        let url = Url::parse(location).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+        let url = Url::parse(location).map_err(|source| DeltaIoError::BadUrl { location: location.into(), source })?;
         if url.scheme() == "file" {
             if let Ok(path) = url.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+                std::fs::create_dir_all(&path).map_err(local(location))?;
             }
         }
         return Ok(url);
     }
     let path = Path::new(location);
-    std::fs::create_dir_all(path).map_err(|e| DeltaIoError::Location(format!("cannot create {location}: {e}")))?;
-    let abs = std::fs::canonicalize(path).map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
-    Url::from_directory_path(&abs).map_err(|_| DeltaIoError::Location(format!("{location} is not a usable directory")))
+    std::fs::create_dir_all(path).map_err(local(location))?;
+    let abs = std::fs::canonicalize(path).map_err(local(location))?;
+    Url::from_directory_path(&abs).map_err(|_| local(location)(std::io::Error::other("not an absolute directory path")))
 }
 
 /// Object-store options: the configured ones plus `AWS_ENDPOINT_URL` (S3-compatible stores;
@@ -52,6 +56,6 @@ pub fn object_store_at(
     let url = table_url(location)?;
     let store = deltalake::DeltaTableBuilder::from_url(url)
         .and_then(|b| b.with_storage_options(storage_options(configured)).build_storage())
-        .map_err(|e| DeltaIoError::Location(format!("{location}: {e}")))?;
+        .map_err(DeltaIoError::delta(location))?;
     Ok(store.object_store(None))
 }

@@ -53,7 +53,9 @@ pub fn format_timestamps(ts: &TimestampMicrosecondArray, format: &str) -> String
     }
     let mut cache: HashMap<i64, Option<String>> = HashMap::new();
     ts.iter()
-        .map(|v| v.and_then(|micros| cache.entry(micros.div_euclid(HOUR)).or_insert_with(|| format_one(micros.div_euclid(HOUR) * HOUR)).clone()))
+        .map(|v| {
+            v.and_then(|micros| cache.entry(micros.div_euclid(HOUR)).or_insert_with(|| format_one(micros.div_euclid(HOUR) * HOUR)).clone())
+        })
         .collect()
 }
 
@@ -68,7 +70,40 @@ fn hourly(format: &str) -> bool {
         while matches!(spec, Some('-' | '_' | '0' | '#')) {
             spec = chars.next();
         }
-        if !matches!(spec, Some('Y' | 'C' | 'y' | 'm' | 'b' | 'B' | 'h' | 'd' | 'e' | 'a' | 'A' | 'w' | 'u' | 'U' | 'W' | 'G' | 'g' | 'V' | 'j' | 'D' | 'x' | 'F' | 'v' | 'H' | 'k' | 'I' | 'l' | 'P' | 'p' | '%')) {
+        if !matches!(
+            spec,
+            Some(
+                'Y' | 'C'
+                    | 'y'
+                    | 'm'
+                    | 'b'
+                    | 'B'
+                    | 'h'
+                    | 'd'
+                    | 'e'
+                    | 'a'
+                    | 'A'
+                    | 'w'
+                    | 'u'
+                    | 'U'
+                    | 'W'
+                    | 'G'
+                    | 'g'
+                    | 'V'
+                    | 'j'
+                    | 'D'
+                    | 'x'
+                    | 'F'
+                    | 'v'
+                    | 'H'
+                    | 'k'
+                    | 'I'
+                    | 'l'
+                    | 'P'
+                    | 'p'
+                    | '%'
+            )
+        ) {
             return false;
         }
     }
@@ -78,7 +113,13 @@ fn hourly(format: &str) -> bool {
 /// Writes rows whose partition values come in long runs (event-time ordered output): each run
 /// goes to its partition directly instead of through the writer's per-row split, the costliest
 /// part of writing tens of millions of rows. Batches with many short runs are grouped first.
-pub async fn write_partition_runs(table: &DeltaTable, schema: SchemaRef, partition_columns: &[String], rows: &[RecordBatch], target_file_size: u64) -> Result<Vec<Add>, DeltaIoError> {
+pub async fn write_partition_runs(
+    table: &DeltaTable,
+    schema: SchemaRef,
+    partition_columns: &[String],
+    rows: &[RecordBatch],
+    target_file_size: u64,
+) -> Result<Vec<Add>, DeltaIoError> {
     let all_strings = partition_columns.iter().all(|c| schema.field_with_name(c).is_ok_and(|f| f.data_type() == &DataType::Utf8));
     if partition_columns.is_empty() || !all_strings {
         return write_files(table, schema, partition_columns, rows, target_file_size).await;
@@ -100,7 +141,7 @@ pub async fn write_derived_partition_runs(
     rows: &[RecordBatch],
     target_file_size: u64,
 ) -> Result<Vec<Add>, DeltaIoError> {
-    let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition values: {e}"));
+    let arrow = DeltaIoError::arrow("partition values");
     let Some(plan) = HourlyPlan::of(partition_columns, partitions) else {
         let full = rows.iter().map(|b| with_derived_partitions(b, partitions, &schema)).collect::<Result<Vec<_>, _>>().map_err(arrow)?;
         return write_partition_runs(table, schema, partition_columns, &full, target_file_size).await;
@@ -143,12 +184,18 @@ impl<'a> HourlyPlan<'a> {
 }
 
 /// Rows grouped by the hour of their partition fields (see [`write_derived_partition_runs`]).
-fn hourly_runs(plan: &HourlyPlan, partition_columns: &[String], schema: &SchemaRef, rows: &[RecordBatch]) -> Result<IndexMap<PartitionValues, PartitionRun>, ArrowError> {
+fn hourly_runs(
+    plan: &HourlyPlan,
+    partition_columns: &[String],
+    schema: &SchemaRef,
+    rows: &[RecordBatch],
+) -> Result<IndexMap<PartitionValues, PartitionRun>, ArrowError> {
     const HOUR: i64 = 3_600_000_000;
     let HourlyPlan { fields, sources } = plan;
     // The writer drops partition columns from what it is given and compares the rest with
     // this schema (delta-rs builds it the same way: the non-partition fields, no metadata).
-    let file_schema = Arc::new(Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(f.name())).cloned().collect::<Vec<_>>()));
+    let file_schema =
+        Arc::new(Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(f.name())).cloned().collect::<Vec<_>>()));
     let mut formatted: HashMap<(usize, i64), Option<String>> = HashMap::new();
     let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
     for b in rows {
@@ -156,7 +203,8 @@ fn hourly_runs(plan: &HourlyPlan, partition_columns: &[String], schema: &SchemaR
             .iter()
             .map(|f| {
                 let ts = b.column(b.schema().index_of(f)?).as_any().downcast_ref::<TimestampMicrosecondArray>().cloned();
-                let ts = ts.ok_or_else(|| ArrowError::InvalidArgumentError(format!("partition field {f} is not a microsecond timestamp")))?;
+                let ts =
+                    ts.ok_or_else(|| ArrowError::InvalidArgumentError(format!("partition field {f} is not a microsecond timestamp")))?;
                 Ok(Arc::new(ts.unary::<_, Int64Type>(|t| t.div_euclid(HOUR))) as ArrayRef)
             })
             .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
@@ -172,7 +220,10 @@ fn hourly_runs(plan: &HourlyPlan, partition_columns: &[String], schema: &SchemaR
                         HourlyValue::Hour { field, format } => {
                             let hour = hours.get(*field).filter(|h| !h.is_null(range.start)).map(|h| h.value(range.start));
                             hour.and_then(|hour| {
-                                formatted.entry((i, hour)).or_insert_with(|| DateTime::from_timestamp_micros(hour * HOUR).map(|t| t.format(format).to_string())).clone()
+                                formatted
+                                    .entry((i, hour))
+                                    .or_insert_with(|| DateTime::from_timestamp_micros(hour * HOUR).map(|t| t.format(format).to_string()))
+                                    .clone()
                             })
                         }
                     };
@@ -230,7 +281,7 @@ async fn write_runs(
     }
     let mut adds = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        adds.extend(done.map_err(|e| DeltaIoError::Location(format!("a file writer failed: {e}")))??);
+        adds.extend(done??);
     }
     Ok(adds)
 }
@@ -250,18 +301,22 @@ struct PartitionRun {
 
 /// Rows grouped by partition values (in first-seen order of the runs within a partition).
 fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<IndexMap<PartitionValues, PartitionRun>, DeltaIoError> {
-    let arrow = |e: ArrowError| DeltaIoError::Location(format!("partition runs: {e}"));
+    let arrow = DeltaIoError::arrow("partition runs");
     let mut runs: IndexMap<PartitionValues, PartitionRun> = IndexMap::new();
     for b in rows {
-        let keys: Vec<ArrayRef> = columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
+        let keys: Vec<ArrayRef> =
+            columns.iter().map(|c| Ok(b.column(b.schema().index_of(c)?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
         let (b, keys, ranges) = runs_of(b.clone(), keys).map_err(arrow)?;
         let strings: Vec<&StringArray> = keys.iter().filter_map(|k| k.as_any().downcast_ref::<StringArray>()).collect();
         if strings.len() != keys.len() {
-            return Err(DeltaIoError::Location("partition runs: partition columns must be strings".into()));
+            return Err(arrow(ArrowError::InvalidArgumentError("partition columns must be strings".into())));
         }
         for range in ranges {
-            let values: PartitionValues =
-                columns.iter().zip(&strings).map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string()))).collect();
+            let values: PartitionValues = columns
+                .iter()
+                .zip(&strings)
+                .map(|(c, s)| (c.clone(), (!s.is_null(range.start)).then(|| s.value(range.start).to_string())))
+                .collect();
             let run = runs.entry(values.clone()).or_insert_with(|| PartitionRun { values, slices: Vec::new(), rows: 0 });
             run.rows += range.len();
             run.slices.push(b.slice(range.start, range.len()));
@@ -272,10 +327,13 @@ fn partition_runs(columns: &[String], rows: &[RecordBatch]) -> Result<IndexMap<P
 
 /// The ranges of equal `keys` in `data`. A batch with many short runs is sorted by its keys
 /// first, so each partition is one range and stays with one writer.
-fn runs_of(data: RecordBatch, keys: Vec<ArrayRef>) -> Result<(RecordBatch, Vec<ArrayRef>, Vec<Range<usize>>), ArrowError> {
+/// A batch, its partition key columns and the row ranges of equal keys.
+type Runs = (RecordBatch, Vec<ArrayRef>, Vec<Range<usize>>);
+
+fn runs_of(data: RecordBatch, keys: Vec<ArrayRef>) -> Result<Runs, ArrowError> {
     if keys.is_empty() {
         let n = data.num_rows();
-        return Ok((data, keys, vec![0..n]));
+        return Ok((data, keys, std::iter::once(0..n).collect()));
     }
     let ranges = arrow::compute::partition(&keys)?.ranges();
     if ranges.len() <= 64 {

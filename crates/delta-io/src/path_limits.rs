@@ -66,7 +66,10 @@ pub fn partition_path_problem(table_key_bytes: usize, values: &[(&str, Option<&s
             continue;
         };
         if let Some(c) = value.chars().find(|c| c.is_control()) {
-            return Some(format!("partition column '{column}': the value holds the control character U+{:04X}, which cannot be part of a path", c as u32));
+            return Some(format!(
+                "partition column '{column}': the value holds the control character U+{:04X}, which cannot be part of a path",
+                c as u32
+            ));
         }
         let segment = segment_bytes(column, value);
         if segment > MAX_SEGMENT_BYTES {
@@ -77,7 +80,9 @@ pub fn partition_path_problem(table_key_bytes: usize, values: &[(&str, Option<&s
         }
         key_bytes += segment + 1;
     }
-    (key_bytes > MAX_KEY_BYTES).then(|| format!("partition values make a data file key of about {key_bytes} bytes, over the {MAX_KEY_BYTES}-byte limit of an S3 key"))
+    (key_bytes > MAX_KEY_BYTES).then(|| {
+        format!("partition values make a data file key of about {key_bytes} bytes, over the {MAX_KEY_BYTES}-byte limit of an S3 key")
+    })
 }
 
 #[cfg(test)]

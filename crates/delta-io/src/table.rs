@@ -9,37 +9,7 @@ use deltalake::kernel::StructType;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
-use crate::{storage_options, table_url};
-
-/// Failures of Delta table access.
-#[derive(Debug, thiserror::Error)]
-pub enum DeltaIoError {
-    /// The location is not usable.
-    #[error("table location: {0}")]
-    Location(String),
-    /// delta-rs failed.
-    #[error("delta table {table}: {source}")]
-    Delta {
-        /// Table location.
-        table: String,
-        /// delta-rs error.
-        source: DeltaTableError,
-    },
-    /// The existing table does not match the configured schema.
-    #[error("table {table} exists with a different schema: {detail}. Migrate the table or fix the schema file")]
-    SchemaMismatch {
-        /// Table location.
-        table: String,
-        /// What differs.
-        detail: String,
-    },
-}
-
-impl DeltaIoError {
-    pub(crate) fn delta(table: &str) -> impl FnOnce(DeltaTableError) -> Self + '_ {
-        move |source| Self::Delta { table: table.to_string(), source }
-    }
-}
+use crate::{storage_options, table_url, DeltaIoError};
 
 /// Delta Spark table properties delta-rs does not know but accepts when asked to, because a
 /// job of ours acts on them.
@@ -65,9 +35,8 @@ pub struct TableSpec {
 impl TableSpec {
     /// The table configured as `[tables.<name>]`: its schema file's columns followed by its
     /// derived partition columns (strings).
-    pub fn configured(config: &pipeline_config::PipelineConfig, name: &str) -> Option<Self> {
-        let table = config.table(name)?;
-        let mut fields: Vec<arrow::datatypes::Field> = table.schema().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    pub fn configured(table: &pipeline_config::TableConfig, storage: &BTreeMap<String, String>) -> Self {
+        let mut fields: Vec<arrow::datatypes::Field> = table.schema.arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(
             table
                 .partitions
@@ -75,23 +44,21 @@ impl TableSpec {
                 .filter(|p| p.source != pipeline_config::PartitionSource::Column)
                 .map(|p| arrow::datatypes::Field::new(&p.column, arrow::datatypes::DataType::Utf8, true)),
         );
-        Some(Self {
-            location: config.table_location(&table.path),
-            name: name.to_string(),
+        Self {
+            location: table.location.clone(),
+            name: table.name.clone(),
             schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
             partition_columns: table.partition_columns(),
             properties: table.properties.clone(),
-            storage: config.lake.storage_options.clone(),
-        })
+            storage: storage.clone(),
+        }
     }
 }
 
 /// Opens an existing table (error if there is none).
 pub async fn open_table(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {
     let url = table_url(location)?;
-    deltalake::open_table_with_storage_options(url, storage_options(storage))
-        .await
-        .map_err(DeltaIoError::delta(location))
+    deltalake::open_table_with_storage_options(url, storage_options(storage)).await.map_err(DeltaIoError::delta(location))
 }
 
 /// A handle on the table at `location` without reading its log (for operations that read the
@@ -108,15 +75,10 @@ pub fn table_handle(location: &str, storage: &BTreeMap<String, String>) -> Resul
 pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError> {
     let url = table_url(&spec.location)?;
     let opts = storage_options(&spec.storage);
-    let mut table = DeltaTable::try_from_url_with_storage_options(url.clone(), opts.clone())
-        .await
-        .map_err(DeltaIoError::delta(&spec.location))?;
+    let mut table =
+        DeltaTable::try_from_url_with_storage_options(url.clone(), opts.clone()).await.map_err(DeltaIoError::delta(&spec.location))?;
     if table.version().is_none() {
-        let delta_schema: StructType = spec
-            .schema
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| DeltaIoError::delta(&spec.location)(e.into()))?;
+        let delta_schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| DeltaIoError::delta(&spec.location)(e.into()))?;
         let created = table
             .create()
             .with_table_name(&spec.name)
@@ -137,15 +99,14 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable, DeltaIoError
             }
             // Another process may have created it between our load and our create.
             Err(e) => {
-                table = DeltaTable::try_from_url_with_storage_options(url, opts)
-                    .await
-                    .map_err(DeltaIoError::delta(&spec.location))?;
+                table = DeltaTable::try_from_url_with_storage_options(url, opts).await.map_err(DeltaIoError::delta(&spec.location))?;
                 Some(e)
             }
         };
         if table.version().is_none() {
-            let reason = create_error.map(|e| e.to_string()).unwrap_or_default();
-            return Err(DeltaIoError::Location(format!("{}: table could not be created: {reason}", spec.location)));
+            let source =
+                create_error.unwrap_or_else(|| DeltaTableError::Generic("the create reported success but no version exists".into()));
+            return Err(DeltaIoError::NotCreated { table: spec.location.clone(), source: Box::new(source) });
         }
         tracing::info!(table = %spec.location, "created table");
     }
@@ -164,7 +125,14 @@ fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<(), DeltaIoError
     for field in spec.schema.fields() {
         match existing.field_with_name(field.name()) {
             Ok(f) if f.data_type() == field.data_type() => {}
-            Ok(f) => return Err(mismatch(format!("column {} is {} in the table, {} in the configuration", field.name(), f.data_type(), field.data_type()))),
+            Ok(f) => {
+                return Err(mismatch(format!(
+                    "column {} is {} in the table, {} in the configuration",
+                    field.name(),
+                    f.data_type(),
+                    field.data_type()
+                )))
+            }
             Err(_) => return Err(mismatch(format!("column {} is missing from the table", field.name()))),
         }
     }

@@ -6,15 +6,15 @@ use std::num::NonZeroU64;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
+use delta_kernel::expressions::Scalar;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
-use delta_kernel::expressions::Scalar;
 use deltalake::kernel::{Add, DataType};
-use indexmap::IndexMap;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::DeltaTable;
+use indexmap::IndexMap;
 
 use crate::DeltaIoError;
 
@@ -81,7 +81,10 @@ impl TableWriter {
     fn writer(&mut self, first: &RecordBatch) -> (&mut DeltaWriter, &str) {
         let writer = self.writer.get_or_insert_with(|| {
             let plain = self.plain.take().unwrap_or_else(|| plain_columns(first, &self.partition_columns));
-            let props = plain.into_iter().fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false)).build();
+            let props = plain
+                .into_iter()
+                .fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false))
+                .build();
             let config = WriterConfig::new(
                 self.schema.clone(),
                 self.partition_columns.clone(),
@@ -107,7 +110,11 @@ impl TableWriter {
 
     /// Adds rows that all share `partition_values` (column name → value, in partition order),
     /// skipping the per-row grouping [`TableWriter::write`] does.
-    pub async fn write_partition(&mut self, batch: &RecordBatch, partition_values: &[(String, Option<String>)]) -> Result<(), DeltaIoError> {
+    pub async fn write_partition(
+        &mut self,
+        batch: &RecordBatch,
+        partition_values: &[(String, Option<String>)],
+    ) -> Result<(), DeltaIoError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -3,10 +3,12 @@
 //! `dataChange=false`, is skipped), in batches bounded by files and bytes (whole commits, at
 //! least one). Shared by stream-join and merge-upsert.
 
+mod driver;
 mod progress;
 
 use std::collections::HashMap;
 
+pub use driver::{drive, IncrementalJob, Schedule};
 pub use progress::{BatchRecord, ProgressError, ProgressLog, Resume, SourceRange};
 
 use arrow::array::RecordBatch;
@@ -154,11 +156,12 @@ pub async fn plan_recorded(table: &DeltaTable, range: SourceRange, ignore_delete
 
 /// The data-changing adds of one commit; a data-changing remove is an error unless ignored.
 fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool) -> Result<Vec<SourceFile>, SourceError> {
-    let text = std::str::from_utf8(entry).map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
+    let text = std::str::from_utf8(entry)
+        .map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
     let mut files = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let action: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
+        let action: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
         if let Some(add) = action.get("add") {
             if add["dataChange"].as_bool() != Some(true) {
                 continue;
@@ -198,7 +201,8 @@ pub async fn read_each(table: &DeltaTable, plan: &SourcePlan, schema: &SchemaRef
     let location = table.table_url().to_string();
     let store = table.object_store();
     // Owned inputs per future: the stream must be Send for any caller's runtime.
-    let jobs: Vec<(String, HashMap<String, Option<String>>)> = plan.files.iter().map(|f| (f.path.clone(), f.partition_values.clone())).collect();
+    let jobs: Vec<(String, HashMap<String, Option<String>>)> =
+        plan.files.iter().map(|f| (f.path.clone(), f.partition_values.clone())).collect();
     futures::stream::iter(jobs.into_iter().map(|(path, values)| {
         let (store, location, schema) = (store.clone(), location.clone(), schema.clone());
         async move { delta_io::read_data_file(&store, &location, &path, &schema, &values).await }

@@ -62,7 +62,8 @@ fn progress_path(batch: i64) -> Path {
 impl ProgressLog {
     /// The checkpoint folder at `location` (local path or `s3://`).
     pub fn open(location: &str, storage: &BTreeMap<String, String>) -> Result<Self, ProgressError> {
-        let store = delta_io::object_store_at(location, storage).map_err(|e| ProgressError { location: location.to_string(), message: e.to_string() })?;
+        let store = delta_io::object_store_at(location, storage)
+            .map_err(|e| ProgressError { location: location.to_string(), message: e.to_string() })?;
         Ok(Self { store, location: location.to_string() })
     }
 
@@ -77,7 +78,11 @@ impl ProgressLog {
         let mut out: Vec<i64> = self
             .store
             .list(Some(&prefix))
-            .try_filter_map(|m| async move { Ok::<Option<i64>, deltalake::ObjectStoreError>(m.location.filename().and_then(|f| f.strip_suffix(".json")).and_then(|n| n.parse().ok())) })
+            .try_filter_map(|m| async move {
+                Ok::<Option<i64>, deltalake::ObjectStoreError>(
+                    m.location.filename().and_then(|f| f.strip_suffix(".json")).and_then(|n| n.parse().ok()),
+                )
+            })
             .try_collect()
             .await
             .map_err(|e| self.error(e))?;

@@ -4,6 +4,8 @@
 
 mod crash;
 mod exit;
+mod harness;
+mod instruments;
 mod logging;
 mod main_loop;
 mod progress;
@@ -14,12 +16,13 @@ mod telemetry;
 
 pub use crash::crash_points_from_env;
 pub use exit::{ExitCode, ExitStatus};
+pub use harness::{run_pipeline_job, JobArgs, PipelineJob};
 pub use logging::init_logging;
 pub use main_loop::run_job;
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
-pub use summary::{exit_failed, BatchDurations, RunSummary};
+pub use summary::{exit_failed, BatchDurations, RunStatus, RunSummary};
 pub use telemetry::{check_health, heartbeat, progressed, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
 
 /// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,

@@ -4,14 +4,19 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Instant;
 
-use crate::{exit_failed, ExitCode, ExitStatus, RunSummary, Shutdown, TelemetryArgs};
+use crate::{exit_failed, ExitCode, ExitStatus, RunStatus, RunSummary, Shutdown, TelemetryArgs};
 
 /// Runs a job to its exit code. `build` loads and validates the configuration and builds the
 /// job (its error exits 78, "invalid configuration"); `start` runs it until done or shutdown
 /// (its error exits with its [`ExitStatus`], 1 unless it says otherwise). A run that found
 /// nothing to do exits 3. Telemetry starts first (a bad metrics address or health file exits
 /// 78 too).
-pub fn run_job<J, Fut, E>(name: &str, telemetry: &TelemetryArgs, build: impl FnOnce() -> Result<J, String>, start: impl FnOnce(J, Shutdown) -> Fut) -> !
+pub fn run_job<J, Fut, E>(
+    name: &str,
+    telemetry: &TelemetryArgs,
+    build: impl FnOnce() -> Result<J, String>,
+    start: impl FnOnce(J, Shutdown) -> Fut,
+) -> !
 where
     Fut: Future<Output = Result<RunSummary, E>>,
     E: Display + ExitStatus,
@@ -31,7 +36,7 @@ where
     match runtime.block_on(async move { start(job, Shutdown::install()).await }) {
         Ok(mut summary) => {
             summary.print();
-            if summary.status == "no_new_data" { ExitCode::NoNewData } else { ExitCode::Success }.exit()
+            if summary.status == RunStatus::NoNewData { ExitCode::NoNewData } else { ExitCode::Success }.exit()
         }
         Err(e) => exit_failed(name, &e.to_string(), e.exit_code(), started),
     }

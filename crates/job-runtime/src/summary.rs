@@ -4,41 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::instruments::*;
 use crate::telemetry::{heartbeat, progressed};
-
-const ROWS_IN: &str = "lakehouse_rows_in_total";
-const BYTES_IN: &str = "lakehouse_bytes_in_total";
-const ROWS_OUT: &str = "lakehouse_rows_out_total";
-const DEAD_LETTERS: &str = "lakehouse_dead_letters_total";
-const LATE_ROWS: &str = "lakehouse_late_rows_total";
-const COMMIT_RETRIES: &str = "lakehouse_commit_retries_total";
-const BATCHES: &str = "lakehouse_batches_total";
-const BATCH_SECONDS: &str = "lakehouse_batch_duration_seconds";
-const LAST_BATCH_TIME: &str = "lakehouse_last_batch_timestamp_seconds";
-const TABLE_VERSION: &str = "lakehouse_table_version";
-const CONSUMER_LAG: &str = "lakehouse_consumer_lag_messages";
-const SOURCE_VERSION_LAG: &str = "lakehouse_source_version_lag";
-const SKIPPED_OFFSETS: &str = "lakehouse_skipped_offsets_total";
-const BATCHES_DROPPED: &str = "lakehouse_batches_dropped_total";
-
-/// Help text of every metric (shown by Prometheus).
-pub(crate) fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(ROWS_IN, Unit::Count, "Rows (Kafka messages or source rows) read");
-    describe_counter!(BYTES_IN, Unit::Bytes, "Payload bytes read");
-    describe_counter!(ROWS_OUT, Unit::Count, "Rows written, per table");
-    describe_counter!(DEAD_LETTERS, Unit::Count, "Rows rejected to the dead-letter table");
-    describe_counter!(LATE_ROWS, Unit::Count, "Rows later than the watermark, dropped");
-    describe_counter!(COMMIT_RETRIES, Unit::Count, "Delta commits retried after a concurrent commit, per table");
-    describe_counter!(BATCHES, Unit::Count, "Batches committed");
-    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Wall time of a committed batch");
-    describe_gauge!(LAST_BATCH_TIME, Unit::Seconds, "Unix time of the last committed batch");
-    describe_gauge!(TABLE_VERSION, Unit::Count, "Last committed Delta version, per table");
-    describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between a partition's high watermark and what was read");
-    describe_gauge!(SOURCE_VERSION_LAG, Unit::Count, "Source table commits not processed yet");
-    describe_counter!(SKIPPED_OFFSETS, Unit::Count, "Source offsets that were gone before they were read, skipped by configuration");
-    describe_counter!(BATCHES_DROPPED, Unit::Count, "Batches dropped uncommitted because another task committed their partitions first (re-read)");
-}
 
 /// What a run did; counters are filled by the job's events so logs and summary agree.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,8 +14,8 @@ pub struct RunSummary {
     pub job: String,
     /// `once` or `continuous`.
     pub trigger: String,
-    /// `ok`, `no_new_data`, `stopped` or `failed`.
-    pub status: String,
+    /// How the run ended.
+    pub status: RunStatus,
     /// Messages or rows read.
     pub rows_in: u64,
     /// Rows written per table.
@@ -97,6 +64,21 @@ pub struct RunSummary {
     emf_mark: EmfMark,
 }
 
+/// How a run ended (the summary's `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Batches were committed, or a continuous run ran until stopped with nothing left over.
+    #[default]
+    Ok,
+    /// Trigger once found nothing new (exit 3).
+    NoNewData,
+    /// Stopped by SIGTERM/SIGINT between batches.
+    Stopped,
+    /// The run failed.
+    Failed,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -122,7 +104,7 @@ struct EmfMark {
 impl RunSummary {
     /// A summary for `job` run with `trigger`.
     pub fn new(job: &str, trigger: &str) -> Self {
-        Self { job: job.into(), trigger: trigger.into(), status: "ok".into(), ..Default::default() }
+        Self { job: job.into(), trigger: trigger.into(), ..Default::default() }
     }
 
     /// Counts rows (messages) and payload bytes read.
@@ -195,7 +177,8 @@ impl RunSummary {
         progressed();
         metrics::counter!(BATCHES).increment(1);
         metrics::histogram!(BATCH_SECONDS).record(took.as_secs_f64());
-        metrics::gauge!(LAST_BATCH_TIME).set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        metrics::gauge!(LAST_BATCH_TIME)
+            .set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         if let Some(sink) = crate::telemetry::emf() {
             self.emit_emf(sink, ms);
         }
@@ -204,7 +187,13 @@ impl RunSummary {
     /// One EMF record on stderr with what changed since the previous one.
     fn emit_emf(&mut self, sink: &crate::telemetry::EmfSink, batch_ms: u64) {
         let rows_out: u64 = self.rows_out.values().sum();
-        let now = EmfMark { rows_in: self.rows_in, rows_out, dead_letters: self.dead_letters, late_rows: self.late_rows, commit_retries: self.commit_retries };
+        let now = EmfMark {
+            rows_in: self.rows_in,
+            rows_out,
+            dead_letters: self.dead_letters,
+            late_rows: self.late_rows,
+            commit_retries: self.commit_retries,
+        };
         let mark = std::mem::replace(&mut self.emf_mark, now);
         let max_lag = self.consumer_lag.values().chain(self.source_version_lag.values()).copied().max().unwrap_or(0);
         let values: [(&str, &str, f64); 7] = [
@@ -257,7 +246,7 @@ impl RunSummary {
 pub fn exit_failed(job: &str, message: &str, code: crate::ExitCode, started: std::time::Instant) -> ! {
     tracing::error!(error = message, job, "run failed");
     let mut summary = RunSummary::new(job, "");
-    summary.status = "failed".into();
+    summary.status = RunStatus::Failed;
     summary.error = Some(message.to_string());
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.print();

@@ -93,7 +93,7 @@ impl TelemetryArgs {
                 .set_buckets_for_metric(Matcher::Full("lakehouse_batch_duration_seconds".into()), BATCH_SECONDS_BUCKETS)
                 .and_then(|b| b.install())
                 .map_err(|e| TelemetryError::Metrics { addr, message: e.to_string() })?;
-            crate::summary::describe_metrics();
+            crate::instruments::describe_metrics();
             tracing::info!(%addr, "serving Prometheus metrics");
         }
         if self.emf {

@@ -133,7 +133,10 @@ fn wire_column(wire: &RecordBatch, path: &[String]) -> Result<ArrayRef, ArrowErr
     let (first, rest) = path.split_first().ok_or_else(|| ArrowError::SchemaError("empty JSON path".into()))?;
     let mut column = wire.column(wire.schema().index_of(first)?).clone();
     for name in rest {
-        let object = column.as_any().downcast_ref::<StructArray>().ok_or_else(|| ArrowError::SchemaError(format!("{name}: parent is not an object")))?;
+        let object = column
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("{name}: parent is not an object")))?;
         let child = object.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no field {name}")))?.clone();
         let nulls = NullBuffer::union(object.nulls(), child.nulls());
         column = make_array(child.to_data().into_builder().nulls(nulls).build()?);
@@ -188,10 +191,7 @@ impl MessageDecoder {
     fn decoder_of(&self, rows: usize) -> Result<Decoder, ArrowError> {
         // Numbers reach numeric columns as their text (converted exactly afterwards); string
         // columns likewise keep a number's or boolean's JSON text.
-        ReaderBuilder::new(self.wire_schema.clone())
-            .with_batch_size(rows)
-            .with_coerce_primitive(true)
-            .build_decoder()
+        ReaderBuilder::new(self.wire_schema.clone()).with_batch_size(rows).with_coerce_primitive(true).build_decoder()
     }
 
     /// Decodes `messages`; each becomes exactly one row or one [`Reject`].
@@ -326,9 +326,13 @@ impl MessageDecoder {
             };
             if self.required[idx] && col.null_count() > 0 {
                 let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");
-                bad.extend(nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(row, _)| {
-                    (row, format!("required field '{}' is missing or null", path.join(".")))
-                }));
+                bad.extend(
+                    nulls
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, valid)| !valid)
+                        .map(|(row, _)| (row, format!("required field '{}' is missing or null", path.join(".")))),
+                );
             }
             columns.push(converted);
         }
@@ -450,7 +454,10 @@ mod tests {
         let out = d.decode(&msgs).unwrap();
         assert_eq!(out.rows, vec![0, 1]);
         let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons, ["required field 'data.order_id' is missing or null", "required field 'metadata.timestamp' is missing or null"]);
+        assert_eq!(
+            reasons,
+            ["required field 'data.order_id' is missing or null", "required field 'metadata.timestamp' is missing or null"]
+        );
         let b = &out.batch;
         assert_eq!(b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values(), &[1, 1]);
         assert!(b.column(1).is_valid(0) && b.column(1).is_null(1));

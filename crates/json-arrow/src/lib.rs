@@ -10,6 +10,6 @@ mod decoder;
 mod numbers;
 mod timestamps;
 
-pub use decoder::{Decoded, DecodeError, MessageDecoder, Reject};
+pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
 pub use numbers::{convert_numbers, NumberKind};
 pub use timestamps::TimestampParser;

@@ -88,7 +88,11 @@ fn narrow<T: TryFrom<i64>>(text: &str) -> Result<T, String> {
 }
 
 /// Parses every text of `texts`; a text `parse` refuses goes to `reject` and becomes null.
-fn parse_column<T>(texts: &StringArray, parse: impl Fn(&str) -> Result<T, String>, reject: &mut impl FnMut(usize, String)) -> Vec<Option<T>> {
+fn parse_column<T>(
+    texts: &StringArray,
+    parse: impl Fn(&str) -> Result<T, String>,
+    reject: &mut impl FnMut(usize, String),
+) -> Vec<Option<T>> {
     texts
         .iter()
         .enumerate()
@@ -106,7 +110,12 @@ fn parse_column<T>(texts: &StringArray, parse: impl Fn(&str) -> Result<T, String
 
 /// Converts a column of number texts into `kind`; a value that does not fit goes to `bad` as
 /// (row, reason) and becomes null.
-pub fn convert_numbers(column: &str, kind: NumberKind, texts: &StringArray, bad: &mut Vec<(usize, String)>) -> Result<ArrayRef, ArrowError> {
+pub fn convert_numbers(
+    column: &str,
+    kind: NumberKind,
+    texts: &StringArray,
+    bad: &mut Vec<(usize, String)>,
+) -> Result<ArrayRef, ArrowError> {
     let type_name = match kind {
         NumberKind::Long => "long".to_string(),
         NumberKind::Integer => "integer".to_string(),
@@ -121,7 +130,9 @@ pub fn convert_numbers(column: &str, kind: NumberKind, texts: &StringArray, bad:
         NumberKind::Integer => Arc::new(Int32Array::from(parse_column(texts, narrow::<i32>, &mut reject))),
         NumberKind::Short => Arc::new(Int16Array::from(parse_column(texts, narrow::<i16>, &mut reject))),
         NumberKind::Double => Arc::new(Float64Array::from(parse_column(texts, |t| to_float(t, f64::MAX), &mut reject))),
-        NumberKind::Float => Arc::new(Float32Array::from(parse_column(texts, |t| to_float(t, f64::from(f32::MAX)).map(|v| v as f32), &mut reject))),
+        NumberKind::Float => {
+            Arc::new(Float32Array::from(parse_column(texts, |t| to_float(t, f64::from(f32::MAX)).map(|v| v as f32), &mut reject)))
+        }
         NumberKind::Decimal(p, s) => {
             Arc::new(Decimal128Array::from(parse_column(texts, |t| to_decimal(t, p, s), &mut reject)).with_precision_and_scale(p, s)?)
         }

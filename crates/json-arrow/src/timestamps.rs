@@ -33,11 +33,7 @@ pub enum TimestampParser {
 impl TimestampParser {
     /// Builds the parser for a validated column spec.
     pub fn from_spec(spec: &TimestampSpec) -> Self {
-        let zone = spec
-            .timezone
-            .as_deref()
-            .and_then(|z| z.parse().ok())
-            .unwrap_or(Tz::UTC);
+        let zone = spec.timezone.as_deref().and_then(|z| z.parse().ok()).unwrap_or(Tz::UTC);
         match (&spec.epoch_unit, &spec.format) {
             (Some(unit), _) => Self::Epoch(*unit),
             (None, Some(format)) => Self::Format {
@@ -65,7 +61,9 @@ impl TimestampParser {
 
     fn parse_str(&self, s: &str) -> Option<i64> {
         match self {
-            Self::DefaultUtc => naive_utc_micros(s.as_bytes()).or_else(|| string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros())),
+            Self::DefaultUtc => {
+                naive_utc_micros(s.as_bytes()).or_else(|| string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros()))
+            }
             Self::Default { zone } => string_to_datetime(zone, s).ok().map(|d| d.timestamp_micros()),
             Self::Format { format, zone, has_offset } => {
                 if *has_offset {
@@ -208,7 +206,14 @@ mod tests {
             }
         }
         assert!(checked > 200, "the fast path took only {checked} values");
-        for other in ["2022-04-04T12:00:01", "2022-04-04 12:00:01Z", "2022-04-04 12:00:01.", "2022-4-04 12:00:01", "+2022-04-04 12:00:01", "2022-04-04 12:00:01.1234567890"] {
+        for other in [
+            "2022-04-04T12:00:01",
+            "2022-04-04 12:00:01Z",
+            "2022-04-04 12:00:01.",
+            "2022-4-04 12:00:01",
+            "+2022-04-04 12:00:01",
+            "2022-04-04 12:00:01.1234567890",
+        ] {
             assert_eq!(naive_utc_micros(other.as_bytes()).or_else(|| general(other)), general(other), "{other}");
         }
     }

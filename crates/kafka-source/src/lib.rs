@@ -1,17 +1,19 @@
 //! Kafka / Amazon MSK: client settings and security, MSK IAM tokens, and the reader that turns
 //! polled messages into per-partition chunks of contiguous payload bytes.
 
+mod chunk;
 mod context;
 mod msk_iam;
+mod offsets;
+mod queue;
 mod reader;
 mod settings;
 
+pub use chunk::{PartitionChunk, PartitionKey, RawBatch, StartPosition};
 pub use context::{LakeContext, ProgressLookup, RevokeHook};
 pub use msk_iam::MskTokenProvider;
-pub use reader::{
-    fetch_watermarks, position_exists, topic_partitions, FillOutcome, KafkaReader, PartitionChunk, PartitionKey, RawBatch,
-    ReaderLimits, StartPosition,
-};
+pub use offsets::{fetch_watermarks, position_exists, topic_partitions};
+pub use reader::{FillOutcome, KafkaReader, ReaderLimits};
 pub use settings::{client_config, is_fatal, KafkaError};
 
 /// librdkafka client settings, as [`client_config`] builds them.

@@ -32,9 +32,7 @@ impl MskTokenProvider {
                 .cloned()
                 .ok_or_else(|| KafkaError::Token("no AWS region: set kafka.aws_region or AWS_REGION".into()))?,
         };
-        let first = aws_msk_iam_sasl_signer::generate_auth_token(region.clone())
-            .await
-            .map_err(|e| KafkaError::Token(e.to_string()))?;
+        let first = aws_msk_iam_sasl_signer::generate_auth_token(region.clone()).await.map_err(|e| KafkaError::Token(e.to_string()))?;
         let current = Arc::new(RwLock::new(Some(first)));
         let shared = current.clone();
         let refresher = tokio::spawn(async move {
@@ -72,10 +70,7 @@ impl Drop for MskTokenProvider {
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -131,11 +131,13 @@ mod tests {
 
     #[test]
     fn scram_and_passthrough() {
-        let mut k = KafkaConfig::default();
-        k.security_protocol = SecurityProtocol::SaslSsl;
-        k.sasl_mechanism = Some(SaslMechanism::ScramSha512);
-        k.sasl_username = Some("u".into());
-        k.sasl_password = Some("p".into());
+        let mut k = KafkaConfig {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            sasl_username: Some("u".into()),
+            sasl_password: Some("p".into()),
+            ..KafkaConfig::default()
+        };
         k.properties.insert("fetch.max.bytes".into(), "1000".into());
         k.properties.insert("client.id".into(), "mine".into());
         let c = client_config(&k);
@@ -148,9 +150,11 @@ mod tests {
 
     #[test]
     fn msk_iam_uses_oauthbearer() {
-        let mut k = KafkaConfig::default();
-        k.security_protocol = SecurityProtocol::SaslSsl;
-        k.sasl_mechanism = Some(SaslMechanism::AwsMskIam);
+        let k = KafkaConfig {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(SaslMechanism::AwsMskIam),
+            ..KafkaConfig::default()
+        };
         assert_eq!(client_config(&k).get("sasl.mechanism"), Some("OAUTHBEARER"));
     }
 
@@ -160,7 +164,8 @@ mod tests {
         for code in [C::SaslAuthenticationFailed, C::TopicAuthorizationFailed, C::UnknownTopic, C::Authentication] {
             assert!(is_fatal(code), "{code:?}");
         }
-        for code in [C::BrokerTransportFailure, C::AllBrokersDown, C::RequestTimedOut, C::NotLeaderForPartition, C::UnknownTopicOrPartition] {
+        for code in [C::BrokerTransportFailure, C::AllBrokersDown, C::RequestTimedOut, C::NotLeaderForPartition, C::UnknownTopicOrPartition]
+        {
             assert!(!is_fatal(code), "{code:?}");
         }
     }

@@ -18,6 +18,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::compact::CompactMetrics;
 use crate::MaintenanceError;
 
+/// A small file that may be packed: its size, modification time, path and removal.
+type Candidate = (i64, i64, Path, Remove);
 /// Files fetched at once per bin.
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -60,7 +62,7 @@ impl BinPack {
         let columns = snapshot.metadata().partition_columns().to_vec();
         let schema = snapshot.snapshot().arrow_schema();
 
-        let mut by_partition: BTreeMap<Vec<Option<String>>, Vec<(i64, i64, Path, Remove)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<Vec<Option<String>>, Vec<Candidate>> = BTreeMap::new();
         let mut considered = 0u64;
         for file in snapshot.log_data() {
             let values = file.partition_values_map();
@@ -72,7 +74,12 @@ impl BinPack {
                 continue;
             }
             let key = columns.iter().map(|c| values.get(c).cloned().flatten()).collect();
-            by_partition.entry(key).or_default().push((file.modification_time(), file.size(), file.object_store_path(), file.remove_action(false)));
+            by_partition.entry(key).or_default().push((
+                file.modification_time(),
+                file.size(),
+                file.object_store_path(),
+                file.remove_action(false),
+            ));
         }
 
         // Greedy bins in write order, so rows keep roughly their arrival order.
@@ -96,10 +103,18 @@ impl BinPack {
         bins.retain(|b| b.files.len() >= 2);
         let partitions_optimized = bins.iter().map(|b| &b.partition).collect::<std::collections::BTreeSet<_>>().len() as u64;
 
-        let predicate = (!self.partitions.is_empty()).then(|| self.partitions.iter().map(|(c, v)| format!("{c} = '{v}'")).collect::<Vec<_>>().join(" AND "));
+        let predicate = (!self.partitions.is_empty())
+            .then(|| self.partitions.iter().map(|(c, v)| format!("{c} = '{v}'")).collect::<Vec<_>>().join(" AND "));
         let store = table.object_store();
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let mut metrics = CompactMetrics { version_before, version_after: version_before, files_considered: considered, files_skipped: skipped, partitions_optimized, ..Default::default() };
+        let mut metrics = CompactMetrics {
+            version_before,
+            version_after: version_before,
+            files_considered: considered,
+            files_skipped: skipped,
+            partitions_optimized,
+            ..Default::default()
+        };
         let mut pending: (Vec<Remove>, Vec<Add>) = (Vec::new(), Vec::new());
         let mut last_commit = Instant::now();
         let source = table.clone();
@@ -119,21 +134,33 @@ impl BinPack {
             pending.1.extend(adds);
             if self.min_commit_interval.is_some_and(|i| last_commit.elapsed() >= i) {
                 let (removes, adds) = std::mem::take(&mut pending);
-                metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate.clone(), self.target_size).await.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version;
+                metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate.clone(), self.target_size)
+                    .await
+                    .map_err(|e| MaintenanceError::Failed(e.to_string()))?
+                    .version;
                 last_commit = Instant::now();
             }
         }
         drop(done);
         if !pending.0.is_empty() {
             let (removes, adds) = pending;
-            metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate, self.target_size).await.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version;
+            metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate, self.target_size)
+                .await
+                .map_err(|e| MaintenanceError::Failed(e.to_string()))?
+                .version;
         }
         Ok((table, metrics))
     }
 }
 
 /// Reads a bin's files and writes them back as one file; returns the actions to commit.
-async fn rewrite_bin(table: &DeltaTable, store: Arc<dyn ObjectStore>, schema: SchemaRef, bin: Bin, target: u64) -> Result<(Vec<Remove>, Vec<Add>), MaintenanceError> {
+async fn rewrite_bin(
+    table: &DeltaTable,
+    store: Arc<dyn ObjectStore>,
+    schema: SchemaRef,
+    bin: Bin,
+    target: u64,
+) -> Result<(Vec<Remove>, Vec<Add>), MaintenanceError> {
     let location = table.table_url().to_string();
     let paths: Vec<Path> = bin.files.iter().map(|(p, _)| p.clone()).collect();
     let partition_columns: Vec<String> = bin.partition.iter().map(|(c, _)| c.clone()).collect();

@@ -41,7 +41,11 @@ pub fn athena_ddl(table: &DeltaTable, database: &str, name: &str) -> Result<Athe
     let qualified = |n: &str| format!("{}.{}", ident(database), ident(n));
     let symlink_name = format!("{name}_symlink");
 
-    let native = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {}\nLOCATION '{}/'\nTBLPROPERTIES ('table_type'='DELTA')", qualified(name), literal(&root));
+    let native = format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}\nLOCATION '{}/'\nTBLPROPERTIES ('table_type'='DELTA')",
+        qualified(name),
+        literal(&root)
+    );
 
     let mut data_columns = Vec::new();
     let mut partition_specs = Vec::new();
@@ -54,10 +58,8 @@ pub fn athena_ddl(table: &DeltaTable, database: &str, name: &str) -> Result<Athe
         }
     }
     // PARTITIONED BY follows the table's partition order, not the schema's.
-    let partitioned: Vec<String> = partition_columns
-        .iter()
-        .filter_map(|p| partition_specs.iter().find(|(n, _)| n == p).map(|(_, c)| c.trim().to_string()))
-        .collect();
+    let partitioned: Vec<String> =
+        partition_columns.iter().filter_map(|p| partition_specs.iter().find(|(n, _)| n == p).map(|(_, c)| c.trim().to_string())).collect();
     let mut symlink = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {} (\n{}\n)", qualified(&symlink_name), data_columns.join(",\n"));
     if !partitioned.is_empty() {
         symlink.push_str(&format!("\nPARTITIONED BY ({})", partitioned.join(", ")));
@@ -80,10 +82,8 @@ pub fn athena_ddl(table: &DeltaTable, database: &str, name: &str) -> Result<Athe
     let add_partitions = partitions
         .iter()
         .map(|(directory, values)| {
-            let spec: Vec<String> = partition_columns
-                .iter()
-                .map(|c| format!("{}='{}'", ident(c), literal(hive_value(values, c))))
-                .collect();
+            let spec: Vec<String> =
+                partition_columns.iter().map(|c| format!("{}='{}'", ident(c), literal(hive_value(values, c)))).collect();
             format!(
                 "ALTER TABLE {} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{}/{MANIFEST_DIR}/{}/'",
                 qualified(&symlink_name),
@@ -117,7 +117,10 @@ pub(crate) fn hive_type(t: &DataType) -> Result<String, MaintenanceError> {
         DataType::Array(a) => format!("array<{}>", hive_type(a.element_type())?),
         DataType::Map(m) => format!("map<{},{}>", hive_type(m.key_type())?, hive_type(m.value_type())?),
         DataType::Struct(s) => {
-            let fields = s.fields().map(|f| Ok(format!("{}:{}", ident(f.name()), hive_type(f.data_type())?))).collect::<Result<Vec<_>, MaintenanceError>>()?;
+            let fields = s
+                .fields()
+                .map(|f| Ok(format!("{}:{}", ident(f.name()), hive_type(f.data_type())?)))
+                .collect::<Result<Vec<_>, MaintenanceError>>()?;
             format!("struct<{}>", fields.join(","))
         }
         DataType::Variant(_) => return Err(MaintenanceError::Refused("variant columns have no Athena (Hive) equivalent".into())),
@@ -147,7 +150,9 @@ mod tests {
         assert_eq!(t(DataType::Primitive(PrimitiveType::Decimal(DecimalType::try_new(10, 2).unwrap()))), "decimal(10,2)");
         assert_eq!(t(DataType::Array(Box::new(ArrayType::new(DataType::STRING, true)))), "array<string>");
         assert_eq!(t(DataType::Map(Box::new(MapType::new(DataType::STRING, DataType::INTEGER, true)))), "map<string,int>");
-        let inner = StructType::try_new(vec![StructField::new("a", DataType::INTEGER, true), StructField::new("b c", DataType::DOUBLE, true)]).unwrap();
+        let inner =
+            StructType::try_new(vec![StructField::new("a", DataType::INTEGER, true), StructField::new("b c", DataType::DOUBLE, true)])
+                .unwrap();
         assert_eq!(t(DataType::Struct(Box::new(inner))), "struct<`a`:int,`b c`:double>");
     }
 

@@ -96,7 +96,8 @@ impl Compact {
         }
         let target = NonZeroU64::new(self.target_size).ok_or_else(|| MaintenanceError::Refused("--target-size must be above 0".into()))?;
         if self.zorder.is_empty() {
-            let bin_pack = BinPack { target_size: self.target_size, partitions: self.partitions, min_commit_interval: self.min_commit_interval };
+            let bin_pack =
+                BinPack { target_size: self.target_size, partitions: self.partitions, min_commit_interval: self.min_commit_interval };
             return bin_pack.run(self.table).await;
         }
         let filters: Vec<_> = self.partitions.iter().map(|(c, v)| (c.as_str(), FilterOp::Eq, FilterValue::Scalar(v.as_str()))).collect();

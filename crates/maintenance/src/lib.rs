@@ -16,5 +16,7 @@ pub use catalog::{athena_ddl, AthenaDdl};
 pub use checkpoint::{Checkpoint, CheckpointMetrics};
 pub use compact::{Compact, CompactMetrics};
 pub use error::MaintenanceError;
-pub use manifest::{hive_escape, manifests_enabled, partition_directory, update_touched_manifests, ManifestMetrics, Manifests, MANIFEST_DIR};
+pub use manifest::{
+    hive_escape, manifests_enabled, partition_directory, update_touched_manifests, ManifestMetrics, Manifests, MANIFEST_DIR,
+};
 pub use vacuum::{Vacuum, VacuumMetrics, DEFAULT_RETENTION_HOURS};

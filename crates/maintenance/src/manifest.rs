@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::MaintenanceError;
 
+/// A scanned file: its decoded path, partition values and whether it is live.
+type ScanFile = (String, HashMap<String, Option<String>>, bool);
 /// Folder of the manifests, next to `_delta_log`.
 pub const MANIFEST_DIR: &str = "_symlink_format_manifest";
 const MANIFEST_FILE: &str = "manifest";
@@ -40,7 +42,10 @@ pub(crate) fn hive_value<'a>(values: &'a HashMap<String, Option<String>>, column
 pub fn hive_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let escaped = matches!(c, '\u{01}'..='\u{1F}' | '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\u{7F}' | '{' | '[' | ']' | '^');
+        let escaped = matches!(
+            c,
+            '\u{01}'..='\u{1F}' | '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\u{7F}' | '{' | '[' | ']' | '^'
+        );
         if escaped {
             out.push_str(&format!("%{:02X}", c as u32));
         } else {
@@ -184,11 +189,9 @@ impl Manifests {
         // Partitions without files lose their manifest, or readers would list deleted files.
         let stale: Vec<String> = match &self.only {
             Some(only) => only.iter().filter(|d| !manifests.contains_key(*d)).cloned().collect(),
-            None => existing_manifest_directories(store.as_ref(), &location)
-                .await?
-                .into_iter()
-                .filter(|d| !manifests.contains_key(d))
-                .collect(),
+            None => {
+                existing_manifest_directories(store.as_ref(), &location).await?.into_iter().filter(|d| !manifests.contains_key(d)).collect()
+            }
         };
         for directory in stale {
             match store.delete(&manifest_path(&directory)?).await {
@@ -229,7 +232,7 @@ async fn list_files(table: &DeltaTable, location: &str) -> Result<Listing, Maint
     let mut files = Vec::new();
     while let Some(batch) = stream.try_next().await.map_err(MaintenanceError::delta(location))? {
         files = batch
-            .visit_scan_files(files, |files: &mut Vec<(String, HashMap<String, Option<String>>, bool)>, file| {
+            .visit_scan_files(files, |files: &mut Vec<ScanFile>, file| {
                 // Log paths are URL-encoded; partition values absent from the map are null.
                 let path = percent_encoding::percent_decode_str(&file.path).decode_utf8_lossy().into_owned();
                 let values = file.partition_values.into_iter().map(|(k, v)| (k, Some(v))).collect();
@@ -256,7 +259,11 @@ fn refuse_unsupported(configuration: &HashMap<String, String>, location: &str) -
 }
 
 fn manifest_path(directory: &str) -> Result<Path, MaintenanceError> {
-    let raw = if directory.is_empty() { format!("{MANIFEST_DIR}/{MANIFEST_FILE}") } else { format!("{MANIFEST_DIR}/{directory}/{MANIFEST_FILE}") };
+    let raw = if directory.is_empty() {
+        format!("{MANIFEST_DIR}/{MANIFEST_FILE}")
+    } else {
+        format!("{MANIFEST_DIR}/{directory}/{MANIFEST_FILE}")
+    };
     // parse keeps the Hive escapes as they are (`from` would percent-encode the `%`).
     Path::parse(&raw).map_err(|e| MaintenanceError::Refused(format!("manifest path {raw}: {e}")))
 }
@@ -298,6 +305,26 @@ fn file_uri(root: &str, path: &str) -> String {
     }
 }
 
+/// After a job's commit: rewrites the touched partitions' symlink manifests when the table
+/// asks for it (`delta.compatibility.symlinkFormatManifest.enabled`). The commit has landed, so
+/// a failure here is reported, not fatal: the next commit to the partition or a full
+/// `maintenance manifest` run repairs it.
+pub async fn update_touched_manifests<'a>(
+    table: &DeltaTable,
+    name: &str,
+    touched: impl IntoIterator<Item = &'a HashMap<String, Option<String>>>,
+) {
+    if !manifests_enabled(table) {
+        return;
+    }
+    match Manifests::new(table.clone()).for_partitions(touched).await {
+        Ok(m) => tracing::debug!(table = name, manifests = m.manifests_written, "manifests updated"),
+        Err(e) => {
+            tracing::error!(table = name, error = %e, stage = "manifest", "symlink manifests not updated; run `maintenance manifest` to repair")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +345,8 @@ mod tests {
         let columns = vec!["year".to_string(), "owner".to_string()];
         let values: HashMap<String, Option<String>> = [("owner".to_string(), None), ("year".to_string(), Some("2022".to_string()))].into();
         assert_eq!(partition_directory(&columns, &values), "year=2022/owner=__HIVE_DEFAULT_PARTITION__");
-        let empty: HashMap<String, Option<String>> = [("owner".to_string(), Some(String::new())), ("year".to_string(), Some("a:b".to_string()))].into();
+        let empty: HashMap<String, Option<String>> =
+            [("owner".to_string(), Some(String::new())), ("year".to_string(), Some("a:b".to_string()))].into();
         assert_eq!(partition_directory(&columns, &empty), "year=a%3Ab/owner=__HIVE_DEFAULT_PARTITION__");
         assert_eq!(partition_directory(&[], &HashMap::new()), "");
     }
@@ -330,19 +358,5 @@ mod tests {
         let s3 = url::Url::parse("s3://bucket/lake/raw%20x/").unwrap();
         assert_eq!(plain_root_uri(&s3), "s3://bucket/lake/raw x");
         assert_eq!(file_uri("s3://b/t", "year=a%3Ab/part-1.parquet"), "s3://b/t/year=a%3Ab/part-1.parquet");
-    }
-}
-
-/// After a job's commit: rewrites the touched partitions' symlink manifests when the table
-/// asks for it (`delta.compatibility.symlinkFormatManifest.enabled`). The commit has landed, so
-/// a failure here is reported, not fatal: the next commit to the partition or a full
-/// `maintenance manifest` run repairs it.
-pub async fn update_touched_manifests<'a>(table: &DeltaTable, name: &str, touched: impl IntoIterator<Item = &'a std::collections::HashMap<String, Option<String>>>) {
-    if !manifests_enabled(table) {
-        return;
-    }
-    match Manifests::new(table.clone()).for_partitions(touched).await {
-        Ok(m) => tracing::debug!(table = name, manifests = m.manifests_written, "manifests updated"),
-        Err(e) => tracing::error!(table = name, error = %e, stage = "manifest", "symlink manifests not updated; run `maintenance manifest` to repair"),
     }
 }

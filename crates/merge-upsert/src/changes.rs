@@ -31,14 +31,19 @@ pub struct Encoders {
 impl Encoders {
     /// Encoders for the key and sequence columns of `schema`.
     pub fn new(schema: &SchemaRef, columns: &ChangeColumns) -> Result<Self, ArrowError> {
-        let key = columns.key.iter().map(|k| Ok(SortField::new(schema.field_with_name(k)?.data_type().clone()))).collect::<Result<Vec<_>, ArrowError>>()?;
+        let key = columns
+            .key
+            .iter()
+            .map(|k| Ok(SortField::new(schema.field_with_name(k)?.data_type().clone())))
+            .collect::<Result<Vec<_>, ArrowError>>()?;
         let sequence = SortField::new(schema.field_with_name(&columns.sequence)?.data_type().clone());
         Ok(Self { key: RowConverter::new(key)?, sequence: RowConverter::new(vec![sequence])? })
     }
 
     /// The keys of `rows` (which hold the key columns by name).
     pub fn keys(&self, rows: &RecordBatch, columns: &ChangeColumns) -> Result<Rows, ArrowError> {
-        let arrays: Vec<ArrayRef> = columns.key.iter().map(|k| Ok(rows.column(rows.schema().index_of(k)?).clone())).collect::<Result<_, ArrowError>>()?;
+        let arrays: Vec<ArrayRef> =
+            columns.key.iter().map(|k| Ok(rows.column(rows.schema().index_of(k)?).clone())).collect::<Result<_, ArrowError>>()?;
         self.key.convert_columns(&arrays)
     }
 
@@ -48,9 +53,12 @@ impl Encoders {
     }
 }
 
+/// Rejected rows and each one's reason.
+pub type Rejected = (RecordBatch, Vec<String>);
+
 /// Splits a source file's rows into usable ones and rejected ones with their reasons (a null
 /// key or sequence cannot be placed).
-pub fn split_rejected(rows: &RecordBatch, columns: &ChangeColumns) -> Result<(RecordBatch, Option<(RecordBatch, Vec<String>)>), ArrowError> {
+pub fn split_rejected(rows: &RecordBatch, columns: &ChangeColumns) -> Result<(RecordBatch, Option<Rejected>), ArrowError> {
     let n = rows.num_rows();
     let mut reasons: Vec<Option<String>> = vec![None; n];
     for name in columns.key.iter().chain(std::iter::once(&columns.sequence)) {
@@ -127,7 +135,10 @@ fn deletes(rows: &RecordBatch, columns: &ChangeColumns) -> Result<Vec<bool>, Arr
         return Ok(vec![false; rows.num_rows()]);
     };
     let ops = cast(rows.column(rows.schema().index_of(column)?), &DataType::Utf8)?;
-    let ops = ops.as_any().downcast_ref::<StringArray>().ok_or_else(|| ArrowError::CastError(format!("operation column {column} is not text")))?;
+    let ops = ops
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| ArrowError::CastError(format!("operation column {column} is not text")))?;
     Ok(ops.iter().map(|op| op.is_some_and(|op| values.iter().any(|v| v.eq_ignore_ascii_case(op)))).collect())
 }
 
@@ -166,7 +177,8 @@ mod tests {
     #[test]
     fn greatest_sequence_wins_and_ties_go_to_the_later_row() {
         let first = batch(&[(Some(1), Some(5), "a", "insert"), (Some(2), Some(1), "b", "insert"), (Some(1), Some(3), "older", "update")]);
-        let second = batch(&[(Some(2), Some(1), "tie-later", "update"), (Some(3), Some(9), "c", "DELETE"), (Some(1), Some(5), "tie", "update")]);
+        let second =
+            batch(&[(Some(2), Some(1), "tie-later", "update"), (Some(3), Some(9), "c", "DELETE"), (Some(1), Some(5), "tie", "update")]);
         let schema = first.schema();
         let encoders = Encoders::new(&schema, &columns()).unwrap();
         let changes = Changes::latest(&schema, &[first, second], &columns(), &encoders).unwrap();

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use delta_io::TableSpec;
 
-use crate::spec::timestamp_type;
+use pipeline_config::ColumnType;
 
 /// Schema of merge-upsert's dead-letter table.
 pub fn schema() -> SchemaRef {
@@ -21,13 +21,20 @@ pub fn schema() -> SchemaRef {
         Field::new("row", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, false),
         Field::new("batch", DataType::Int64, false),
-        Field::new("failed_at", timestamp_type(), false),
+        Field::new("failed_at", ColumnType::Timestamp.arrow_type(), false),
     ]))
 }
 
 /// The dead-letter table at `location`.
 pub fn table_spec(location: String, storage: BTreeMap<String, String>) -> TableSpec {
-    TableSpec { location, name: "merge_dead_letter".into(), schema: schema(), partition_columns: Vec::new(), properties: BTreeMap::new(), storage }
+    TableSpec {
+        location,
+        name: "merge_dead_letter".into(),
+        schema: schema(),
+        partition_columns: Vec::new(),
+        properties: BTreeMap::new(),
+        storage,
+    }
 }
 
 /// Rejected rows of one batch.

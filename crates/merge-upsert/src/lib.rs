@@ -8,9 +8,12 @@
 
 pub mod changes;
 pub mod dead_letter;
+mod error;
 mod job;
 pub mod merge;
+mod run;
 pub mod spec;
 pub mod tombstones;
 
-pub use job::{MergeUpsert, MergeUpsertError};
+pub use error::MergeUpsertError;
+pub use job::MergeUpsert;

@@ -16,8 +16,8 @@ use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, Row, RowConverter, SortField};
-use deltalake::kernel::{Add, Remove};
 use delta_io::{DeltaIoError, DeltaTable};
+use deltalake::kernel::{Add, Remove};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -49,6 +49,20 @@ pub struct MergeMetrics {
     pub rows_deleted: u64,
     /// Changes older than the target's row or than a tombstone (dropped).
     pub rows_stale: u64,
+}
+
+impl MergeMetrics {
+    /// Adds a batch's figures to a run's (the target's file count is the latest).
+    pub fn add(&mut self, m: &MergeMetrics) {
+        self.target_files = m.target_files;
+        self.files_scanned += m.files_scanned;
+        self.files_rewritten += m.files_rewritten;
+        self.rows_copied += m.rows_copied;
+        self.rows_inserted += m.rows_inserted;
+        self.rows_updated += m.rows_updated;
+        self.rows_deleted += m.rows_deleted;
+        self.rows_stale += m.rows_stale;
+    }
 }
 
 /// The actions a merge commits.
@@ -90,7 +104,7 @@ pub async fn merge(
     tombstones: &Tombstones,
 ) -> Result<MergeActions, DeltaIoError> {
     let location = target.table_url().to_string();
-    let arrow = |e: ArrowError| DeltaIoError::Location(format!("{location}: merge: {e}"));
+    let arrow = DeltaIoError::arrow("merge");
     let mut metrics = MergeMetrics::default();
     let keys = encoders.keys(&changes.rows, columns).map_err(arrow)?;
     let sequences = encoders.sequences(&changes.rows, &columns.sequence).map_err(arrow)?;
@@ -103,7 +117,8 @@ pub async fn merge(
     // 2. Target rows of changed keys: (candidate, row in file, change).
     let probe = probe_schema(layout, columns).map_err(arrow)?;
     let store = target.object_store();
-    let mut reads = read_files(&store, &location, &probe, candidates.iter().map(|c| (c.path.clone(), c.partition_values.clone())).collect());
+    let mut reads =
+        read_files(&store, &location, &probe, candidates.iter().map(|c| (c.path.clone(), c.partition_values.clone())).collect());
     let mut target_sequence: Vec<Option<OwnedRow>> = vec![None; changes.len()];
     let mut hits: Vec<(usize, usize, usize)> = Vec::new();
     let mut file = 0;
@@ -161,7 +176,12 @@ pub async fn merge(
     let mut writer = delta_io::TableWriter::new(target, layout.write.clone(), &layout.partition_columns, 128 << 20);
     let mut removes = Vec::new();
     let rewrites: Vec<(usize, HashSet<usize>)> = dropped.into_iter().collect();
-    let mut reads = read_files(&store, &location, &layout.write, rewrites.iter().map(|(file, _)| (candidates[*file].path.clone(), candidates[*file].partition_values.clone())).collect());
+    let mut reads = read_files(
+        &store,
+        &location,
+        &layout.write,
+        rewrites.iter().map(|(file, _)| (candidates[*file].path.clone(), candidates[*file].partition_values.clone())).collect(),
+    );
     let mut index = 0;
     let result: Result<(), DeltaIoError> = async {
         while let Some(batches) = reads.try_next().await? {
@@ -191,14 +211,31 @@ pub async fn merge(
     metrics.files_rewritten = removes.len() as u64;
     let mut adds = writer.close().await?;
 
-    let written: Vec<u32> = fates.iter().enumerate().filter(|(_, f)| matches!(f, Fate::Insert | Fate::Update)).map(|(i, _)| i as u32).collect();
+    let written: Vec<u32> =
+        fates.iter().enumerate().filter(|(_, f)| matches!(f, Fate::Insert | Fate::Update)).map(|(i, _)| i as u32).collect();
     if !written.is_empty() {
         let rows = take_record_batch(&changes.rows, &UInt32Array::from(written)).map_err(arrow)?;
-        let data: Vec<ArrayRef> = layout.data.fields().iter().map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone())).collect::<Result<_, ArrowError>>().map_err(arrow)?;
+        let data: Vec<ArrayRef> = layout
+            .data
+            .fields()
+            .iter()
+            .map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone()))
+            .collect::<Result<_, ArrowError>>()
+            .map_err(arrow)?;
         let data = RecordBatch::try_new(layout.data.clone(), data).map_err(arrow)?;
         // The writer groups the rows by partition (sorting a mixed batch) and derives each
         // partition's values once per run.
-        adds.extend(delta_io::write_derived_partition_runs(target, layout.write.clone(), &layout.partition_columns, &spec.partitions, &[data], 128 << 20).await?);
+        adds.extend(
+            delta_io::write_derived_partition_runs(
+                target,
+                layout.write.clone(),
+                &layout.partition_columns,
+                &spec.partitions,
+                &[data],
+                128 << 20,
+            )
+            .await?,
+        );
     }
     Ok(MergeActions { removes, adds, metrics })
 }
@@ -229,7 +266,13 @@ fn probe_schema(layout: &TargetLayout, columns: &ChangeColumns) -> Result<Schema
 }
 
 /// The target files whose first-key statistics admit a changed key.
-fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, changes: &Changes, metrics: &mut MergeMetrics) -> Result<Vec<Candidate>, ArrowError> {
+fn candidates(
+    target: &DeltaTable,
+    spec: &MergeSpec,
+    layout: &TargetLayout,
+    changes: &Changes,
+    metrics: &mut MergeMetrics,
+) -> Result<Vec<Candidate>, ArrowError> {
     use deltalake::datafusion::common::pruning::PruningStatistics;
     let snapshot = target.snapshot().map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
     let log_data = snapshot.log_data();
@@ -238,7 +281,11 @@ fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, chan
     if changes.is_empty() {
         return Ok(Vec::new());
     }
-    let to_candidate = |f: &deltalake::kernel::LogicalFileView| Candidate { path: f.path().to_string(), partition_values: f.partition_values_map(), remove: f.remove_action(true) };
+    let to_candidate = |f: &deltalake::kernel::LogicalFileView| Candidate {
+        path: f.path().to_string(),
+        partition_values: f.partition_values_map(),
+        remove: f.remove_action(true),
+    };
     let key = &spec.key[0];
     let key_type = layout.write.field_with_name(key)?.data_type().clone();
     // Every file's min and max of the key, from the parsed statistics (partition values for a
@@ -262,8 +309,8 @@ fn candidates(target: &DeltaTable, spec: &MergeSpec, layout: &TargetLayout, chan
     let changed = converter.convert_columns(&[changes.rows.column(changes.rows.schema().index_of(key)?).clone()])?;
     let mut changed: Vec<Row<'_>> = changed.iter().collect();
     changed.sort_unstable();
-    let min_rows = converter.convert_columns(&[mins.clone()])?;
-    let max_rows = converter.convert_columns(&[maxs.clone()])?;
+    let min_rows = converter.convert_columns(std::slice::from_ref(&mins))?;
+    let max_rows = converter.convert_columns(std::slice::from_ref(&maxs))?;
     Ok(files
         .iter()
         .enumerate()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
 use pipeline_config::{MergeUpsertConfig, PartitionSource, PartitionSpec, PipelineConfig, SchemaEvolution};
 
@@ -29,6 +29,8 @@ pub struct MergeSpec {
     pub operation: Option<(String, Vec<String>)>,
     /// Dead-letter table.
     pub dead_letter: TableSpec,
+    /// Tombstone table path under the lake root (its name in summaries).
+    pub tombstone_table: String,
     /// Tombstone table location.
     pub tombstone_location: String,
     /// Tombstone retention.
@@ -43,32 +45,27 @@ pub struct MergeSpec {
     pub storage: BTreeMap<String, String>,
 }
 
-/// The UTC microsecond timestamp type.
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 impl MergeSpec {
     /// Resolves a validated configuration.
     pub fn resolve(config: &PipelineConfig, job: &MergeUpsertConfig) -> Self {
-        let source = config.table(&job.source).expect("validated");
-        let target_table = config.table(&job.target).expect("validated");
+        let storage = &config.lake.storage_options;
         Self {
-            job_id: job.job_id.clone(),
-            source_name: job.source.clone(),
-            source_location: config.table_location(&source.path),
-            target: TableSpec::configured(config, &job.target).expect("validated"),
-            partitions: target_table.partitions.clone(),
+            job_id: job.incremental.job_id.clone(),
+            source_name: job.source.name.clone(),
+            source_location: job.source.location.clone(),
+            target: TableSpec::configured(&job.target, storage),
+            partitions: job.target.partitions.clone(),
             key: job.key.clone(),
             sequence: job.sequence.clone(),
             operation: job.operation.clone().map(|c| (c, job.delete_values.clone())),
-            dead_letter: crate::dead_letter::table_spec(config.table_location(&job.dead_letter_table), config.lake.storage_options.clone()),
+            dead_letter: crate::dead_letter::table_spec(config.table_location(&job.dead_letter_table), storage.clone()),
+            tombstone_table: job.tombstone_table.clone(),
             tombstone_location: config.table_location(&job.tombstone_table),
             tombstone_retention: job.tombstone_retention.0,
             evolution: job.schema_evolution,
             ignore_columns: job.ignore_columns.clone(),
-            checkpoint: config.table_location(&job.checkpoint),
-            storage: config.lake.storage_options.clone(),
+            checkpoint: config.table_location(&job.incremental.checkpoint),
+            storage: storage.clone(),
         }
     }
 
@@ -95,7 +92,8 @@ impl TargetLayout {
     /// The layout of a target table whose current schema is `table_schema`.
     pub fn new(spec: &MergeSpec, table_schema: &Schema, source_schema: &Schema) -> Self {
         let derived = spec.derived_partitions();
-        let data: Vec<Field> = table_schema.fields().iter().filter(|f| !derived.contains(&f.name().as_str())).map(|f| f.as_ref().clone()).collect();
+        let data: Vec<Field> =
+            table_schema.fields().iter().filter(|f| !derived.contains(&f.name().as_str())).map(|f| f.as_ref().clone()).collect();
         let mut write = data.clone();
         write.extend(derived.iter().filter_map(|d| table_schema.field_with_name(d).ok().cloned()));
         let mut input = data.clone();

@@ -9,16 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::Array as _;
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
-use arrow::array::Array as _;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, Row};
 use delta_io::{DeltaIoError, DeltaTable, TableSpec};
 
 use crate::changes::{ChangeColumns, Changes, Encoders};
-use crate::spec::timestamp_type;
+use pipeline_config::ColumnType;
 
 /// Column of the delete's sequence.
 pub const SEQUENCE: &str = "_sequence";
@@ -32,7 +32,7 @@ const MAX_FILES: usize = 16;
 pub fn table_spec(location: &str, key: &[Field], sequence: &Field, storage: &std::collections::BTreeMap<String, String>) -> TableSpec {
     let mut fields: Vec<Field> = key.iter().map(|f| f.clone().with_nullable(false)).collect();
     fields.push(Field::new(SEQUENCE, sequence.data_type().clone(), false));
-    fields.push(Field::new(DELETED_AT, timestamp_type(), false));
+    fields.push(Field::new(DELETED_AT, ColumnType::Timestamp.arrow_type(), false));
     TableSpec {
         location: location.to_string(),
         name: "tombstones".into(),
@@ -58,9 +58,15 @@ pub struct Tombstones {
 
 impl Tombstones {
     /// Reads every tombstone of `table`.
-    pub async fn load(table: &DeltaTable, schema: &SchemaRef, columns: &ChangeColumns, encoders: &Encoders, retention: Duration) -> Result<Self, DeltaIoError> {
+    pub async fn load(
+        table: &DeltaTable,
+        schema: &SchemaRef,
+        columns: &ChangeColumns,
+        encoders: &Encoders,
+        retention: Duration,
+    ) -> Result<Self, DeltaIoError> {
         let location = table.table_url().to_string();
-        let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: e })?;
+        let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: Box::new(e) })?;
         let paths: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
         let store = table.object_store();
         let mut live = Vec::new();
@@ -68,7 +74,7 @@ impl Tombstones {
             live.extend(delta_io::read_data_file(&store, &location, path, schema, &HashMap::new()).await?);
         }
         let mut tombstones = Self { schema: schema.clone(), retention, latest: HashMap::new(), live, expired: 0, files: paths.len() };
-        tombstones.expire(columns, encoders).map_err(|e| DeltaIoError::Location(format!("{location}: tombstones: {e}")))?;
+        tombstones.expire(columns, encoders).map_err(DeltaIoError::arrow("tombstones"))?;
         Ok(tombstones)
     }
 
@@ -80,7 +86,10 @@ impl Tombstones {
         let mut live = Vec::with_capacity(self.live.len());
         for batch in std::mem::take(&mut self.live) {
             let at = batch.column(batch.schema().index_of(DELETED_AT)?);
-            let at = at.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| ArrowError::SchemaError(format!("{DELETED_AT} is not a timestamp")))?;
+            let at = at
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .ok_or_else(|| ArrowError::SchemaError(format!("{DELETED_AT} is not a timestamp")))?;
             let keep: BooleanArray = at.iter().map(|t| Some(t.is_none_or(|t| t >= cutoff))).collect();
             expired += keep.false_count();
             live.push(if keep.false_count() == 0 { batch } else { filter_record_batch(&batch, &keep)? });
@@ -99,7 +108,13 @@ impl Tombstones {
 
     /// Takes in what a write stored: `new` rows, appended or, after a rewrite, with the table
     /// now holding exactly the live rows.
-    pub fn record(&mut self, new: Option<RecordBatch>, rewritten: bool, columns: &ChangeColumns, encoders: &Encoders) -> Result<(), ArrowError> {
+    pub fn record(
+        &mut self,
+        new: Option<RecordBatch>,
+        rewritten: bool,
+        columns: &ChangeColumns,
+        encoders: &Encoders,
+    ) -> Result<(), ArrowError> {
         if rewritten {
             self.expired = 0;
             self.files = 1;

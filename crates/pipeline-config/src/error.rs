@@ -32,9 +32,6 @@ pub enum ConfigError {
 impl ConfigError {
     /// Shorthand for [`ConfigError::Invalid`].
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        Self::Invalid { key: key.into(), message: message.into() }
     }
 }

@@ -1,16 +1,34 @@
 //! Pipeline configuration: the TOML file in `schemas/`, the schema files it names, environment
-//! overrides for deployment values, and validation at start with errors that name the key.
+//! and command-line overrides for deployment values, and validation at start with errors that
+//! name the key. Each section owns its file form, defaults and checks, and resolves into the
+//! validated type the jobs use (schemas loaded, table names resolved to tables).
 
+mod checks;
 mod error;
-mod model;
+mod incremental;
+mod kafka;
+mod lake;
+mod merge_upsert;
+mod pipeline;
+mod raw_append;
 mod schema;
 mod size;
+mod stream_join;
+mod tables;
+mod values;
+
+#[cfg(test)]
+mod tests;
 
 pub use error::ConfigError;
-pub use model::{
-    DurationStr, KafkaConfig, LakeConfig, MetadataColumn, OnMissingOffsets, PartitionSource, PartitionSpec,
-    PipelineConfig, RawAppendConfig, RawAppendSource, SaslMechanism, SecurityProtocol,
-    TableConfig, Trigger, StreamJoinConfig, JoinInput, JoinType, WatermarkPolicy, JoinColumn, JoinSide, SignedDuration, MergeUpsertConfig, SchemaEvolution,
-};
+pub use incremental::IncrementalOptions;
+pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};
+pub use lake::LakeConfig;
+pub use merge_upsert::{MergeUpsertConfig, SchemaEvolution};
+pub use pipeline::{ConfigOverrides, PipelineConfig, ENV_OVERRIDES};
+pub use raw_append::{MetadataColumn, OnMissingOffsets, RawAppendConfig, RawAppendSource};
 pub use schema::{ColumnSpec, ColumnType, EpochUnit, TableSchema, TimestampSpec};
 pub use size::ByteSize;
+pub use stream_join::{JoinColumn, JoinInput, JoinSide, JoinType, StreamJoinConfig, WatermarkPolicy};
+pub use tables::{PartitionSource, PartitionSpec, TableConfig};
+pub use values::{DurationStr, SignedDuration, Trigger};

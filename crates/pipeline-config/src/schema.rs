@@ -140,14 +140,9 @@ impl ColumnType {
 impl TableSchema {
     /// Reads and validates a schema file; `key` names where the configuration refers to it.
     pub fn load(path: &Path, key: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut schema: TableSchema = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut schema: TableSchema =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         schema.validate(key)?;
         Ok(schema)
     }
@@ -160,10 +155,7 @@ impl TableSchema {
         for (i, col) in self.columns.iter_mut().enumerate() {
             let ckey = format!("{key}.columns[{i}]");
             if col.name.is_empty() || !seen.insert(col.name.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("{ckey}.name"),
-                    format!("column name '{}' is empty or repeated", col.name),
-                ));
+                return Err(ConfigError::invalid(format!("{ckey}.name"), format!("column name '{}' is empty or repeated", col.name)));
             }
             let ty = ColumnType::parse(&col.type_name).ok_or_else(|| {
                 ConfigError::invalid(
@@ -178,33 +170,19 @@ impl TableSchema {
             let ts = &col.timestamp;
             let has_ts_options = ts.format.is_some() || ts.timezone.is_some() || ts.epoch_unit.is_some();
             if has_ts_options && ty != ColumnType::Timestamp {
-                return Err(ConfigError::invalid(
-                    &ckey,
-                    "format, timezone and epoch_unit apply to timestamp columns only",
-                ));
+                return Err(ConfigError::invalid(&ckey, "format, timezone and epoch_unit apply to timestamp columns only"));
             }
             if ts.epoch_unit.is_some() && (ts.format.is_some() || ts.timezone.is_some()) {
-                return Err(ConfigError::invalid(
-                    &ckey,
-                    "epoch_unit excludes format and timezone: epoch numbers are UTC by definition",
-                ));
+                return Err(ConfigError::invalid(&ckey, "epoch_unit excludes format and timezone: epoch numbers are UTC by definition"));
             }
             if let Some(tz) = &ts.timezone {
                 tz.parse::<chrono_tz::Tz>().map_err(|_| {
-                    ConfigError::invalid(
-                        format!("{ckey}.timezone"),
-                        format!("'{tz}' is not an IANA time zone such as UTC or Europe/Paris"),
-                    )
+                    ConfigError::invalid(format!("{ckey}.timezone"), format!("'{tz}' is not an IANA time zone such as UTC or Europe/Paris"))
                 })?;
             }
             if let Some(fmt) = &ts.format {
-                if chrono::format::StrftimeItems::new(fmt)
-                    .any(|item| matches!(item, chrono::format::Item::Error))
-                {
-                    return Err(ConfigError::invalid(
-                        format!("{ckey}.format"),
-                        format!("'{fmt}' is not a valid chrono format"),
-                    ));
+                if chrono::format::StrftimeItems::new(fmt).any(|item| matches!(item, chrono::format::Item::Error)) {
+                    return Err(ConfigError::invalid(format!("{ckey}.format"), format!("'{fmt}' is not a valid chrono format")));
                 }
             }
         }
@@ -216,7 +194,10 @@ impl TableSchema {
             }
             for &(j, b) in &paths {
                 if i != j && (a == b || b.starts_with(&format!("{a}."))) {
-                    return Err(ConfigError::invalid(format!("{key}.columns[{j}].json_name"), format!("'{b}' is read by columns[{i}] ('{a}') too")));
+                    return Err(ConfigError::invalid(
+                        format!("{key}.columns[{j}].json_name"),
+                        format!("'{b}' is read by columns[{i}] ('{a}') too"),
+                    ));
                 }
             }
         }
@@ -231,12 +212,7 @@ impl TableSchema {
     /// The Arrow schema of the decoded columns (all nullable: required-ness is checked per row
     /// so that one bad message is rejected rather than the whole batch).
     pub fn arrow_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.data_type(), true))
-                .collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.columns.iter().map(|c| Field::new(&c.name, c.data_type(), true)).collect::<Vec<_>>()))
     }
 }
 
@@ -248,9 +224,7 @@ impl ColumnSpec {
 
     /// The validated column type (validation fills it; unparsed specs default to string).
     pub fn kind(&self) -> ColumnType {
-        self.column_type
-            .or_else(|| ColumnType::parse(&self.type_name))
-            .unwrap_or(ColumnType::String)
+        self.column_type.or_else(|| ColumnType::parse(&self.type_name)).unwrap_or(ColumnType::String)
     }
 
     /// The JSON key the value is read from.

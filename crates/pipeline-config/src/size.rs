@@ -12,13 +12,9 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("'{s}' is not a size such as 1048576, \"64 KiB\" or \"128 MiB\""))?;
+        let number: f64 = number.parse().map_err(|_| format!("'{s}' is not a size such as 1048576, \"64 KiB\" or \"128 MiB\""))?;
         let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,

@@ -131,7 +131,12 @@ impl Batch {
             if rows.batch.num_rows() > 0 {
                 let route = &sinks.routes[idx];
                 let writer = self.writers[idx].get_or_insert_with(|| {
-                    TableWriter::new(sinks.tables[idx].table(), route.schema().clone(), &route.spec.partition_columns, sinks.job.target_file_size.0)
+                    TableWriter::new(
+                        sinks.tables[idx].table(),
+                        route.schema().clone(),
+                        &route.spec.partition_columns,
+                        sinks.job.target_file_size.0,
+                    )
                 });
                 match &rows.constant_partition {
                     Some(values) => writer.write_partition(&rows.batch, values).await?,
@@ -220,12 +225,20 @@ impl Batch {
                 })
                 .collect();
             let example = self.dead.first_reason().unwrap_or_default().to_string();
-            let adds = write_files(sinks.dead_letter.table(), dead_letter::schema(), &dead_letter::partition_columns(), &[rows.clone()], sinks.job.target_file_size.0).await?;
+            let adds = write_files(
+                sinks.dead_letter.table(),
+                dead_letter::schema(),
+                &dead_letter::partition_columns(),
+                std::slice::from_ref(&rows),
+                sinks.job.target_file_size.0,
+            )
+            .await?;
             crash_point!("raw_append::after_dead_letter_upload");
             match sinks.dead_letter.commit_append(adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await {
                 Ok(done) => {
                     let count = rows.num_rows() as u64;
-                    DeadLettered { table: DEAD_LETTER, version: done.version, retries: done.retries, count, example: &example }.emit(summary);
+                    DeadLettered { table: DEAD_LETTER, version: done.version, retries: done.retries, count, example: &example }
+                        .emit(summary);
                     crash_point!("raw_append::after_dead_letter_commit");
                     return Ok(());
                 }

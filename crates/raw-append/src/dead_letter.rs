@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{BinaryBuilder, BooleanArray, StringBuilder, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    BinaryBuilder, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use delta_io::TableSpec;
@@ -76,7 +78,17 @@ impl DeadLetters {
         self.first_reason.as_deref()
     }
 
-    fn push_row(&mut self, key: &PartitionKey, offset: i64, kafka_ts: Option<i64>, message_key: Option<&[u8]>, payload: &[u8], reason: &str, target_table: &str) {
+    #[allow(clippy::too_many_arguments)] // one dead-letter row's columns
+    fn push_row(
+        &mut self,
+        key: &PartitionKey,
+        offset: i64,
+        kafka_ts: Option<i64>,
+        message_key: Option<&[u8]>,
+        payload: &[u8],
+        reason: &str,
+        target_table: &str,
+    ) {
         self.partitions.push(key.clone());
         self.offset.push(offset);
         self.kafka_ts.push(kafka_ts);

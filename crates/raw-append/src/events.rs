@@ -65,7 +65,15 @@ pub struct DeadLettered<'a> {
 impl DeadLettered<'_> {
     /// Logs (one line per batch, not per message) and counts.
     pub fn emit(&self, summary: &mut RunSummary) {
-        tracing::warn!(stage = "dead_letter", error_code = "invalid_message", table = self.table, version = self.version, count = self.count, example = self.example, "messages rejected to the dead-letter table");
+        tracing::warn!(
+            stage = "dead_letter",
+            error_code = "invalid_message",
+            table = self.table,
+            version = self.version,
+            count = self.count,
+            example = self.example,
+            "messages rejected to the dead-letter table"
+        );
         summary.dead_lettered(self.count);
         summary.committed(self.table, self.version, self.retries);
     }

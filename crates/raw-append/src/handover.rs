@@ -38,7 +38,12 @@ impl SkippedRange {
 
 /// Decides where a partition resumes: the offset after its progress when the partition still
 /// holds it, else an error or (`skip`) the earliest available offset and the skipped range.
-pub fn resolve_start(key: &PartitionKey, progress: Option<i64>, (low, high): (i64, i64), policy: OnMissingOffsets) -> Result<(i64, Option<SkippedRange>), KafkaError> {
+pub fn resolve_start(
+    key: &PartitionKey,
+    progress: Option<i64>,
+    (low, high): (i64, i64),
+    policy: OnMissingOffsets,
+) -> Result<(i64, Option<SkippedRange>), KafkaError> {
     let Some(next) = progress.map(|v| v + 1) else { return Ok((low.max(0), None)) };
     let cause = if next < low {
         format!("retention deleted offsets {next}..{low} before this job read them")

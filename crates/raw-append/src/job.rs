@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delta_io::{open_or_create, read_progress, CommitError, DeltaIoError, ProgressTable};
-use job_runtime::{ExitCode, ExitStatus, Progress, RunSummary, Shutdown};
+use job_runtime::{ExitCode, ExitStatus, PipelineJob, Progress, RunStatus, RunSummary, Shutdown};
 use kafka_source::{
-    client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider, PartitionKey, ProgressLookup, RawBatch,
-    ReaderLimits, RevokeHook, StartPosition,
+    client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider,
+    PartitionKey, ProgressLookup, RawBatch, ReaderLimits, RevokeHook, StartPosition,
 };
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
 
@@ -63,32 +63,31 @@ pub struct RawAppend {
     shutdown: Shutdown,
 }
 
-impl RawAppend {
+impl PipelineJob for RawAppend {
+    type Error = RawAppendError;
+    const NAME: &'static str = "raw-append";
+
     /// A run of the configuration's `[raw_append]` job.
-    pub fn new(config: PipelineConfig) -> Result<Self, RawAppendError> {
+    fn from_config(config: PipelineConfig) -> Result<Self, RawAppendError> {
         let job = config.raw_append.clone().ok_or(RawAppendError::NotConfigured)?;
         Ok(Self { trigger: job.trigger, config, job, shutdown: Shutdown::default() })
     }
 
-    /// Overrides the configured trigger.
-    pub fn with_trigger(mut self, trigger: Trigger) -> Self {
+    fn with_trigger(mut self, trigger: Trigger) -> Self {
         self.trigger = trigger;
         self
     }
 
-    /// Stops when this flag is raised (SIGTERM/SIGINT in the binary).
-    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+    fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
         self
     }
+}
 
+impl RawAppend {
     async fn execute(self) -> Result<RunSummary, RawAppendError> {
         let started = Instant::now();
-        let trigger_name = match self.trigger {
-            Trigger::Once => "once",
-            Trigger::Continuous => "continuous",
-        };
-        let mut summary = RunSummary::new("raw-append", trigger_name);
+        let mut summary = RunSummary::new(Self::NAME, self.trigger.name());
         let mut sinks = self.open_sinks().await?;
         let msk = match self.config.kafka.sasl_mechanism {
             Some(SaslMechanism::AwsMskIam) => Some(Arc::new(MskTokenProvider::start(self.config.kafka.aws_region.clone()).await?)),
@@ -96,12 +95,16 @@ impl RawAppend {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<ReaderMsg>(1);
         let kafka = client_config(&self.config.kafka);
-        let lookup = self.progress_lookup(&sinks.routes, sinks.resume.clone(), Probe { kafka: kafka.clone(), context: LakeContext::new(msk.clone()) });
+        let lookup = self.progress_lookup(
+            &sinks.routes,
+            sinks.resume.clone(),
+            Probe { kafka: kafka.clone(), context: LakeContext::new(msk.clone()) },
+        );
         let (reader, expected_total) = match self.open_reader(&mut sinks, kafka, msk, lookup.clone(), tx.clone()).await? {
             Some(opened) => opened,
             None => {
                 tracing::info!(stage = "start", "no new data in any partition");
-                summary.status = "no_new_data".into();
+                summary.status = RunStatus::NoNewData;
                 return Ok(finish(summary, started));
             }
         };
@@ -120,8 +123,8 @@ impl RawAppend {
         }
         reader_thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
         outcome?;
-        if summary.rows_in == 0 && summary.status == "ok" && summary.skipped_offsets == 0 {
-            summary.status = "no_new_data".into();
+        if summary.rows_in == 0 && summary.status == RunStatus::Ok && summary.skipped_offsets == 0 {
+            summary.status = RunStatus::NoNewData;
         }
         Ok(finish(summary, started))
     }
@@ -133,7 +136,8 @@ impl RawAppend {
         for route in routes.iter() {
             tables.push(ProgressTable::new(open_or_create(&route.spec).await?));
         }
-        let dlq_spec = dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
+        let dlq_spec =
+            dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
         Ok(Sinks {
             by_topic: Arc::new(routes::by_topic(&routes)),
             routes,
@@ -251,7 +255,7 @@ impl RawAppend {
             match outcome {
                 FillOutcome::CaughtUp => break,
                 FillOutcome::Stopped => {
-                    summary.status = "stopped".into();
+                    summary.status = RunStatus::Stopped;
                     break;
                 }
                 FillOutcome::Full | FillOutcome::LatencyReached | FillOutcome::Idle => {}
@@ -304,7 +308,12 @@ impl Probe {
 }
 
 /// Commits a batch; partitions another task moved under it are re-read from their tables.
-async fn commit(batch: Batch, sinks: &mut Sinks, summary: &mut RunSummary, rereading: &mut HashMap<PartitionKey, u64>) -> Result<(), RawAppendError> {
+async fn commit(
+    batch: Batch,
+    sinks: &mut Sinks,
+    summary: &mut RunSummary,
+    rereading: &mut HashMap<PartitionKey, u64>,
+) -> Result<(), RawAppendError> {
     let lost = batch.commit(sinks, summary).await?;
     if !lost.is_empty() {
         let generation = sinks.resume.request_reread(&lost);
@@ -391,7 +400,8 @@ fn spawn_reader(
                     slice.high_watermarks = reader.high_watermarks();
                     last_lag_refresh = Some(Instant::now());
                 }
-                let filled = rereads.apply(&mut reader).and_then(|generation| Ok((generation, reader.fill(&mut slice, &slice_limits, &stop)?)));
+                let filled =
+                    rereads.apply(&mut reader).and_then(|generation| Ok((generation, reader.fill(&mut slice, &slice_limits, &stop)?)));
                 let (generation, outcome) = match filled {
                     Ok(o) => o,
                     Err(e) => {

@@ -1,12 +1,12 @@
 //! Topic → table routes resolved from the configuration.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use delta_io::TableSpec;
 use json_arrow::MessageDecoder;
-use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig};
+use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource};
 
 /// One topic routed into one table, with everything needed to turn messages into rows.
 #[derive(Debug)]
@@ -30,40 +30,32 @@ pub struct Route {
 impl Route {
     /// Resolves every route of the raw-append configuration.
     pub fn all(config: &PipelineConfig, job: &RawAppendConfig) -> Vec<Route> {
-        job.sources
-            .iter()
-            .map(|src| {
-                let table = config.table(&src.table).expect("validated: routes name existing tables");
-                let schema = table.schema();
-                let decoder = MessageDecoder::new(schema, job.max_message_bytes.0 as usize);
-                let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-                fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
-                fields.extend(
-                    table
-                        .partitions
-                        .iter()
-                        .filter(|p| p.source != PartitionSource::Column)
-                        .map(|p| Field::new(&p.column, DataType::Utf8, true)),
-                );
-                let location = config.table_location(&table.path);
-                Route {
-                    table_key_bytes: object_key_bytes(&location),
-                    topic: src.topic.clone(),
-                    table_name: src.table.clone(),
-                    spec: TableSpec {
-                        location,
-                        name: src.table.clone(),
-                        schema: Arc::new(Schema::new(fields)),
-                        partition_columns: table.partition_columns(),
-                        properties: table.properties.clone(),
-                        storage: config.lake.storage_options.clone(),
-                    },
-                    decoder,
-                    partitions: table.partitions.clone(),
-                    metadata: src.metadata_columns.clone(),
-                }
-            })
-            .collect()
+        job.sources.iter().map(|src| Route::new(src, job.max_message_bytes.0 as usize, &config.lake.storage_options)).collect()
+    }
+
+    fn new(src: &RawAppendSource, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
+        let table = &src.table;
+        let decoder = MessageDecoder::new(&table.schema, max_message_bytes);
+        let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
+        let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
+        fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
+        Route {
+            table_key_bytes: object_key_bytes(&table.location),
+            topic: src.topic.clone(),
+            table_name: table.name.clone(),
+            spec: TableSpec {
+                location: table.location.clone(),
+                name: table.name.clone(),
+                schema: Arc::new(Schema::new(fields)),
+                partition_columns: table.partition_columns(),
+                properties: table.properties.clone(),
+                storage: storage.clone(),
+            },
+            decoder,
+            partitions: table.partitions.clone(),
+            metadata: src.metadata_columns.clone(),
+        }
     }
 
     /// The full table schema (message columns, metadata columns, derived partition columns).

@@ -25,7 +25,13 @@ pub struct ChunkRows {
 }
 
 /// Builds table rows from a chunk's decoded messages; `ingested_at` feeds ingestion-time partitions.
-pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded: Decoded, ingested_at: DateTime<Utc>) -> Result<ChunkRows, arrow::error::ArrowError> {
+pub fn build(
+    route: &Route,
+    key: &PartitionKey,
+    chunk: &PartitionChunk,
+    decoded: Decoded,
+    ingested_at: DateTime<Utc>,
+) -> Result<ChunkRows, arrow::error::ArrowError> {
     let Decoded { batch, rows, mut rejects } = decoded;
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
@@ -35,7 +41,8 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
             MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
             MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
             MetadataColumn::Timestamp => Arc::new(
-                TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000))).with_timezone("UTC"),
+                TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000)))
+                    .with_timezone("UTC"),
             ),
             MetadataColumn::Key => Arc::new(StringArray::from_iter(
                 rows.iter().map(|&r| chunk.key(r as usize).map(|k| String::from_utf8_lossy(k).into_owned())),
@@ -57,9 +64,11 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
             PartitionSource::Field => {
                 let field = p.field.as_deref().unwrap_or_default();
                 let idx = batch.schema().index_of(field)?;
-                let ts = batch.column(idx).as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
-                    arrow::error::ArrowError::SchemaError(format!("partition field {field} is not a timestamp"))
-                })?;
+                let ts = batch
+                    .column(idx)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("partition field {field} is not a timestamp")))?;
                 let keep = keep.get_or_insert_with(|| vec![true; n]);
                 let values: StringArray = ts
                     .iter()
@@ -69,7 +78,10 @@ pub fn build(route: &Route, key: &PartitionKey, chunk: &PartitionChunk, decoded:
                         None => {
                             if keep[row] {
                                 keep[row] = false;
-                                rejects.push(Reject { index: rows[row] as usize, reason: format!("event-time partition field '{field}' is null") });
+                                rejects.push(Reject {
+                                    index: rows[row] as usize,
+                                    reason: format!("event-time partition field '{field}' is null"),
+                                });
                             }
                             None
                         }

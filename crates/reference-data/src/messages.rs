@@ -10,10 +10,7 @@ pub const REFERENCE_OWNERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin"
 const TIERS: [&str; 4] = ["bronze", "silver", "gold", "platinum"];
 
 fn reference_start() -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(2022, 4, 4)
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .map(|t| t.and_utc())
-        .unwrap_or_default()
+    NaiveDate::from_ymd_opt(2022, 4, 4).and_then(|d| d.and_hms_opt(12, 0, 0)).map(|t| t.and_utc()).unwrap_or_default()
 }
 
 /// Orders: `{"order_id": 3, "order_owner": "alice", "order_value": 870, "timestamp": "2022-04-04 12:00:01"}`.
@@ -36,7 +33,14 @@ impl OrderGenerator {
 
     /// `owners.len() * orders_per_owner` order ids; timestamps advance by `step`.
     pub fn new(seed: u64, owners: Vec<String>, orders_per_owner: u64, step: Duration) -> Self {
-        Self { rng: SmallRng::seed_from_u64(seed), owners, orders_per_owner: orders_per_owner.max(1), next_ts: reference_start(), step, produced: 0 }
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            owners,
+            orders_per_owner: orders_per_owner.max(1),
+            next_ts: reference_start(),
+            step,
+            produced: 0,
+        }
     }
 
     /// The next message as (key, JSON payload).
@@ -48,7 +52,10 @@ impl OrderGenerator {
         let ts = self.next_ts.format("%Y-%m-%d %H:%M:%S");
         self.next_ts += self.step;
         self.produced += 1;
-        (order_id.to_string(), format!(r#"{{"order_id": {order_id}, "order_owner": "{owner}", "order_value": {value}, "timestamp": "{ts}"}}"#))
+        (
+            order_id.to_string(),
+            format!(r#"{{"order_id": {order_id}, "order_owner": "{owner}", "order_value": {value}, "timestamp": "{ts}"}}"#),
+        )
     }
 }
 
@@ -111,7 +118,9 @@ mod tests {
         assert_eq!(v["timestamp"], "2022-04-04 12:00:00");
         assert!(REFERENCE_OWNERS.contains(&v["order_owner"].as_str().unwrap()));
         for n in 0..6 {
-            assert!(serde_json::from_str::<serde_json::Value>(&malformed_message(n)).map_or(true, |v| !v.is_object() || v.get("order_id").map_or(true, |i| !i.is_i64()) || v.get("timestamp").map_or(false, |t| t == "04/04/2022 noon")));
+            assert!(serde_json::from_str::<serde_json::Value>(&malformed_message(n)).map_or(true, |v| !v.is_object()
+                || v.get("order_id").is_none_or(|i| !i.is_i64())
+                || v.get("timestamp").is_some_and(|t| t == "04/04/2022 noon")));
         }
     }
 }

@@ -108,7 +108,12 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) -> Result<(), Produce
 
 /// Produces `options.count` messages from `next` (key, payload) to `topic`, replacing a
 /// deterministic fraction with malformed ones, and waits until all are acknowledged.
-pub fn produce(brokers: &str, topic: &str, options: &ProduceOptions, mut next: impl FnMut() -> (String, String)) -> Result<ProduceReport, ProduceError> {
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    options: &ProduceOptions,
+    mut next: impl FnMut() -> (String, String),
+) -> Result<ProduceReport, ProduceError> {
     let context = DeliveryCounter::default();
     let producer: ThreadedProducer<DeliveryCounter> = ClientConfig::new()
         .set("bootstrap.servers", brokers)

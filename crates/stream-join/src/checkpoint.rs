@@ -12,7 +12,7 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::job::StreamJoinError;
+use crate::error::StreamJoinError;
 
 /// What a batch planned and where it left the watermarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +101,11 @@ impl CheckpointStore {
         if batch == 0 {
             return Ok(Vec::new());
         }
-        let bytes = self.log.get_file(&state_path(batch, side)).await?.ok_or_else(|| self.log.error(format!("state of batch {batch} ({side}) is missing")))?;
+        let bytes = self
+            .log
+            .get_file(&state_path(batch, side))
+            .await?
+            .ok_or_else(|| self.log.error(format!("state of batch {batch} ({side}) is missing")))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| self.log.error(e))?;
         Ok(reader.collect::<Result<Vec<_>, _>>().map_err(|e| self.log.error(e))?)
     }

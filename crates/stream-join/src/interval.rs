@@ -12,7 +12,7 @@ use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
-use crate::job::StreamJoinError;
+use crate::error::StreamJoinError;
 
 /// Which side an output column comes from, and its column index there.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,12 @@ pub struct Matches {
 impl RightIndex {
     /// Indexes `right` (rows with a null key or time never match and are left out). Left keys
     /// are compared in the left key columns' types (`left_key_types`); right keys are cast.
-    pub fn build(right: &[RecordBatch], schema: &SchemaRef, left_key_types: &[arrow::datatypes::DataType], shape: Arc<JoinShape>) -> Result<Self, StreamJoinError> {
+    pub fn build(
+        right: &[RecordBatch],
+        schema: &SchemaRef,
+        left_key_types: &[arrow::datatypes::DataType],
+        shape: Arc<JoinShape>,
+    ) -> Result<Self, StreamJoinError> {
         let rows = concat_batches(schema, right)?;
         let converter = RowConverter::new(left_key_types.iter().map(|t| SortField::new(t.clone())).collect())?;
         let keys = shape
@@ -82,7 +87,9 @@ impl RightIndex {
         let times = int64(rows.column(shape.right_time))?;
         let valid = |i: usize| !times.is_null(i) && keys.iter().all(|k| !k.is_null(i));
         let mut order: Vec<u32> = (0..rows.num_rows() as u32).filter(|&i| valid(i as usize)).collect();
-        order.sort_unstable_by(|&a, &b| converted.row(a as usize).cmp(&converted.row(b as usize)).then(times.value(a as usize).cmp(&times.value(b as usize))));
+        order.sort_unstable_by(|&a, &b| {
+            converted.row(a as usize).cmp(&converted.row(b as usize)).then(times.value(a as usize).cmp(&times.value(b as usize)))
+        });
         let mut groups = HashMap::new();
         let mut start = 0;
         for end in 1..=order.len() {
@@ -173,11 +180,23 @@ mod tests {
         };
         let (lower, upper) = (-5, 10);
         let key = |r: u64| (r != 0).then(|| format!("k{}", r % 4));
-        let left: Vec<(Option<String>, i64, Option<i64>)> = (0..3000).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
-        let right: Vec<(Option<String>, i64, Option<i64>)> = (0..500).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
+        let left: Vec<(Option<String>, i64, Option<i64>)> =
+            (0..3000).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
+        let right: Vec<(Option<String>, i64, Option<i64>)> =
+            (0..500).map(|_| (key(next(9)), next(3) as i64, (next(20) != 0).then(|| next(200) as i64))).collect();
 
-        let left_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("n", DataType::Int64, false), Field::new("t", DataType::Int64, true), Field::new("row", DataType::Int64, false)]));
-        let right_schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, true), Field::new("k", DataType::LargeUtf8, true), Field::new("n", DataType::Int64, false), Field::new("row", DataType::Int64, false)]));
+        let left_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("t", DataType::Int64, true),
+            Field::new("row", DataType::Int64, false),
+        ]));
+        let right_schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Int64, true),
+            Field::new("k", DataType::LargeUtf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("row", DataType::Int64, false),
+        ]));
         let output = Arc::new(Schema::new(vec![Field::new("l", DataType::Int64, false), Field::new("r", DataType::Int64, false)]));
         let left_batches: Vec<RecordBatch> = left
             .chunks(700)
@@ -245,7 +264,8 @@ mod tests {
         assert_eq!(got, expected);
 
         // The matched rows per probed batch are the left rows of the pairs.
-        let mut matched: Vec<i64> = found.matched.iter().enumerate().flat_map(|(c, rows)| rows.iter().map(move |&r| c as i64 * 700 + r as i64)).collect();
+        let mut matched: Vec<i64> =
+            found.matched.iter().enumerate().flat_map(|(c, rows)| rows.iter().map(move |&r| c as i64 * 700 + r as i64)).collect();
         let mut with_pairs: Vec<i64> = expected.iter().map(|p| p.0).collect();
         with_pairs.dedup();
         matched.sort_unstable();

@@ -8,9 +8,13 @@
 //! `txn(job_id, b)`, mark the batch done.
 
 mod checkpoint;
+mod error;
 mod interval;
 mod job;
 mod operator;
+mod run;
 mod spec;
+mod watermark;
 
-pub use job::{StreamJoin, StreamJoinError};
+pub use error::StreamJoinError;
+pub use job::StreamJoin;

@@ -9,8 +9,8 @@ use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use pipeline_config::{JoinSide, JoinType};
 
+use crate::error::StreamJoinError;
 use crate::interval::{Column, JoinShape, RightIndex};
-use crate::job::StreamJoinError;
 use crate::spec::{InputSpec, JoinSpec};
 
 const TIME: &str = "__t";
@@ -41,7 +41,13 @@ pub struct Arrivals {
 }
 
 /// Tags new rows with time and id and separates late ones (`time <= watermark`).
-pub fn arrivals(input: &InputSpec, side: JoinSide, batch: i64, rows: Vec<RecordBatch>, watermark: Option<i64>) -> Result<Arrivals, StreamJoinError> {
+pub fn arrivals(
+    input: &InputSpec,
+    side: JoinSide,
+    batch: i64,
+    rows: Vec<RecordBatch>,
+    watermark: Option<i64>,
+) -> Result<Arrivals, StreamJoinError> {
     let mut out = Arrivals { on_time: Vec::new(), late: Vec::new(), max_time: None, rows: 0 };
     let mut next_row: i64 = 0;
     for b in rows {
@@ -52,7 +58,10 @@ pub fn arrivals(input: &InputSpec, side: JoinSide, batch: i64, rows: Vec<RecordB
         if let Some(m) = arrow::compute::max(times) {
             out.max_time = Some(out.max_time.map_or(m, |x| x.max(m)));
         }
-        let on_time: BooleanArray = times.iter().map(|t| Some(matches!((t, watermark), (Some(t), Some(w)) if t > w) || (t.is_some() && watermark.is_none()))).collect();
+        let on_time: BooleanArray = times
+            .iter()
+            .map(|t| Some(matches!((t, watermark), (Some(t), Some(w)) if t > w) || (t.is_some() && watermark.is_none())))
+            .collect();
         let ids = Int64Array::from_iter_values((0..n as i64).map(|i| (batch << 32) | (next_row + i)));
         next_row += n as i64;
         let mut columns: Vec<ArrayRef> = b.columns().to_vec();
@@ -91,7 +100,9 @@ pub async fn join(
     let columns = spec
         .projection
         .iter()
-        .map(|(_, side, c)| Ok(if *side == JoinSide::Left { Column::Left(index(left_schema, c)?) } else { Column::Right(index(right_schema, c)?) }))
+        .map(|(_, side, c)| {
+            Ok(if *side == JoinSide::Left { Column::Left(index(left_schema, c)?) } else { Column::Right(index(right_schema, c)?) })
+        })
         .collect::<Result<Vec<_>, StreamJoinError>>()?;
     let key_types: Vec<DataType> = left_key.iter().map(|&i| left_schema.field(i).data_type().clone()).collect();
     let shape = Arc::new(JoinShape {
@@ -121,7 +132,8 @@ pub async fn join(
     for (index, left) in probes {
         let rows: usize = left.iter().map(RecordBatch::num_rows).sum();
         let chunk = rows.div_ceil(cores * 4).clamp(8_192, 131_072);
-        let chunks: Vec<RecordBatch> = left.iter().flat_map(|b| (0..b.num_rows()).step_by(chunk).map(move |o| b.slice(o, chunk.min(b.num_rows() - o)))).collect();
+        let chunks: Vec<RecordBatch> =
+            left.iter().flat_map(|b| (0..b.num_rows()).step_by(chunk).map(move |o| b.slice(o, chunk.min(b.num_rows() - o)))).collect();
         for group in chunks.chunks(chunks.len().div_ceil(cores).max(1)) {
             let (index, group) = (index.clone(), group.to_vec());
             tasks.push(tokio::task::spawn_blocking(move || index.probe(&group).map(|m| (group, m))));
@@ -134,7 +146,11 @@ pub async fn join(
         let (probed, found) = task.await.map_err(|e| StreamJoinError::Internal(format!("join probe: {e}")))??;
         if spec.join_type == JoinType::LeftOuter {
             for (batch, rows) in probed.iter().zip(&found.matched) {
-                let ids = batch.column(id_column).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
+                let ids = batch
+                    .column(id_column)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| StreamJoinError::Internal("left ids".into()))?;
                 matched.extend(rows.iter().map(|&r| ids.value(r as usize)));
             }
         }
@@ -165,10 +181,20 @@ pub fn merge_left(state: Vec<RecordBatch>, new: Vec<RecordBatch>, matched: &Matc
         .chain(new)
         .map(|b| {
             let schema = b.schema();
-            let ids = b.column(schema.index_of(ID)?).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("ids".into()))?.clone();
+            let ids = b
+                .column(schema.index_of(ID)?)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| StreamJoinError::Internal("ids".into()))?
+                .clone();
             let idx = schema.index_of(MATCHED)?;
-            let before = b.column(idx).as_any().downcast_ref::<BooleanArray>().ok_or_else(|| StreamJoinError::Internal("matched".into()))?.clone();
-            let now: BooleanArray = before.iter().zip(ids.iter()).map(|(m, id)| Some(m.unwrap_or(false) || id.is_some_and(|id| matched.contains(id)))).collect();
+            let before =
+                b.column(idx).as_any().downcast_ref::<BooleanArray>().ok_or_else(|| StreamJoinError::Internal("matched".into()))?.clone();
+            let now: BooleanArray = before
+                .iter()
+                .zip(ids.iter())
+                .map(|(m, id)| Some(m.unwrap_or(false) || id.is_some_and(|id| matched.contains(id))))
+                .collect();
             let mut columns = b.columns().to_vec();
             columns[idx] = Arc::new(now);
             Ok(RecordBatch::try_new(schema, columns)?)
@@ -178,12 +204,21 @@ pub fn merge_left(state: Vec<RecordBatch>, new: Vec<RecordBatch>, matched: &Matc
 
 /// Splits state into rows kept and rows evicted: a row goes once `time + offset <= watermark`
 /// (left: offset = −lower; right: offset = upper). Nothing is evicted without a watermark.
-pub fn evict(state: Vec<RecordBatch>, offset: i64, watermark: Option<i64>) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>), StreamJoinError> {
+pub fn evict(
+    state: Vec<RecordBatch>,
+    offset: i64,
+    watermark: Option<i64>,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>), StreamJoinError> {
     let Some(w) = watermark else { return Ok((state, Vec::new())) };
     let mut kept = Vec::new();
     let mut evicted = Vec::new();
     for b in state {
-        let times = b.column(b.schema().index_of(TIME)?).as_any().downcast_ref::<Int64Array>().ok_or_else(|| StreamJoinError::Internal("times".into()))?.clone();
+        let times = b
+            .column(b.schema().index_of(TIME)?)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| StreamJoinError::Internal("times".into()))?
+            .clone();
         let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t.saturating_add(offset) > w))).collect();
         let k = filter_record_batch(&b, &keep)?;
         let e = filter_record_batch(&b, &arrow::compute::not(&keep)?)?;
@@ -207,7 +242,12 @@ pub fn unmatched_left(spec: &JoinSpec, evicted: &[RecordBatch]) -> Result<Vec<Re
     let schema = spec.joined_schema();
     let mut out = Vec::new();
     for b in evicted {
-        let matched = b.column(b.schema().index_of(MATCHED)?).as_any().downcast_ref::<BooleanArray>().ok_or_else(|| StreamJoinError::Internal("matched".into()))?.clone();
+        let matched = b
+            .column(b.schema().index_of(MATCHED)?)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| StreamJoinError::Internal("matched".into()))?
+            .clone();
         let unmatched = arrow::compute::not(&matched)?;
         let rows = filter_record_batch(b, &unmatched)?;
         if rows.num_rows() == 0 {
@@ -221,7 +261,11 @@ pub fn unmatched_left(spec: &JoinSpec, evicted: &[RecordBatch]) -> Result<Vec<Re
                 Ok(match side {
                     JoinSide::Left => {
                         let c = rows.column(rows.schema().index_of(col)?);
-                        if c.data_type() == field.data_type() { c.clone() } else { cast(c, field.data_type())? }
+                        if c.data_type() == field.data_type() {
+                            c.clone()
+                        } else {
+                            cast(c, field.data_type())?
+                        }
                     }
                     JoinSide::Right => new_null_array(field.data_type(), rows.num_rows()),
                 })

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
-use pipeline_config::{JoinSide, JoinType, PartitionSource, PartitionSpec, PipelineConfig, StreamJoinConfig, WatermarkPolicy};
+use pipeline_config::{
+    ColumnType, JoinColumn, JoinInput, JoinSide, JoinType, PartitionSource, PartitionSpec, PipelineConfig, StreamJoinConfig,
+    WatermarkPolicy,
+};
 
 /// One input.
 #[derive(Debug, Clone)]
@@ -21,6 +24,26 @@ pub struct InputSpec {
     pub delay: i64,
     /// Columns the job keeps from this side (keys, time, projected), in table order.
     pub columns: Vec<String>,
+}
+
+impl InputSpec {
+    fn resolve(input: &JoinInput, side: JoinSide, projection: &[JoinColumn]) -> Self {
+        let projected = projection.iter().filter_map(|c| c.source()).filter(|(s, _)| *s == side).map(|(_, c)| c);
+        let mut columns: Vec<String> = Vec::new();
+        for c in input.key.iter().map(String::as_str).chain(std::iter::once(input.time.as_str())).chain(projected) {
+            if !columns.iter().any(|x| x == c) {
+                columns.push(c.to_string());
+            }
+        }
+        Self {
+            name: input.table.name.clone(),
+            location: input.table.location.clone(),
+            key: input.key.clone(),
+            time: input.time.clone(),
+            delay: i64::try_from(input.delay.0.as_micros()).unwrap_or(i64::MAX),
+            columns,
+        }
+    }
 }
 
 /// Everything a run needs.
@@ -54,62 +77,32 @@ pub struct JoinSpec {
     pub storage: std::collections::BTreeMap<String, String>,
 }
 
-/// The UTC microsecond timestamp type every timestamp column has.
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 impl JoinSpec {
     /// Resolves a validated configuration.
     pub fn resolve(config: &PipelineConfig, job: &StreamJoinConfig) -> Self {
-        let input = |i: &pipeline_config::JoinInput, side: JoinSide| {
-            let table = config.table(&i.table).expect("validated");
-            let mut wanted: Vec<String> = i.key.clone();
-            wanted.push(i.time.clone());
-            wanted.extend(job.columns.iter().filter_map(|c| c.source()).filter(|(s, _)| *s == side).map(|(_, c)| c.to_string()));
-            let mut columns: Vec<String> = Vec::new();
-            for c in wanted {
-                if !columns.contains(&c) {
-                    columns.push(c);
-                }
-            }
-            InputSpec {
-                name: i.table.clone(),
-                location: config.table_location(&table.path),
-                key: i.key.clone(),
-                time: i.time.clone(),
-                delay: i64::try_from(i.delay.0.as_micros()).unwrap_or(i64::MAX),
-                columns,
-            }
-        };
-        let out_table = config.table(&job.output).expect("validated");
-        let output = TableSpec::configured(config, &job.output).expect("validated");
+        let storage = &config.lake.storage_options;
         let late = job.late_table.as_ref().map(|path| TableSpec {
             location: config.table_location(path),
-            name: format!("{}_late", job.output),
+            name: format!("{}_late", job.output.name),
             schema: late_schema(),
             partition_columns: Vec::new(),
             properties: Default::default(),
-            storage: config.lake.storage_options.clone(),
+            storage: storage.clone(),
         });
         Self {
-            job_id: job.job_id.clone(),
-            left: input(&job.left, JoinSide::Left),
-            right: input(&job.right, JoinSide::Right),
+            job_id: job.incremental.job_id.clone(),
+            left: InputSpec::resolve(&job.left, JoinSide::Left, &job.columns),
+            right: InputSpec::resolve(&job.right, JoinSide::Right, &job.columns),
             lower: job.lower.micros,
             upper: job.upper.micros,
             join_type: job.join_type,
             policy: job.watermark_policy,
-            projection: job
-                .columns
-                .iter()
-                .filter_map(|c| c.source().map(|(side, col)| (c.name.clone(), side, col.to_string())))
-                .collect(),
-            partitions: out_table.partitions.clone(),
-            output,
+            projection: job.columns.iter().filter_map(|c| c.source().map(|(side, col)| (c.name.clone(), side, col.to_string()))).collect(),
+            partitions: job.output.partitions.clone(),
+            output: TableSpec::configured(&job.output, storage),
             late,
-            checkpoint: config.table_location(&job.checkpoint),
-            storage: config.lake.storage_options.clone(),
+            checkpoint: config.table_location(&job.incremental.checkpoint),
+            storage: storage.clone(),
         }
     }
 
@@ -123,8 +116,17 @@ impl JoinSpec {
 
     /// The output schema without derived partition columns (what the join produces).
     pub fn joined_schema(&self) -> SchemaRef {
-        let derived: Vec<&str> = self.partitions.iter().filter(|p| p.source != PartitionSource::Column).map(|p| p.column.as_str()).collect();
-        Arc::new(Schema::new(self.output.schema.fields().iter().filter(|f| !derived.contains(&f.name().as_str())).map(|f| f.as_ref().clone()).collect::<Vec<_>>()))
+        let derived: Vec<&str> =
+            self.partitions.iter().filter(|p| p.source != PartitionSource::Column).map(|p| p.column.as_str()).collect();
+        Arc::new(Schema::new(
+            self.output
+                .schema
+                .fields()
+                .iter()
+                .filter(|f| !derived.contains(&f.name().as_str()))
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<_>>(),
+        ))
     }
 }
 
@@ -133,8 +135,8 @@ pub fn late_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("side", DataType::Utf8, false),
         Field::new("row", DataType::Utf8, false),
-        Field::new("event_time", timestamp_type(), true),
-        Field::new("watermark", timestamp_type(), true),
+        Field::new("event_time", ColumnType::Timestamp.arrow_type(), true),
+        Field::new("watermark", ColumnType::Timestamp.arrow_type(), true),
         Field::new("batch", DataType::Int64, false),
     ]))
 }

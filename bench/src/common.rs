@@ -1,0 +1,38 @@
+//! Helpers every benchmark shares: timing child processes, medians, folders, runtimes.
+
+use std::path::PathBuf;
+
+/// Waits for a child and returns its exit status and peak resident memory.
+pub(crate) fn wait_with_rusage(child: std::process::Child) -> Result<(std::process::ExitStatus, u64), String> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024))
+}
+
+/// The median (upper middle for an even count; 0 when empty).
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Blocks on a future with a current-thread runtime.
+pub(crate) fn tokio_block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime").block_on(f)
+}
+
+/// The folder holding the job binaries (the benchmark's own folder).
+pub(crate) fn bin_dir() -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default()
+}

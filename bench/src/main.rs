@@ -1,0 +1,50 @@
+//! `lakebench`: benchmarks of the jobs against their reference points, on the shipped
+//! configuration's shape. Built beside the jobs (it runs them from its own folder) but not
+//! shipped in the image.
+
+mod common;
+mod maintenance;
+mod merge_upsert;
+mod raw_append;
+mod stream_join;
+
+use clap::{Parser, Subcommand};
+use job_runtime::{init_logging, ExitCode};
+
+/// Benchmarks of the lakehouse jobs.
+#[derive(Debug, Parser)]
+#[command(name = "lakebench", version)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "LAKEHOUSE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmark raw-append against a bare librdkafka consumer on the same data.
+    RawAppend(raw_append::RawAppendBench),
+    /// Benchmark manifest generation and compaction against the Python deltalake package.
+    Maintenance(maintenance::MaintenanceBench),
+    /// Benchmark stream-join against the reference query in PySpark.
+    StreamJoin(stream_join::JoinBench),
+    /// Benchmark merge-upsert against the same merge done naively with Python deltalake.
+    MergeUpsert(merge_upsert::MergeBench),
+}
+
+fn main() {
+    init_logging();
+    let args = Args::parse();
+    let result = match args.command {
+        Command::RawAppend(b) => b.run(&args.brokers),
+        Command::Maintenance(b) => b.run(),
+        Command::StreamJoin(b) => b.run(),
+        Command::MergeUpsert(b) => b.run(),
+    };
+    if let Err(e) = result {
+        eprintln!("lakebench: {e}");
+        ExitCode::Failure.exit();
+    }
+}

@@ -1,0 +1,81 @@
+//! Partition metadata and offsets asked of the brokers: partitions, watermarks, probes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+use crate::chunk::*;
+use crate::{KafkaError, LakeContext};
+
+/// Poll timeout of the reader's consumers and probes.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+/// How long metadata requests may take.
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn single(key: &PartitionKey) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&key.topic, key.partition);
+    tpl
+}
+
+/// The partitions of `topic`, or [`KafkaError::UnknownTopic`].
+pub fn topic_partitions<C: Consumer<LakeContext>>(consumer: &C, topic: &str) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(KafkaError::client(format!("metadata of {topic}")))?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaError::UnknownTopic(topic.into()))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(KafkaError::UnknownTopic(topic.into()));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// How long [`position_exists`] waits for the broker's answer.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether offset `next` is a readable position of the partition: a message is there or it is
+/// the partition's end. Asked when recorded progress is past the listed high watermark: the
+/// topic was recreated with fewer messages, or the broker's ListOffsets lags what its fetches
+/// return (tansu lists the base offset of the last record batch). A broker that neither
+/// returns data, nor the end, nor "out of range" within a few seconds counts as "no".
+pub fn position_exists(config: &ClientConfig, context: LakeContext, key: &PartitionKey, next: i64) -> Result<bool, KafkaError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let mut config = config.clone();
+    config
+        .set("group.id", "lakehouse-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error");
+    let consumer: BaseConsumer<LakeContext> = config.create_with_context(context).map_err(KafkaError::client("create probe consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(next)).map_err(KafkaError::client("build probe assignment"))?;
+    consumer.assign(&tpl).map_err(KafkaError::client(format!("assign {}[{}]", key.topic, key.partition)))?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(POLL) {
+            Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(true),
+            Some(Err(e)) if matches!(e.rdkafka_error_code(), Some(C::AutoOffsetReset | C::OffsetOutOfRange)) => return Ok(false),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Low and high watermarks of every partition of `topics` (for trigger-once end offsets).
+pub fn fetch_watermarks(
+    config: &ClientConfig,
+    context: LakeContext,
+    topics: &[&str],
+) -> Result<HashMap<PartitionKey, (i64, i64)>, KafkaError> {
+    let consumer: BaseConsumer<LakeContext> = config.create_with_context(context).map_err(KafkaError::client("create metadata client"))?;
+    let mut out = HashMap::new();
+    for topic in topics {
+        for p in topic_partitions(&consumer, topic)? {
+            let wm =
+                consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT).map_err(KafkaError::client(format!("watermarks of {topic}[{p}]")))?;
+            out.insert(PartitionKey::new(topic, p), wm);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,53 @@
+//! Why a merge-upsert run fails.
+
+use delta_io::DeltaIoError;
+use delta_source::SourceError;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeUpsertError {
+    /// The configuration has no `[merge_upsert]` section.
+    #[error("merge_upsert: section missing from the configuration; add [merge_upsert] (see schemas/pipeline.toml)")]
+    NotConfigured,
+    /// Delta access failed.
+    #[error(transparent)]
+    Delta(#[from] DeltaIoError),
+    /// A commit did not land.
+    #[error("commit: {0}")]
+    Commit(#[from] delta_io::CommitError),
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The checkpoint folder could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] delta_source::ProgressError),
+    /// Building rows failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The source lacks a column the target needs.
+    #[error("source {table} has no column '{column}', which the target {target} needs: add it to the source or remove it from the target's schema file")]
+    MissingColumn {
+        /// Source table.
+        table: String,
+        /// Target table.
+        target: String,
+        /// Column.
+        column: String,
+    },
+    /// The source has columns the target does not, and evolution is off.
+    #[error(
+        "source {table} has columns the target {target} lacks: {columns:?}. Set merge_upsert.schema_evolution = \"add_columns\" \
+         to add them (nullable), list them in merge_upsert.ignore_columns, or add them to the target's schema file"
+    )]
+    NewSourceColumns {
+        /// Source table.
+        table: String,
+        /// Target table.
+        target: String,
+        /// The new columns.
+        columns: Vec<String>,
+    },
+}
+
+/// Every failure exits 1.
+impl job_runtime::ExitStatus for MergeUpsertError {}

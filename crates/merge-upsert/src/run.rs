@@ -1,0 +1,361 @@
+//! One merge-upsert run: its open tables, tombstones and progress, and its batches.
+//!
+//! Batch b: record the planned source versions as pending → dead letters with `txn(job, b)` →
+//! tombstones with `txn(job, b)` → the target's MERGE commit with `txn(job, b)` → mark done.
+//! Each side commit is skipped when its table already holds `txn >= b`, so a re-run of b (after
+//! a crash before the target commit) reads the same versions and lands each part once. A
+//! re-run sees b's own tombstones, which changes nothing: a key's last change in b is either a
+//! delete or an upsert, never both.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use delta_io::{
+    commit_merge, open_or_create, open_table, read_progress, write_files, CommitOutcome, DeltaIoError, DeltaTable, Transaction,
+};
+use delta_source::{BatchRecord, IncrementalJob, ProgressLog, Resume, SourceLimits, SourcePlan, SourceRange};
+use job_runtime::{crash_point, RunSummary};
+use pipeline_config::{IncrementalOptions, SchemaEvolution};
+use serde::{Deserialize, Serialize};
+
+use crate::changes::{split_rejected, ChangeColumns, Changes, Encoders};
+use crate::dead_letter::DeadLetters;
+use crate::error::MergeUpsertError;
+use crate::merge::{self, MergeMetrics};
+use crate::spec::{MergeSpec, TargetLayout};
+use crate::tombstones::{self, Tombstones};
+
+/// Where a batch stands in the checkpoint folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// Batch number (1, 2, ...).
+    batch: i64,
+    /// Source versions it reads.
+    source: SourceRange,
+    /// The target commit of this batch landed.
+    done: bool,
+}
+
+impl BatchRecord for Progress {
+    fn batch(&self) -> i64 {
+        self.batch
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+    fn mark_done(&mut self) {
+        self.done = true;
+    }
+}
+
+/// The tables a run writes.
+struct Sinks {
+    target: DeltaTable,
+    dead_letter: DeltaTable,
+    tombstones: DeltaTable,
+    tombstone_schema: SchemaRef,
+}
+
+/// What a batch reads: its number and the source's commits.
+pub(crate) struct MergePlan {
+    batch: i64,
+    source: SourcePlan,
+}
+
+/// A run's open tables and where it stands.
+pub(crate) struct MergeRun<'a> {
+    spec: &'a MergeSpec,
+    limits: SourceLimits,
+    source: DeltaTable,
+    sinks: Sinks,
+    log: ProgressLog,
+    previous: Progress,
+    rerun: Option<Progress>,
+    columns: ChangeColumns,
+    encoders: Encoders,
+    tombstones: Tombstones,
+    totals: MergeMetrics,
+}
+
+impl<'a> MergeRun<'a> {
+    /// Opens the tables and the progress log and loads the tombstones (read once, then kept
+    /// current). Keys and sequences keep the target's types.
+    pub(crate) async fn open(spec: &'a MergeSpec, options: &IncrementalOptions) -> Result<Self, MergeUpsertError> {
+        let sinks = open_sinks(spec).await?;
+        let source = open_table(&spec.source_location, &spec.storage).await?;
+        let log = ProgressLog::open(&spec.checkpoint, &spec.storage)?;
+        let Resume { previous, rerun } = log.resume::<Progress>(read_progress(&sinks.target, &spec.job_id).await?).await?;
+        let columns = ChangeColumns { key: spec.key.clone(), sequence: spec.sequence.clone(), operation: spec.operation.clone() };
+        let encoders = Encoders::new(&spec.target.schema, &columns)?;
+        let tombstones =
+            Tombstones::load(&sinks.tombstones, &sinks.tombstone_schema, &columns, &encoders, spec.tombstone_retention).await?;
+        Ok(Self {
+            spec,
+            limits: SourceLimits {
+                max_files: options.max_files_per_batch,
+                max_bytes: options.max_bytes_per_batch.0,
+                ignore_deletes: options.ignore_deletes,
+            },
+            source,
+            sinks,
+            log,
+            previous,
+            rerun,
+            columns,
+            encoders,
+            tombstones,
+            totals: MergeMetrics::default(),
+        })
+    }
+
+    /// The run's merge figures so far.
+    pub(crate) fn totals(&self) -> &MergeMetrics {
+        &self.totals
+    }
+}
+
+async fn open_sinks(spec: &MergeSpec) -> Result<Sinks, MergeUpsertError> {
+    let target = open_or_create(&spec.target).await?;
+    let key: Vec<Field> = spec.key.iter().map(|k| spec.target.schema.field_with_name(k).cloned()).collect::<Result<_, _>>()?;
+    let sequence = spec.target.schema.field_with_name(&spec.sequence)?.clone();
+    let tombstone_spec = tombstones::table_spec(&spec.tombstone_location, &key, &sequence, &spec.storage);
+    Ok(Sinks {
+        target,
+        dead_letter: open_or_create(&spec.dead_letter).await?,
+        tombstones: open_or_create(&tombstone_spec).await?,
+        tombstone_schema: tombstone_spec.schema,
+    })
+}
+
+impl IncrementalJob for MergeRun<'_> {
+    type Plan = MergePlan;
+    type Error = MergeUpsertError;
+
+    /// Loads the source's newest version and plans the next batch: the versions a pending
+    /// batch recorded (a re-run), or what is new since the previous batch.
+    async fn plan(&mut self) -> Result<Option<MergePlan>, MergeUpsertError> {
+        self.source.update_state().await.map_err(DeltaIoError::delta(&self.spec.source_location))?;
+        let recorded = self.rerun.take();
+        let source = match &recorded {
+            Some(p) => delta_source::plan_recorded(&self.source, p.source, self.limits.ignore_deletes).await?,
+            None => delta_source::plan(&self.source, self.previous.source.to, None, &self.limits).await?,
+        };
+        if source.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(MergePlan { batch: recorded.as_ref().map_or(self.previous.batch + 1, |p| p.batch), source }))
+    }
+
+    async fn run_batch(&mut self, plan: MergePlan, summary: &mut RunSummary) -> Result<(), MergeUpsertError> {
+        let (batch, spec) = (plan.batch, self.spec);
+        let mut progress = Progress { batch, source: SourceRange { after: plan.source.after, to: plan.source.to }, done: false };
+        self.log.put(batch, &progress).await?;
+        crash_point!("merge_upsert::after_plan");
+        let info = commit_info(&plan);
+        let (layout, changes) = self.read_changes(&plan, &info, summary).await?;
+        self.tombstones.expire(&self.columns, &self.encoders)?;
+        let actions = merge::merge(&self.sinks.target, spec, &layout, &changes, &self.columns, &self.encoders, &self.tombstones).await?;
+        // Already landed (a re-run after a crash): the tombstones read at start hold them.
+        if read_progress(&self.sinks.tombstones, &spec.job_id).await?.is_none_or(|v| v < batch) {
+            if let Some(done) = self.write_tombstones(&changes, batch, &info).await? {
+                summary.committed(&spec.tombstone_table, done.version, done.retries);
+            }
+        }
+        crash_point!("merge_upsert::after_tombstones");
+        let metrics = actions.metrics.clone();
+        let done = self.commit_target(actions, batch, info).await?;
+        progress.done = true;
+        self.log.put(batch, &progress).await?;
+        crash_point!("merge_upsert::after_done");
+        self.log.forget_before(batch - 1, |_| Vec::new()).await?;
+        summary.wrote(&spec.target.name, metrics.rows_inserted + metrics.rows_updated);
+        summary.committed(&spec.target.name, done.version, done.retries);
+        summary.source_version_lag(&spec.source_name, plan.source.versions_behind(&self.source));
+        summary.details.insert("tombstones".into(), (self.tombstones.len() as u64).into());
+        log_merged(batch, changes.len(), &metrics, done.version);
+        self.totals.add(&metrics);
+        self.previous = progress;
+        Ok(())
+    }
+}
+
+impl MergeRun<'_> {
+    /// Reads the batch's source rows into the latest change per key; rows without a key or
+    /// sequence are committed as dead letters first.
+    async fn read_changes(
+        &mut self,
+        plan: &MergePlan,
+        info: &HashMap<String, serde_json::Value>,
+        summary: &mut RunSummary,
+    ) -> Result<(TargetLayout, Changes), MergeUpsertError> {
+        let layout = self.layout().await?;
+        let (rows, rows_in, dead_letters) = read_source(&self.source, &plan.source, &layout, &self.columns).await?;
+        summary.read(rows_in, plan.source.bytes());
+        if !dead_letters.is_empty() {
+            summary.dead_lettered(dead_letters.len() as u64);
+            let letters = dead_letters.into_batch(&self.spec.job_id, &self.spec.source_name, plan.batch)?;
+            if let Some(done) =
+                delta_io::append_once(&mut self.sinks.dead_letter, &[letters], &self.spec.job_id, plan.batch, info.clone()).await?
+            {
+                summary.committed(&self.spec.dead_letter.name, done.version, done.retries);
+            }
+        }
+        crash_point!("merge_upsert::after_dead_letters");
+        let changes = Changes::latest(&layout.input, &rows, &self.columns, &self.encoders)?;
+        Ok((layout, changes))
+    }
+
+    /// Adds new source columns to the target when configured; returns the layout to merge with.
+    async fn layout(&mut self) -> Result<TargetLayout, MergeUpsertError> {
+        let spec = self.spec;
+        let source_schema = schema_of(&self.source)?;
+        let mut target_schema = schema_of(&self.sinks.target)?;
+        let new = new_source_columns(spec, &source_schema, &target_schema);
+        if !new.is_empty() {
+            if spec.evolution != SchemaEvolution::AddColumns {
+                let columns = new.iter().map(|f| f.name().clone()).collect();
+                return Err(MergeUpsertError::NewSourceColumns {
+                    table: spec.source_name.clone(),
+                    target: spec.target.name.clone(),
+                    columns,
+                });
+            }
+            delta_io::add_nullable_columns(&mut self.sinks.target, &new).await?;
+            tracing::info!(columns = ?new.iter().map(|f| f.name()).collect::<Vec<_>>(), "added new source columns to the target");
+            target_schema = schema_of(&self.sinks.target)?;
+        }
+        let layout = TargetLayout::new(spec, &target_schema, &source_schema);
+        if let Some(f) = layout.input.fields().iter().find(|f| source_schema.field_with_name(f.name()).is_err()) {
+            return Err(MergeUpsertError::MissingColumn {
+                table: spec.source_name.clone(),
+                target: spec.target.name.clone(),
+                column: f.name().clone(),
+            });
+        }
+        Ok(layout)
+    }
+
+    /// Records the batch's deletes as tombstones (appended, or the table rewritten without
+    /// expired ones), with `txn(job, batch)`, and keeps the run's copy current.
+    async fn write_tombstones(
+        &mut self,
+        changes: &Changes,
+        batch: i64,
+        info: &HashMap<String, serde_json::Value>,
+    ) -> Result<Option<CommitOutcome>, MergeUpsertError> {
+        let job_id = &self.spec.job_id;
+        let new = self.tombstones.from_deletes(changes, &self.columns)?;
+        if new.is_none() && self.tombstones.expired() == 0 {
+            return Ok(None);
+        }
+        let table = &mut self.sinks.tombstones;
+        let rewrite = self.tombstones.needs_rewrite();
+        let mut outcome = None;
+        if rewrite {
+            let rows: Vec<_> = self.tombstones.live_rows().iter().cloned().chain(new.clone()).collect();
+            let adds = write_files(table, self.sinks.tombstone_schema.clone(), &[], &rows, 128 << 20).await?;
+            let snapshot = table.snapshot().map_err(DeltaIoError::delta(&self.spec.tombstone_location))?;
+            let removes = snapshot.log_data().iter().map(|f| f.remove_action(true)).collect();
+            let txn = vec![Transaction::new(job_id, batch)];
+            outcome = Some(commit_merge(table, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
+            tracing::info!(expired = self.tombstones.expired(), "tombstones rewritten");
+        } else if let Some(new) = &new {
+            outcome = delta_io::append_once(table, std::slice::from_ref(new), job_id, batch, info.clone()).await?;
+        }
+        self.tombstones.record(new, rewrite, &self.columns, &self.encoders)?;
+        Ok(outcome)
+    }
+
+    /// The target's MERGE commit with `txn(job, batch)`; then the touched partitions'
+    /// symlink manifests are refreshed.
+    async fn commit_target(
+        &mut self,
+        actions: merge::MergeActions,
+        batch: i64,
+        info: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome, MergeUpsertError> {
+        let spec = self.spec;
+        let touched: Vec<HashMap<String, Option<String>>> = actions
+            .removes
+            .iter()
+            .filter_map(|r| r.partition_values.clone())
+            .chain(actions.adds.iter().map(|a| a.partition_values.clone()))
+            .map(|m| m.into_iter().collect())
+            .collect();
+        let predicate = spec.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ");
+        let txn = vec![Transaction::new(&spec.job_id, batch)];
+        let done = commit_merge(&mut self.sinks.target, actions.removes, actions.adds, txn, &predicate, info).await?;
+        crash_point!("merge_upsert::after_target_commit");
+        maintenance::update_touched_manifests(&self.sinks.target, &spec.target.name, &touched).await;
+        Ok(done)
+    }
+}
+
+/// Source columns the target lacks (neither derived partitions, the operation column nor
+/// ignored).
+fn new_source_columns(spec: &MergeSpec, source: &Schema, target: &Schema) -> Vec<Field> {
+    let derived = spec.derived_partitions();
+    let operation = spec.operation.as_ref().map(|(c, _)| c.as_str());
+    let is_new = |name: &str| {
+        target.field_with_name(name).is_err()
+            && !derived.contains(&name)
+            && Some(name) != operation
+            && !spec.ignore_columns.iter().any(|c| c == name)
+    };
+    source.fields().iter().filter(|f| is_new(f.name())).map(|f| f.as_ref().clone()).collect()
+}
+
+fn schema_of(table: &DeltaTable) -> Result<Schema, DeltaIoError> {
+    let snapshot = table.snapshot().map_err(DeltaIoError::delta(table.table_url().as_str()))?;
+    Ok(snapshot.snapshot().arrow_schema().as_ref().clone())
+}
+
+fn commit_info(plan: &MergePlan) -> HashMap<String, serde_json::Value> {
+    let source = &plan.source;
+    HashMap::from([(
+        "lakehouse.job".to_string(),
+        serde_json::json!({ "name": "merge-upsert", "batch": plan.batch, "source": { "after": source.after, "to": source.to } }),
+    )])
+}
+
+/// Reads the batch's source files; rows missing a key or sequence go to dead letters.
+/// Returns the kept rows, the rows read and the dead letters.
+async fn read_source(
+    source: &DeltaTable,
+    plan: &SourcePlan,
+    layout: &TargetLayout,
+    columns: &ChangeColumns,
+) -> Result<(Vec<RecordBatch>, u64, DeadLetters), MergeUpsertError> {
+    let per_file = delta_source::read_each(source, plan, &layout.input).await?;
+    let mut dead_letters = DeadLetters::default();
+    let mut rows = Vec::new();
+    let mut rows_in = 0;
+    for (file, batches) in plan.files.iter().zip(per_file) {
+        for b in batches {
+            rows_in += b.num_rows() as u64;
+            let (kept, rejected) = split_rejected(&b, columns)?;
+            if let Some((rejected, reasons)) = rejected {
+                dead_letters.push(file.version, &file.path, &rejected, reasons)?;
+            }
+            rows.push(kept);
+        }
+    }
+    Ok((rows, rows_in, dead_letters))
+}
+
+/// One log line per merged batch.
+fn log_merged(batch: i64, keys: usize, metrics: &MergeMetrics, version: u64) {
+    tracing::info!(
+        batch,
+        keys,
+        files_scanned = metrics.files_scanned,
+        files_rewritten = metrics.files_rewritten,
+        inserted = metrics.rows_inserted,
+        updated = metrics.rows_updated,
+        deleted = metrics.rows_deleted,
+        stale = metrics.rows_stale,
+        version,
+        "merged"
+    );
+}

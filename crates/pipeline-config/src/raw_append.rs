@@ -1,0 +1,210 @@
+//! `[raw_append]`: Kafka topics routed into tables.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::incremental::DEFAULT_INTERVAL;
+use crate::tables::lookup;
+use crate::{checks, ByteSize, ConfigError, DurationStr, TableConfig, Trigger};
+
+/// The section as the file writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAppendFile {
+    #[serde(default = "default_job_id")]
+    job_id: String,
+    sources: Vec<SourceFile>,
+    #[serde(default = "default_dead_letter")]
+    dead_letter_table: String,
+    #[serde(default)]
+    trigger: Trigger,
+    #[serde(default = "default_interval")]
+    interval: DurationStr,
+    #[serde(default)]
+    pub(crate) group_id: Option<String>,
+    #[serde(default = "default_max_batch_rows")]
+    max_batch_rows: u64,
+    #[serde(default = "default_max_batch_bytes")]
+    max_batch_bytes: ByteSize,
+    #[serde(default = "default_target_file_size")]
+    target_file_size: ByteSize,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: ByteSize,
+    #[serde(default = "default_shutdown_timeout")]
+    shutdown_timeout: DurationStr,
+    #[serde(default)]
+    on_missing_offsets: OnMissingOffsets,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    topic: String,
+    table: String,
+    #[serde(default)]
+    metadata_columns: Vec<MetadataColumn>,
+}
+
+/// The raw-append job, validated.
+#[derive(Debug, Clone)]
+pub struct RawAppendConfig {
+    /// Identifies the job in `txn` app ids (`<job_id>:<topic>:<partition>`); never change it
+    /// for an existing table, or progress restarts from the earliest offsets.
+    pub job_id: String,
+    /// Topic → table routes.
+    pub sources: Vec<RawAppendSource>,
+    /// Dead-letter table path under the lake root.
+    pub dead_letter_table: String,
+    /// Default trigger (the `--trigger` flag wins).
+    pub trigger: Trigger,
+    /// Continuous mode: a batch is committed at the latest this long after its first message
+    /// (the trigger interval; row and byte limits may commit it sooner).
+    pub interval: DurationStr,
+    /// Continuous mode: consumer group shared by the tasks; unset means this one process
+    /// reads every partition by manual assignment.
+    pub group_id: Option<String>,
+    /// A batch is committed at this many messages...
+    pub max_batch_rows: u64,
+    /// ...or this many payload bytes, whichever comes first.
+    pub max_batch_bytes: ByteSize,
+    /// Parquet files are split at about this size.
+    pub target_file_size: ByteSize,
+    /// Larger messages are dead letters.
+    pub max_message_bytes: ByteSize,
+    /// On SIGTERM, the batch in flight may take this long to commit before it is abandoned.
+    pub shutdown_timeout: DurationStr,
+    /// `fail` (default) or `skip` when offsets the job has not read are gone.
+    pub on_missing_offsets: OnMissingOffsets,
+}
+
+/// One topic routed to one table.
+#[derive(Debug, Clone)]
+pub struct RawAppendSource {
+    /// Kafka topic.
+    pub topic: String,
+    /// The table under `[tables]` it is written to.
+    pub table: TableConfig,
+    /// Kafka metadata columns to add.
+    pub metadata_columns: Vec<MetadataColumn>,
+}
+
+/// Kafka metadata columns raw-append can add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataColumn {
+    /// `_kafka_topic` string.
+    Topic,
+    /// `_kafka_partition` integer.
+    Partition,
+    /// `_kafka_offset` long.
+    Offset,
+    /// `_kafka_timestamp` timestamp (message create/log-append time).
+    Timestamp,
+    /// `_kafka_key` string (lossy UTF-8).
+    Key,
+}
+
+impl MetadataColumn {
+    /// The column name in the table.
+    pub fn column_name(self) -> &'static str {
+        match self {
+            Self::Topic => "_kafka_topic",
+            Self::Partition => "_kafka_partition",
+            Self::Offset => "_kafka_offset",
+            Self::Timestamp => "_kafka_timestamp",
+            Self::Key => "_kafka_key",
+        }
+    }
+}
+
+/// What raw-append does when offsets it has not read are gone from a partition (retention
+/// deleted them, or the topic was recreated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissingOffsets {
+    /// Stop with exit code 4 and a message naming the partition and the offsets.
+    #[default]
+    Fail,
+    /// Continue from the earliest available offset; the skipped range is counted in the
+    /// summary and a metric, and marked by a row in the dead-letter table.
+    Skip,
+}
+
+fn default_job_id() -> String {
+    "raw-append".into()
+}
+fn default_dead_letter() -> String {
+    "raw/dead_letter".into()
+}
+fn default_interval() -> DurationStr {
+    DEFAULT_INTERVAL
+}
+fn default_max_batch_rows() -> u64 {
+    1_000_000
+}
+fn default_max_batch_bytes() -> ByteSize {
+    ByteSize(128 << 20)
+}
+fn default_target_file_size() -> ByteSize {
+    ByteSize(128 << 20)
+}
+fn default_max_message_bytes() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_shutdown_timeout() -> DurationStr {
+    DurationStr(std::time::Duration::from_secs(30))
+}
+
+impl RawAppendFile {
+    /// Checks the section and resolves its routes' tables.
+    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendConfig, ConfigError> {
+        if self.sources.is_empty() {
+            return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } route"));
+        }
+        checks::job_id("raw_append.job_id", &self.job_id)?;
+        checks::relative_path("raw_append.dead_letter_table", &self.dead_letter_table)?;
+        if self.max_batch_rows == 0 || self.max_batch_bytes.0 == 0 {
+            return Err(ConfigError::invalid("raw_append.max_batch_rows", "max_batch_rows and max_batch_bytes must be positive"));
+        }
+        if self.target_file_size.0 < (1 << 20) {
+            return Err(ConfigError::invalid("raw_append.target_file_size", "must be at least 1 MiB"));
+        }
+        let mut topics = HashSet::new();
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for (i, src) in self.sources.into_iter().enumerate() {
+            let key = format!("raw_append.sources[{i}]");
+            if !topics.insert(src.topic.clone()) {
+                return Err(ConfigError::invalid(format!("{key}.topic"), format!("topic '{}' is routed twice", src.topic)));
+            }
+            sources.push(src.resolve(&key, tables)?);
+        }
+        Ok(RawAppendConfig {
+            job_id: self.job_id,
+            sources,
+            dead_letter_table: self.dead_letter_table,
+            trigger: self.trigger,
+            interval: self.interval,
+            group_id: self.group_id,
+            max_batch_rows: self.max_batch_rows,
+            max_batch_bytes: self.max_batch_bytes,
+            target_file_size: self.target_file_size,
+            max_message_bytes: self.max_message_bytes,
+            shutdown_timeout: self.shutdown_timeout,
+            on_missing_offsets: self.on_missing_offsets,
+        })
+    }
+}
+
+impl SourceFile {
+    fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {
+        let table = lookup(tables, &format!("{key}.table"), &self.table)?;
+        if let Some(m) = self.metadata_columns.iter().find(|m| table.schema.column(m.column_name()).is_some()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.metadata_columns"),
+                format!("{} clashes with a schema column", m.column_name()),
+            ));
+        }
+        Ok(RawAppendSource { topic: self.topic, table, metadata_columns: self.metadata_columns })
+    }
+}

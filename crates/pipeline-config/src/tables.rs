@@ -1,0 +1,171 @@
+//! `[tables.<name>]`: the lake's Delta tables, their schema files and partitioning.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{checks, ColumnType, ConfigError, LakeConfig, TableSchema};
+
+/// A table as the file writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TableFile {
+    path: String,
+    schema: PathBuf,
+    #[serde(default)]
+    partitions: Vec<PartitionSpec>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+/// A Delta table of the lake, its schema loaded and its partitioning checked.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// The table's name under `[tables]`.
+    pub name: String,
+    /// Where it is: the lake root joined with `path`.
+    pub location: String,
+    /// Path under the lake root.
+    pub path: String,
+    /// The schema file it was loaded from.
+    pub schema_file: PathBuf,
+    /// The table's columns.
+    pub schema: TableSchema,
+    /// Partition columns in directory order.
+    pub partitions: Vec<PartitionSpec>,
+    /// Extra Delta table properties set when the table is created.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A partition column and where its value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// Partition column name.
+    pub column: String,
+    /// Where the value comes from.
+    #[serde(default)]
+    pub source: PartitionSource,
+    /// For `field`: the timestamp column whose value is formatted.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// For `ingestion_time` and `field`: chrono format, e.g. `%Y`, `%y`, `%Y%m%d%H`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Where a partition value comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionSource {
+    /// A column of the message, used as is.
+    #[default]
+    Column,
+    /// The time the batch was ingested (UTC), formatted.
+    IngestionTime,
+    /// A timestamp column of the message (event time), formatted in UTC.
+    Field,
+}
+
+impl TableFile {
+    /// Loads the schema (relative to `base`) and checks the path and partitions.
+    pub(crate) fn resolve(self, name: &str, lake: &LakeConfig, base: &Path) -> Result<TableConfig, ConfigError> {
+        let key = &format!("tables.{name}");
+        checks::relative_path(&format!("{key}.path"), &self.path)?;
+        let schema = TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?;
+        for (i, p) in self.partitions.iter().enumerate() {
+            p.validate(&format!("{key}.partitions[{i}]"), &schema)?;
+        }
+        let mut seen = HashSet::new();
+        if let Some((i, p)) = self.partitions.iter().enumerate().find(|(_, p)| !seen.insert(&p.column)) {
+            return Err(ConfigError::invalid(format!("{key}.partitions[{i}].column"), format!("'{}' is listed twice", p.column)));
+        }
+        Ok(TableConfig {
+            name: name.to_string(),
+            location: lake.location(&self.path),
+            path: self.path,
+            schema_file: self.schema,
+            schema,
+            partitions: self.partitions,
+            properties: self.properties,
+        })
+    }
+}
+
+impl TableConfig {
+    /// Partition column names in directory order.
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.partitions.iter().map(|p| p.column.clone()).collect()
+    }
+
+    /// Column names the table holds: schema columns and derived partition columns. (Kafka
+    /// metadata columns added by raw-append are not known here; they are checked against the
+    /// table itself at run time.)
+    pub fn column_names(&self) -> Vec<String> {
+        let schema = self.schema.columns.iter().map(|c| c.name.clone());
+        schema.chain(self.partitions.iter().map(|p| p.column.clone())).collect()
+    }
+}
+
+/// The table `name` under `[tables]`, or an error naming `key` (the setting that refers to it).
+pub(crate) fn lookup(tables: &BTreeMap<String, TableConfig>, key: &str, name: &str) -> Result<TableConfig, ConfigError> {
+    tables.get(name).cloned().ok_or_else(|| ConfigError::invalid(key, format!("no table '{name}' under [tables]")))
+}
+
+impl PartitionSpec {
+    fn validate(&self, key: &str, schema: &TableSchema) -> Result<(), ConfigError> {
+        let derived_clash = || ConfigError::invalid(format!("{key}.column"), "a derived partition column must not also be a schema column");
+        match self.source {
+            PartitionSource::Column => {
+                if schema.column(&self.column).is_none() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.column"),
+                        format!(
+                            "'{}' is not a schema column; for derived values set source = \"ingestion_time\" or \"field\"",
+                            self.column
+                        ),
+                    ));
+                }
+                if self.format.is_some() || self.field.is_some() {
+                    return Err(ConfigError::invalid(key, "format and field apply to ingestion_time / field partitions only"));
+                }
+            }
+            PartitionSource::IngestionTime => {
+                self.check_format(key)?;
+                if schema.column(&self.column).is_some() {
+                    return Err(derived_clash());
+                }
+            }
+            PartitionSource::Field => {
+                self.check_format(key)?;
+                self.check_field(key, schema)?;
+                if schema.column(&self.column).is_some() {
+                    return Err(derived_clash());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_format(&self, key: &str) -> Result<(), ConfigError> {
+        let f = self.format.as_deref().ok_or_else(|| {
+            ConfigError::invalid(format!("{key}.format"), "required for ingestion_time and field partitions, e.g. \"%Y\"")
+        })?;
+        if f.is_empty() || chrono::format::StrftimeItems::new(f).any(|it| matches!(it, chrono::format::Item::Error)) {
+            return Err(ConfigError::invalid(format!("{key}.format"), format!("'{f}' is not a valid chrono format")));
+        }
+        Ok(())
+    }
+
+    fn check_field(&self, key: &str, schema: &TableSchema) -> Result<(), ConfigError> {
+        let field = self
+            .field
+            .as_deref()
+            .ok_or_else(|| ConfigError::invalid(format!("{key}.field"), "name the timestamp column to derive from"))?;
+        match schema.column(field) {
+            Some(c) if c.kind() == ColumnType::Timestamp => Ok(()),
+            _ => Err(ConfigError::invalid(format!("{key}.field"), format!("'{field}' is not a timestamp column of the schema"))),
+        }
+    }
+}

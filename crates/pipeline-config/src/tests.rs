@@ -1,0 +1,83 @@
+//! Tests of the whole file: the shipped pipeline, overrides, and errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use crate::*;
+
+fn shipped() -> PathBuf {
+    // Read at run time: a shared target directory may hold a test binary built from
+    // another checkout of the same sources.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+    Path::new(&crate_dir).join("../../schemas/pipeline.toml")
+}
+
+#[test]
+fn the_shipped_pipeline_is_valid() {
+    let c = PipelineConfig::load_with_env(&shipped(), ConfigOverrides::default(), |_| None).unwrap();
+    let ra = c.raw_append.as_ref().unwrap();
+    assert_eq!(ra.sources.len(), 2);
+    assert_eq!(c.table("raw_order").unwrap().partition_columns(), ["year", "month", "day", "hour"]);
+    assert_eq!(c.table("raw_member").unwrap().schema.columns.len(), 3);
+    assert_eq!(c.table_location("raw/order"), "lake/raw/order");
+    let mu = c.merge_upsert.as_ref().unwrap();
+    assert_eq!(
+        (mu.source.name.as_str(), mu.target.name.as_str(), mu.key.as_slice()),
+        ("curated", "processed", &["order_id".to_string()][..])
+    );
+}
+
+#[test]
+fn environment_overrides_deployment_values() {
+    let env = |k: &str| match k {
+        "LAKEHOUSE_LAKE_ROOT" => Some("s3://bucket/lake/".to_string()),
+        "LAKEHOUSE_KAFKA_SECURITY_PROTOCOL" => Some("sasl_ssl".to_string()),
+        "LAKEHOUSE_KAFKA_SASL_MECHANISM" => Some("AWS_MSK_IAM".to_string()),
+        _ => None,
+    };
+    let c = PipelineConfig::load_with_env(&shipped(), ConfigOverrides::default(), env).unwrap();
+    assert_eq!(c.table_location("raw/order"), "s3://bucket/lake/raw/order");
+    assert_eq!(c.kafka.sasl_mechanism, Some(SaslMechanism::AwsMskIam));
+}
+
+fn error_for(body: &str, env: &[(&str, &str)]) -> String {
+    let dir = std::env::temp_dir().join(format!("pcfg-{}-{}", std::process::id(), body.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["order.schema.toml", "member.schema.toml"] {
+        std::fs::copy(shipped().parent().unwrap().join(f), dir.join(f)).unwrap();
+    }
+    let path = dir.join("p.toml");
+    std::fs::write(&path, body).unwrap();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let err =
+        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            .unwrap_err();
+    err.to_string()
+}
+
+#[test]
+fn errors_name_the_key() {
+    let base = "[lake]\nroot = \"lake\"\n[tables.t]\npath = \"t\"\nschema = \"order.schema.toml\"\n";
+    let e = error_for(&format!("{base}partitions = [{{ column = \"nope\" }}]\n"), &[]);
+    assert!(e.starts_with("tables.t.partitions[0].column:"), "{e}");
+    let e = error_for(&format!("{base}[raw_append]\nsources = [{{ topic = \"x\", table = \"missing\" }}]\n"), &[]);
+    assert!(e.starts_with("raw_append.sources[0].table:"), "{e}");
+    let e = error_for(base, &[("LAKEHOUSE_KAFKA_SECURITY_PROTOCOL", "tls")]);
+    assert!(e.starts_with("kafka.security_protocol: from LAKEHOUSE_KAFKA_SECURITY_PROTOCOL"), "{e}");
+    let e = error_for(base, &[("LAKEHOUSE_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]);
+    assert!(e.starts_with("kafka.sasl_mechanism:"), "{e}");
+    let e = error_for(&format!("{base}[raw_append]\nmax_batch_bytes = \"12 parsecs\"\nsources = []\n"), &[]);
+    assert!(e.contains("max_batch_bytes") || e.contains("parsecs"), "{e}");
+    let e = error_for(&base.replace("path = \"t\"", "path = \"../t\""), &[]);
+    assert!(e.starts_with("tables.t.path:"), "{e}");
+    let merge = |extra: &str| {
+        format!("{base}[tables.u]\npath = \"u\"\nschema = \"order.schema.toml\"\n[merge_upsert]\nsource = \"t\"\ntarget = \"u\"\n{extra}")
+    };
+    let e = error_for(&merge("key = [\"id\"]\nsequence = \"timestamp\"\n"), &[]);
+    assert!(e.starts_with("merge_upsert.key: 'id' is not a schema column of the target u"), "{e}");
+    let e = error_for(&merge("key = [\"order_id\"]\nsequence = \"ts\"\n"), &[]);
+    assert!(e.starts_with("merge_upsert.sequence:"), "{e}");
+    let e = error_for(&merge("key = [\"order_id\"]\nsequence = \"timestamp\"\noperation = \"op\"\n"), &[]);
+    assert!(e.starts_with("merge_upsert.operation: 'op' is not a column of the source t"), "{e}");
+    let e = error_for(&merge("key = []\nsequence = \"timestamp\"\n"), &[]);
+    assert!(e.starts_with("merge_upsert.key:"), "{e}");
+}

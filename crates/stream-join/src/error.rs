@@ -1,0 +1,41 @@
+//! Why a stream-join run fails.
+
+use delta_io::DeltaIoError;
+use delta_source::SourceError;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamJoinError {
+    /// The configuration has no `[stream_join]` section.
+    #[error("stream_join: section missing from the configuration; add [stream_join] (see schemas/pipeline.toml)")]
+    NotConfigured,
+    /// Delta access failed.
+    #[error(transparent)]
+    Delta(#[from] DeltaIoError),
+    /// A commit did not land.
+    #[error("commit: {0}")]
+    Commit(#[from] delta_io::CommitError),
+    /// Reading a source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The checkpoint folder could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] delta_source::ProgressError),
+    /// Building rows failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A source table lacks a configured column.
+    #[error("source {table} has no column '{column}' (configured under [stream_join])")]
+    MissingColumn {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+    },
+    /// A bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Every failure exits 1.
+impl job_runtime::ExitStatus for StreamJoinError {}

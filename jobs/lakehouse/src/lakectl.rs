@@ -1,0 +1,162 @@
+//! `lakectl`: operator tool: create topics, produce the reference data, read watermarks, and
+//! the container health check. (Benchmarks are `lakebench`, which the image does not ship.)
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use job_runtime::ExitCode;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use reference_data::{create_topics, produce, MembershipGenerator, OrderGenerator, ProduceOptions};
+
+/// Operator tool: topics, reference data, benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "lakectl", version)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "LAKEHOUSE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create topics (existing ones are left alone).
+    CreateTopics {
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Produce reference orders and membership changes.
+    ///
+    /// Example: lakectl produce --orders 10000 --members 200 --bad-fraction 0.01
+    Produce {
+        /// Orders topic.
+        #[arg(long, default_value = "orders")]
+        orders_topic: String,
+        /// Members topic.
+        #[arg(long, default_value = "members")]
+        members_topic: String,
+        /// Order messages to produce.
+        #[arg(long, default_value_t = 1000)]
+        orders: u64,
+        /// Membership messages to produce.
+        #[arg(long, default_value_t = 50)]
+        members: u64,
+        /// Messages per second per topic (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Seed of the generators.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Fraction of malformed messages (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        bad_fraction: f64,
+    },
+    /// Print each partition's low and high watermarks (and, with --scan, the offsets actually held).
+    Watermarks {
+        /// Topic.
+        topic: String,
+        /// Also read every message and report the first and last offsets seen.
+        #[arg(long)]
+        scan: bool,
+    },
+    /// Container health check: exit 0 when the job writing the heartbeat file (a job run with
+    /// --health-file / LAKEHOUSE_HEALTH_FILE) showed life within --max-age, 1 otherwise. An idle
+    /// job stays healthy; alert on the file's last_progress_unix_ms for a stalled pipeline.
+    ///
+    /// Example (Dockerfile): HEALTHCHECK CMD ["lakectl", "healthcheck", "--max-age", "5m"]
+    Healthcheck {
+        /// The heartbeat file the job writes.
+        #[arg(long, env = "LAKEHOUSE_HEALTH_FILE", default_value = "/tmp/lakehouse/health.json")]
+        file: PathBuf,
+        /// Longest time without a sign of life that is still healthy (longer than the slowest batch).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        max_age: Duration,
+    },
+}
+
+/// Runs lakectl with `args` (the first is the program name).
+pub fn main(args: Vec<OsString>) -> ! {
+    let args = Args::parse_from(args);
+    let result = match args.command {
+        Command::CreateTopics { topics, partitions } => tokio_block(async {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            create_topics(&args.brokers, &names, partitions).await.map_err(|e| e.to_string())
+        }),
+        Command::Produce { orders_topic, members_topic, orders, members, rate, seed, bad_fraction } => (|| -> Result<(), String> {
+            let mut gen = OrderGenerator::reference(seed);
+            let opts = ProduceOptions { count: orders, rate, bad_fraction };
+            let r = produce(&args.brokers, &orders_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({"topic": orders_topic, "messages": r.messages, "malformed": r.malformed, "bytes": r.bytes, "seconds": r.elapsed.as_secs_f64()})
+            );
+            let mut gen = MembershipGenerator::reference(seed);
+            let opts = ProduceOptions { count: members, rate, bad_fraction };
+            let r = produce(&args.brokers, &members_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({"topic": members_topic, "messages": r.messages, "malformed": r.malformed, "bytes": r.bytes, "seconds": r.elapsed.as_secs_f64()})
+            );
+            Ok(())
+        })(),
+        Command::Watermarks { topic, scan } => print_watermarks(&args.brokers, &topic, scan),
+        Command::Healthcheck { file, max_age } => match job_runtime::check_health(&file, max_age) {
+            Ok(beat) => {
+                println!("healthy: {} (pid {})", beat.job, beat.pid);
+                Ok(())
+            }
+            Err(e) => Err(format!("unhealthy: {e}")),
+        },
+    };
+    if let Err(e) = result {
+        eprintln!("lakectl: {e}");
+        ExitCode::Failure.exit();
+    }
+    ExitCode::Success.exit()
+}
+
+fn tokio_block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime").block_on(f)
+}
+
+/// Prints low/high watermarks per partition; with `scan`, also the offsets really read.
+pub fn print_watermarks(brokers: &str, topic: &str, scan: bool) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "lakectl-watermarks")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = md.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let mut line = serde_json::json!({"topic": topic, "partition": p, "low": low, "high": high});
+        if scan {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
+            consumer.assign(&tpl).map_err(|e| e.to_string())?;
+            let (mut first, mut last, mut count) = (None, None, 0u64);
+            while let Some(Ok(m)) = consumer.poll(Duration::from_secs(2)) {
+                first.get_or_insert(m.offset());
+                last = Some(m.offset());
+                count += 1;
+            }
+            line["first_offset"] = serde_json::json!(first);
+            line["last_offset"] = serde_json::json!(last);
+            line["messages"] = serde_json::json!(count);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

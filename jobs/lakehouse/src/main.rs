@@ -1,0 +1,53 @@
+//! `lakehouse`: every job in one executable, so the code they share ships once. It runs the job
+//! named by the name it is called by (`raw-append`, `stream-join`, `merge-upsert`,
+//! `maintenance`, `lakectl`: links to this file) or by its first argument
+//! (`lakehouse raw-append --config ...`).
+
+mod lakectl;
+mod maintenance;
+mod merge_upsert;
+mod raw_append;
+mod stream_join;
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use job_runtime::{crash_points_from_env, init_logging, ExitCode};
+
+/// The jobs by the name they are called by.
+const JOBS: [&str; 5] = ["raw-append", "stream-join", "merge-upsert", "maintenance", "lakectl"];
+
+fn main() {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let Some(job) = job_name(&args) else {
+        eprintln!("usage: lakehouse <{}> [ARGS]... (or call it through a link with the job's name)", JOBS.join("|"));
+        ExitCode::Usage.exit()
+    };
+    if !called_as(&args, job) {
+        args.remove(0);
+    }
+    // Before any thread starts (the allocator setting must precede them).
+    let pipeline_job = matches!(job, "raw-append" | "stream-join" | "merge-upsert");
+    if pipeline_job || maintenance::wants_arena_limit(&args) {
+        job_runtime::limit_malloc_arenas();
+    }
+    let _crash_points = crash_points_from_env();
+    init_logging();
+    match job {
+        "raw-append" => raw_append::main(args),
+        "stream-join" => stream_join::main(args),
+        "merge-upsert" => merge_upsert::main(args),
+        "maintenance" => maintenance::main(args),
+        _ => lakectl::main(args),
+    }
+}
+
+/// The job to run: the program's own name when it is a job's, else the first argument.
+fn job_name(args: &[OsString]) -> Option<&'static str> {
+    let named = |s: Option<&OsString>| s.and_then(|s| JOBS.iter().find(|j| Path::new(s).file_name().is_some_and(|f| f == **j))).copied();
+    named(args.first()).or_else(|| named(args.get(1)))
+}
+
+fn called_as(args: &[OsString], job: &str) -> bool {
+    args.first().and_then(|a| Path::new(a).file_name()).is_some_and(|f| f == job)
+}
