@@ -10,25 +10,8 @@ use deltalake::datafusion::sql::sqlparser::dialect::HiveDialect;
 use deltalake::datafusion::sql::sqlparser::parser::Parser;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use e2e_tests::*;
-use reference_data::{OrderGenerator, ProduceOptions};
 
-const ORDERS: &str = r#"
-[tables.raw_order]
-path = "raw/order"
-schema = "order.schema.toml"
-partitions = [
-  { column = "year", source = "ingestion_time", format = "%Y" },
-  { column = "month", source = "ingestion_time", format = "%m" },
-  { column = "day", source = "ingestion_time", format = "%d" },
-  { column = "hour", source = "ingestion_time", format = "%H" },
-]
-"#;
-
-fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64) {
-    let mut gen = OrderGenerator::reference(seed);
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction: 0.0 }, || gen.next_message())
-        .expect("produced");
-}
+const ORDERS: &str = include_str!("fixtures/raw_order_hourly.tables.toml");
 
 /// Rows of the orders table as a sorted list (order-insensitive comparison).
 fn order_rows(location: &str) -> Vec<Vec<String>> {
@@ -82,7 +65,7 @@ fn compaction_keeps_every_row_bin_packs_and_loses_nothing_beside_a_running_appen
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
 
-    produce_orders(&services, &topic, 11, 10_000);
+    produce_orders(&services, &topic, 11, 10_000, 0, 0.0);
     let first = run("raw-append", &["--config", config], &[]);
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     let before = order_rows(&table);
@@ -106,7 +89,7 @@ fn compaction_keeps_every_row_bin_packs_and_loses_nothing_beside_a_running_appen
     assert_eq!(again.summary["details"]["files_added"], 0, "nothing left to compact: {}", again.summary);
 
     // Compaction and a running raw-append at once: every offset still exactly once.
-    produce_orders(&services, &topic, 12, 10_000);
+    produce_orders(&services, &topic, 12, 10_000, 0, 0.0);
     let mut append = spawn("raw-append", &["--config", config], &[]);
     let mut compactions = 0;
     while append.try_wait().expect("wait").is_none() {
@@ -137,7 +120,7 @@ fn zorder_compaction_rewrites_without_changing_rows() {
     let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
-    produce_orders(&services, &topic, 13, 5_000);
+    produce_orders(&services, &topic, 13, 5_000, 0, 0.0);
     let appended = run("raw-append", &["--config", config], &[]);
     assert_eq!(appended.code, Some(0), "{}", appended.stderr);
     let before = order_rows(&table);
@@ -166,7 +149,7 @@ fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
     let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 1000\n{sources}\n"));
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
-    produce_orders(&services, &topic, 21, 5_000);
+    produce_orders(&services, &topic, 21, 5_000, 0, 0.0);
     let appended = run("raw-append", &["--config", config], &[]);
     assert_eq!(appended.code, Some(0), "{}", appended.stderr);
     let rows = order_rows(&table);
@@ -217,25 +200,9 @@ fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
 
 // The reference member schema requires an owner; this one lets a null owner through so the
 // default partition is exercised.
-const MEMBERS: &str = r#"
-[tables.raw_member]
-path = "raw/member"
-schema = "member_any_owner.schema.toml"
-partitions = [{ column = "order_owner" }]
-"#;
+const MEMBERS: &str = include_str!("fixtures/raw_member_any_owner.tables.toml");
 
-const MEMBER_SCHEMA: &str = r#"
-[[columns]]
-name = "order_owner"
-type = "string"
-[[columns]]
-name = "membership"
-type = "string"
-[[columns]]
-name = "timestamp"
-type = "timestamp"
-required = true
-"#;
+const MEMBER_SCHEMA: &str = include_str!("fixtures/member_any_owner.schema.toml");
 
 fn members_pipeline(services: &Services, table: &str, topic: &str, metadata: &str) -> Pipeline {
     let pipeline = Pipeline::new(

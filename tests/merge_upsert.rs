@@ -12,38 +12,9 @@ use e2e_tests::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const CHANGE_SCHEMA: &str = r#"
-[[columns]]
-name = "order_id"
-type = "long"
-[[columns]]
-name = "order_owner"
-type = "string"
-[[columns]]
-name = "order_value"
-type = "long"
-[[columns]]
-name = "timestamp"
-type = "timestamp"
-[[columns]]
-name = "op"
-type = "string"
-"#;
+const CHANGE_SCHEMA: &str = include_str!("fixtures/changes.schema.toml");
 
-const TARGET_SCHEMA: &str = r#"
-[[columns]]
-name = "order_id"
-type = "long"
-[[columns]]
-name = "order_owner"
-type = "string"
-[[columns]]
-name = "order_value"
-type = "long"
-[[columns]]
-name = "timestamp"
-type = "timestamp"
-"#;
+const TARGET_SCHEMA: &str = include_str!("fixtures/orders.schema.toml");
 
 /// A pipeline: topic → raw-append → `raw/changes` → merge-upsert → `processed`, partitioned by
 /// the hour of `timestamp` (so a newer change of a key may move it to another partition).

@@ -6,17 +6,7 @@ use std::time::{Duration, Instant};
 use e2e_tests::*;
 use reference_data::{OrderGenerator, ProduceOptions};
 
-const ORDERS_TABLE: &str = r#"
-[tables.raw_order]
-path = "raw/order"
-schema = "order.schema.toml"
-partitions = [
-  { column = "year", source = "ingestion_time", format = "%Y" },
-  { column = "month", source = "ingestion_time", format = "%m" },
-  { column = "day", source = "ingestion_time", format = "%d" },
-  { column = "hour", source = "ingestion_time", format = "%H" },
-]
-"#;
+const ORDERS_TABLE: &str = include_str!("fixtures/raw_order_hourly.tables.toml");
 
 fn orders_pipeline(services: &Services, lake_root: Option<&str>, topic: &str, extra: &str) -> Pipeline {
     Pipeline::new(
@@ -50,12 +40,6 @@ fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<Str
         *rows.entry(row).or_insert(0) += 1;
     }
     rows
-}
-
-fn produce_orders(services: &Services, topic: &str, seed: u64, count: u64, rate: u64, bad_fraction: f64) -> reference_data::ProduceReport {
-    let mut gen = OrderGenerator::reference(seed);
-    reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate, bad_fraction }, || gen.next_message())
-        .expect("produced")
 }
 
 /// Produces in a background thread (while jobs run and get killed).

@@ -7,6 +7,9 @@ use chrono::Duration;
 use e2e_tests::*;
 use reference_data::{MembershipGenerator, OrderGenerator, ProduceOptions, REFERENCE_OWNERS};
 
+/// The reference join section; tests append their own keys to it.
+const REFERENCE_JOIN: &str = include_str!("fixtures/reference_join.toml");
+
 fn pipeline(services: &Services, orders: &str, members: &str, join: &str) -> Pipeline {
     Pipeline::new(
         services,
@@ -34,19 +37,7 @@ partitions = [
 [raw_append]
 sources = [{{ topic = "{orders}", table = "raw_order" }}, {{ topic = "{members}", table = "raw_member" }}]
 
-[stream_join]
-output = "curated"
-upper = "1h"
-left = {{ table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }}
-right = {{ table = "raw_member", key = ["order_owner"], time = "timestamp", delay = "2h" }}
-columns = [
-  {{ name = "order_id", from = "left.order_id" }},
-  {{ name = "order_owner", from = "left.order_owner" }},
-  {{ name = "order_value", from = "left.order_value" }},
-  {{ name = "timestamp", from = "left.timestamp" }},
-  {{ name = "membership", from = "right.membership" }},
-]
-{join}
+{REFERENCE_JOIN}{join}
 "#
         ),
     )

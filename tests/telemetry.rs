@@ -8,24 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e_tests::*;
-use reference_data::{OrderGenerator, ProduceOptions};
 
-const ORDERS: &str = r#"
-[tables.raw_order]
-path = "raw/order"
-schema = "order.schema.toml"
-partitions = [{ column = "day", source = "ingestion_time", format = "%d" }]
-"#;
+const ORDERS: &str = include_str!("fixtures/raw_order_daily.tables.toml");
 
 fn pipeline(services: &Services, topic: &str, extra: &str) -> Pipeline {
     Pipeline::new(services, None, &format!("{ORDERS}\n[raw_append]\ndead_letter_table = \"raw/dead_letter\"\n{extra}\nsources = [{{ topic = \"{topic}\", table = \"raw_order\" }}]\n"))
-}
-
-fn produce(services: &Services, topic: &str, count: u64, bad_fraction: f64) -> u64 {
-    let mut gen = OrderGenerator::reference(7);
-    let report = reference_data::produce(&services.brokers, topic, &ProduceOptions { count, rate: 0, bad_fraction }, || gen.next_message())
-        .expect("produced");
-    report.malformed
 }
 
 fn free_port() -> u16 {
@@ -68,7 +55,7 @@ fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_
     let mut child =
         spawn("raw-append", &["--config", &config, "--trigger", "continuous", "--metrics-addr", &format!("127.0.0.1:{port}")], &env);
 
-    let malformed = produce(&services, &topic, 1000, 0.05);
+    let malformed = produce_orders(&services, &topic, 7, 1000, 0, 0.05).malformed;
     assert!(malformed > 0);
     let (table, dead) = (p.table("raw/order"), p.table("raw/dead_letter"));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -152,7 +139,7 @@ fn emf_records_add_up_to_the_summary() {
     let topic = unique("emf");
     create_topics(&services, &[&topic], 2);
     let p = pipeline(&services, &topic, "max_batch_rows = 150");
-    let malformed = produce(&services, &topic, 600, 0.1);
+    let malformed = produce_orders(&services, &topic, 7, 600, 0, 0.1).malformed;
     let r = run("raw-append", &["--config", p.config.to_str().unwrap(), "--emf", "--emf-namespace", "LakehouseTest"], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let records: Vec<serde_json::Value> =

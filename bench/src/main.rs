@@ -9,15 +9,14 @@ mod raw_append;
 mod stream_join;
 
 use clap::{Parser, Subcommand};
-use job_runtime::{init_logging, ExitCode};
+use job_runtime::{init_logging, BrokerArgs, ExitCode};
 
 /// Benchmarks of the lakehouse jobs.
 #[derive(Debug, Parser)]
 #[command(name = "lakebench", version)]
 struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "LAKEHOUSE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    kafka: BrokerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,7 +37,7 @@ fn main() {
     init_logging();
     let args = Args::parse();
     let result = match args.command {
-        Command::RawAppend(b) => b.run(&args.brokers),
+        Command::RawAppend(b) => b.run(&args.kafka.brokers),
         Command::Maintenance(b) => b.run(),
         Command::StreamJoin(b) => b.run(),
         Command::MergeUpsert(b) => b.run(),

@@ -80,23 +80,7 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-const COLUMNS: &str = r#"
-[[columns]]
-name = "order_id"
-type = "long"
-[[columns]]
-name = "order_owner"
-type = "string"
-[[columns]]
-name = "order_value"
-type = "long"
-[[columns]]
-name = "timestamp"
-type = "timestamp"
-[[columns]]
-name = "membership"
-type = "string"
-"#;
+const COLUMNS: &str = include_str!("../../tests/fixtures/curated.schema.toml");
 
 const PIPELINE: &str = r#"
 [lake]

@@ -259,21 +259,10 @@ partitions = [
   {{ column = "day", source = "field", field = "timestamp", format = "%d" }},
   {{ column = "hour", source = "field", field = "timestamp", format = "%H" }},
 ]
-[stream_join]
-output = "curated"
-upper = "1h"
-max_files_per_batch = {max_files}
-left = {{ table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }}
-right = {{ table = "raw_member", key = ["order_owner"], time = "timestamp", delay = "2h" }}
-columns = [
-  {{ name = "order_id", from = "left.order_id" }},
-  {{ name = "order_owner", from = "left.order_owner" }},
-  {{ name = "order_value", from = "left.order_value" }},
-  {{ name = "timestamp", from = "left.timestamp" }},
-  {{ name = "membership", from = "right.membership" }},
-]
+{join}max_files_per_batch = {max_files}
 "#,
         lake = lake.display(),
+        join = include_str!("../../tests/fixtures/reference_join.toml"),
         max_files = max_files
     )
 }

@@ -99,6 +99,21 @@ pub fn create_topics(services: &Services, topics: &[&str], partitions: i32) {
     block_on(reference_data::create_topics(&services.brokers, topics, partitions)).expect("topics created");
 }
 
+/// Produces `count` reference orders (generator seed `seed`, `rate` per second or 0 for as fast
+/// as possible, `bad_fraction` malformed) and waits for acknowledgement.
+pub fn produce_orders(
+    services: &Services,
+    topic: &str,
+    seed: u64,
+    count: u64,
+    rate: u64,
+    bad_fraction: f64,
+) -> reference_data::ProduceReport {
+    let mut gen = reference_data::OrderGenerator::reference(seed);
+    let options = reference_data::ProduceOptions { count, rate, bad_fraction };
+    reference_data::produce(&services.brokers, topic, &options, || gen.next_message()).expect("produced")
+}
+
 /// Produces raw payloads (with keys) to a topic and waits for acknowledgement.
 pub fn produce_raw(services: &Services, topic: &str, messages: &[(Option<&str>, &[u8])]) {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

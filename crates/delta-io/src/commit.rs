@@ -25,15 +25,33 @@ pub enum CommitError {
     #[error("progress moved under this batch (another task committed its partitions): {}", describe_moved(.moved))]
     ProgressMoved {
         /// The app ids that moved.
-        moved: Vec<crate::MovedProgress>,
+        moved: Vec<MovedProgress>,
     },
     /// Any other failure.
     #[error(transparent)]
     Io(#[from] DeltaIoError),
 }
 
-fn describe_moved(moved: &[crate::MovedProgress]) -> String {
+fn describe_moved(moved: &[MovedProgress]) -> String {
     moved.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// An app id whose progress is not what a guarded commit expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedProgress {
+    /// Application id.
+    pub app_id: String,
+    /// What the batch started from.
+    pub expected: Option<i64>,
+    /// What the newest snapshot holds.
+    pub found: Option<i64>,
+}
+
+impl std::fmt::Display for MovedProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+        write!(f, "{} expected {} found {}", self.app_id, show(self.expected), show(self.found))
+    }
 }
 
 /// A landed commit.

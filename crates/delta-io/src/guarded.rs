@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use deltalake::kernel::{Add, Transaction};
 use deltalake::DeltaTable;
 
-use crate::commit::{commit_append, read_progress, CommitError, CommitOutcome};
+use crate::commit::{commit_append, read_progress, CommitError, CommitOutcome, MovedProgress};
 use crate::DeltaIoError;
 
 /// Attempts of one guarded commit (each after a concurrent commit on one of its app ids that
@@ -28,24 +28,6 @@ pub struct GuardedTxn {
     pub expected: Option<i64>,
     /// The version this commit records.
     pub version: i64,
-}
-
-/// An app id whose progress is not what a guarded commit expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MovedProgress {
-    /// Application id.
-    pub app_id: String,
-    /// What the batch started from.
-    pub expected: Option<i64>,
-    /// What the newest snapshot holds.
-    pub found: Option<i64>,
-}
-
-impl std::fmt::Display for MovedProgress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
-        write!(f, "{} expected {} found {}", self.app_id, show(self.expected), show(self.found))
-    }
 }
 
 /// A table with the `txn` versions known to hold in its loaded snapshot, so guarded commits

@@ -11,10 +11,10 @@ mod path_limits;
 mod table;
 mod writer;
 
-pub use commit::{append_once, commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome};
+pub use commit::{append_once, commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome, MovedProgress};
 pub use error::DeltaIoError;
 pub use files::{decode_data_file, read_data_file};
-pub use guarded::{GuardedTxn, MovedProgress, ProgressTable};
+pub use guarded::{GuardedTxn, ProgressTable};
 pub use location::{object_store_at, storage_options, table_url};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};

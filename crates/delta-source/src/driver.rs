@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use job_runtime::{RunStatus, RunSummary, Shutdown};
-use pipeline_config::Trigger;
+use job_runtime::{RunOptions, RunStatus, RunSummary, Shutdown};
+use pipeline_config::{IncrementalOptions, Trigger};
 
 /// A job driven batch by batch over Delta sources.
 pub trait IncrementalJob {
@@ -54,6 +54,26 @@ where
             None => schedule.shutdown.sleep(schedule.interval).await,
         }
     }
+}
+
+/// Runs an opened job to its summary under the command line's trigger (or the configured one)
+/// and stop flag; `started` is when the run began (opening its tables included).
+pub async fn run_to_end<J: IncrementalJob + Send>(
+    name: &str,
+    started: Instant,
+    configured: &IncrementalOptions,
+    options: RunOptions,
+    job: &mut J,
+) -> Result<RunSummary, J::Error>
+where
+    J::Plan: Send,
+{
+    let trigger = options.trigger_or(configured.trigger);
+    let mut summary = RunSummary::new(name, trigger.name());
+    let schedule = Schedule { trigger, interval: configured.interval.0, shutdown: options.shutdown };
+    summary.status = drive(job, &schedule, &mut summary).await?;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
 }
 
 /// A trigger-once run that committed nothing found no new data.

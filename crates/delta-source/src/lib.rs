@@ -8,7 +8,7 @@ mod progress;
 
 use std::collections::HashMap;
 
-pub use driver::{drive, IncrementalJob, Schedule};
+pub use driver::{drive, run_to_end, IncrementalJob, Schedule};
 pub use progress::{BatchRecord, ProgressError, ProgressLog, Resume, SourceRange};
 
 use arrow::array::RecordBatch;

@@ -2,7 +2,7 @@
 //! file, typed trigger, lake root (applied before validation), telemetry.
 
 use std::fmt::Display;
-use std::future::IntoFuture;
+use std::future::Future;
 use std::path::PathBuf;
 
 use pipeline_config::{ConfigOverrides, PipelineConfig, Trigger};
@@ -25,6 +25,14 @@ pub struct JobArgs {
     pub telemetry: TelemetryArgs,
 }
 
+/// `--brokers` of the operator tools (lakectl, lakebench).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "LAKEHOUSE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
 fn parse_trigger(s: &str) -> Result<Trigger, String> {
     s.parse()
 }
@@ -37,33 +45,42 @@ impl JobArgs {
     }
 }
 
+/// How the command line runs a job: its trigger override and the stop flag.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--trigger`, when given (it wins over the configured trigger).
+    pub trigger: Option<Trigger>,
+    /// Raised by SIGTERM/SIGINT; jobs stop between batches.
+    pub shutdown: Shutdown,
+}
+
+impl RunOptions {
+    /// The trigger to run with: the command line's, else the configured one.
+    pub fn trigger_or(&self, configured: Trigger) -> Trigger {
+        self.trigger.unwrap_or(configured)
+    }
+}
+
 /// A job that runs from the pipeline configuration until done or shut down.
-pub trait PipelineJob: Sized + IntoFuture<Output = Result<RunSummary, Self::Error>> + 'static {
+pub trait PipelineJob: Sized + Send + 'static {
     /// The job's error (its [`ExitStatus`] picks the exit code).
     type Error: Display + ExitStatus;
     /// The job's name in logs, summaries and metrics.
     const NAME: &'static str;
     /// Builds the job from a validated configuration.
     fn from_config(config: PipelineConfig) -> Result<Self, Self::Error>;
-    /// Overrides the configured trigger.
-    fn with_trigger(self, trigger: Trigger) -> Self;
-    /// Stops between batches when `shutdown` fires.
-    fn with_shutdown(self, shutdown: Shutdown) -> Self;
+    /// Runs the job to its summary.
+    fn run(self, options: RunOptions) -> impl Future<Output = Result<RunSummary, Self::Error>> + Send;
 }
 
 /// The whole `main` of a pipeline job: load, build, run, summary, exit code.
 pub fn run_pipeline_job<J: PipelineJob>(args: JobArgs, overrides: ConfigOverrides) -> ! {
     let telemetry = args.telemetry.clone();
+    let trigger = args.trigger;
     run_job(
         J::NAME,
         &telemetry,
-        move || {
-            let job = J::from_config(args.load(overrides)?).map_err(|e| e.to_string())?;
-            Ok(match args.trigger {
-                Some(trigger) => job.with_trigger(trigger),
-                None => job,
-            })
-        },
-        |job, shutdown| job.with_shutdown(shutdown).into_future(),
+        move || J::from_config(args.load(overrides)?).map_err(|e| e.to_string()),
+        move |job, shutdown| job.run(RunOptions { trigger, shutdown }),
     )
 }

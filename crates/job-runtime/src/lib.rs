@@ -16,7 +16,7 @@ mod telemetry;
 
 pub use crash::crash_points_from_env;
 pub use exit::{ExitCode, ExitStatus};
-pub use harness::{run_pipeline_job, JobArgs, PipelineJob};
+pub use harness::{run_pipeline_job, BrokerArgs, JobArgs, PipelineJob, RunOptions};
 pub use logging::init_logging;
 pub use main_loop::run_job;
 pub use progress::Progress;

@@ -14,12 +14,35 @@ use deltalake::kernel::{Add, Remove};
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _};
 use deltalake::{DeltaTable, Path};
 use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
 
-use crate::compact::CompactMetrics;
 use crate::MaintenanceError;
 
-/// A small file that may be packed: its size, modification time, path and removal.
+/// A small file that may be packed: its modification time, size, path and removal.
 type Candidate = (i64, i64, Path, Remove);
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactMetrics {
+    /// Table version before.
+    pub version_before: u64,
+    /// Table version after (several commits when a minimum commit interval is set).
+    pub version_after: u64,
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Files written.
+    pub files_added: u64,
+    /// Bytes of the files replaced.
+    pub bytes_removed: u64,
+    /// Bytes of the files written.
+    pub bytes_added: u64,
+    /// Partitions with at least one rewrite.
+    pub partitions_optimized: u64,
+    /// Files looked at.
+    pub files_considered: u64,
+    /// Files left as they were (already large enough, or alone in their bin).
+    pub files_skipped: u64,
+}
 /// Files fetched at once per bin.
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -54,14 +77,35 @@ pub(crate) struct BinPack {
     pub min_commit_interval: Option<Duration>,
 }
 
+/// What a run rewrites: bins of small files, and the figures of the selection.
+struct BinPlan {
+    bins: Vec<Bin>,
+    considered: u64,
+    skipped: u64,
+    partitions_optimized: u64,
+}
+
 impl BinPack {
-    pub(crate) async fn run(self, mut table: DeltaTable) -> Result<(DeltaTable, CompactMetrics), MaintenanceError> {
+    pub(crate) async fn run(self, table: DeltaTable) -> Result<(DeltaTable, CompactMetrics), MaintenanceError> {
         let location = table.table_url().to_string();
         let snapshot = table.snapshot().map_err(MaintenanceError::delta(&location))?;
         let version_before = snapshot.version();
-        let columns = snapshot.metadata().partition_columns().to_vec();
         let schema = snapshot.snapshot().arrow_schema();
+        let plan = self.plan(snapshot);
+        let metrics = CompactMetrics {
+            version_before,
+            version_after: version_before,
+            files_considered: plan.considered,
+            files_skipped: plan.skipped,
+            partitions_optimized: plan.partitions_optimized,
+            ..Default::default()
+        };
+        self.execute(table, schema, plan.bins, metrics).await
+    }
 
+    /// The small files of the selected partitions, in greedy bins per partition.
+    fn plan(&self, snapshot: &deltalake::table::state::DeltaTableState) -> BinPlan {
+        let columns = snapshot.metadata().partition_columns().to_vec();
         let mut by_partition: BTreeMap<Vec<Option<String>>, Vec<Candidate>> = BTreeMap::new();
         let mut considered = 0u64;
         for file in snapshot.log_data() {
@@ -74,47 +118,35 @@ impl BinPack {
                 continue;
             }
             let key = columns.iter().map(|c| values.get(c).cloned().flatten()).collect();
-            by_partition.entry(key).or_default().push((
-                file.modification_time(),
-                file.size(),
-                file.object_store_path(),
-                file.remove_action(false),
-            ));
+            let candidate = (file.modification_time(), file.size(), file.object_store_path(), file.remove_action(false));
+            by_partition.entry(key).or_default().push(candidate);
         }
-
-        // Greedy bins in write order, so rows keep roughly their arrival order.
-        let mut bins = Vec::new();
-        for (key, mut files) in by_partition {
-            files.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
-            let partition: Vec<(String, Option<String>)> = columns.iter().cloned().zip(key).collect();
-            let mut current: Vec<(Path, Remove)> = Vec::new();
-            let mut size = 0u64;
-            for (_, bytes, path, remove) in files {
-                if size + bytes as u64 > self.target_size && !current.is_empty() {
-                    bins.push(Bin { partition: partition.clone(), files: std::mem::take(&mut current) });
-                    size = 0;
-                }
-                size += bytes as u64;
-                current.push((path, remove));
-            }
-            bins.push(Bin { partition, files: current });
-        }
+        let mut bins: Vec<Bin> = by_partition
+            .into_iter()
+            .flat_map(|(key, files)| {
+                let partition: Vec<(String, Option<String>)> = columns.iter().cloned().zip(key).collect();
+                pack(files, self.target_size).into_iter().map(move |files| Bin { partition: partition.clone(), files })
+            })
+            .collect();
         let skipped: u64 = bins.iter().filter(|b| b.files.len() < 2).map(|b| b.files.len() as u64).sum();
         bins.retain(|b| b.files.len() >= 2);
         let partitions_optimized = bins.iter().map(|b| &b.partition).collect::<std::collections::BTreeSet<_>>().len() as u64;
+        BinPlan { bins, considered, skipped, partitions_optimized }
+    }
 
+    /// Rewrites the bins on all cores and commits finished ones (every minimum commit
+    /// interval, and at the end).
+    async fn execute(
+        self,
+        mut table: DeltaTable,
+        schema: SchemaRef,
+        bins: Vec<Bin>,
+        mut metrics: CompactMetrics,
+    ) -> Result<(DeltaTable, CompactMetrics), MaintenanceError> {
         let predicate = (!self.partitions.is_empty())
             .then(|| self.partitions.iter().map(|(c, v)| format!("{c} = '{v}'")).collect::<Vec<_>>().join(" AND "));
         let store = table.object_store();
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let mut metrics = CompactMetrics {
-            version_before,
-            version_after: version_before,
-            files_considered: considered,
-            files_skipped: skipped,
-            partitions_optimized,
-            ..Default::default()
-        };
         let mut pending: (Vec<Remove>, Vec<Add>) = (Vec::new(), Vec::new());
         let mut last_commit = Instant::now();
         let source = table.clone();
@@ -134,23 +166,47 @@ impl BinPack {
             pending.1.extend(adds);
             if self.min_commit_interval.is_some_and(|i| last_commit.elapsed() >= i) {
                 let (removes, adds) = std::mem::take(&mut pending);
-                metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate.clone(), self.target_size)
-                    .await
-                    .map_err(|e| MaintenanceError::Failed(e.to_string()))?
-                    .version;
+                metrics.version_after = self.commit(&mut table, removes, adds, predicate.clone()).await?;
                 last_commit = Instant::now();
             }
         }
         drop(done);
         if !pending.0.is_empty() {
             let (removes, adds) = pending;
-            metrics.version_after = delta_io::commit_rewrite(&mut table, removes, adds, predicate, self.target_size)
-                .await
-                .map_err(|e| MaintenanceError::Failed(e.to_string()))?
-                .version;
+            metrics.version_after = self.commit(&mut table, removes, adds, predicate).await?;
         }
         Ok((table, metrics))
     }
+
+    async fn commit(
+        &self,
+        table: &mut DeltaTable,
+        removes: Vec<Remove>,
+        adds: Vec<Add>,
+        predicate: Option<String>,
+    ) -> Result<u64, MaintenanceError> {
+        let done = delta_io::commit_rewrite(table, removes, adds, predicate, self.target_size).await;
+        Ok(done.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version)
+    }
+}
+
+/// Greedy bins of one partition's files in write order (so rows keep roughly their arrival
+/// order): a bin closes before the file that would take it past `target` bytes.
+fn pack(mut files: Vec<Candidate>, target: u64) -> Vec<Vec<(Path, Remove)>> {
+    files.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    let mut bins = Vec::new();
+    let mut current: Vec<(Path, Remove)> = Vec::new();
+    let mut size = 0u64;
+    for (_, bytes, path, remove) in files {
+        if size + bytes as u64 > target && !current.is_empty() {
+            bins.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += bytes as u64;
+        current.push((path, remove));
+    }
+    bins.push(current);
+    bins
 }
 
 /// Reads a bin's files and writes them back as one file; returns the actions to commit.
@@ -210,4 +266,21 @@ async fn rewrite_bin(
     }
     let adds = writer.close().await.map_err(|e| MaintenanceError::Failed(e.to_string()))?;
     Ok((bin.files.into_iter().map(|(_, r)| r).collect(), adds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(time: i64, size: i64) -> Candidate {
+        let path = Path::from(format!("f{time}.parquet"));
+        (time, size, path.clone(), Remove { path: path.to_string(), data_change: false, ..Default::default() })
+    }
+
+    #[test]
+    fn bins_close_before_the_file_that_would_overflow_them_in_write_order() {
+        let bins = pack(vec![file(3, 40), file(1, 60), file(2, 50), file(4, 10)], 100);
+        let names: Vec<Vec<String>> = bins.iter().map(|b| b.iter().map(|(p, _)| p.to_string()).collect()).collect();
+        assert_eq!(names, [vec!["f1.parquet"], vec!["f2.parquet", "f3.parquet", "f4.parquet"]]);
+    }
 }

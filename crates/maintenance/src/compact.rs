@@ -7,36 +7,13 @@ use std::time::Duration;
 
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
-use serde::Serialize;
 
 use crate::bin_pack::BinPack;
+use crate::bin_pack::CompactMetrics;
 use crate::MaintenanceError;
 
 /// Default target file size: 128 MiB.
 pub const DEFAULT_TARGET_SIZE: u64 = 128 << 20;
-
-/// What a compaction did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CompactMetrics {
-    /// Table version before.
-    pub version_before: u64,
-    /// Table version after (several commits when a minimum commit interval is set).
-    pub version_after: u64,
-    /// Small files replaced.
-    pub files_removed: u64,
-    /// Files written.
-    pub files_added: u64,
-    /// Bytes of the files replaced.
-    pub bytes_removed: u64,
-    /// Bytes of the files written.
-    pub bytes_added: u64,
-    /// Partitions with at least one rewrite.
-    pub partitions_optimized: u64,
-    /// Files looked at.
-    pub files_considered: u64,
-    /// Files left as they were (already large enough, or alone in their bin).
-    pub files_skipped: u64,
-}
 
 /// Rewrites each partition's small files into files near a target size (our bin-packer), or
 /// z-orders them (delta-rs), committed with `dataChange=false` so incremental readers skip them. Appends to the same table may go on:

@@ -12,9 +12,10 @@ mod error;
 mod manifest;
 mod vacuum;
 
+pub use bin_pack::CompactMetrics;
 pub use catalog::{athena_ddl, AthenaDdl};
 pub use checkpoint::{Checkpoint, CheckpointMetrics};
-pub use compact::{Compact, CompactMetrics};
+pub use compact::Compact;
 pub use error::MaintenanceError;
 pub use manifest::{
     hive_escape, manifests_enabled, partition_directory, update_touched_manifests, ManifestMetrics, Manifests, MANIFEST_DIR,

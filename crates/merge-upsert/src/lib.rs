@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod dead_letter;
 mod error;
+mod events;
 mod job;
 pub mod merge;
 mod run;

@@ -15,7 +15,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::row::{OwnedRow, Row, RowConverter, SortField};
+use arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use delta_io::{DeltaIoError, DeltaTable};
 use deltalake::kernel::{Add, Remove};
 use futures::{StreamExt, TryStreamExt};
@@ -103,69 +103,26 @@ pub async fn merge(
     encoders: &Encoders,
     tombstones: &Tombstones,
 ) -> Result<MergeActions, DeltaIoError> {
-    let location = target.table_url().to_string();
     let arrow = DeltaIoError::arrow("merge");
     let mut metrics = MergeMetrics::default();
     let keys = encoders.keys(&changes.rows, columns).map_err(arrow)?;
     let sequences = encoders.sequences(&changes.rows, &columns.sequence).map_err(arrow)?;
-    let by_key: HashMap<Row<'_>, usize> = (0..changes.len()).map(|i| (keys.row(i), i)).collect();
 
     // 1. Candidates by the first key column's statistics.
     let candidates = candidates(target, spec, layout, changes, &mut metrics).map_err(arrow)?;
     metrics.files_scanned = candidates.len() as u64;
-
-    // 2. Target rows of changed keys: (candidate, row in file, change).
-    let probe = probe_schema(layout, columns).map_err(arrow)?;
-    let store = target.object_store();
-    let mut reads =
-        read_files(&store, &location, &probe, candidates.iter().map(|c| (c.path.clone(), c.partition_values.clone())).collect());
-    let mut target_sequence: Vec<Option<OwnedRow>> = vec![None; changes.len()];
-    let mut hits: Vec<(usize, usize, usize)> = Vec::new();
-    let mut file = 0;
-    while let Some(batches) = reads.try_next().await? {
-        let mut offset = 0;
-        for batch in batches {
-            let target_keys = encoders.keys(&batch, columns).map_err(arrow)?;
-            let target_seqs = encoders.sequences(&batch, &columns.sequence).map_err(arrow)?;
-            for row in 0..batch.num_rows() {
-                if let Some(&change) = by_key.get(&target_keys.row(row)) {
-                    hits.push((file, offset + row, change));
-                    let seq = target_seqs.row(row);
-                    if target_sequence[change].as_ref().is_none_or(|s| s.row() < seq) {
-                        target_sequence[change] = Some(seq.owned());
-                    }
-                }
-            }
-            offset += batch.num_rows();
-        }
-        file += 1;
-    }
-    drop(reads);
-
+    // 2. Target rows of changed keys.
+    let probe = TargetProbe { target, layout, columns, encoders };
+    let (hits, target_sequence) = probe.changed_rows(&candidates, &keys).await?;
     // 3. Each change's fate.
     let fates: Vec<Fate> = (0..changes.len())
         .map(|i| {
-            let newer_or_equal = |t: &OwnedRow| sequences.row(i) >= t.row();
-            match (&target_sequence[i], changes.deletes[i]) {
-                (Some(t), true) if newer_or_equal(t) => Fate::Delete,
-                (Some(t), false) if newer_or_equal(t) => Fate::Update,
-                (Some(_), _) => Fate::Stale,
-                (None, true) => Fate::Nothing,
-                (None, false) if tombstones.blocks(keys.row(i), sequences.row(i)) => Fate::Stale,
-                (None, false) => Fate::Insert,
-            }
+            let target = target_sequence[i].as_ref().map(|t| sequences.row(i) >= t.row());
+            let blocked = || tombstones.blocks(keys.row(i), sequences.row(i));
+            fate(target, changes.deletes[i], blocked)
         })
         .collect();
-    for fate in &fates {
-        match fate {
-            Fate::Insert => metrics.rows_inserted += 1,
-            Fate::Update => metrics.rows_updated += 1,
-            Fate::Delete => metrics.rows_deleted += 1,
-            Fate::Stale => metrics.rows_stale += 1,
-            Fate::Nothing => {}
-        }
-    }
-
+    fates.iter().for_each(|f| metrics.count(f));
     // 4. Rewrite the files holding replaced or deleted rows; write the new rows.
     let mut dropped: HashMap<usize, HashSet<usize>> = HashMap::new();
     for (file, row, change) in hits {
@@ -174,19 +131,104 @@ pub async fn merge(
         }
     }
     let mut writer = delta_io::TableWriter::new(target, layout.write.clone(), &layout.partition_columns, 128 << 20);
-    let mut removes = Vec::new();
-    let rewrites: Vec<(usize, HashSet<usize>)> = dropped.into_iter().collect();
-    let mut reads = read_files(
-        &store,
-        &location,
-        &layout.write,
-        rewrites.iter().map(|(file, _)| (candidates[*file].path.clone(), candidates[*file].partition_values.clone())).collect(),
-    );
-    let mut index = 0;
-    let result: Result<(), DeltaIoError> = async {
+    let removes = match probe.rewrite(&candidates, dropped.into_iter().collect(), &mut writer, &mut metrics).await {
+        Ok(removes) => removes,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
+    metrics.files_rewritten = removes.len() as u64;
+    let mut adds = writer.close().await?;
+    adds.extend(write_changed_rows(target, spec, layout, changes, &fates).await?);
+    Ok(MergeActions { removes, adds, metrics })
+}
+
+/// What a change does to the target, from whether the target holds its key (and if so whether
+/// the change's sequence is newer or equal), whether it is a delete, and whether a tombstone
+/// blocks it (asked only for an insert).
+fn fate(target_newer_or_equal: Option<bool>, delete: bool, blocked: impl FnOnce() -> bool) -> Fate {
+    match (target_newer_or_equal, delete) {
+        (Some(true), true) => Fate::Delete,
+        (Some(true), false) => Fate::Update,
+        (Some(false), _) => Fate::Stale,
+        (None, true) => Fate::Nothing,
+        (None, false) if blocked() => Fate::Stale,
+        (None, false) => Fate::Insert,
+    }
+}
+
+impl MergeMetrics {
+    fn count(&mut self, fate: &Fate) {
+        match fate {
+            Fate::Insert => self.rows_inserted += 1,
+            Fate::Update => self.rows_updated += 1,
+            Fate::Delete => self.rows_deleted += 1,
+            Fate::Stale => self.rows_stale += 1,
+            Fate::Nothing => {}
+        }
+    }
+}
+
+/// A target row holding a changed key: (candidate file, row in the file, change).
+type Hit = (usize, usize, usize);
+
+/// Reads candidate target files for a merge.
+struct TargetProbe<'a> {
+    target: &'a DeltaTable,
+    layout: &'a TargetLayout,
+    columns: &'a ChangeColumns,
+    encoders: &'a Encoders,
+}
+
+impl TargetProbe<'_> {
+    /// The target rows whose key changed, and each change's target sequence (the newest, when
+    /// several files hold the key), read on the key and sequence columns only.
+    async fn changed_rows(&self, candidates: &[Candidate], keys: &Rows) -> Result<(Vec<Hit>, Vec<Option<OwnedRow>>), DeltaIoError> {
+        let arrow = DeltaIoError::arrow("merge");
+        let by_key: HashMap<Row<'_>, usize> = (0..keys.num_rows()).map(|i| (keys.row(i), i)).collect();
+        let probe = probe_schema(self.layout, self.columns).map_err(arrow)?;
+        let location = self.target.table_url().to_string();
+        let files = candidates.iter().map(|c| (c.path.clone(), c.partition_values.clone())).collect();
+        let mut reads = read_files(&self.target.object_store(), &location, &probe, files);
+        let mut target_sequence: Vec<Option<OwnedRow>> = vec![None; keys.num_rows()];
+        let mut hits = Vec::new();
+        let mut file = 0;
         while let Some(batches) = reads.try_next().await? {
-            let (file, rows) = &rewrites[index];
-            index += 1;
+            let mut offset = 0;
+            for batch in batches {
+                let target_keys = self.encoders.keys(&batch, self.columns).map_err(arrow)?;
+                let target_seqs = self.encoders.sequences(&batch, &self.columns.sequence).map_err(arrow)?;
+                for row in 0..batch.num_rows() {
+                    let Some(&change) = by_key.get(&target_keys.row(row)) else { continue };
+                    hits.push((file, offset + row, change));
+                    let seq = target_seqs.row(row);
+                    if target_sequence[change].as_ref().is_none_or(|s| s.row() < seq) {
+                        target_sequence[change] = Some(seq.owned());
+                    }
+                }
+                offset += batch.num_rows();
+            }
+            file += 1;
+        }
+        Ok((hits, target_sequence))
+    }
+
+    /// Rewrites each file of `rewrites` without its dropped rows; returns the files' removes.
+    async fn rewrite(
+        &self,
+        candidates: &[Candidate],
+        rewrites: Vec<(usize, HashSet<usize>)>,
+        writer: &mut delta_io::TableWriter,
+        metrics: &mut MergeMetrics,
+    ) -> Result<Vec<Remove>, DeltaIoError> {
+        let layout = self.layout;
+        let location = self.target.table_url().to_string();
+        let files = rewrites.iter().map(|(file, _)| (candidates[*file].path.clone(), candidates[*file].partition_values.clone())).collect();
+        let mut reads = read_files(&self.target.object_store(), &location, &layout.write, files);
+        let mut removes = Vec::new();
+        for (file, rows) in &rewrites {
+            let Some(batches) = reads.try_next().await? else { break };
             let candidate = &candidates[*file];
             let partition: Vec<(String, Option<String>)> =
                 layout.partition_columns.iter().map(|c| (c.clone(), candidate.partition_values.get(c).cloned().flatten())).collect();
@@ -194,50 +236,42 @@ pub async fn merge(
             for batch in batches {
                 let keep: BooleanArray = (0..batch.num_rows()).map(|r| Some(!rows.contains(&(offset + r)))).collect();
                 offset += batch.num_rows();
-                let kept = filter_record_batch(&batch, &keep).map_err(arrow)?;
+                let kept = filter_record_batch(&batch, &keep).map_err(DeltaIoError::arrow("merge"))?;
                 metrics.rows_copied += kept.num_rows() as u64;
                 writer.write_partition(&kept, &partition).await?;
             }
             removes.push(candidate.remove.clone());
         }
-        Ok(())
+        Ok(removes)
     }
-    .await;
-    drop(reads);
-    if let Err(e) = result {
-        writer.abort().await;
-        return Err(e);
-    }
-    metrics.files_rewritten = removes.len() as u64;
-    let mut adds = writer.close().await?;
+}
 
+/// Writes the inserted and updated changes; the writer groups them by partition (sorting a
+/// mixed batch) and derives each partition's values once per run.
+async fn write_changed_rows(
+    target: &DeltaTable,
+    spec: &MergeSpec,
+    layout: &TargetLayout,
+    changes: &Changes,
+    fates: &[Fate],
+) -> Result<Vec<Add>, DeltaIoError> {
+    let arrow = DeltaIoError::arrow("merge");
     let written: Vec<u32> =
         fates.iter().enumerate().filter(|(_, f)| matches!(f, Fate::Insert | Fate::Update)).map(|(i, _)| i as u32).collect();
-    if !written.is_empty() {
-        let rows = take_record_batch(&changes.rows, &UInt32Array::from(written)).map_err(arrow)?;
-        let data: Vec<ArrayRef> = layout
-            .data
-            .fields()
-            .iter()
-            .map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone()))
-            .collect::<Result<_, ArrowError>>()
-            .map_err(arrow)?;
-        let data = RecordBatch::try_new(layout.data.clone(), data).map_err(arrow)?;
-        // The writer groups the rows by partition (sorting a mixed batch) and derives each
-        // partition's values once per run.
-        adds.extend(
-            delta_io::write_derived_partition_runs(
-                target,
-                layout.write.clone(),
-                &layout.partition_columns,
-                &spec.partitions,
-                &[data],
-                128 << 20,
-            )
-            .await?,
-        );
+    if written.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(MergeActions { removes, adds, metrics })
+    let rows = take_record_batch(&changes.rows, &UInt32Array::from(written)).map_err(arrow)?;
+    let data: Vec<ArrayRef> = layout
+        .data
+        .fields()
+        .iter()
+        .map(|f| Ok(rows.column(rows.schema().index_of(f.name())?).clone()))
+        .collect::<Result<_, ArrowError>>()
+        .map_err(arrow)?;
+    let data = RecordBatch::try_new(layout.data.clone(), data).map_err(arrow)?;
+    delta_io::write_derived_partition_runs(target, layout.write.clone(), &layout.partition_columns, &spec.partitions, &[data], 128 << 20)
+        .await
 }
 
 /// The rows of `files` (path, partition values) in `schema`, in order, several fetched at once.
@@ -320,4 +354,24 @@ fn candidates(
         })
         .map(|(_, f)| to_candidate(f))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_wins_when_its_sequence_is_newer_or_equal() {
+        assert_eq!(fate(Some(true), false, || unreachable!()), Fate::Update);
+        assert_eq!(fate(Some(true), true, || unreachable!()), Fate::Delete);
+        assert_eq!(fate(Some(false), false, || unreachable!()), Fate::Stale);
+        assert_eq!(fate(Some(false), true, || unreachable!()), Fate::Stale);
+    }
+
+    #[test]
+    fn a_new_key_is_inserted_unless_a_tombstone_blocks_it() {
+        assert_eq!(fate(None, false, || false), Fate::Insert);
+        assert_eq!(fate(None, false, || true), Fate::Stale);
+        assert_eq!(fate(None, true, || unreachable!()), Fate::Nothing);
+    }
 }

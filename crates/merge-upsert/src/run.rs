@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::changes::{split_rejected, ChangeColumns, Changes, Encoders};
 use crate::dead_letter::DeadLetters;
 use crate::error::MergeUpsertError;
+use crate::events::{self, BatchMerged};
 use crate::merge::{self, MergeMetrics};
 use crate::spec::{MergeSpec, TargetLayout};
 use crate::tombstones::{self, Tombstones};
@@ -169,11 +170,17 @@ impl IncrementalJob for MergeRun<'_> {
         self.log.put(batch, &progress).await?;
         crash_point!("merge_upsert::after_done");
         self.log.forget_before(batch - 1, |_| Vec::new()).await?;
-        summary.wrote(&spec.target.name, metrics.rows_inserted + metrics.rows_updated);
-        summary.committed(&spec.target.name, done.version, done.retries);
-        summary.source_version_lag(&spec.source_name, plan.source.versions_behind(&self.source));
-        summary.details.insert("tombstones".into(), (self.tombstones.len() as u64).into());
-        log_merged(batch, changes.len(), &metrics, done.version);
+        BatchMerged {
+            batch,
+            target: &spec.target.name,
+            keys: changes.len(),
+            metrics: &metrics,
+            version: done.version,
+            retries: done.retries,
+            lag: (&spec.source_name, plan.source.versions_behind(&self.source)),
+            tombstones: self.tombstones.len(),
+        }
+        .emit(summary);
         self.totals.add(&metrics);
         self.previous = progress;
         Ok(())
@@ -222,7 +229,7 @@ impl MergeRun<'_> {
                 });
             }
             delta_io::add_nullable_columns(&mut self.sinks.target, &new).await?;
-            tracing::info!(columns = ?new.iter().map(|f| f.name()).collect::<Vec<_>>(), "added new source columns to the target");
+            events::columns_added(&new.iter().map(|f| f.name()).collect::<Vec<_>>());
             target_schema = schema_of(&self.sinks.target)?;
         }
         let layout = TargetLayout::new(spec, &target_schema, &source_schema);
@@ -259,7 +266,7 @@ impl MergeRun<'_> {
             let removes = snapshot.log_data().iter().map(|f| f.remove_action(true)).collect();
             let txn = vec![Transaction::new(job_id, batch)];
             outcome = Some(commit_merge(table, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
-            tracing::info!(expired = self.tombstones.expired(), "tombstones rewritten");
+            events::tombstones_rewritten(self.tombstones.expired());
         } else if let Some(new) = &new {
             outcome = delta_io::append_once(table, std::slice::from_ref(new), job_id, batch, info.clone()).await?;
         }
@@ -342,20 +349,4 @@ async fn read_source(
         }
     }
     Ok((rows, rows_in, dead_letters))
-}
-
-/// One log line per merged batch.
-fn log_merged(batch: i64, keys: usize, metrics: &MergeMetrics, version: u64) {
-    tracing::info!(
-        batch,
-        keys,
-        files_scanned = metrics.files_scanned,
-        files_rewritten = metrics.files_rewritten,
-        inserted = metrics.rows_inserted,
-        updated = metrics.rows_updated,
-        deleted = metrics.rows_deleted,
-        stale = metrics.rows_stale,
-        version,
-        "merged"
-    );
 }

@@ -1,13 +1,11 @@
 //! The raw-append run: resume from the tables, read Kafka, commit batches exactly once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use delta_io::{open_or_create, read_progress, CommitError, DeltaIoError, ProgressTable};
-use job_runtime::{ExitCode, ExitStatus, PipelineJob, Progress, RunStatus, RunSummary, Shutdown};
+use delta_io::{open_or_create, read_progress, ProgressTable};
+use job_runtime::{PipelineJob, Progress, RunOptions, RunStatus, RunSummary, Shutdown};
 use kafka_source::{
     client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider,
     PartitionKey, ProgressLookup, RawBatch, ReaderLimits, RevokeHook, StartPosition,
@@ -16,46 +14,12 @@ use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
 
 use crate::batch::{app_id, Batch, Sinks};
 use crate::dead_letter;
+use crate::error::RawAppendError;
 use crate::events::BatchRead;
 use crate::handover::Resume;
 use crate::routes::{self, Route};
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RawAppendError {
-    /// The configuration has no `[raw_append]` section.
-    #[error("raw_append: section missing from the configuration; add [raw_append] with at least one source")]
-    NotConfigured,
-    /// Kafka failed.
-    #[error(transparent)]
-    Kafka(#[from] KafkaError),
-    /// Delta access failed.
-    #[error(transparent)]
-    Delta(#[from] DeltaIoError),
-    /// A commit did not land.
-    #[error("commit: {0}")]
-    Commit(#[from] CommitError),
-    /// Building rows failed (a bug, not bad input: bad input goes to the dead-letter table).
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    /// Decoder failure (a bug, not bad input).
-    #[error(transparent)]
-    Decode(#[from] json_arrow::DecodeError),
-    /// The reader thread or a worker stopped unexpectedly.
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl ExitStatus for RawAppendError {
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_)) => ExitCode::SourceDataGone,
-            _ => ExitCode::Failure,
-        }
-    }
-}
-
-/// A raw-append run over a validated configuration: build it, then `.await` it.
+/// A raw-append run over a validated configuration.
 pub struct RawAppend {
     config: PipelineConfig,
     job: RawAppendConfig,
@@ -73,14 +37,10 @@ impl PipelineJob for RawAppend {
         Ok(Self { trigger: job.trigger, config, job, shutdown: Shutdown::default() })
     }
 
-    fn with_trigger(mut self, trigger: Trigger) -> Self {
-        self.trigger = trigger;
-        self
-    }
-
-    fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = shutdown;
-        self
+    async fn run(mut self, options: RunOptions) -> Result<RunSummary, RawAppendError> {
+        self.trigger = options.trigger_or(self.job.trigger);
+        self.shutdown = options.shutdown;
+        self.execute().await
     }
 }
 
@@ -452,13 +412,4 @@ fn flush_hook(tx: tokio::sync::mpsc::Sender<ReaderMsg>) -> RevokeHook {
 fn finish(mut summary: RunSummary, started: Instant) -> RunSummary {
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary
-}
-
-impl IntoFuture for RawAppend {
-    type Output = Result<RunSummary, RawAppendError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.execute())
-    }
 }

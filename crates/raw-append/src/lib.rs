@@ -8,11 +8,13 @@
 
 mod batch;
 mod dead_letter;
+mod error;
 mod events;
 mod handover;
 mod job;
 mod routes;
 mod table_rows;
 
-pub use job::{RawAppend, RawAppendError};
+pub use error::RawAppendError;
+pub use job::RawAppend;
 pub use routes::Route;

@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod error;
+mod events;
 mod interval;
 mod job;
 mod operator;

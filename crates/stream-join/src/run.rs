@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
-use chrono::DateTime;
 use delta_io::{commit_append, open_or_create, open_table, read_progress, DeltaIoError, DeltaTable, Transaction};
 use delta_source::{IncrementalJob, Resume, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary};
@@ -17,6 +16,7 @@ use pipeline_config::{IncrementalOptions, JoinSide, JoinType};
 
 use crate::checkpoint::{CheckpointStore, Progress};
 use crate::error::StreamJoinError;
+use crate::events::BatchJoined;
 use crate::operator::{self, state_schema, Arrivals};
 use crate::spec::{late_schema, JoinSpec};
 use crate::watermark::{self, Watermarks};
@@ -238,29 +238,25 @@ impl JoinRun<'_> {
 
     /// Counts a committed batch in the summary and logs it.
     fn record(&self, summary: &mut RunSummary, plan: &JoinPlan, joined: &Joined, version: u64, retries: u64, started: Instant) {
-        let rows_out = operator::rows(&joined.rows);
-        let late = late_rows(joined);
-        summary.read(joined.rows_in, plan.left.bytes() + plan.right.bytes());
-        summary.wrote(&self.spec.output.name, rows_out);
-        summary.late(late);
-        summary.committed(&self.spec.output.name, version, retries);
-        summary.source_version_lag(&self.spec.left.name, plan.left.versions_behind(&self.left.table));
-        summary.source_version_lag(&self.spec.right.name, plan.right.versions_behind(&self.right.table));
-        let watermark = joined.watermarks.job.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
-        summary.details.insert("state_rows_left".into(), operator::rows(&joined.state.left).into());
-        summary.details.insert("state_rows_right".into(), operator::rows(&joined.state.right).into());
-        summary.details.insert("watermark".into(), watermark.clone().into());
-        let ms = started.elapsed().as_millis() as u64;
-        tracing::info!(
-            stage = "commit",
-            batch = plan.batch,
-            rows_in = joined.rows_in,
-            rows_out,
-            late_rows = late,
-            watermark,
-            ms,
-            "batch committed"
-        );
+        let spec = self.spec;
+        BatchJoined {
+            batch: plan.batch,
+            output: &spec.output.name,
+            version,
+            retries,
+            rows_in: joined.rows_in,
+            bytes_in: plan.left.bytes() + plan.right.bytes(),
+            rows_out: operator::rows(&joined.rows),
+            late: late_rows(joined),
+            lag: [
+                (&spec.left.name, plan.left.versions_behind(&self.left.table)),
+                (&spec.right.name, plan.right.versions_behind(&self.right.table)),
+            ],
+            state_rows: [operator::rows(&joined.state.left), operator::rows(&joined.state.right)],
+            watermark: joined.watermarks.job,
+            ms: started.elapsed().as_millis() as u64,
+        }
+        .emit(summary);
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use job_runtime::ExitCode;
+use job_runtime::{BrokerArgs, ExitCode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -17,9 +17,8 @@ use reference_data::{create_topics, produce, MembershipGenerator, OrderGenerator
 #[derive(Debug, Parser)]
 #[command(name = "lakectl", version)]
 struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "LAKEHOUSE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    kafka: BrokerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,26 +89,26 @@ pub fn main(args: Vec<OsString>) -> ! {
     let result = match args.command {
         Command::CreateTopics { topics, partitions } => tokio_block(async {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            create_topics(&args.brokers, &names, partitions).await.map_err(|e| e.to_string())
+            create_topics(&args.kafka.brokers, &names, partitions).await.map_err(|e| e.to_string())
         }),
         Command::Produce { orders_topic, members_topic, orders, members, rate, seed, bad_fraction } => (|| -> Result<(), String> {
             let mut gen = OrderGenerator::reference(seed);
             let opts = ProduceOptions { count: orders, rate, bad_fraction };
-            let r = produce(&args.brokers, &orders_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
+            let r = produce(&args.kafka.brokers, &orders_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 serde_json::json!({"topic": orders_topic, "messages": r.messages, "malformed": r.malformed, "bytes": r.bytes, "seconds": r.elapsed.as_secs_f64()})
             );
             let mut gen = MembershipGenerator::reference(seed);
             let opts = ProduceOptions { count: members, rate, bad_fraction };
-            let r = produce(&args.brokers, &members_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
+            let r = produce(&args.kafka.brokers, &members_topic, &opts, || gen.next_message()).map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 serde_json::json!({"topic": members_topic, "messages": r.messages, "malformed": r.malformed, "bytes": r.bytes, "seconds": r.elapsed.as_secs_f64()})
             );
             Ok(())
         })(),
-        Command::Watermarks { topic, scan } => print_watermarks(&args.brokers, &topic, scan),
+        Command::Watermarks { topic, scan } => print_watermarks(&args.kafka.brokers, &topic, scan),
         Command::Healthcheck { file, max_age } => match job_runtime::check_health(&file, max_age) {
             Ok(beat) => {
                 println!("healthy: {} (pid {})", beat.job, beat.pid);

@@ -5,9 +5,7 @@
 
 mod lakectl;
 mod maintenance;
-mod merge_upsert;
-mod raw_append;
-mod stream_join;
+mod pipeline_jobs;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -34,9 +32,9 @@ fn main() {
     let _crash_points = crash_points_from_env();
     init_logging();
     match job {
-        "raw-append" => raw_append::main(args),
-        "stream-join" => stream_join::main(args),
-        "merge-upsert" => merge_upsert::main(args),
+        "raw-append" => pipeline_jobs::raw_append(args),
+        "stream-join" => pipeline_jobs::stream_join(args),
+        "merge-upsert" => pipeline_jobs::merge_upsert(args),
         "maintenance" => maintenance::main(args),
         _ => lakectl::main(args),
     }
