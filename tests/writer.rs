@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use delta_io::{commit_append, open_or_create, write_partition_runs, TableSpec};
+use delta_io::{open_or_create, write_partition_runs, AppendCommit, TableSpec};
 use e2e_tests::*;
 
 #[test]
@@ -43,7 +43,7 @@ fn large_outputs_written_in_parallel_keep_every_row_once_and_each_partition_whol
         let mut table = open_or_create(&spec).await.expect("table");
         let adds = write_partition_runs(&table, schema.clone(), &spec.partition_columns, &batches, 128 << 20).await.expect("written");
         let files: Vec<Option<String>> = adds.iter().map(|a| a.partition_values.get("p").cloned().flatten()).collect();
-        commit_append(&mut table, adds, Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
+        AppendCommit::new("test", 1).with_adds(adds).commit(&mut table).await.expect("committed");
         files
     });
     // One file per partition: no partition was split between writers.
@@ -137,7 +137,7 @@ fn derived_partitions_are_formatted_per_run_and_every_row_lands_in_its_hour() {
                 .await
                 .expect("written");
             let files = adds.len();
-            commit_append(&mut table, adds, Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
+            AppendCommit::new("test", 1).with_adds(adds).commit(&mut table).await.expect("committed");
             files
         });
         let tables = [("t", location.as_str())];
@@ -204,7 +204,7 @@ fn dictionaries_are_kept_only_where_values_repeat() {
     let adds = block_on(async {
         let mut table = open_or_create(&spec).await.expect("table");
         let adds = delta_io::write_files(&table, schema.clone(), &[], &batches, 128 << 20).await.expect("written");
-        commit_append(&mut table, adds.clone(), Vec::new(), "test", 1, HashMap::new()).await.expect("committed");
+        AppendCommit::new("test", 1).with_adds(adds.clone()).commit(&mut table).await.expect("committed");
         adds
     });
     assert_eq!(adds.len(), 1);

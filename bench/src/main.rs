@@ -9,14 +9,12 @@ mod raw_append;
 mod stream_join;
 
 use clap::{Parser, Subcommand};
-use job_runtime::{init_logging, BrokerArgs, ExitCode};
+use job_runtime::{init_logging, ExitCode};
 
 /// Benchmarks of the lakehouse jobs.
 #[derive(Debug, Parser)]
 #[command(name = "lakebench", version)]
 struct Args {
-    #[command(flatten)]
-    kafka: BrokerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +35,7 @@ fn main() {
     init_logging();
     let args = Args::parse();
     let result = match args.command {
-        Command::RawAppend(b) => b.run(&args.kafka.brokers),
+        Command::RawAppend(b) => b.run(),
         Command::Maintenance(b) => b.run(),
         Command::StreamJoin(b) => b.run(),
         Command::MergeUpsert(b) => b.run(),

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
 
 use crate::common::median;
-use delta_io::{commit_append, open_or_create, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec};
 
 /// Options of the maintenance benchmark.
 #[derive(Debug, Args)]
@@ -192,7 +192,7 @@ impl MaintenanceBench {
             .map_err(|e| e.to_string())?;
             let adds =
                 delta_io::write_files(&table, schema.clone(), &partition_columns, &[batch], 128 << 20).await.map_err(|e| e.to_string())?;
-            commit_append(&mut table, adds, Vec::new(), "bench", commit as i64, Default::default()).await.map_err(|e| e.to_string())?;
+            AppendCommit::new("bench", commit as i64).with_adds(adds).commit(&mut table).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

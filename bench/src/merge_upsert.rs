@@ -10,7 +10,7 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use clap::Args;
-use delta_io::{commit_append, open_or_create, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec};
 
 use crate::common::median;
 use crate::maintenance::{copy_dir, default_python, timed};
@@ -220,7 +220,7 @@ impl MergeBench {
             let batch = to_batch(&schema, &rows)?;
             let adds =
                 delta_io::write_files(&target, schema.clone(), &partition_columns, &[batch], 512 << 20).await.map_err(|e| e.to_string())?;
-            commit_append(&mut target, adds, Vec::new(), "bench", hour, Default::default()).await.map_err(|e| e.to_string())?;
+            AppendCommit::new("bench", hour).with_adds(adds).commit(&mut target).await.map_err(|e| e.to_string())?;
         }
         // Updates: keys of `touched` partitions spread over the table, each a second newer;
         // new keys after the last one, in the following hour.
@@ -245,7 +245,7 @@ impl MergeBench {
         let batch = to_batch(&schema, &rows)?;
         let adds =
             delta_io::write_files(&changes, schema.clone(), &partition_columns, &[batch], 512 << 20).await.map_err(|e| e.to_string())?;
-        commit_append(&mut changes, adds, Vec::new(), "bench", 0, Default::default()).await.map_err(|e| e.to_string())?;
+        AppendCommit::new("bench", 0).with_adds(adds).commit(&mut changes).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

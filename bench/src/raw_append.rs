@@ -37,6 +37,8 @@ pub struct RawAppendBench {
     /// Also measure a backlog with this fraction of malformed orders (0 to 1; 0 skips it).
     #[arg(long, default_value_t = 0.5)]
     bad_fraction: f64,
+    #[command(flatten)]
+    kafka: job_runtime::BrokerArgs,
 }
 
 /// The reference configuration's members-to-orders ratio (`lakectl produce` defaults: 50 per 1,000).
@@ -58,7 +60,8 @@ struct Measure {
 
 impl RawAppendBench {
     /// Runs the benchmark and prints a report.
-    pub fn run(&self, brokers: &str) -> Result<(), String> {
+    pub fn run(&self) -> Result<(), String> {
+        let brokers = self.kafka.brokers.as_str();
         if let Some(topic) = &self.ceiling_only {
             for style in [ConsumeStyle::Poll, ConsumeStyle::Batch] {
                 let m = consume_only(brokers, topic, self.messages[0], style)?;

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
 
 use crate::common::median;
-use delta_io::{commit_append, open_or_create, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec};
 
 /// Options of the stream-join benchmark.
 #[derive(Debug, Args)]
@@ -231,7 +231,7 @@ impl JoinBench {
             .map_err(|e| e.to_string())?;
             for (table, schema, batch) in [(&mut orders, &order_schema, o), (&mut members, &member_schema, m)] {
                 let adds = delta_io::write_files(table, schema.clone(), &[], &[batch], 128 << 20).await.map_err(|e| e.to_string())?;
-                commit_append(table, adds, Vec::new(), "bench", c as i64, Default::default()).await.map_err(|e| e.to_string())?;
+                AppendCommit::new("bench", c as i64).with_adds(adds).commit(table).await.map_err(|e| e.to_string())?;
             }
         }
         Ok(())

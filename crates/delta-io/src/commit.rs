@@ -90,45 +90,75 @@ async fn commit(
     Ok(outcome)
 }
 
-/// Commits `adds` plus one `txn` per entry of `progress` in one atomic commit. delta-rs retries
-/// on conflicts with blind appends; a concurrent commit that carries one of our app ids is a
-/// [`CommitError::ProgressConflict`].
-pub async fn commit_append(
-    table: &mut DeltaTable,
+/// One job batch appended to a table: its data files, its `txn` progress and the job's commit
+/// info, in one atomic commit (a streaming update named by the job and the batch).
+#[derive(Debug, Clone)]
+pub struct AppendCommit {
+    job_id: String,
+    batch: i64,
     adds: Vec<Add>,
     progress: Vec<Transaction>,
-    job_id: &str,
-    batch_id: i64,
-    app_metadata: HashMap<String, serde_json::Value>,
-) -> Result<CommitOutcome, CommitError> {
-    let location = table.table_url().to_string();
-    let actions: Vec<Action> = adds.into_iter().map(Action::Add).chain(progress.into_iter().map(Action::Txn)).collect();
-    let operation = DeltaOperation::StreamingUpdate { output_mode: OutputMode::Append, query_id: job_id.to_string(), epoch_id: batch_id };
-    match commit(table, actions, operation, app_metadata).await {
-        Ok(done) => Ok(done),
-        Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
-            Err(CommitError::ProgressConflict)
-        }
-        Err(source) => Err(DeltaIoError::Delta { table: location, source: Box::new(source) }.into()),
-    }
+    info: HashMap<String, serde_json::Value>,
 }
 
-/// The once-per-batch side commit (dead letters, late rows, tombstones): appends `rows` with
-/// `txn(job_id, batch)`, unless the table already holds that batch (a re-run after a crash),
-/// in which case nothing is written and `None` returned.
-pub async fn append_once(
-    table: &mut DeltaTable,
-    rows: &[RecordBatch],
-    job_id: &str,
-    batch: i64,
-    app_metadata: HashMap<String, serde_json::Value>,
-) -> Result<Option<CommitOutcome>, CommitError> {
-    let Some(first) = rows.first() else { return Ok(None) };
-    if read_progress(table, job_id).await?.is_some_and(|v| v >= batch) {
-        return Ok(None);
+impl AppendCommit {
+    /// Batch `batch` of job `job_id`, with nothing in it yet.
+    pub fn new(job_id: &str, batch: i64) -> Self {
+        Self { job_id: job_id.to_string(), batch, adds: Vec::new(), progress: Vec::new(), info: HashMap::new() }
     }
-    let adds = crate::write_files(table, first.schema(), &[], rows, 128 << 20).await?;
-    Ok(Some(commit_append(table, adds, vec![Transaction::new(job_id, batch)], job_id, batch, app_metadata).await?))
+
+    /// The data files.
+    pub fn with_adds(mut self, adds: Vec<Add>) -> Self {
+        self.adds = adds;
+        self
+    }
+
+    /// `txn` actions recording the sources' progress.
+    pub fn with_progress(mut self, progress: Vec<Transaction>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The batch itself as progress: `txn(job_id, batch)` (outputs of table-to-table jobs and
+    /// side tables).
+    pub fn with_batch_progress(self) -> Self {
+        let txn = Transaction::new(&self.job_id, self.batch);
+        self.with_progress(vec![txn])
+    }
+
+    /// The job's commit info (`commitInfo` app metadata).
+    pub fn with_info(mut self, info: HashMap<String, serde_json::Value>) -> Self {
+        self.info = info;
+        self
+    }
+
+    /// Commits against the table's loaded snapshot. delta-rs retries on conflicts with blind
+    /// appends; a concurrent commit that carries one of our app ids is a
+    /// [`CommitError::ProgressConflict`].
+    pub async fn commit(self, table: &mut DeltaTable) -> Result<CommitOutcome, CommitError> {
+        let location = table.table_url().to_string();
+        let actions: Vec<Action> = self.adds.into_iter().map(Action::Add).chain(self.progress.into_iter().map(Action::Txn)).collect();
+        let operation = DeltaOperation::StreamingUpdate { output_mode: OutputMode::Append, query_id: self.job_id, epoch_id: self.batch };
+        match commit(table, actions, operation, self.info).await {
+            Ok(done) => Ok(done),
+            Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
+                Err(CommitError::ProgressConflict)
+            }
+            Err(source) => Err(DeltaIoError::Delta { table: location, source: Box::new(source) }.into()),
+        }
+    }
+
+    /// The once-per-batch side commit (dead letters, late rows, tombstones): writes `rows` and
+    /// commits them with `txn(job_id, batch)`, unless the table already holds the batch (a
+    /// re-run after a crash): then nothing is written and `None` returned.
+    pub async fn commit_once(self, table: &mut DeltaTable, rows: &[RecordBatch]) -> Result<Option<CommitOutcome>, CommitError> {
+        let Some(first) = rows.first() else { return Ok(None) };
+        if read_progress(table, &self.job_id).await?.is_some_and(|v| v >= self.batch) {
+            return Ok(None);
+        }
+        let adds = crate::write_files(table, first.schema(), &[], rows, 128 << 20).await?;
+        Ok(Some(self.with_adds(adds).with_batch_progress().commit(table).await?))
+    }
 }
 
 /// Commits a rewrite (compaction): `removes` replaced by `adds`, all with `dataChange=false`

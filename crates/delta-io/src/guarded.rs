@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use deltalake::kernel::{Add, Transaction};
 use deltalake::DeltaTable;
 
-use crate::commit::{commit_append, read_progress, CommitError, CommitOutcome, MovedProgress};
+use crate::commit::{read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
 use crate::DeltaIoError;
 
 /// Attempts of one guarded commit (each after a concurrent commit on one of its app ids that
@@ -105,7 +105,9 @@ impl ProgressTable {
                 continue;
             }
             let progress = txns.iter().map(|t| Transaction::new(&t.app_id, t.version)).collect();
-            match commit_append(&mut self.table, adds.clone(), progress, job_id, batch_id, app_metadata.clone()).await {
+            let append =
+                AppendCommit::new(job_id, batch_id).with_adds(adds.clone()).with_progress(progress).with_info(app_metadata.clone());
+            match append.commit(&mut self.table).await {
                 Ok(mut done) => {
                     if done.retries > 0 {
                         // Rebased over other commits: what we knew of other app ids may be stale.

@@ -11,7 +11,7 @@ mod path_limits;
 mod table;
 mod writer;
 
-pub use commit::{append_once, commit_append, commit_merge, commit_rewrite, read_progress, CommitError, CommitOutcome, MovedProgress};
+pub use commit::{commit_merge, commit_rewrite, read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
 pub use error::DeltaIoError;
 pub use files::{decode_data_file, read_data_file};
 pub use guarded::{GuardedTxn, ProgressTable};

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use delta_io::{
-    commit_merge, open_or_create, open_table, read_progress, write_files, CommitOutcome, DeltaIoError, DeltaTable, Transaction,
+    commit_merge, open_or_create, open_table, read_progress, write_files, AppendCommit, CommitOutcome, DeltaIoError, DeltaTable,
+    Transaction,
 };
 use delta_source::{BatchRecord, IncrementalJob, ProgressLog, Resume, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary};
@@ -202,9 +203,8 @@ impl MergeRun<'_> {
         if !dead_letters.is_empty() {
             summary.dead_lettered(dead_letters.len() as u64);
             let letters = dead_letters.into_batch(&self.spec.job_id, &self.spec.source_name, plan.batch)?;
-            if let Some(done) =
-                delta_io::append_once(&mut self.sinks.dead_letter, &[letters], &self.spec.job_id, plan.batch, info.clone()).await?
-            {
+            let once = AppendCommit::new(&self.spec.job_id, plan.batch).with_info(info.clone());
+            if let Some(done) = once.commit_once(&mut self.sinks.dead_letter, &[letters]).await? {
                 summary.committed(&self.spec.dead_letter.name, done.version, done.retries);
             }
         }
@@ -268,7 +268,7 @@ impl MergeRun<'_> {
             outcome = Some(commit_merge(table, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
             events::tombstones_rewritten(self.tombstones.expired());
         } else if let Some(new) = &new {
-            outcome = delta_io::append_once(table, std::slice::from_ref(new), job_id, batch, info.clone()).await?;
+            outcome = AppendCommit::new(job_id, batch).with_info(info.clone()).commit_once(table, std::slice::from_ref(new)).await?;
         }
         self.tombstones.record(new, rewrite, &self.columns, &self.encoders)?;
         Ok(outcome)

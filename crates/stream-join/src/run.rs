@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
-use delta_io::{commit_append, open_or_create, open_table, read_progress, DeltaIoError, DeltaTable, Transaction};
+use delta_io::{open_or_create, open_table, read_progress, AppendCommit, DeltaIoError, DeltaTable};
 use delta_source::{IncrementalJob, Resume, SourceLimits, SourcePlan, SourceRange};
 use job_runtime::{crash_point, RunSummary};
 use pipeline_config::{IncrementalOptions, JoinSide, JoinType};
@@ -226,8 +226,8 @@ impl JoinRun<'_> {
         if let Some(late_table) = self.late_table.as_mut().filter(|_| late_rows(joined) > 0) {
             retries += commit_late_rows(spec, late_table, batch, self.previous.watermark, &joined.late, commit_info(plan)).await?;
         }
-        let txn = vec![Transaction::new(&spec.job_id, batch)];
-        let done = commit_append(&mut self.output, adds, txn, &spec.job_id, batch, commit_info(plan)).await?;
+        let append = AppendCommit::new(&spec.job_id, batch).with_adds(adds).with_batch_progress().with_info(commit_info(plan));
+        let done = append.commit(&mut self.output).await?;
         crash_point!("stream_join::after_sink_commit");
         progress.done = true;
         self.checkpoint.put_progress(&progress).await?;
@@ -280,7 +280,8 @@ async fn commit_late_rows(
             late_rows.push(late_batch(side, &input.time, b, watermark, batch)?);
         }
     }
-    Ok(delta_io::append_once(late_table, &late_rows, &spec.job_id, batch, info).await?.map_or(0, |done| done.retries))
+    let done = AppendCommit::new(&spec.job_id, batch).with_info(info).commit_once(late_table, &late_rows).await?;
+    Ok(done.map_or(0, |done| done.retries))
 }
 
 /// Late rows as late-table rows (the row as JSON).
