@@ -1,6 +1,7 @@
 //! Helpers every benchmark shares: timing child processes, medians, folders, runtimes.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 /// Waits for a child and returns its exit status and peak resident memory.
 pub(crate) fn wait_with_rusage(child: std::process::Child) -> Result<(std::process::ExitStatus, u64), String> {
@@ -32,7 +33,11 @@ pub(crate) fn tokio_block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime").block_on(f)
 }
 
-/// The folder holding the job binaries (the benchmark's own folder).
-pub(crate) fn bin_dir() -> PathBuf {
-    std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default()
+/// A command running `job` through the `lakehouse` executable built beside the benchmark
+/// (`lakehouse <job> ...`, so no job links are needed).
+pub(crate) fn job_command(job: &str) -> Command {
+    let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
+    let mut command = Command::new(dir.join("lakehouse"));
+    command.arg(job);
+    command
 }

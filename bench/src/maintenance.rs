@@ -106,14 +106,13 @@ impl MaintenanceBench {
             self.runs
         );
 
-        let maintenance = crate::common::bin_dir().join("maintenance");
         let mut ours = (Vec::new(), Vec::new());
         let mut python = (Vec::new(), Vec::new());
         for run in 0..self.runs {
             for (op, slot_ours, slot_python) in [("manifest", &mut ours.0, &mut python.0), ("compact", &mut ours.1, &mut python.1)] {
                 let copy = work.join(format!("ours-{op}-{run}"));
                 copy_dir(&source, &copy)?;
-                let mut cmd = Command::new(&maintenance);
+                let mut cmd = crate::common::job_command("maintenance");
                 cmd.arg(op).arg(&copy).env("RUST_LOG", "warn");
                 slot_ours.push(timed(cmd, "maintenance")?);
                 let _ = std::fs::remove_dir_all(&copy);

@@ -140,12 +140,11 @@ impl MergeBench {
             started.elapsed().as_secs_f64(),
             self.runs
         );
-        let binary = crate::common::bin_dir().join("merge-upsert");
         let (mut ours, mut python) = (Vec::new(), Vec::new());
         for run in 0..self.runs {
             let copy = work.join(format!("ours-{run}"));
             copy_dir(&lake, &copy)?;
-            let mut cmd = Command::new(&binary);
+            let mut cmd = crate::common::job_command("merge-upsert");
             cmd.arg("--config").arg(work.join("pipeline.toml")).arg("--lake-root").arg(&copy).env("RUST_LOG", "warn");
             let summary = run_json(cmd)?;
             let t = timed_summary(&summary)?;

@@ -2,7 +2,6 @@
 //! ceiling of a bare librdkafka consumer, measured in the same run on the same data.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::median;
@@ -167,7 +166,7 @@ impl RawAppendBench {
         }
         std::fs::write(&config, body).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let child = Command::new(crate::common::bin_dir().join("raw-append"))
+        let child = crate::common::job_command("raw-append")
             .arg("--config")
             .arg(&config)
             .arg("--trigger")

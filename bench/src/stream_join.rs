@@ -106,7 +106,7 @@ impl JoinBench {
             let _ = std::fs::remove_dir_all(work.join("lake/curated"));
             let _ = std::fs::remove_dir_all(work.join("lake/_checkpoints"));
             let t = Instant::now();
-            let out = Command::new(crate::common::bin_dir().join("stream-join"))
+            let out = crate::common::job_command("stream-join")
                 .arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "warn")
