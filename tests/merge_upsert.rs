@@ -561,3 +561,33 @@ fn key_statistics_limit_the_target_files_read() {
     let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
     assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);
 }
+
+#[test]
+fn a_lost_checkpoint_is_rebuilt_from_the_target_and_no_batch_is_merged_twice() {
+    let services = Services::get();
+    let topic = unique("mu-lost");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "");
+    let config = p.config.to_str().unwrap();
+    let mut changes = Changes::new(13, 300);
+    changes.produce(&services, &topic, 800);
+    run_ok("raw-append", config);
+    run_ok("merge-upsert", config);
+    let version = table_version(&p.table("processed"), &HashMap::new());
+    // The checkpoint folder is gone (a cleaned-up prefix, a moved setting, a restored bucket).
+    std::fs::remove_dir_all(p.table("_checkpoints/merge-upsert")).expect("checkpoint deleted");
+    let again = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "the rebuilt checkpoint knows the source was read: {}", again.stderr);
+    assert!(again.stderr.contains("rebuilt from the target"), "{}", again.stderr);
+    assert_eq!(table_version(&p.table("processed"), &HashMap::new()), version, "no batch was merged again");
+    changes.produce(&services, &topic, 800);
+    run_ok("raw-append", config);
+    let next = run_ok("merge-upsert", config);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(target(&p), oracle(&p), "processed equals the latest change per key");
+    let txn = block_on(async {
+        let table = delta_io::open_table(&p.table("processed"), &Default::default()).await.expect("target");
+        delta_io::read_progress(&table, "merge-upsert").await.expect("txn")
+    });
+    assert_eq!(txn, Some(2), "batch numbers continue after the target's");
+}

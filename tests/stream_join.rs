@@ -258,3 +258,31 @@ fn watermarks_late_rows_bounds_and_left_outer() {
         "each unmatched order exactly once; 6 and 7 still wait"
     );
 }
+
+#[test]
+fn a_lost_checkpoint_stops_with_exit_5_and_never_joins_a_batch_twice() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-o-lost"), unique("sj-m-lost"));
+    create_topics(&services, &[&orders, &members], 1);
+    let p = pipeline(&services, &orders, &members, "");
+    let config = p.config.to_str().unwrap();
+    let mut streams = Streams::new(11);
+    streams.produce(&services, &orders, &members, 600, 100);
+    run_ok("raw-append", config, &[]);
+    run_ok("stream-join", config, &[]);
+    let version = table_version(&p.table("curated"), &HashMap::new());
+    // The checkpoint folder is gone (a cleaned-up prefix, a moved setting, a restored bucket).
+    std::fs::remove_dir_all(p.table("_checkpoints/stream-join")).expect("checkpoint deleted");
+    streams.produce(&services, &orders, &members, 300, 50);
+    run_ok("raw-append", config, &[]);
+    let lost = run("stream-join", &["--config", config], &[]);
+    assert_eq!(lost.code, Some(5), "a checkpoint behind the output stops the run: {}", lost.stderr);
+    let error = lost.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("holds batch 1") && error.contains("restore the checkpoint folder"), "{error}");
+    assert_eq!(table_version(&p.table("curated"), &HashMap::new()), version, "nothing was committed");
+    // The fix the message names: rebuild the output from scratch.
+    std::fs::remove_dir_all(p.table("curated")).expect("output deleted");
+    std::fs::remove_dir_all(p.table("_checkpoints/stream-join")).expect("checkpoint deleted");
+    run_ok("stream-join", config, &[]);
+    assert_eq!(curated(&p), oracle(&p), "the rebuilt output equals the one-shot join");
+}

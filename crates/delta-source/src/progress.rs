@@ -21,6 +21,33 @@ pub struct ProgressError {
     pub message: String,
 }
 
+/// The sink holds a batch the checkpoint does not know: the checkpoint was lost, rolled back or
+/// moved. Running on would commit batch numbers (and rows) the sink already holds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "checkpoint {location} is behind the output: the output holds batch {sink}, the checkpoint knows batch {checkpoint} \
+     (the checkpoint folder was deleted, restored from an older copy or moved)"
+)]
+pub struct CheckpointBehind {
+    /// Checkpoint location.
+    pub location: String,
+    /// The latest batch the checkpoint records (0 for none).
+    pub checkpoint: i64,
+    /// The batch the sink's `txn` holds.
+    pub sink: i64,
+}
+
+/// Why a job cannot resume from its checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The folder could not be read.
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    /// The sink is ahead of the checkpoint.
+    #[error(transparent)]
+    Behind(#[from] CheckpointBehind),
+}
+
 /// The source versions a batch reads: `(after, to]`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRange {
@@ -100,9 +127,13 @@ impl ProgressLog {
 
     /// Recovery at start: a pending latest batch whose sink commit landed (`sink_version`, the
     /// job's `txn` version in the sink, is at least its number) is marked done and adopted;
-    /// otherwise it is to be re-run after the batch before it.
-    pub async fn resume<T: BatchRecord>(&self, sink_version: Option<i64>) -> Result<Resume<T>, ProgressError> {
+    /// otherwise it is to be re-run after the batch before it. A sink holding a later batch
+    /// than the checkpoint knows is [`ResumeError::Behind`]: the sink is the authority.
+    pub async fn resume<T: BatchRecord>(&self, sink_version: Option<i64>) -> Result<Resume<T>, ResumeError> {
         let mut latest: T = self.latest().await?.unwrap_or_default();
+        if let Some(sink) = sink_version.filter(|&v| v > latest.batch()) {
+            return Err(CheckpointBehind { location: self.location.clone(), checkpoint: latest.batch(), sink }.into());
+        }
         if latest.batch() == 0 || latest.done() {
             return Ok(Resume { previous: latest, rerun: None });
         }

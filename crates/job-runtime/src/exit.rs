@@ -14,6 +14,9 @@ pub enum ExitCode {
     /// Source data the job has not read is gone (Kafka retention, a recreated topic): nothing
     /// was skipped; the message names the partition, the offsets and the fix.
     SourceDataGone = 4,
+    /// The job's checkpoint is behind its output (deleted, restored from an older copy, moved)
+    /// and cannot be rebuilt from it: nothing was committed; the message names the fix.
+    CheckpointBehind = 5,
     /// The configuration is invalid (the message names the key).
     Config = 78,
 }

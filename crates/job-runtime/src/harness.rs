@@ -80,7 +80,7 @@ pub fn run_pipeline_job<J: PipelineJob>(args: JobArgs, overrides: ConfigOverride
     run_job(
         J::NAME,
         &telemetry,
-        move || J::from_config(args.load(overrides)?).map_err(|e| e.to_string()),
+        move || Ok(J::from_config(args.load(overrides)?).map_err(|e| e.to_string())?),
         move |job, shutdown| job.run(RunOptions { trigger, shutdown }),
     )
 }

@@ -18,7 +18,7 @@ pub use crash::crash_points_from_env;
 pub use exit::{ExitCode, ExitStatus};
 pub use harness::{run_pipeline_job, BrokerArgs, JobArgs, PipelineJob, RunOptions};
 pub use logging::init_logging;
-pub use main_loop::run_job;
+pub use main_loop::{run_job, StartError};
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;

@@ -34,6 +34,14 @@ pub enum MergeUpsertError {
         /// Column.
         column: String,
     },
+    /// The target holds batches the checkpoint does not know, and the target's commit of the
+    /// latest does not record the source versions it read.
+    #[error(
+        "{0}, and the target's commit of batch {sink} records no source versions (lakehouse.job metadata; log cleanup may \
+         have removed it). Restore the checkpoint folder, or rebuild the target from scratch (delete it, its tombstone and \
+         dead-letter tables and the checkpoint folder, then run again)", sink = .0.sink
+    )]
+    CheckpointBehind(delta_source::CheckpointBehind),
     /// The source has columns the target does not, and evolution is off.
     #[error(
         "source {table} has columns the target {target} lacks: {columns:?}. Set merge_upsert.schema_evolution = \"add_columns\" \
@@ -49,5 +57,12 @@ pub enum MergeUpsertError {
     },
 }
 
-/// Every failure exits 1.
-impl job_runtime::ExitStatus for MergeUpsertError {}
+/// A checkpoint behind the target that its commits cannot rebuild exits 5; every other failure 1.
+impl job_runtime::ExitStatus for MergeUpsertError {
+    fn exit_code(&self) -> job_runtime::ExitCode {
+        match self {
+            Self::CheckpointBehind(_) => job_runtime::ExitCode::CheckpointBehind,
+            _ => job_runtime::ExitCode::Failure,
+        }
+    }
+}

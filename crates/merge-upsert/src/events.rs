@@ -57,3 +57,15 @@ pub(crate) fn columns_added(columns: &[&String]) {
 pub(crate) fn tombstones_rewritten(expired: usize) {
     tracing::info!(expired, "tombstones rewritten");
 }
+
+/// The checkpoint was behind the target and was rebuilt from the target's commit metadata.
+pub(crate) fn checkpoint_rebuilt(behind: &delta_source::CheckpointBehind, after: Option<u64>, to: Option<u64>) {
+    tracing::warn!(
+        checkpoint = behind.location,
+        checkpoint_batch = behind.checkpoint,
+        target_batch = behind.sink,
+        source_after = after,
+        source_to = to,
+        "the checkpoint was behind the target: rebuilt from the target's commit of its latest batch; continuing after it"
+    );
+}

@@ -15,7 +15,10 @@ use delta_io::{
     commit_merge, open_or_create, open_table, read_progress, write_files, AppendCommit, CommitOutcome, DeltaIoError, DeltaTable,
     Transaction,
 };
-use delta_source::{BatchRecord, IncrementalJob, ProgressLog, Resume, SourceLimits, SourcePlan, SourceRange};
+use delta_source::{
+    BatchRecord, CheckpointBehind, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange,
+};
+use futures::TryStreamExt;
 use job_runtime::{crash_point, RunSummary};
 use pipeline_config::{IncrementalOptions, SchemaEvolution};
 use serde::{Deserialize, Serialize};
@@ -87,7 +90,13 @@ impl<'a> MergeRun<'a> {
         let sinks = open_sinks(spec).await?;
         let source = open_table(&spec.source_location, &spec.storage).await?;
         let log = ProgressLog::open(&spec.checkpoint, &spec.storage)?;
-        let Resume { previous, rerun } = log.resume::<Progress>(read_progress(&sinks.target, &spec.job_id).await?).await?;
+        let Resume { previous, rerun } = match log.resume::<Progress>(read_progress(&sinks.target, &spec.job_id).await?).await {
+            Ok(resume) => resume,
+            Err(ResumeError::Behind(behind)) => {
+                Resume { previous: rebuild_progress(&sinks.target, spec, &log, behind).await?, rerun: None }
+            }
+            Err(ResumeError::Progress(e)) => return Err(e.into()),
+        };
         let columns = ChangeColumns { key: spec.key.clone(), sequence: spec.sequence.clone(), operation: spec.operation.clone() };
         let encoders = Encoders::new(&spec.target.schema, &columns)?;
         let tombstones =
@@ -154,7 +163,7 @@ impl IncrementalJob for MergeRun<'_> {
         let mut progress = Progress { batch, source: SourceRange { after: plan.source.after, to: plan.source.to }, done: false };
         self.log.put(batch, &progress).await?;
         crash_point!("merge_upsert::after_plan");
-        let info = commit_info(&plan);
+        let info = commit_info(&spec.job_id, &plan);
         let (layout, changes) = self.read_changes(&plan, &info, summary).await?;
         self.tombstones.expire(&self.columns, &self.encoders)?;
         let actions = merge::merge(&self.sinks.target, spec, &layout, &changes, &self.columns, &self.encoders, &self.tombstones).await?;
@@ -313,16 +322,47 @@ fn new_source_columns(spec: &MergeSpec, source: &Schema, target: &Schema) -> Vec
     source.fields().iter().filter(|f| is_new(f.name())).map(|f| f.as_ref().clone()).collect()
 }
 
+/// The target is ahead of the checkpoint (lost, rolled back or moved): the progress of the
+/// target's latest batch, rebuilt from that commit's `lakehouse.job` metadata (the source
+/// versions it read) and written back to the checkpoint, so the run continues exactly after it.
+async fn rebuild_progress(
+    target: &DeltaTable,
+    spec: &MergeSpec,
+    log: &ProgressLog,
+    behind: CheckpointBehind,
+) -> Result<Progress, MergeUpsertError> {
+    let location = target.table_url().to_string();
+    let mut history = target.history(None);
+    while let Some(commit) = history.try_next().await.map_err(DeltaIoError::delta(&location))? {
+        let Some(source) = commit.info.get("lakehouse.job").and_then(|job| recorded_source(job, &spec.job_id, behind.sink)) else {
+            continue;
+        };
+        let progress = Progress { batch: behind.sink, source, done: true };
+        log.put(progress.batch, &progress).await?;
+        events::checkpoint_rebuilt(&behind, source.after, source.to);
+        return Ok(progress);
+    }
+    Err(MergeUpsertError::CheckpointBehind(behind))
+}
+
+/// The source versions a commit's `lakehouse.job` metadata records for `batch` of this job
+/// (commits before job ids were recorded match by the job's name).
+fn recorded_source(job: &serde_json::Value, job_id: &str, batch: i64) -> Option<SourceRange> {
+    let ours = job["name"] == "merge-upsert" && job.get("job_id").is_none_or(|id| id == job_id);
+    (ours && job["batch"].as_i64() == Some(batch)).then(|| serde_json::from_value(job["source"].clone()).ok()).flatten()
+}
+
 fn schema_of(table: &DeltaTable) -> Result<Schema, DeltaIoError> {
     let snapshot = table.snapshot().map_err(DeltaIoError::delta(table.table_url().as_str()))?;
     Ok(snapshot.snapshot().arrow_schema().as_ref().clone())
 }
 
-fn commit_info(plan: &MergePlan) -> HashMap<String, serde_json::Value> {
+fn commit_info(job_id: &str, plan: &MergePlan) -> HashMap<String, serde_json::Value> {
     let source = &plan.source;
     HashMap::from([(
         "lakehouse.job".to_string(),
-        serde_json::json!({ "name": "merge-upsert", "batch": plan.batch, "source": { "after": source.after, "to": source.to } }),
+        serde_json::json!({ "name": "merge-upsert", "job_id": job_id, "batch": plan.batch,
+            "source": { "after": source.after, "to": source.to } }),
     )])
 }
 
@@ -349,4 +389,21 @@ async fn read_source(
         }
     }
     Ok((rows, rows_in, dead_letters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_range_is_read_from_this_jobs_commit_of_the_batch() {
+        let job = serde_json::json!({"name": "merge-upsert", "job_id": "mu", "batch": 7, "source": {"after": 3, "to": 9}});
+        assert_eq!(recorded_source(&job, "mu", 7), Some(SourceRange { after: Some(3), to: Some(9) }));
+        assert_eq!(recorded_source(&job, "mu", 6), None, "another batch");
+        assert_eq!(recorded_source(&job, "other", 7), None, "another job's commit");
+        let before_job_ids = serde_json::json!({"name": "merge-upsert", "batch": 7, "source": {"after": null, "to": 2}});
+        assert_eq!(recorded_source(&before_job_ids, "mu", 7), Some(SourceRange { after: None, to: Some(2) }));
+        let join = serde_json::json!({"name": "stream-join", "batch": 7, "left": {}});
+        assert_eq!(recorded_source(&join, "mu", 7), None);
+    }
 }

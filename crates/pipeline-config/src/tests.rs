@@ -81,3 +81,35 @@ fn errors_name_the_key() {
     let e = error_for(&merge("key = []\nsequence = \"timestamp\"\n"), &[]);
     assert!(e.starts_with("merge_upsert.key:"), "{e}");
 }
+
+#[test]
+fn the_command_line_lake_root_applies_before_validation() {
+    let overrides = ConfigOverrides { lake_root: Some("s3://bucket/from-flag".into()), brokers: Some("b-1:9098".into()) };
+    let env = |k: &str| (k == "LAKEHOUSE_LAKE_ROOT").then(|| "ftp://not-supported".to_string());
+    let c = PipelineConfig::load_with_env(&shipped(), overrides, env).unwrap();
+    assert_eq!(c.table("raw_order").unwrap().location, "s3://bucket/from-flag/raw/order");
+    assert_eq!(c.kafka.brokers, "b-1:9098");
+}
+
+#[test]
+fn shared_incremental_options_resolve_per_job() {
+    let c = PipelineConfig::load_with_env(&shipped(), ConfigOverrides::default(), |_| None).unwrap();
+    let (sj, mu) = (&c.stream_join.as_ref().unwrap().incremental, &c.merge_upsert.as_ref().unwrap().incremental);
+    assert_eq!((sj.job_id.as_str(), sj.checkpoint.as_str()), ("stream-join", "_checkpoints/stream-join"));
+    assert_eq!((mu.job_id.as_str(), mu.max_files_per_batch), ("merge-upsert", 1000));
+    assert_eq!(sj.max_bytes_per_batch, ByteSize(1 << 30));
+}
+
+#[test]
+fn unknown_keys_of_sections_with_shared_options_are_named() {
+    let base = "[lake]\nroot = \"lake\"\n[tables.t]\npath = \"t\"\nschema = \"order.schema.toml\"\n[tables.u]\npath = \"u\"\nschema = \"order.schema.toml\"\n";
+    let e = error_for(&format!("{base}[merge_upsert]\nsource = \"t\"\ntarget = \"u\"\nkey = [\"order_id\"]\nsequence = \"timestamp\"\nmax_file_per_batch = 3\n"), &[]);
+    assert!(e.starts_with("merge_upsert.max_file_per_batch: unknown key"), "{e}");
+    let e = error_for(
+        &format!(
+            "{base}[merge_upsert]\nsource = \"t\"\ntarget = \"u\"\nkey = [\"order_id\"]\nsequence = \"timestamp\"\njob_id = \"a:b\"\n"
+        ),
+        &[],
+    );
+    assert!(e.starts_with("merge_upsert.job_id:"), "{e}");
+}

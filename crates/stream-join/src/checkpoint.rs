@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use delta_source::{BatchRecord, ProgressLog, Resume, SourceRange};
+use delta_source::{BatchRecord, ProgressLog, Resume, ResumeError, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::Compression;
@@ -63,7 +63,11 @@ impl CheckpointStore {
     /// Where a restarted run continues, given the output's `txn` version (see
     /// [`ProgressLog::resume`]).
     pub async fn resume(&self, sink_version: Option<i64>) -> Result<Resume<Progress>, StreamJoinError> {
-        Ok(self.log.resume(sink_version).await?)
+        match self.log.resume(sink_version).await {
+            Ok(resume) => Ok(resume),
+            Err(ResumeError::Behind(behind)) => Err(StreamJoinError::CheckpointBehind(behind)),
+            Err(ResumeError::Progress(e)) => Err(e.into()),
+        }
     }
 
     /// Writes (or replaces) a progress record.

@@ -32,10 +32,24 @@ pub enum StreamJoinError {
         /// Column.
         column: String,
     },
+    /// The output holds batches the checkpoint does not know; the join state they left cannot
+    /// be rebuilt from the output.
+    #[error(
+        "{0}. The join state of those batches is only in the checkpoint: restore the checkpoint folder, or rebuild the \
+         output from scratch (delete the output table and the checkpoint folder, then run again)"
+    )]
+    CheckpointBehind(delta_source::CheckpointBehind),
     /// A bug.
     #[error("internal: {0}")]
     Internal(String),
 }
 
-/// Every failure exits 1.
-impl job_runtime::ExitStatus for StreamJoinError {}
+/// A checkpoint behind the output exits 5; every other failure 1.
+impl job_runtime::ExitStatus for StreamJoinError {
+    fn exit_code(&self) -> job_runtime::ExitCode {
+        match self {
+            Self::CheckpointBehind(_) => job_runtime::ExitCode::CheckpointBehind,
+            _ => job_runtime::ExitCode::Failure,
+        }
+    }
+}

@@ -224,9 +224,11 @@ impl JoinRun<'_> {
 
         let mut retries = 0;
         if let Some(late_table) = self.late_table.as_mut().filter(|_| late_rows(joined) > 0) {
-            retries += commit_late_rows(spec, late_table, batch, self.previous.watermark, &joined.late, commit_info(plan)).await?;
+            retries +=
+                commit_late_rows(spec, late_table, batch, self.previous.watermark, &joined.late, commit_info(&spec.job_id, plan)).await?;
         }
-        let append = AppendCommit::new(&spec.job_id, batch).with_adds(adds).with_batch_progress().with_info(commit_info(plan));
+        let append =
+            AppendCommit::new(&spec.job_id, batch).with_adds(adds).with_batch_progress().with_info(commit_info(&spec.job_id, plan));
         let done = append.commit(&mut self.output).await?;
         crash_point!("stream_join::after_sink_commit");
         progress.done = true;
@@ -305,11 +307,11 @@ fn late_batch(side: &str, time: &str, b: &RecordBatch, watermark: Option<i64>, b
     )?)
 }
 
-fn commit_info(plan: &JoinPlan) -> HashMap<String, serde_json::Value> {
+fn commit_info(job_id: &str, plan: &JoinPlan) -> HashMap<String, serde_json::Value> {
     let (lp, rp) = (&plan.left, &plan.right);
     HashMap::from([(
         "lakehouse.job".to_string(),
-        serde_json::json!({ "name": "stream-join", "batch": plan.batch,
+        serde_json::json!({ "name": "stream-join", "job_id": job_id, "batch": plan.batch,
             "left": { "after": lp.after, "to": lp.to }, "right": { "after": rp.after, "to": rp.to } }),
     )])
 }

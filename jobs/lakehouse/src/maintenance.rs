@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use job_runtime::{ExitCode, RunStatus, RunSummary, TelemetryArgs};
+use job_runtime::{run_job, ExitCode, ExitStatus, RunSummary, StartError, TelemetryArgs};
 use maintenance::{athena_ddl, Checkpoint, Compact, MaintenanceError, Manifests, Vacuum, DEFAULT_RETENTION_HOURS};
 use pipeline_config::{ByteSize, ConfigOverrides, PipelineConfig};
 
@@ -147,57 +147,68 @@ pub fn wants_arena_limit(args: &[OsString]) -> bool {
 /// Runs a maintenance operation with `args` (the first is the program name).
 pub fn main(args: Vec<OsString>) -> ! {
     let args = Args::parse_from(args);
-    let started = Instant::now();
-    let operation = args.command.name();
-    if let Err(e) = args.telemetry.install("maintenance") {
-        fail(operation, &e.to_string(), ExitCode::Config, started)
+    let telemetry = args.telemetry.clone();
+    run_job(
+        "maintenance",
+        &telemetry,
+        move || {
+            let target = resolve(&args)?;
+            Ok((args.command, target))
+        },
+        |(command, target), _shutdown| operate(command, target),
+    )
+}
+
+/// A failed operation; a request refused as unsafe exits 2 (the message says what to change).
+struct OperationError {
+    operation: &'static str,
+    source: anyhow::Error,
+}
+
+impl std::fmt::Display for OperationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {:#}", self.operation, self.source)
     }
-    let target = match resolve(&args) {
-        Ok(t) => t,
-        Err((message, code)) => fail(operation, &message, code, started),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => fail(operation, &format!("tokio runtime: {e}"), ExitCode::Failure, started),
-    };
-    match runtime.block_on(run(args.command, &target)) {
-        Ok(details) => {
-            let mut summary = RunSummary::new("maintenance", "once");
-            summary.details.insert("operation".into(), operation.into());
-            summary.details.insert("table".into(), target.location.clone().into());
-            if let serde_json::Value::Object(map) = details {
-                summary.details.extend(map);
-            }
-            // The operation is the run's one batch (its EMF record and duration metric).
-            summary.batch_done(started.elapsed());
-            summary.duration_ms = started.elapsed().as_millis() as u64;
-            summary.print();
-            ExitCode::Success.exit()
-        }
-        Err(e) => {
-            let code = if matches!(e.downcast_ref::<MaintenanceError>(), Some(MaintenanceError::Refused(_))) {
-                ExitCode::Usage
-            } else {
-                ExitCode::Failure
-            };
-            fail(operation, &format!("{e:#}"), code, started)
+}
+
+impl ExitStatus for OperationError {
+    fn exit_code(&self) -> ExitCode {
+        match self.source.downcast_ref::<MaintenanceError>() {
+            Some(MaintenanceError::Refused(_)) => ExitCode::Usage,
+            _ => ExitCode::Failure,
         }
     }
 }
 
+/// Runs the operation; its summary holds the operation, the table and the operation's figures.
+async fn operate(command: Command, target: Target) -> Result<RunSummary, OperationError> {
+    let started = Instant::now();
+    let operation = command.name();
+    let details = run(command, &target).await.map_err(|source| OperationError { operation, source })?;
+    let mut summary = RunSummary::new("maintenance", "once");
+    summary.details.insert("operation".into(), operation.into());
+    summary.details.insert("table".into(), target.location.clone().into());
+    if let serde_json::Value::Object(map) = details {
+        summary.details.extend(map);
+    }
+    // The operation is the run's one batch (its EMF record and duration metric).
+    summary.batch_done(started.elapsed());
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
 /// A configured table name resolves through the configuration; anything else is a location.
-fn resolve(args: &Args) -> Result<Target, (String, ExitCode)> {
+fn resolve(args: &Args) -> Result<Target, StartError> {
     let table = args.command.table();
     let looks_like_location = table.contains('/') || table.contains("://") || table.starts_with('.');
     if !looks_like_location {
         let overrides = ConfigOverrides { lake_root: args.lake_root.clone(), ..Default::default() };
-        let config = PipelineConfig::load_with(&args.config, overrides).map_err(|e| (format!("configuration: {e}"), ExitCode::Config))?;
+        let config = PipelineConfig::load_with(&args.config, overrides).map_err(|e| format!("configuration: {e}"))?;
         let Some(t) = config.table(table) else {
             let known: Vec<&String> = config.tables.keys().collect();
-            return Err((
-                format!("table {table}: not in {} (known: {known:?}); pass a configured name or a location", args.config.display()),
-                ExitCode::Usage,
-            ));
+            let message =
+                format!("table {table}: not in {} (known: {known:?}); pass a configured name or a location", args.config.display());
+            return Err(StartError { message, code: ExitCode::Usage });
         };
         return Ok(Target { location: t.location.clone(), name: table.to_string(), storage: config.lake.storage_options.clone() });
     }
@@ -262,15 +273,4 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
         .map(|(c, v)| (c.trim().to_string(), v.to_string()))
         .filter(|(c, _)| !c.is_empty())
         .ok_or_else(|| format!("{s}: expected column=value"))
-}
-
-fn fail(operation: &str, message: &str, code: ExitCode, started: Instant) -> ! {
-    tracing::error!(error = message, operation, "maintenance failed");
-    let mut summary = RunSummary::new("maintenance", "once");
-    summary.status = RunStatus::Failed;
-    summary.details.insert("operation".into(), operation.into());
-    summary.error = Some(message.to_string());
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.print();
-    code.exit()
 }

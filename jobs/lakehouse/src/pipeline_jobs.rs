@@ -44,11 +44,18 @@ pub fn raw_append(args: Vec<OsString>) -> ! {
     run_pipeline_job::<RawAppend>(args.job, ConfigOverrides { brokers: args.brokers, ..Default::default() })
 }
 
+const STREAM_JOIN_CODES: &str =
+    "  5   the checkpoint is behind the output (deleted, restored, moved): nothing committed; restore it or rebuild the output\n";
+
 /// Runs stream-join with `args` (the first is the program name).
 pub fn stream_join(args: Vec<OsString>) -> ! {
     let about = "Watermarked interval join of two Delta tables (e.g. raw/order and raw/member) into a third.";
-    let help =
-        after_help("a rerun resumes from the checkpoint and the output's txn", "no new data in either input", "", &examples("stream-join"));
+    let help = after_help(
+        "a rerun resumes from the checkpoint and the output's txn",
+        "no new data in either input",
+        STREAM_JOIN_CODES,
+        &examples("stream-join"),
+    );
     run_pipeline_job::<StreamJoin>(parse::<StreamJoin, DeltaJobArgs>(args, about, help).job, ConfigOverrides::default())
 }
 
@@ -59,7 +66,7 @@ pub fn merge_upsert(args: Vec<OsString>) -> ! {
     let help = after_help(
         "a rerun resumes from the checkpoint and the target's txn",
         "no new commits in the source",
-        "",
+        "  5   the checkpoint is behind the target and its commits cannot rebuild it: nothing committed; restore it\n",
         &examples("merge-upsert"),
     );
     run_pipeline_job::<MergeUpsert>(parse::<MergeUpsert, DeltaJobArgs>(args, about, help).job, ConfigOverrides::default())
