@@ -9,6 +9,7 @@ log "building binaries and tests (release profile, target dir $CARGO_TARGET_DIR)
 log "checking formatting and lints"
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
+python3 scripts/module_cycles.py crates
 cargo build --release --workspace --bins --tests
 link_jobs
 trap 'bash scripts/services.sh stop' EXIT
