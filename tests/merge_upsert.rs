@@ -591,3 +591,34 @@ fn a_lost_checkpoint_is_rebuilt_from_the_target_and_no_batch_is_merged_twice() {
     });
     assert_eq!(txn, Some(2), "batch numbers continue after the target's");
 }
+
+#[test]
+fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_doubled_or_skipped() {
+    let services = Services::get();
+    let topic = unique("mu-two");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "");
+    let config = p.config.to_str().unwrap();
+    let mut changes = Changes::new(17, 300);
+    changes.produce(&services, &topic, 800);
+    run_ok("raw-append", config);
+    // The first instance plans batch 1 and waits before recording it; a second instance (a
+    // duplicated task) plans the same batch meanwhile, records it and merges it.
+    let paused = vec![("FAILPOINTS".to_string(), "merge_upsert::before_plan_record=1*sleep(8000)".to_string())];
+    let first = spawn("merge-upsert", &["--config", config], &paused);
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(second.code, Some(0), "the second instance merges the batch: {}", second.stderr);
+    let first = first.wait_with_output().expect("exited");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "the first instance stops: {stderr}");
+    assert!(stderr.contains("another run of this job planned batch 1 first"), "{stderr}");
+    assert_eq!(target(&p), oracle(&p), "processed equals the latest change per key");
+    let version = table_version(&p.table("processed"), &HashMap::new());
+    changes.produce(&services, &topic, 400);
+    run_ok("raw-append", config);
+    let next = run_ok("merge-upsert", config);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert!(table_version(&p.table("processed"), &HashMap::new()) > version);
+    assert_eq!(target(&p), oracle(&p), "the next run continues exactly");
+}

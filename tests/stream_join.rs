@@ -286,3 +286,27 @@ fn a_lost_checkpoint_stops_with_exit_5_and_never_joins_a_batch_twice() {
     run_ok("stream-join", config, &[]);
     assert_eq!(curated(&p), oracle(&p), "the rebuilt output equals the one-shot join");
 }
+
+#[test]
+fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_joined_twice() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-o-two"), unique("sj-m-two"));
+    create_topics(&services, &[&orders, &members], 1);
+    let p = pipeline(&services, &orders, &members, "");
+    let config = p.config.to_str().unwrap();
+    let mut streams = Streams::new(19);
+    streams.produce(&services, &orders, &members, 600, 100);
+    run_ok("raw-append", config, &[]);
+    // The first instance joins batch 1 and waits before recording it; a second instance (a
+    // duplicated task) plans the same batch meanwhile, records it and commits it.
+    let paused = vec![("FAILPOINTS".to_string(), "stream_join::before_state_write=1*sleep(8000)".to_string())];
+    let first = spawn("stream-join", &["--config", config], &paused);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let second = run("stream-join", &["--config", config], &[]);
+    assert_eq!(second.code, Some(0), "the second instance joins the batch: {}", second.stderr);
+    let first = first.wait_with_output().expect("exited");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "the first instance stops: {stderr}");
+    assert!(stderr.contains("another run of this job planned batch 1 first"), "{stderr}");
+    assert_eq!(curated(&p), oracle(&p), "curated equals the one-shot join, once");
+}

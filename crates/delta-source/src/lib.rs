@@ -9,7 +9,7 @@ mod progress;
 use std::collections::HashMap;
 
 pub use driver::{drive, run_to_end, IncrementalJob, Schedule};
-pub use progress::{BatchRecord, CheckpointBehind, ProgressError, ProgressLog, Resume, ResumeError, SourceRange};
+pub use progress::{BatchRecord, BatchTaken, CheckpointBehind, CreateError, ProgressError, ProgressLog, Resume, ResumeError, SourceRange};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use deltalake::Path;
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
@@ -46,6 +46,31 @@ pub enum ResumeError {
     /// The sink is ahead of the checkpoint.
     #[error(transparent)]
     Behind(#[from] CheckpointBehind),
+}
+
+/// Another run created a batch's pending record first: two instances of the job are running.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "checkpoint {location}: another run of this job planned batch {batch} first, so two instances are running (a \
+     duplicated task, a manual run beside the scheduled one). This run stopped before writing anything; let the other \
+     one finish, and run one instance per job"
+)]
+pub struct BatchTaken {
+    /// Checkpoint location.
+    pub location: String,
+    /// The batch both planned.
+    pub batch: i64,
+}
+
+/// Why a new batch's pending record was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The folder could not be written.
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    /// Another run holds the batch.
+    #[error(transparent)]
+    Taken(#[from] BatchTaken),
 }
 
 /// The source versions a batch reads: `(after, to]`.
@@ -153,6 +178,19 @@ impl ProgressLog {
         match self.get_file(&progress_path(batch)).await? {
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.error(format!("progress of batch {batch}: {e}"))),
             None => Ok(None),
+        }
+    }
+
+    /// Writes the pending record of a newly planned batch, only if no run wrote one (a
+    /// conditional put, If-None-Match on S3): of two instances planning the same batch, one
+    /// goes on and the other stops with [`BatchTaken`] before writing anything else.
+    pub async fn create<T: Serialize>(&self, batch: i64, record: &T) -> Result<(), CreateError> {
+        let body = serde_json::to_vec_pretty(record).map_err(|e| self.error(e))?;
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&progress_path(batch), PutPayload::from(body), options).await {
+            Ok(_) => Ok(()),
+            Err(deltalake::ObjectStoreError::AlreadyExists { .. }) => Err(BatchTaken { location: self.location.clone(), batch }.into()),
+            Err(e) => Err(self.error(e).into()),
         }
     }
 

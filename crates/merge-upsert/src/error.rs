@@ -42,6 +42,9 @@ pub enum MergeUpsertError {
          dead-letter tables and the checkpoint folder, then run again)", sink = .0.sink
     )]
     CheckpointBehind(delta_source::CheckpointBehind),
+    /// Another instance of the job planned the same batch first.
+    #[error(transparent)]
+    AnotherRun(#[from] delta_source::BatchTaken),
     /// The source has columns the target does not, and evolution is off.
     #[error(
         "source {table} has columns the target {target} lacks: {columns:?}. Set merge_upsert.schema_evolution = \"add_columns\" \

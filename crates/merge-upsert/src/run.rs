@@ -16,7 +16,7 @@ use delta_io::{
     Transaction,
 };
 use delta_source::{
-    BatchRecord, CheckpointBehind, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange,
+    BatchRecord, CheckpointBehind, CreateError, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange,
 };
 use futures::TryStreamExt;
 use job_runtime::{crash_point, RunSummary};
@@ -65,6 +65,8 @@ struct Sinks {
 /// What a batch reads: its number and the source's commits.
 pub(crate) struct MergePlan {
     batch: i64,
+    /// A pending batch of an earlier run, run again (its record exists).
+    rerun: bool,
     source: SourcePlan,
 }
 
@@ -155,13 +157,22 @@ impl IncrementalJob for MergeRun<'_> {
         if source.is_empty() {
             return Ok(None);
         }
-        Ok(Some(MergePlan { batch: recorded.as_ref().map_or(self.previous.batch + 1, |p| p.batch), source }))
+        let batch = recorded.as_ref().map_or(self.previous.batch + 1, |p| p.batch);
+        Ok(Some(MergePlan { batch, rerun: recorded.is_some(), source }))
     }
 
     async fn run_batch(&mut self, plan: MergePlan, summary: &mut RunSummary) -> Result<(), MergeUpsertError> {
         let (batch, spec) = (plan.batch, self.spec);
         let mut progress = Progress { batch, source: SourceRange { after: plan.source.after, to: plan.source.to }, done: false };
-        self.log.put(batch, &progress).await?;
+        crash_point!("merge_upsert::before_plan_record");
+        if plan.rerun {
+            self.log.put(batch, &progress).await?;
+        } else {
+            self.log.create(batch, &progress).await.map_err(|e| match e {
+                CreateError::Taken(taken) => MergeUpsertError::AnotherRun(taken),
+                CreateError::Progress(e) => e.into(),
+            })?;
+        }
         crash_point!("merge_upsert::after_plan");
         let info = commit_info(&spec.job_id, &plan);
         let (layout, changes) = self.read_changes(&plan, &info, summary).await?;

@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use delta_source::{BatchRecord, ProgressLog, Resume, ResumeError, SourceRange};
+use delta_source::{BatchRecord, CreateError, ProgressLog, Resume, ResumeError, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::Compression;
@@ -68,6 +68,18 @@ impl CheckpointStore {
             Err(ResumeError::Behind(behind)) => Err(StreamJoinError::CheckpointBehind(behind)),
             Err(ResumeError::Progress(e)) => Err(e.into()),
         }
+    }
+
+    /// Records a batch as pending: a re-run replaces its earlier record; a new batch is created
+    /// only if no other run created it ([`StreamJoinError::AnotherRun`] otherwise).
+    pub async fn record_pending(&self, progress: &Progress, rerun: bool) -> Result<(), StreamJoinError> {
+        if rerun {
+            return self.put_progress(progress).await;
+        }
+        self.log.create(progress.batch, progress).await.map_err(|e| match e {
+            CreateError::Taken(taken) => StreamJoinError::AnotherRun(taken),
+            CreateError::Progress(e) => e.into(),
+        })
     }
 
     /// Writes (or replaces) a progress record.

@@ -39,6 +39,9 @@ pub enum StreamJoinError {
          output from scratch (delete the output table and the checkpoint folder, then run again)"
     )]
     CheckpointBehind(delta_source::CheckpointBehind),
+    /// Another instance of the job planned the same batch first.
+    #[error(transparent)]
+    AnotherRun(#[from] delta_source::BatchTaken),
     /// A bug.
     #[error("internal: {0}")]
     Internal(String),

@@ -38,6 +38,8 @@ struct JoinState {
 /// What a batch reads: its number and each input's commits.
 pub(crate) struct JoinPlan {
     batch: i64,
+    /// A pending batch of an earlier run, run again (its record exists).
+    rerun: bool,
     left: SourcePlan,
     right: SourcePlan,
 }
@@ -133,7 +135,7 @@ impl IncrementalJob for JoinRun<'_> {
             return Ok(None);
         }
         let batch = recorded.as_ref().map_or(self.previous.batch + 1, |p| p.batch);
-        Ok(Some(JoinPlan { batch, left, right }))
+        Ok(Some(JoinPlan { batch, rerun: recorded.is_some(), left, right }))
     }
 
     async fn run_batch(&mut self, plan: JoinPlan, summary: &mut RunSummary) -> Result<(), StreamJoinError> {
@@ -193,21 +195,23 @@ impl JoinRun<'_> {
         })
     }
 
-    /// Persists state and pending progress while the output's files are written (only their
-    /// commit must wait for the state: a crash before it leaves them orphaned, never visible),
-    /// then commits late rows and the output and marks the batch done. Returns the output's
-    /// version and the commits' retries.
+    /// Records the batch as pending (a new batch only if no other run did: one writer per
+    /// job), persists the state while the output's files are written (only their commit must
+    /// wait for the state: a crash before it leaves them orphaned, never visible), then commits
+    /// late rows and the output and marks the batch done. Returns the output's version and the
+    /// commits' retries.
     async fn commit(&mut self, plan: &JoinPlan, mut progress: Progress, joined: &Joined) -> Result<(u64, u64), StreamJoinError> {
         let spec = self.spec;
         let batch = plan.batch;
         crash_point!("stream_join::before_state_write");
         let checkpoint = &self.checkpoint;
+        checkpoint.record_pending(&progress, plan.rerun).await?;
         let state_written = async {
             tokio::try_join!(
                 checkpoint.put_state(batch, "left", &self.left.state_schema, &joined.state.left),
                 checkpoint.put_state(batch, "right", &self.right.state_schema, &joined.state.right)
-            )?;
-            checkpoint.put_progress(&progress).await
+            )
+            .map(|_| ())
         };
         let files_written = delta_io::write_derived_partition_runs(
             &self.output,
