@@ -562,16 +562,22 @@ fn key_statistics_limit_the_target_files_read() {
     assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);
 }
 
-#[test]
-fn a_lost_checkpoint_is_rebuilt_from_the_target_and_no_batch_is_merged_twice() {
+/// A one-partition pipeline whose raw table holds 800 changes (seed `seed`) over 300 keys.
+fn landed_changes(name: &str, seed: u64) -> (Services, String, Pipeline, Changes) {
     let services = Services::get();
-    let topic = unique("mu-lost");
+    let topic = unique(name);
     create_topics(&services, &[&topic], 1);
     let p = pipeline(&services, &topic, "");
-    let config = p.config.to_str().unwrap();
-    let mut changes = Changes::new(13, 300);
+    let mut changes = Changes::new(seed, 300);
     changes.produce(&services, &topic, 800);
-    run_ok("raw-append", config);
+    run_ok("raw-append", p.config.to_str().unwrap());
+    (services, topic, p, changes)
+}
+
+#[test]
+fn a_lost_checkpoint_is_rebuilt_from_the_target_and_no_batch_is_merged_twice() {
+    let (services, topic, p, mut changes) = landed_changes("mu-lost", 13);
+    let config = p.config.to_str().unwrap();
     run_ok("merge-upsert", config);
     let version = table_version(&p.table("processed"), &HashMap::new());
     // The checkpoint folder is gone (a cleaned-up prefix, a moved setting, a restored bucket).
@@ -594,14 +600,8 @@ fn a_lost_checkpoint_is_rebuilt_from_the_target_and_no_batch_is_merged_twice() {
 
 #[test]
 fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_doubled_or_skipped() {
-    let services = Services::get();
-    let topic = unique("mu-two");
-    create_topics(&services, &[&topic], 1);
-    let p = pipeline(&services, &topic, "");
+    let (services, topic, p, mut changes) = landed_changes("mu-two", 17);
     let config = p.config.to_str().unwrap();
-    let mut changes = Changes::new(17, 300);
-    changes.produce(&services, &topic, 800);
-    run_ok("raw-append", config);
     // The first instance plans batch 1 and waits before recording it; a second instance (a
     // duplicated task) plans the same batch meanwhile, records it and merges it.
     let paused = vec![("FAILPOINTS".to_string(), "merge_upsert::before_plan_record=1*sleep(8000)".to_string())];

@@ -42,19 +42,6 @@ fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<Str
     rows
 }
 
-/// Produces in a background thread (while jobs run and get killed).
-fn produce_in_background(
-    services: &Services,
-    topic: &str,
-    seed: u64,
-    count: u64,
-    rate: u64,
-    bad_fraction: f64,
-) -> std::thread::JoinHandle<reference_data::ProduceReport> {
-    let (services, topic) = (services.clone(), topic.to_string());
-    std::thread::spawn(move || produce_orders(&services, &topic, seed, count, rate, bad_fraction))
-}
-
 /// Checks rows of (partition, count, distinct offsets, min offset, max offset): every offset of
 /// every partition exactly once, none missing. Returns the total.
 fn assert_each_offset_once(per_partition: &[Vec<String>]) -> u64 {
@@ -299,7 +286,10 @@ fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
     create_topics(&services, &[&topic], 3);
     const TOTAL: u64 = 24_000;
     const BAD: f64 = 0.02;
-    let producer = produce_in_background(&services, &topic, 5, TOTAL, 3_000, BAD);
+    let producer = {
+        let (services, topic) = (services.clone(), topic.clone());
+        std::thread::spawn(move || produce_orders(&services, &topic, 5, TOTAL, 3_000, BAD))
+    };
     // Continuous runs (the SIGKILL ones) commit every 300 ms; trigger-once runs by size.
     let pipeline = orders_pipeline(&services, None, &topic, "max_batch_rows = 700\ninterval = \"300ms\"");
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -485,7 +475,10 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
     // 30 s of production: long enough for tansu's ~20 s group join to hand the second task
     // partitions while data still flows.
     const TOTAL: u64 = 9_000;
-    let producer = produce_in_background(&services, &topic, 51, TOTAL, 300, 0.0);
+    let producer = {
+        let (services, topic) = (services.clone(), topic.clone());
+        std::thread::spawn(move || produce_orders(&services, &topic, 51, TOTAL, 300, 0.0))
+    };
     let group = unique("group");
     let pipeline = orders_pipeline(&services, None, &topic, &format!("interval = \"500ms\"\ngroup_id = \"{group}\""));
     let config = pipeline.config.to_str().unwrap().to_string();

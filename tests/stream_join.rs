@@ -259,16 +259,22 @@ fn watermarks_late_rows_bounds_and_left_outer() {
     );
 }
 
-#[test]
-fn a_lost_checkpoint_stops_with_exit_5_and_never_joins_a_batch_twice() {
+/// A one-partition pipeline whose raw tables hold 600 orders and 100 membership changes.
+fn landed_streams(name: &str, seed: u64) -> (Services, [String; 2], Pipeline, Streams) {
     let services = Services::get();
-    let (orders, members) = (unique("sj-o-lost"), unique("sj-m-lost"));
+    let (orders, members) = (unique(&format!("sj-o-{name}")), unique(&format!("sj-m-{name}")));
     create_topics(&services, &[&orders, &members], 1);
     let p = pipeline(&services, &orders, &members, "");
-    let config = p.config.to_str().unwrap();
-    let mut streams = Streams::new(11);
+    let mut streams = Streams::new(seed);
     streams.produce(&services, &orders, &members, 600, 100);
-    run_ok("raw-append", config, &[]);
+    run_ok("raw-append", p.config.to_str().unwrap(), &[]);
+    (services, [orders, members], p, streams)
+}
+
+#[test]
+fn a_lost_checkpoint_stops_with_exit_5_and_never_joins_a_batch_twice() {
+    let (services, [orders, members], p, mut streams) = landed_streams("lost", 11);
+    let config = p.config.to_str().unwrap();
     run_ok("stream-join", config, &[]);
     let version = table_version(&p.table("curated"), &HashMap::new());
     // The checkpoint folder is gone (a cleaned-up prefix, a moved setting, a restored bucket).
@@ -289,14 +295,8 @@ fn a_lost_checkpoint_stops_with_exit_5_and_never_joins_a_batch_twice() {
 
 #[test]
 fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_joined_twice() {
-    let services = Services::get();
-    let (orders, members) = (unique("sj-o-two"), unique("sj-m-two"));
-    create_topics(&services, &[&orders, &members], 1);
-    let p = pipeline(&services, &orders, &members, "");
+    let (_, _, p, _) = landed_streams("two", 19);
     let config = p.config.to_str().unwrap();
-    let mut streams = Streams::new(19);
-    streams.produce(&services, &orders, &members, 600, 100);
-    run_ok("raw-append", config, &[]);
     // The first instance joins batch 1 and waits before recording it; a second instance (a
     // duplicated task) plans the same batch meanwhile, records it and commits it.
     let paused = vec![("FAILPOINTS".to_string(), "stream_join::before_state_write=1*sleep(8000)".to_string())];
