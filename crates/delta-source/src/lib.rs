@@ -159,6 +159,7 @@ fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool
     let text = std::str::from_utf8(entry)
         .map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
     let mut files = Vec::new();
+    let mut removed = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let action: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| SourceError::Io { table: location.to_string(), message: format!("version {version}: {e}") })?;
@@ -178,16 +179,25 @@ fn parse_commit(entry: &[u8], version: u64, location: &str, ignore_deletes: bool
                 partition_values,
             });
         } else if let Some(remove) = action.get("remove") {
-            if remove["dataChange"].as_bool() == Some(true) && !ignore_deletes {
-                return Err(SourceError::DeleteInSource {
-                    table: location.to_string(),
-                    version,
-                    path: remove["path"].as_str().unwrap_or_default().to_string(),
-                });
+            if remove["dataChange"].as_bool() == Some(true) {
+                removed.get_or_insert_with(|| remove["path"].as_str().unwrap_or_default().to_string());
             }
         }
     }
-    Ok(files)
+    match removed {
+        None => Ok(files),
+        Some(path) if !ignore_deletes => Err(SourceError::DeleteInSource { table: location.to_string(), version, path }),
+        // An UPDATE or DELETE rewrites files: reading its adds would read the surviving rows twice.
+        Some(_) => {
+            tracing::warn!(
+                table = location,
+                version,
+                skipped_files = files.len(),
+                "source commit deletes rows: skipped whole (ignore_deletes)"
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Reads the rows of a plan's files in `schema` (the table's schema or a projection of it),
@@ -233,5 +243,15 @@ mod tests {
         let delete = br#"{"remove":{"path":"a.parquet","dataChange":true}}"#;
         assert!(matches!(parse_commit(delete, 8, "t", false), Err(SourceError::DeleteInSource { version: 8, .. })));
         assert!(parse_commit(delete, 8, "t", true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ignore_deletes_skips_a_rewriting_commit_whole() {
+        // An UPDATE: the old file removed, its surviving and changed rows added again.
+        let update = br#"{"remove":{"path":"a.parquet","dataChange":true}}
+{"add":{"path":"b.parquet","size":10,"partitionValues":{},"dataChange":true}}
+"#;
+        assert!(parse_commit(update, 9, "t", true).unwrap().is_empty(), "the surviving rows are not read twice");
+        assert!(matches!(parse_commit(update, 9, "t", false), Err(SourceError::DeleteInSource { version: 9, .. })));
     }
 }

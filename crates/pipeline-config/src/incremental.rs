@@ -39,7 +39,8 @@ pub struct IncrementalOptions {
     pub max_files_per_batch: usize,
     /// ...and at most about this many bytes per input (at least one commit).
     pub max_bytes_per_batch: ByteSize,
-    /// Skip source commits that delete rows (`remove` with dataChange=true) instead of failing.
+    /// Skip source commits that delete rows (`remove` with dataChange=true) instead of failing:
+    /// the whole commit, its rewritten files too (their surviving rows were read before).
     pub ignore_deletes: bool,
 }
 
