@@ -144,7 +144,7 @@ impl AppendCommit {
             Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
                 Err(CommitError::ProgressConflict)
             }
-            Err(source) => Err(DeltaIoError::Delta { table: location, source: Box::new(source) }.into()),
+            Err(source) => Err(DeltaIoError::delta(&location)(source).into()),
         }
     }
 
@@ -178,9 +178,7 @@ pub async fn commit_rewrite(
         .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
         .collect();
     let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
-    commit(table, actions, operation, HashMap::new())
-        .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
+    commit(table, actions, operation, HashMap::new()).await.map_err(DeltaIoError::delta(&location))
 }
 
 /// Commits a row-level change (MERGE): `removes` (files whose rows were rewritten or deleted)
@@ -208,17 +206,12 @@ pub async fn commit_merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    commit(table, actions, operation, app_metadata)
-        .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
+    commit(table, actions, operation, app_metadata).await.map_err(DeltaIoError::delta(&location))
 }
 
 /// The `txn` version recorded for `app_id`, if any.
 pub async fn read_progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, DeltaIoError> {
     let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: Box::new(e) })?;
-    snapshot
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await
-        .map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })
+    let snapshot = table.snapshot().map_err(DeltaIoError::delta(&location))?;
+    snapshot.transaction_version(table.log_store().as_ref(), app_id).await.map_err(DeltaIoError::delta(&location))
 }

@@ -62,7 +62,7 @@ impl ProgressTable {
     /// Loads the newest version of the table.
     pub async fn refresh(&mut self) -> Result<(), DeltaIoError> {
         let location = self.table.table_url().to_string();
-        self.table.update_incremental(None).await.map_err(|source| DeltaIoError::Delta { table: location, source: Box::new(source) })?;
+        self.table.update_incremental(None).await.map_err(DeltaIoError::delta(&location))?;
         self.known.clear();
         Ok(())
     }

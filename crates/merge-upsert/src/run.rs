@@ -288,7 +288,10 @@ impl MergeRun<'_> {
             outcome = Some(commit_merge(table, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
             events::tombstones_rewritten(self.tombstones.expired());
         } else if let Some(new) = &new {
-            outcome = AppendCommit::new(job_id, batch).with_info(info.clone()).commit_once(table, std::slice::from_ref(new)).await?;
+            // The caller found the batch absent from the tombstones: no second progress read.
+            let adds = write_files(table, self.sinks.tombstone_schema.clone(), &[], std::slice::from_ref(new), 128 << 20).await?;
+            let append = AppendCommit::new(job_id, batch).with_adds(adds).with_batch_progress().with_info(info.clone());
+            outcome = Some(append.commit(table).await?);
         }
         self.tombstones.record(new, rewrite, &self.columns, &self.encoders)?;
         Ok(outcome)

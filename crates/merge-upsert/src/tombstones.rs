@@ -66,7 +66,7 @@ impl Tombstones {
         retention: Duration,
     ) -> Result<Self, DeltaIoError> {
         let location = table.table_url().to_string();
-        let snapshot = table.snapshot().map_err(|e| DeltaIoError::Delta { table: location.clone(), source: Box::new(e) })?;
+        let snapshot = table.snapshot().map_err(DeltaIoError::delta(&location))?;
         let paths: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
         let store = table.object_store();
         let mut live = Vec::new();
