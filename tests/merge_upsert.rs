@@ -622,3 +622,36 @@ fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_doubled_or_
     assert!(table_version(&p.table("processed"), &HashMap::new()) > version);
     assert_eq!(target(&p), oracle(&p), "the next run continues exactly");
 }
+
+#[test]
+fn a_vacuumed_or_recreated_source_stops_with_exit_4_and_the_fix_never_no_new_data() {
+    let services = Services::get();
+    let p = pipeline(&services, "unused", "");
+    let config = p.config.to_str().unwrap();
+    let source = p.table("raw/changes");
+    let maintenance = |args: &[&str]| run("maintenance", &[&["--config", config], args].concat(), &[]);
+    append_source(&source, 1, false);
+    run_ok("merge-upsert", config);
+    let merged = target(&p);
+    // Two commits the job has not read yet are compacted and their files vacuumed at once.
+    append_source(&source, 11, false);
+    append_source(&source, 21, false);
+    assert_eq!(maintenance(&["compact", "changes", "--min-commit-interval", "0s"]).code, Some(0));
+    let vacuum = maintenance(&["vacuum", "changes", "--retention-hours", "0", "--allow-short-retention"]);
+    assert_eq!(vacuum.code, Some(0), "{}", vacuum.stderr);
+    let gone = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(gone.code, Some(4), "files the job still needs are gone: {}", gone.stderr);
+    let error = gone.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("of version 1 is gone") && error.contains("deletedFileRetentionDuration"), "{error}");
+    assert_eq!(target(&p), merged, "nothing was merged");
+
+    // The source deleted and created again: version 0 again, another table id.
+    std::fs::remove_dir_all(&source).expect("source deleted");
+    append_source(&source, 31, false);
+    let recreated = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(recreated.code, Some(4), "never \"no new data\": {}", recreated.stderr);
+    let error = recreated.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is not the table this job read: its table id is"), "{error}");
+    assert!(error.contains("rebuild the output from scratch"), "{error}");
+    assert_eq!(target(&p), merged, "nothing was merged");
+}

@@ -310,3 +310,20 @@ fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_joined_twic
     assert!(stderr.contains("another run of this job planned batch 1 first"), "{stderr}");
     assert_eq!(curated(&p), oracle(&p), "curated equals the one-shot join, once");
 }
+
+#[test]
+fn a_recreated_source_stops_with_exit_4_never_no_new_data() {
+    let (_, _, p, _) = landed_streams("recreated", 23);
+    let config = p.config.to_str().unwrap();
+    run_ok("stream-join", config, &[]);
+    let version = table_version(&p.table("curated"), &HashMap::new());
+    // The raw orders table is deleted and landed again from the topic: the same rows under a
+    // new table id, which the join must not take for "nothing new" nor read a second time.
+    std::fs::remove_dir_all(p.table("raw/order")).expect("source deleted");
+    run_ok("raw-append", config, &[]);
+    let recreated = run("stream-join", &["--config", config], &[]);
+    assert_eq!(recreated.code, Some(4), "{}", recreated.stderr);
+    let error = recreated.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("raw/order") && error.contains("is not the table this job read"), "{error}");
+    assert_eq!(table_version(&p.table("curated"), &HashMap::new()), version, "nothing was committed");
+}

@@ -4,11 +4,13 @@
 //! least one). Shared by stream-join and merge-upsert.
 
 mod driver;
+mod identity;
 mod progress;
 
 use std::collections::HashMap;
 
 pub use driver::{drive, run_to_end, IncrementalJob, Schedule};
+pub use identity::Changed;
 pub use progress::{BatchRecord, BatchTaken, CheckpointBehind, CreateError, ProgressError, ProgressLog, Resume, ResumeError, SourceRange};
 
 use arrow::array::RecordBatch;
@@ -51,6 +53,40 @@ pub enum SourceError {
         /// The missing version.
         version: u64,
     },
+    /// A data file the job still has to read is gone.
+    #[error(
+        "source {table}: data file {path} of version {version} is gone (vacuum removed it before this job read it: the job \
+         fell behind the source's delta.deletedFileRetentionDuration). Its rows cannot be read: rebuild the output from \
+         scratch, and keep the source's retention longer than the job's longest pause"
+    )]
+    FileGone {
+        /// Source table location.
+        table: String,
+        /// The commit that added it.
+        version: u64,
+        /// The file.
+        path: String,
+    },
+    /// The source is not the table the job read.
+    #[error(
+        "source {table} is not the table this job read: {change} (it was deleted and created again, or restored from an \
+         older copy). What it holds now cannot be matched with what the job read: rebuild the output from scratch (delete \
+         the output tables and the checkpoint folder), or point the job back at the table it read"
+    )]
+    Recreated {
+        /// Source table location.
+        table: String,
+        /// How it differs.
+        change: Changed,
+    },
+}
+
+impl SourceError {
+    /// Source data the job has not read is gone or replaced (log cleanup, vacuum, a recreated
+    /// table): running on would skip rows, so the job stops (exit 4), never "no new data".
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::LogCleaned { .. } | Self::FileGone { .. } | Self::Recreated { .. })
+    }
 }
 
 /// A data file a batch reads.
@@ -73,11 +109,18 @@ pub struct SourcePlan {
     pub after: Option<u64>,
     /// Last version this batch reads (equal to `after` when there is nothing new).
     pub to: Option<u64>,
+    /// The source's table id (None before its first commit).
+    pub table_id: Option<String>,
     /// Files added with dataChange=true, in commit order.
     pub files: Vec<SourceFile>,
 }
 
 impl SourcePlan {
+    /// The range to record for this batch.
+    pub fn range(&self) -> SourceRange {
+        SourceRange { after: self.after, to: self.to, table_id: self.table_id.clone() }
+    }
+
     /// True when the batch reads no new version.
     pub fn is_empty(&self) -> bool {
         self.to == self.after
@@ -109,13 +152,44 @@ pub struct SourceLimits {
     pub ignore_deletes: bool,
 }
 
-/// Plans the next batch of `table` after version `after`, up to its loaded version, or exactly
-/// up to `until` (a batch being re-run reads what it recorded, whatever the limits say).
-pub async fn plan(table: &DeltaTable, after: Option<u64>, until: Option<u64>, limits: &SourceLimits) -> Result<SourcePlan, SourceError> {
+/// Plans the next batch of `table` after the `previous` batch's range, up to its loaded version.
+pub async fn plan(table: &DeltaTable, previous: &SourceRange, limits: &SourceLimits) -> Result<SourcePlan, SourceError> {
+    let table_id = check_identity(table, previous)?;
+    plan_versions(table, previous.to, None, limits, table_id).await
+}
+
+/// Plans exactly the range a batch recorded before it was interrupted (for its re-run),
+/// whatever the limits say.
+pub async fn plan_recorded(table: &DeltaTable, range: &SourceRange, ignore_deletes: bool) -> Result<SourcePlan, SourceError> {
+    let table_id = check_identity(table, range)?;
+    if range.to == range.after {
+        return Ok(SourcePlan { after: range.after, to: range.to, table_id, files: Vec::new() });
+    }
+    let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes };
+    plan_versions(table, range.after, range.to, &unlimited, table_id).await
+}
+
+/// The table's id, unless it is not the table `recorded` was read from.
+fn check_identity(table: &DeltaTable, recorded: &SourceRange) -> Result<Option<String>, SourceError> {
+    let id = identity::table_id(table);
+    match identity::changed(recorded.table_id.as_deref(), recorded.to, id.as_deref(), table.version()) {
+        Some(change) => Err(SourceError::Recreated { table: table.table_url().to_string(), change }),
+        None => Ok(id),
+    }
+}
+
+/// The commits after `after` up to the loaded version, or exactly up to `until`.
+async fn plan_versions(
+    table: &DeltaTable,
+    after: Option<u64>,
+    until: Option<u64>,
+    limits: &SourceLimits,
+    table_id: Option<String>,
+) -> Result<SourcePlan, SourceError> {
     let location = table.table_url().to_string();
     let io = |message: String| SourceError::Io { table: location.clone(), message };
     let Some(latest) = table.version() else {
-        return Ok(SourcePlan { after, to: after, files: Vec::new() });
+        return Ok(SourcePlan { after, to: after, table_id, files: Vec::new() });
     };
     let first = after.map_or(0, |v| v + 1);
     let latest = match until {
@@ -142,16 +216,7 @@ pub async fn plan(table: &DeltaTable, after: Option<u64>, until: Option<u64>, li
         files.extend(commit);
         to = Some(version);
     }
-    Ok(SourcePlan { after, to, files })
-}
-
-/// Plans exactly the range a batch recorded before it was interrupted (for its re-run).
-pub async fn plan_recorded(table: &DeltaTable, range: SourceRange, ignore_deletes: bool) -> Result<SourcePlan, SourceError> {
-    if range.to == range.after {
-        return Ok(SourcePlan { after: range.after, to: range.to, files: Vec::new() });
-    }
-    let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes };
-    plan(table, range.after, range.to, &unlimited).await
+    Ok(SourcePlan { after, to, table_id, files })
 }
 
 /// The data-changing adds of one commit; a data-changing remove is an error unless ignored.
@@ -211,16 +276,28 @@ pub async fn read_each(table: &DeltaTable, plan: &SourcePlan, schema: &SchemaRef
     let location = table.table_url().to_string();
     let store = table.object_store();
     // Owned inputs per future: the stream must be Send for any caller's runtime.
-    let jobs: Vec<(String, HashMap<String, Option<String>>)> =
-        plan.files.iter().map(|f| (f.path.clone(), f.partition_values.clone())).collect();
-    futures::stream::iter(jobs.into_iter().map(|(path, values)| {
+    let jobs: Vec<SourceFile> = plan.files.clone();
+    futures::stream::iter(jobs.into_iter().map(|file| {
         let (store, location, schema) = (store.clone(), location.clone(), schema.clone());
-        async move { delta_io::read_data_file(&store, &location, &path, &schema, &values).await }
+        async move {
+            delta_io::read_data_file(&store, &location, &file.path, &schema, &file.partition_values)
+                .await
+                .map_err(|e| read_error(e, &location, &file))
+        }
     }))
     .buffered(16)
     .try_collect()
     .await
-    .map_err(|e| SourceError::Io { table: location.clone(), message: e.to_string() })
+}
+
+/// A file vacuum removed is [`SourceError::FileGone`]; any other failure is I/O.
+fn read_error(e: delta_io::DeltaIoError, location: &str, file: &SourceFile) -> SourceError {
+    match e {
+        delta_io::DeltaIoError::Store { source, .. } if matches!(*source, deltalake::ObjectStoreError::NotFound { .. }) => {
+            SourceError::FileGone { table: location.to_string(), version: file.version, path: file.path.clone() }
+        }
+        e => SourceError::Io { table: location.to_string(), message: e.to_string() },
+    }
 }
 
 #[cfg(test)]

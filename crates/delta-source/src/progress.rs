@@ -73,13 +73,16 @@ pub enum CreateError {
     Taken(#[from] BatchTaken),
 }
 
-/// The source versions a batch reads: `(after, to]`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The source versions a batch reads: `(after, to]`, and the table they belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRange {
     /// Last version read before the batch.
     pub after: Option<u64>,
     /// Last version the batch reads.
     pub to: Option<u64>,
+    /// The source's table id (absent in records written before ids were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
 }
 
 /// A job's per-batch progress record.

@@ -11,8 +11,9 @@ pub enum ExitCode {
     Usage = 2,
     /// Trigger-once found nothing new to process (Airflow: map to a skip).
     NoNewData = 3,
-    /// Source data the job has not read is gone (Kafka retention, a recreated topic): nothing
-    /// was skipped; the message names the partition, the offsets and the fix.
+    /// Source data the job has not read is gone or replaced (Kafka retention, a recreated topic;
+    /// a Delta source's log cleanup, vacuum or recreation): nothing was skipped; the message
+    /// names what is gone and the fix.
     SourceDataGone = 4,
     /// The job's checkpoint is behind its output (deleted, restored from an older copy, moved)
     /// and cannot be rebuilt from it: nothing was committed; the message names the fix.

@@ -60,11 +60,13 @@ pub enum MergeUpsertError {
     },
 }
 
-/// A checkpoint behind the target that its commits cannot rebuild exits 5; every other failure 1.
+/// A checkpoint behind the target that its commits cannot rebuild exits 5; source data gone or
+/// replaced 4; every other failure 1.
 impl job_runtime::ExitStatus for MergeUpsertError {
     fn exit_code(&self) -> job_runtime::ExitCode {
         match self {
             Self::CheckpointBehind(_) => job_runtime::ExitCode::CheckpointBehind,
+            Self::Source(e) if e.is_gone() => job_runtime::ExitCode::SourceDataGone,
             _ => job_runtime::ExitCode::Failure,
         }
     }

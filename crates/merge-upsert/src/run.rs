@@ -151,8 +151,8 @@ impl IncrementalJob for MergeRun<'_> {
         self.source.update_state().await.map_err(DeltaIoError::delta(&self.spec.source_location))?;
         let recorded = self.rerun.take();
         let source = match &recorded {
-            Some(p) => delta_source::plan_recorded(&self.source, p.source, self.limits.ignore_deletes).await?,
-            None => delta_source::plan(&self.source, self.previous.source.to, None, &self.limits).await?,
+            Some(p) => delta_source::plan_recorded(&self.source, &p.source, self.limits.ignore_deletes).await?,
+            None => delta_source::plan(&self.source, &self.previous.source, &self.limits).await?,
         };
         if source.is_empty() {
             return Ok(None);
@@ -163,7 +163,7 @@ impl IncrementalJob for MergeRun<'_> {
 
     async fn run_batch(&mut self, plan: MergePlan, summary: &mut RunSummary) -> Result<(), MergeUpsertError> {
         let (batch, spec) = (plan.batch, self.spec);
-        let mut progress = Progress { batch, source: SourceRange { after: plan.source.after, to: plan.source.to }, done: false };
+        let mut progress = Progress { batch, source: plan.source.range(), done: false };
         crash_point!("merge_upsert::before_plan_record");
         if plan.rerun {
             self.log.put(batch, &progress).await?;
@@ -351,9 +351,9 @@ async fn rebuild_progress(
         let Some(source) = commit.info.get("lakehouse.job").and_then(|job| recorded_source(job, &spec.job_id, behind.sink)) else {
             continue;
         };
+        events::checkpoint_rebuilt(&behind, source.after, source.to);
         let progress = Progress { batch: behind.sink, source, done: true };
         log.put(progress.batch, &progress).await?;
-        events::checkpoint_rebuilt(&behind, source.after, source.to);
         return Ok(progress);
     }
     Err(MergeUpsertError::CheckpointBehind(behind))
@@ -376,7 +376,7 @@ fn commit_info(job_id: &str, plan: &MergePlan) -> HashMap<String, serde_json::Va
     HashMap::from([(
         "lakehouse.job".to_string(),
         serde_json::json!({ "name": "merge-upsert", "job_id": job_id, "batch": plan.batch,
-            "source": { "after": source.after, "to": source.to } }),
+            "source": source.range() }),
     )])
 }
 
@@ -412,11 +412,11 @@ mod tests {
     #[test]
     fn the_source_range_is_read_from_this_jobs_commit_of_the_batch() {
         let job = serde_json::json!({"name": "merge-upsert", "job_id": "mu", "batch": 7, "source": {"after": 3, "to": 9}});
-        assert_eq!(recorded_source(&job, "mu", 7), Some(SourceRange { after: Some(3), to: Some(9) }));
+        assert_eq!(recorded_source(&job, "mu", 7), Some(SourceRange { after: Some(3), to: Some(9), table_id: None }));
         assert_eq!(recorded_source(&job, "mu", 6), None, "another batch");
         assert_eq!(recorded_source(&job, "other", 7), None, "another job's commit");
         let before_job_ids = serde_json::json!({"name": "merge-upsert", "batch": 7, "source": {"after": null, "to": 2}});
-        assert_eq!(recorded_source(&before_job_ids, "mu", 7), Some(SourceRange { after: None, to: Some(2) }));
+        assert_eq!(recorded_source(&before_job_ids, "mu", 7), Some(SourceRange { after: None, to: Some(2), table_id: None }));
         let join = serde_json::json!({"name": "stream-join", "batch": 7, "left": {}});
         assert_eq!(recorded_source(&join, "mu", 7), None);
     }

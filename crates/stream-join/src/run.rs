@@ -10,7 +10,7 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use delta_io::{open_or_create, open_table, read_progress, AppendCommit, DeltaIoError, DeltaTable};
-use delta_source::{IncrementalJob, Resume, SourceLimits, SourcePlan, SourceRange};
+use delta_source::{IncrementalJob, Resume, SourceLimits, SourcePlan};
 use job_runtime::{crash_point, RunSummary};
 use pipeline_config::{IncrementalOptions, JoinSide, JoinType};
 
@@ -123,12 +123,12 @@ impl IncrementalJob for JoinRun<'_> {
         let recorded = self.rerun.take();
         let (left, right) = match &recorded {
             Some(p) => (
-                delta_source::plan_recorded(&self.left.table, p.left, self.limits.ignore_deletes).await?,
-                delta_source::plan_recorded(&self.right.table, p.right, self.limits.ignore_deletes).await?,
+                delta_source::plan_recorded(&self.left.table, &p.left, self.limits.ignore_deletes).await?,
+                delta_source::plan_recorded(&self.right.table, &p.right, self.limits.ignore_deletes).await?,
             ),
             None => (
-                delta_source::plan(&self.left.table, self.previous.left.to, None, &self.limits).await?,
-                delta_source::plan(&self.right.table, self.previous.right.to, None, &self.limits).await?,
+                delta_source::plan(&self.left.table, &self.previous.left, &self.limits).await?,
+                delta_source::plan(&self.right.table, &self.previous.right, &self.limits).await?,
             ),
         };
         if left.is_empty() && right.is_empty() {
@@ -143,8 +143,8 @@ impl IncrementalJob for JoinRun<'_> {
         let joined = self.join(&plan).await?;
         let progress = Progress {
             batch: plan.batch,
-            left: SourceRange { after: plan.left.after, to: plan.left.to },
-            right: SourceRange { after: plan.right.after, to: plan.right.to },
+            left: plan.left.range(),
+            right: plan.right.range(),
             left_watermark: joined.watermarks.left,
             right_watermark: joined.watermarks.right,
             watermark: joined.watermarks.job,
@@ -312,10 +312,9 @@ fn late_batch(side: &str, time: &str, b: &RecordBatch, watermark: Option<i64>, b
 }
 
 fn commit_info(job_id: &str, plan: &JoinPlan) -> HashMap<String, serde_json::Value> {
-    let (lp, rp) = (&plan.left, &plan.right);
     HashMap::from([(
         "lakehouse.job".to_string(),
         serde_json::json!({ "name": "stream-join", "job_id": job_id, "batch": plan.batch,
-            "left": { "after": lp.after, "to": lp.to }, "right": { "after": rp.after, "to": rp.to } }),
+            "left": plan.left.range(), "right": plan.right.range() }),
     )])
 }
