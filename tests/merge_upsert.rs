@@ -655,3 +655,51 @@ fn a_vacuumed_or_recreated_source_stops_with_exit_4_and_the_fix_never_no_new_dat
     assert!(error.contains("rebuild the output from scratch"), "{error}");
     assert_eq!(target(&p), merged, "nothing was merged");
 }
+
+#[test]
+fn continuous_merges_survive_compactions_of_the_target_and_re_plan_a_batch_whose_files_were_compacted() {
+    let services = Services::get();
+    let topic = unique("mu-compact");
+    create_topics(&services, &[&topic], 1);
+    let p = pipeline(&services, &topic, "interval = \"1s\"");
+    let config = p.config.to_str().unwrap();
+    let compact = || run("maintenance", &["--config", config, "compact", "target", "--min-commit-interval", "0s"], &[]);
+    // Two batches leave two or more small files in most hour partitions.
+    let mut changes = Changes::new(29, 200);
+    for _ in 0..2 {
+        changes.produce(&services, &topic, 400);
+        run_ok("raw-append", config);
+        run_ok("merge-upsert", config);
+    }
+    changes.produce(&services, &topic, 400);
+    run_ok("raw-append", config);
+    // The next batch's merge waits between its plan and its commit; a compaction folds the
+    // files it rewrites meanwhile. Landing both would keep the replaced rows in the compacted
+    // files beside their new versions.
+    let paused = vec![("FAILPOINTS".to_string(), "merge_upsert::before_target_commit=1*sleep(6000)".to_string())];
+    let job = spawn("merge-upsert", &["--config", config, "--trigger", "continuous"], &paused);
+    std::thread::sleep(Duration::from_millis(3000));
+    let compacted = compact();
+    assert_eq!(compacted.code, Some(0), "{}", compacted.stderr);
+    assert!(compacted.summary["details"]["files_removed"].as_u64() > Some(0), "{}", compacted.summary);
+    // More changes and compactions while the job keeps merging.
+    for _ in 0..3 {
+        changes.produce(&services, &topic, 300);
+        run_ok("raw-append", config);
+        let beside = compact();
+        assert!(beside.code == Some(0) || beside.stderr.contains("nothing of it was committed"), "{:?} {}", beside.code, beside.stderr);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while target(&p) != oracle(&p) {
+        assert!(std::time::Instant::now() < deadline, "the continuous run did not converge to the latest change per key");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    let out = job.wait_with_output().expect("exited");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the run survived the compactions: {stderr}");
+    assert!(stderr.contains("merging again"), "the compacted batch was re-planned: {stderr}");
+    assert_eq!(target(&p), oracle(&p), "processed equals the latest change per key");
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, Remove, Transaction};
+use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -26,6 +26,21 @@ pub enum CommitError {
     ProgressMoved {
         /// The app ids that moved.
         moved: Vec<MovedProgress>,
+    },
+    /// A concurrent commit changed what a rewrite (MERGE, compaction) read: nothing of it was
+    /// committed; re-plan it on the newest snapshot.
+    #[error("version {version} of the table changed what this commit read ({overlap}): nothing of it was committed; run again")]
+    Overlap {
+        /// The concurrent commit.
+        version: u64,
+        /// What it changed.
+        overlap: crate::Overlap,
+    },
+    /// Concurrent commits kept landing first.
+    #[error("{attempts} attempts lost the race with concurrent commits: nothing was committed; run again")]
+    Busy {
+        /// Attempts made.
+        attempts: u64,
     },
     /// Any other failure.
     #[error(transparent)]
@@ -78,11 +93,23 @@ async fn commit(
     operation: DeltaOperation,
     app_metadata: HashMap<String, serde_json::Value>,
 ) -> Result<CommitOutcome, DeltaTableError> {
+    commit_with_retries(table, actions, operation, app_metadata, 50).await
+}
+
+/// [`commit`] with at most `max_retries` conflict-checked retries in delta-rs (0: a concurrent
+/// commit fails it with `MaxCommitAttempts`).
+pub(crate) async fn commit_with_retries(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    app_metadata: HashMap<String, serde_json::Value>,
+    max_retries: usize,
+) -> Result<CommitOutcome, DeltaTableError> {
     let snapshot = table.snapshot()?;
     let done = commit_builder()
         .with_actions(actions)
         .with_app_metadata(app_metadata)
-        .with_max_retries(50)
+        .with_max_retries(max_retries)
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
     let outcome = CommitOutcome { version: done.version(), retries: done.metrics.num_retries };
@@ -159,54 +186,6 @@ impl AppendCommit {
         let adds = crate::write_files(table, first.schema(), &[], rows, 128 << 20).await?;
         Ok(Some(self.with_adds(adds).with_batch_progress().commit(table).await?))
     }
-}
-
-/// Commits a rewrite (compaction): `removes` replaced by `adds`, all with `dataChange=false`
-/// so incremental readers skip it. Conflicts with blind appends are retried by delta-rs; a
-/// concurrent removal of one of `removes` fails the commit (nothing of it lands).
-pub async fn commit_rewrite(
-    table: &mut DeltaTable,
-    removes: Vec<Remove>,
-    adds: Vec<Add>,
-    predicate: Option<String>,
-    target_size: u64,
-) -> Result<CommitOutcome, DeltaIoError> {
-    let location = table.table_url().to_string();
-    let actions: Vec<Action> = removes
-        .into_iter()
-        .map(|r| Action::Remove(Remove { data_change: false, ..r }))
-        .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
-        .collect();
-    let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
-    commit(table, actions, operation, HashMap::new()).await.map_err(DeltaIoError::delta(&location))
-}
-
-/// Commits a row-level change (MERGE): `removes` (files whose rows were rewritten or deleted)
-/// and `adds`, with `dataChange=true`, plus `progress`, in one atomic commit. delta-rs checks
-/// it against concurrent commits: one that removed a file we rewrite fails it (nothing lands).
-pub async fn commit_merge(
-    table: &mut DeltaTable,
-    removes: Vec<Remove>,
-    adds: Vec<Add>,
-    progress: Vec<Transaction>,
-    merge_predicate: &str,
-    app_metadata: HashMap<String, serde_json::Value>,
-) -> Result<CommitOutcome, DeltaIoError> {
-    let location = table.table_url().to_string();
-    let actions: Vec<Action> = removes
-        .into_iter()
-        .map(|r| Action::Remove(Remove { data_change: true, ..r }))
-        .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: true, ..a })))
-        .chain(progress.into_iter().map(Action::Txn))
-        .collect();
-    let operation = DeltaOperation::Merge {
-        predicate: None,
-        merge_predicate: Some(merge_predicate.to_string()),
-        matched_predicates: Vec::new(),
-        not_matched_predicates: Vec::new(),
-        not_matched_by_source_predicates: Vec::new(),
-    };
-    commit(table, actions, operation, app_metadata).await.map_err(DeltaIoError::delta(&location))
 }
 
 /// The `txn` version recorded for `app_id`, if any.

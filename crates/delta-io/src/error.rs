@@ -69,6 +69,16 @@ pub enum DeltaIoError {
         /// Why the create failed.
         source: Box<DeltaTableError>,
     },
+    /// A commit in the table's log is not valid JSON.
+    #[error("{table}: log entry of version {version}: {source}")]
+    LogEntry {
+        /// Table location.
+        table: String,
+        /// The commit.
+        version: u64,
+        /// The parse error.
+        source: serde_json::Error,
+    },
     /// The existing table does not match the configured schema.
     #[error("table {table} exists with a different schema: {detail}. Migrate the table or fix the schema file")]
     SchemaMismatch {

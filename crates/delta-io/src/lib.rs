@@ -8,16 +8,18 @@ mod guarded;
 mod location;
 mod partitions;
 mod path_limits;
+mod rewrite;
 mod table;
 mod writer;
 
-pub use commit::{commit_merge, commit_rewrite, read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
+pub use commit::{read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
 pub use error::DeltaIoError;
 pub use files::{decode_data_file, read_data_file};
 pub use guarded::{GuardedTxn, ProgressTable};
 pub use location::{object_store_at, storage_options, table_url};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
+pub use rewrite::{commit_rewrite, overlap, MergeCommit, Overlap, ReadSet, Reads};
 pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 

@@ -69,3 +69,8 @@ pub(crate) fn checkpoint_rebuilt(behind: &delta_source::CheckpointBehind, after:
         "the checkpoint was behind the target: rebuilt from the target's commit of its latest batch; continuing after it"
     );
 }
+
+/// A concurrent commit changed what the batch's merge read: merged again on the newest snapshot.
+pub(crate) fn merge_replanned(batch: i64, version: u64, overlap: &delta_io::Overlap) {
+    tracing::warn!(batch, concurrent_version = version, %overlap, "a concurrent commit changed what the merge read: merging again");
+}

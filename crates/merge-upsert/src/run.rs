@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use delta_io::{
-    commit_merge, open_or_create, open_table, read_progress, write_files, AppendCommit, CommitOutcome, DeltaIoError, DeltaTable,
-    Transaction,
+    open_or_create, open_table, read_progress, write_files, AppendCommit, CommitError, CommitOutcome, DeltaIoError, DeltaTable,
+    MergeCommit, Overlap, Transaction,
 };
 use delta_source::{
     BatchRecord, CheckpointBehind, CreateError, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange,
@@ -30,6 +30,9 @@ use crate::events::{self, BatchMerged};
 use crate::merge::{self, MergeMetrics};
 use crate::spec::{MergeSpec, TargetLayout};
 use crate::tombstones::{self, Tombstones};
+
+/// Re-plans of one batch's merge after concurrent commits changed what it read.
+const MAX_REPLANS: u64 = 5;
 
 /// Where a batch stands in the checkpoint folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +152,9 @@ impl IncrementalJob for MergeRun<'_> {
     /// batch recorded (a re-run), or what is new since the previous batch.
     async fn plan(&mut self) -> Result<Option<MergePlan>, MergeUpsertError> {
         self.source.update_state().await.map_err(DeltaIoError::delta(&self.spec.source_location))?;
+        // The target too: a compaction since the last batch must not make the merge re-plan.
+        let target = &mut self.sinks.target;
+        target.update_incremental(None).await.map_err(DeltaIoError::delta(target.table_url().as_str()))?;
         let recorded = self.rerun.take();
         let source = match &recorded {
             Some(p) => delta_source::plan_recorded(&self.source, &p.source, self.limits.ignore_deletes).await?,
@@ -177,7 +183,6 @@ impl IncrementalJob for MergeRun<'_> {
         let info = commit_info(&spec.job_id, &plan);
         let (layout, changes) = self.read_changes(&plan, &info, summary).await?;
         self.tombstones.expire(&self.columns, &self.encoders)?;
-        let actions = merge::merge(&self.sinks.target, spec, &layout, &changes, &self.columns, &self.encoders, &self.tombstones).await?;
         // Already landed (a re-run after a crash): the tombstones read at start hold them.
         if read_progress(&self.sinks.tombstones, &spec.job_id).await?.is_none_or(|v| v < batch) {
             if let Some(done) = self.write_tombstones(&changes, batch, &info).await? {
@@ -185,8 +190,7 @@ impl IncrementalJob for MergeRun<'_> {
             }
         }
         crash_point!("merge_upsert::after_tombstones");
-        let metrics = actions.metrics.clone();
-        let done = self.commit_target(actions, batch, info).await?;
+        let (metrics, done) = self.merge_and_commit(&layout, &changes, batch, info).await?;
         progress.done = true;
         self.log.put(batch, &progress).await?;
         crash_point!("merge_upsert::after_done");
@@ -284,8 +288,9 @@ impl MergeRun<'_> {
             let adds = write_files(table, self.sinks.tombstone_schema.clone(), &[], &rows, 128 << 20).await?;
             let snapshot = table.snapshot().map_err(DeltaIoError::delta(&self.spec.tombstone_location))?;
             let removes = snapshot.log_data().iter().map(|f| f.remove_action(true)).collect();
+            let rewrite = MergeCommit::new("expired tombstones dropped").with_removes(removes).with_adds(adds);
             let txn = vec![Transaction::new(job_id, batch)];
-            outcome = Some(commit_merge(table, removes, adds, txn, "expired tombstones dropped", info.clone()).await?);
+            outcome = Some(rewrite.with_progress(txn).with_info(info.clone()).commit(table).await?);
             events::tombstones_rewritten(self.tombstones.expired());
         } else if let Some(new) = &new {
             // The caller found the batch absent from the tombstones: no second progress read.
@@ -295,6 +300,34 @@ impl MergeRun<'_> {
         }
         self.tombstones.record(new, rewrite, &self.columns, &self.encoders)?;
         Ok(outcome)
+    }
+
+    /// Merges the batch's changes into the target and commits them. A concurrent commit that
+    /// changed what the merge read (a compaction of a file it rewrites, other row changes)
+    /// re-plans the merge on the newest snapshot; one beside it (a compaction elsewhere) does not.
+    async fn merge_and_commit(
+        &mut self,
+        layout: &TargetLayout,
+        changes: &Changes,
+        batch: i64,
+        info: HashMap<String, serde_json::Value>,
+    ) -> Result<(MergeMetrics, CommitOutcome), MergeUpsertError> {
+        let spec = self.spec;
+        let mut replans = 0;
+        loop {
+            let actions = merge::merge(&self.sinks.target, spec, layout, changes, &self.columns, &self.encoders, &self.tombstones).await?;
+            let metrics = actions.metrics.clone();
+            match self.commit_target(actions, batch, info.clone()).await {
+                Ok(done) => return Ok((metrics, CommitOutcome { retries: done.retries + replans, ..done })),
+                Err(MergeUpsertError::Commit(CommitError::Overlap { version, overlap }))
+                    if replans < MAX_REPLANS && matches!(overlap, Overlap::Rewritten(_) | Overlap::RowsChanged(_)) =>
+                {
+                    events::merge_replanned(batch, version, &overlap);
+                    replans += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The target's MERGE commit with `txn(job, batch)`; then the touched partitions'
@@ -314,8 +347,10 @@ impl MergeRun<'_> {
             .map(|m| m.into_iter().collect())
             .collect();
         let predicate = spec.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ");
+        let merge = MergeCommit::new(&predicate).with_removes(actions.removes).with_adds(actions.adds);
         let txn = vec![Transaction::new(&spec.job_id, batch)];
-        let done = commit_merge(&mut self.sinks.target, actions.removes, actions.adds, txn, &predicate, info).await?;
+        crash_point!("merge_upsert::before_target_commit");
+        let done = merge.with_progress(txn).with_info(info).commit(&mut self.sinks.target).await?;
         crash_point!("merge_upsert::after_target_commit");
         maintenance::update_touched_manifests(&self.sinks.target, &spec.target.name, &touched).await;
         Ok(done)

@@ -1,0 +1,271 @@
+//! Commits that rewrite files (a MERGE, a compaction), checked against concurrent commits.
+//!
+//! A rewrite decides from a snapshot which files to replace. delta-rs' conflict checker ignores
+//! `dataChange=false` removes when it compares them with a commit's own removes, so a
+//! compaction that folded a file a merge rewrites would let both land: the replaced rows would
+//! live on in the compacted file beside their new versions. And it takes a compaction to have
+//! read the whole table, so any concurrent delete fails it. The check is therefore ours, against
+//! what each rewrite read: a concurrent commit is an [`Overlap`] when it removed one of the
+//! files the rewrite replaces, changed the schema or the job's own progress, or, for a merge
+//! (whose changed keys may be in any file), changed any rows. Anything else (an append or a
+//! compaction elsewhere, a checkpoint) is rebased over. On an overlap nothing lands and the
+//! caller re-plans on the newest snapshot.
+
+use std::collections::{HashMap, HashSet};
+
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::kernel::{Action, Add, Remove, Transaction};
+use deltalake::protocol::DeltaOperation;
+use deltalake::{DeltaTable, DeltaTableError};
+use percent_encoding::percent_decode_str;
+
+use crate::commit::{commit_with_retries, CommitError, CommitOutcome};
+use crate::DeltaIoError;
+
+/// Rebases of one rewrite commit over concurrent commits that do not overlap it.
+const MAX_REBASES: u64 = 20;
+
+/// What a rewrite read of the table, beyond the files it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSet {
+    /// Only the files it replaces (a compaction).
+    Files,
+    /// Every row (a merge: a changed key may be in any file).
+    Rows,
+}
+
+/// What a concurrent commit did to what a rewrite read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlap {
+    /// It removed a file the rewrite replaces (a compaction folded it, or a writer rewrote it).
+    Rewritten(String),
+    /// It added or removed rows (`dataChange=true`) and the rewrite read every row.
+    RowsChanged(String),
+    /// It changed the table's schema, properties or protocol.
+    Metadata,
+    /// It recorded progress for one of the rewrite's app ids (another run of the job).
+    Progress(String),
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rewritten(path) => write!(f, "it removed {path}, which this commit replaces"),
+            Self::RowsChanged(path) => write!(f, "it changed rows ({path})"),
+            Self::Metadata => write!(f, "it changed the table's metadata or protocol"),
+            Self::Progress(app_id) => write!(f, "it recorded progress for {app_id}"),
+        }
+    }
+}
+
+/// What a rewrite read and records.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    /// The files it replaces (decoded paths, as the snapshot gives them).
+    pub files: HashSet<String>,
+    /// What else it read.
+    pub set: ReadSet,
+    /// The app ids whose progress it records.
+    pub app_ids: HashSet<String>,
+}
+
+/// What a concurrent commit (one log entry) did to a rewrite that read `reads`; None when the
+/// rewrite can land on top of it.
+pub fn overlap(entry: &str, reads: &Reads) -> Result<Option<Overlap>, serde_json::Error> {
+    for line in entry.lines().filter(|l| !l.trim().is_empty()) {
+        let action: serde_json::Value = serde_json::from_str(line)?;
+        let data_change = |a: &serde_json::Value| a["dataChange"].as_bool() != Some(false);
+        // Log paths are percent-encoded; the merge's removes, built from the snapshot, are not.
+        let path = |a: &serde_json::Value| percent_decode_str(a["path"].as_str().unwrap_or_default()).decode_utf8_lossy().into_owned();
+        if let Some(remove) = action.get("remove") {
+            if reads.files.contains(&path(remove)) {
+                return Ok(Some(Overlap::Rewritten(path(remove))));
+            }
+            if data_change(remove) && reads.set == ReadSet::Rows {
+                return Ok(Some(Overlap::RowsChanged(path(remove))));
+            }
+        } else if let Some(add) = action.get("add").filter(|a| data_change(a) && reads.set == ReadSet::Rows) {
+            return Ok(Some(Overlap::RowsChanged(path(add))));
+        } else if action.get("metaData").is_some() || action.get("protocol").is_some() {
+            return Ok(Some(Overlap::Metadata));
+        } else if let Some(app_id) = action.get("txn").and_then(|t| t["appId"].as_str()).filter(|a| reads.app_ids.contains(*a)) {
+            return Ok(Some(Overlap::Progress(app_id.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+/// A row-level change (MERGE): `removes` (files whose rows were rewritten or deleted) and
+/// `adds`, with `dataChange=true`, plus `txn` progress, in one atomic commit that lands only
+/// if no concurrent commit overlaps what the merge read (see the module docs).
+#[derive(Debug, Clone)]
+pub struct MergeCommit {
+    removes: Vec<Remove>,
+    adds: Vec<Add>,
+    progress: Vec<Transaction>,
+    predicate: String,
+    info: HashMap<String, serde_json::Value>,
+}
+
+impl MergeCommit {
+    /// A merge on `predicate` (recorded in the commit), with nothing in it yet.
+    pub fn new(predicate: &str) -> Self {
+        Self { removes: Vec::new(), adds: Vec::new(), progress: Vec::new(), predicate: predicate.to_string(), info: HashMap::new() }
+    }
+
+    /// Files whose rows were rewritten or deleted.
+    pub fn with_removes(mut self, removes: Vec<Remove>) -> Self {
+        self.removes = removes;
+        self
+    }
+
+    /// Files written.
+    pub fn with_adds(mut self, adds: Vec<Add>) -> Self {
+        self.adds = adds;
+        self
+    }
+
+    /// `txn` actions recording the job's progress.
+    pub fn with_progress(mut self, progress: Vec<Transaction>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The job's commit info (`commitInfo` app metadata).
+    pub fn with_info(mut self, info: HashMap<String, serde_json::Value>) -> Self {
+        self.info = info;
+        self
+    }
+
+    /// Commits on the table's loaded snapshot; after concurrent commits, on the newest one if
+    /// none of them overlaps ([`CommitError::Overlap`] otherwise: nothing landed).
+    pub async fn commit(self, table: &mut DeltaTable) -> Result<CommitOutcome, CommitError> {
+        let reads = Reads {
+            files: self.removes.iter().map(|r| r.path.clone()).collect(),
+            set: ReadSet::Rows,
+            app_ids: self.progress.iter().map(|t| t.app_id.clone()).collect(),
+        };
+        let actions: Vec<Action> = self
+            .removes
+            .into_iter()
+            .map(|r| Action::Remove(Remove { data_change: true, ..r }))
+            .chain(self.adds.into_iter().map(|a| Action::Add(Add { data_change: true, ..a })))
+            .chain(self.progress.into_iter().map(Action::Txn))
+            .collect();
+        let operation = DeltaOperation::Merge {
+            predicate: None,
+            merge_predicate: Some(self.predicate),
+            matched_predicates: Vec::new(),
+            not_matched_predicates: Vec::new(),
+            not_matched_by_source_predicates: Vec::new(),
+        };
+        commit_checked(table, actions, operation, self.info, &reads).await
+    }
+}
+
+/// Commits a compaction: `removes` replaced by `adds`, all with `dataChange=false` so
+/// incremental readers skip it. A concurrent commit that removed one of `removes` is an
+/// [`Overlap`] (nothing lands); appends, merges and compactions of other files are not.
+pub async fn commit_rewrite(
+    table: &mut DeltaTable,
+    removes: Vec<Remove>,
+    adds: Vec<Add>,
+    predicate: Option<String>,
+    target_size: u64,
+) -> Result<CommitOutcome, CommitError> {
+    let reads = Reads { files: removes.iter().map(|r| r.path.clone()).collect(), set: ReadSet::Files, app_ids: HashSet::new() };
+    let actions: Vec<Action> = removes
+        .into_iter()
+        .map(|r| Action::Remove(Remove { data_change: false, ..r }))
+        .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
+        .collect();
+    let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
+    commit_checked(table, actions, operation, HashMap::new(), &reads).await
+}
+
+/// Commits `actions` on the loaded snapshot, rebasing over concurrent commits that do not
+/// overlap `reads`.
+async fn commit_checked(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    info: HashMap<String, serde_json::Value>,
+    reads: &Reads,
+) -> Result<CommitOutcome, CommitError> {
+    let location = table.table_url().to_string();
+    for rebases in 0..MAX_REBASES {
+        let base = table.version();
+        // No retries inside delta-rs: whether a concurrent commit overlaps is decided here.
+        match commit_with_retries(table, actions.clone(), operation.clone(), info.clone(), 0).await {
+            Ok(done) => return Ok(CommitOutcome { retries: rebases, ..done }),
+            Err(DeltaTableError::Transaction { source: TransactionError::MaxCommitAttempts(_) }) => {}
+            Err(e) => return Err(DeltaIoError::delta(&location)(e).into()),
+        }
+        table.update_incremental(None).await.map_err(DeltaIoError::delta(&location))?;
+        check_concurrent(table, base, reads).await?;
+    }
+    Err(CommitError::Busy { attempts: MAX_REBASES })
+}
+
+/// Checks the commits after `base` up to the loaded version against what a rewrite read.
+async fn check_concurrent(table: &DeltaTable, base: Option<u64>, reads: &Reads) -> Result<(), CommitError> {
+    let location = table.table_url().to_string();
+    let first = base.map_or(0, |v| v + 1);
+    for version in first..=table.version().unwrap_or(0) {
+        let entry = table.log_store().read_commit_entry(version).await.map_err(DeltaIoError::delta(&location))?;
+        // A concurrent commit already cleaned from the log cannot be checked: assume the worst.
+        let Some(entry) = entry else { return Err(CommitError::Overlap { version, overlap: Overlap::Metadata }) };
+        let text = String::from_utf8_lossy(&entry);
+        let found = overlap(&text, reads).map_err(|e| DeltaIoError::LogEntry { table: location.clone(), version, source: e })?;
+        if let Some(overlap) = found {
+            return Err(CommitError::Overlap { version, overlap });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(files: &[&str], set: ReadSet, app_ids: &[&str]) -> Reads {
+        let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        Reads { files: owned(files), set, app_ids: owned(app_ids) }
+    }
+
+    const COMPACTION: &str = r#"{"commitInfo":{"operation":"OPTIMIZE"}}
+{"remove":{"path":"h=1/a.parquet","dataChange":false}}
+{"remove":{"path":"h=1/b.parquet","dataChange":false}}
+{"add":{"path":"h=1/ab.parquet","size":10,"partitionValues":{"h":"1"},"dataChange":false}}
+"#;
+    const APPEND: &str = r#"{"add":{"path":"h=3/new.parquet","size":10,"partitionValues":{"h":"3"},"dataChange":true}}"#;
+    const DELETE: &str = r#"{"remove":{"path":"h=4/d.parquet","dataChange":true}}"#;
+
+    #[test]
+    fn a_compaction_of_other_files_or_another_jobs_progress_is_rebased_over() {
+        let merge = reads(&["h=2/c.parquet"], ReadSet::Rows, &["mu"]);
+        assert_eq!(overlap(COMPACTION, &merge).unwrap(), None);
+        assert_eq!(overlap(r#"{"txn":{"appId":"other","version":4}}"#, &merge).unwrap(), None);
+    }
+
+    #[test]
+    fn a_rewrite_of_a_file_we_replace_overlaps_and_any_row_change_overlaps_a_merge() {
+        let merge = reads(&["h=1/a.parquet"], ReadSet::Rows, &["mu"]);
+        assert_eq!(overlap(COMPACTION, &merge).unwrap(), Some(Overlap::Rewritten("h=1/a.parquet".into())));
+        let encoded = r#"{"remove":{"path":"h=a%20b/a.parquet","dataChange":false}}"#;
+        let spaced = reads(&["h=a b/a.parquet"], ReadSet::Rows, &[]);
+        assert_eq!(overlap(encoded, &spaced).unwrap(), Some(Overlap::Rewritten("h=a b/a.parquet".into())));
+        assert_eq!(overlap(APPEND, &merge).unwrap(), Some(Overlap::RowsChanged("h=3/new.parquet".into())));
+        assert_eq!(overlap(DELETE, &merge).unwrap(), Some(Overlap::RowsChanged("h=4/d.parquet".into())));
+        assert_eq!(overlap(r#"{"metaData":{"id":"x"}}"#, &merge).unwrap(), Some(Overlap::Metadata));
+        assert_eq!(overlap(r#"{"txn":{"appId":"mu","version":4}}"#, &merge).unwrap(), Some(Overlap::Progress("mu".into())));
+    }
+
+    #[test]
+    fn a_compaction_overlaps_only_what_removes_its_files() {
+        let compaction = reads(&["h=4/d.parquet"], ReadSet::Files, &[]);
+        assert_eq!(overlap(APPEND, &compaction).unwrap(), None, "an append elsewhere");
+        assert_eq!(overlap(COMPACTION, &compaction).unwrap(), None, "another partition compacted");
+        assert_eq!(overlap(DELETE, &compaction).unwrap(), Some(Overlap::Rewritten("h=4/d.parquet".into())), "a merge rewrote it");
+    }
+}
