@@ -11,6 +11,9 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 
+mod fault_proxy;
+pub use fault_proxy::FaultProxy;
+
 /// Loopback addresses of the services `scripts/services.sh` started.
 #[derive(Debug, Clone)]
 pub struct Services {

@@ -11,6 +11,7 @@ mod main_loop;
 mod progress;
 mod resources;
 mod shutdown;
+mod store_retries;
 mod summary;
 mod telemetry;
 
@@ -22,6 +23,7 @@ pub use main_loop::{run_job, StartError};
 pub use progress::Progress;
 pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
+pub use store_retries::store_retries;
 pub use summary::{exit_failed, BatchDurations, RunStatus, RunSummary};
 pub use telemetry::{check_health, heartbeat, progressed, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
 

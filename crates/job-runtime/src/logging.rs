@@ -3,7 +3,12 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+use crate::store_retries::RetryCounter;
 
 /// Our crates at info; libraries at warn. The delta kernel logs expected conditions (a table
 /// that does not exist yet) as errors; delta-rs returns its real errors to us anyway, and
@@ -11,15 +16,17 @@ use tracing_subscriber::EnvFilter;
 /// as `commit_retries` instead).
 const DEFAULT_FILTER: &str = "warn,buoyant_kernel=off,deltalake_core::kernel::transaction=error,raw_append=info,stream_join=info,merge_upsert=info,maintenance=info,delta_source=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info";
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`, librdkafka quieter).
+/// Installs the global subscriber: logs filtered by `RUST_LOG` (default above), and the
+/// object-store retry counter, which sees object_store's info events whatever the log filter.
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
-        builder.compact().try_init()
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if std::io::stderr().is_terminal() {
+        logs.compact().with_filter(filter).boxed()
     } else {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        logs.json().flatten_event(true).with_current_span(false).with_filter(filter).boxed()
     };
+    let retries = RetryCounter.with_filter(Targets::new().with_target("object_store::client", tracing::Level::INFO));
     // A second init (tests) keeps the first subscriber.
-    let _ = result;
+    let _ = tracing_subscriber::registry().with(logs).with(retries).try_init();
 }

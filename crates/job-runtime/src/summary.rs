@@ -36,6 +36,8 @@ pub struct RunSummary {
     pub rows_per_sec: f64,
     /// Commit attempts that lost a race with another writer and were retried.
     pub commit_retries: u64,
+    /// Object-store requests retried after a 5xx, 429, timeout or reset connection.
+    pub store_retries: u64,
     /// Committed batches' wall time.
     pub batch_duration: BatchDurations,
     /// Messages between each Kafka partition's high watermark and what the run read, at its
@@ -235,6 +237,7 @@ impl RunSummary {
         let secs = (self.duration_ms as f64 / 1000.0).max(1e-3);
         self.rows_per_sec = (self.rows_in as f64 / secs * 10.0).round() / 10.0;
         self.peak_rss_bytes = crate::peak_rss_bytes();
+        self.store_retries = crate::store_retries();
         match serde_json::to_string(self) {
             Ok(line) => println!("{line}"),
             Err(e) => println!("{{\"status\":\"failed\",\"error\":\"summary: {e}\"}}"),

@@ -23,7 +23,7 @@ mod tests;
 pub use error::ConfigError;
 pub use incremental::IncrementalOptions;
 pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};
-pub use lake::LakeConfig;
+pub use lake::{LakeConfig, StoreConfig};
 pub use merge_upsert::{MergeUpsertConfig, SchemaEvolution};
 pub use pipeline::{ConfigOverrides, PipelineConfig, ENV_OVERRIDES};
 pub use raw_append::{MetadataColumn, OnMissingOffsets, RawAppendConfig, RawAppendSource};

@@ -125,8 +125,9 @@ impl PipelineFile {
         Ok(())
     }
 
-    fn resolve(self, base: &Path) -> Result<PipelineConfig, ConfigError> {
+    fn resolve(mut self, base: &Path) -> Result<PipelineConfig, ConfigError> {
         self.lake.validate()?;
+        self.lake.resolve_store()?;
         self.kafka.validate()?;
         let mut tables = BTreeMap::new();
         for (name, table) in self.tables {

@@ -113,3 +113,20 @@ fn unknown_keys_of_sections_with_shared_options_are_named() {
     );
     assert!(e.starts_with("merge_upsert.job_id:"), "{e}");
 }
+
+#[test]
+fn store_retries_and_timeouts_reach_the_storage_options_with_defaults() {
+    let c = PipelineConfig::load_with_env(&shipped(), ConfigOverrides::default(), |_| None).unwrap();
+    let options = &c.lake.storage_options;
+    assert_eq!(options.get("max_retries").map(String::as_str), Some("10"));
+    assert_eq!(options.get("retry_timeout").map(String::as_str), Some("3m"));
+    assert_eq!(options.get("backoff_config.init_backoff").map(String::as_str), Some("100ms"));
+    assert_eq!(options.get("timeout").map(String::as_str), Some("30s"));
+    let base = "[lake]\nroot = \"lake\"\n";
+    let e = error_for(&format!("{base}storage_options = {{ timeout = \"5s\" }}\n"), &[]);
+    assert!(e.starts_with("lake.storage_options.timeout: is set by [lake.store]"), "{e}");
+    let e = error_for(&format!("{base}[lake.store]\nmax_retry = 3\n"), &[]);
+    assert!(e.contains("max_retry"), "{e}");
+    let e = error_for(&format!("{base}[lake.store]\nrequest_timeout = \"soon\"\n"), &[]);
+    assert!(e.contains("'soon' is not a duration"), "{e}");
+}
