@@ -3,7 +3,6 @@
 //! finishes; the final tables equal those of the same pipeline run without faults.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
 use chrono::Duration;
 use deltalake::logstore::object_store::ObjectStoreExt as _;
@@ -11,21 +10,10 @@ use e2e_tests::*;
 use futures::TryStreamExt;
 use reference_data::{MembershipGenerator, OrderGenerator, ProduceOptions, REFERENCE_OWNERS};
 
-/// The shipped pipeline (`schemas/pipeline.toml`), its lake on S3 and its topics unique.
+/// The shipped pipeline with its lake in a new bucket.
 fn shipped_pipeline(services: &Services, bucket: &str, orders: &str, members: &str) -> Pipeline {
     services.create_bucket(bucket);
-    let root = format!("s3://{bucket}/lake");
-    let p = Pipeline::new(services, Some(&root), "");
-    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
-    let shipped = std::fs::read_to_string(Path::new(&crate_dir).join("../schemas/pipeline.toml")).expect("shipped pipeline");
-    let config = shipped
-        .replace("root = \"lake\"", &format!("root = \"{root}\""))
-        .replace("brokers = \"127.0.0.1:9092\"", &format!("brokers = \"{}\"", services.brokers))
-        .replace("topic = \"orders\"", &format!("topic = \"{orders}\""))
-        .replace("topic = \"members\"", &format!("topic = \"{members}\""));
-    assert!(config.contains(&root) && config.contains(orders) && config.contains(members), "the shipped pipeline changed shape");
-    p.write_file("pipeline.toml", &config);
-    p
+    Pipeline::shipped(services, Some(&format!("s3://{bucket}/lake")), orders, members)
 }
 
 /// Runs a job until it finishes (exit 0, or 3 for nothing new), at most `attempts` times;

@@ -157,9 +157,33 @@ impl Pipeline {
         }
         let lake_root = lake_root.map(str::to_string).unwrap_or_else(|| dir.path().join("lake").display().to_string());
         let config = dir.path().join("pipeline.toml");
+        std::fs::rename(&config, dir.path().join("pipeline.toml.shipped")).expect("the shipped pipeline set aside");
         std::fs::write(&config, format!("[lake]\nroot = \"{lake_root}\"\n\n[kafka]\nbrokers = \"{}\"\n\n{body}", services.brokers))
             .expect("config written");
         Self { dir, config, lake_root }
+    }
+
+    /// The shipped pipeline (`schemas/pipeline.toml`, the reference shape) with its lake at
+    /// `lake_root` (None: a folder inside the temp folder), the services' broker and the topics
+    /// `orders` and `members`.
+    pub fn shipped(services: &Services, lake_root: Option<&str>, orders: &str, members: &str) -> Self {
+        let p = Self::new(services, lake_root, "");
+        let shipped = std::fs::read_to_string(p.dir.path().join("pipeline.toml.shipped")).expect("shipped pipeline");
+        let config = shipped
+            .replace("root = \"lake\"", &format!("root = \"{}\"", p.lake_root))
+            .replace("brokers = \"127.0.0.1:9092\"", &format!("brokers = \"{}\"", services.brokers))
+            .replace("topic = \"orders\"", &format!("topic = \"{orders}\""))
+            .replace("topic = \"members\"", &format!("topic = \"{members}\""));
+        assert!(config.contains(&p.lake_root) && config.contains(orders) && config.contains(members), "the shipped pipeline changed shape");
+        p.write_file("pipeline.toml", &config);
+        p
+    }
+
+    /// Rewrites the configuration, replacing `from` with `to` (which must be there).
+    pub fn edit(&self, from: &str, to: &str) {
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        assert!(config.contains(from), "{from} is not in the configuration");
+        std::fs::write(&self.config, config.replace(from, to)).expect("config written");
     }
 
     /// Writes an extra file (e.g. a schema) next to the configuration.

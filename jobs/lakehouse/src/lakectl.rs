@@ -81,6 +81,39 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         max_age: Duration,
     },
+    /// Soak: the whole pipeline at once (continuous raw-append fed by a producer, stream-join
+    /// and merge-upsert in loops, compaction, vacuum and manifests on a schedule) while random
+    /// processes are SIGKILLed at random times; then drained, and every table compared with
+    /// what was produced. Prints a JSON report; exit 0 when every check held.
+    ///
+    /// Kafka and the lake are the configuration's (LAKEHOUSE_* overrides apply; the jobs inherit
+    /// the environment). Example: lakectl soak --config schemas/pipeline.toml --duration 30m
+    Soak {
+        /// The pipeline configuration (the reference pipeline's shape).
+        #[arg(long, default_value = "schemas/pipeline.toml")]
+        config: PathBuf,
+        /// How long the pipeline runs under kills before it is drained.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Shortest pause between two kills.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        kill_min: Duration,
+        /// Longest pause between two kills.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        kill_max: Duration,
+        /// The soak fails with fewer processes killed mid-run.
+        #[arg(long, default_value_t = 100)]
+        min_kills: u64,
+        /// Orders produced per second (membership changes keep pace in event time).
+        #[arg(long, default_value_t = 100)]
+        orders_per_second: u64,
+        /// Partitions of the topics (created when missing).
+        #[arg(long, default_value_t = 2)]
+        partitions: i32,
+        /// Seed of the data and of the kills.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 /// Runs lakectl with `args` (the first is the program name).
@@ -116,12 +149,38 @@ pub fn main(args: Vec<OsString>) -> ! {
             }
             Err(e) => Err(format!("unhealthy: {e}")),
         },
+        Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
+            let executable = std::env::current_exe().map_err(|e| format!("the lakehouse executable: {e}"));
+            executable.and_then(|executable| {
+                let options = soak::SoakOptions {
+                    config,
+                    duration,
+                    kill_every: (kill_min, kill_max),
+                    min_kills,
+                    orders_per_second,
+                    partitions,
+                    seed,
+                    executable,
+                };
+                run_soak(&options)
+            })
+        }
     };
     if let Err(e) = result {
         eprintln!("lakectl: {e}");
         ExitCode::Failure.exit();
     }
     ExitCode::Success.exit()
+}
+
+/// Runs a soak and prints its report; a failed check is a failure.
+fn run_soak(options: &soak::SoakOptions) -> Result<(), String> {
+    let report = soak::run(options).map_err(|e| format!("soak: {e}"))?;
+    println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    match report.passed {
+        true => Ok(()),
+        false => Err("soak: a check failed, a run ended unexpectedly or too few processes were killed (see the report)".into()),
+    }
 }
 
 fn tokio_block<T>(f: impl std::future::Future<Output = T>) -> T {
