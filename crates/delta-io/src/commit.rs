@@ -34,7 +34,7 @@ pub enum CommitError {
         /// The concurrent commit.
         version: u64,
         /// What it changed.
-        overlap: crate::Overlap,
+        overlap: crate::overlap::Overlap,
     },
     /// Concurrent commits kept landing first.
     #[error("{attempts} attempts lost the race with concurrent commits: nothing was committed; run again")]
