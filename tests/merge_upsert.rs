@@ -703,3 +703,25 @@ fn continuous_merges_survive_compactions_of_the_target_and_re_plan_a_batch_whose
     assert!(stderr.contains("merging again"), "the compacted batch was re-planned: {stderr}");
     assert_eq!(target(&p), oracle(&p), "processed equals the latest change per key");
 }
+
+#[test]
+fn tombstones_report_their_size_and_a_configured_cap_stops_the_batch_loudly() {
+    let (services, topic, p, mut changes) = landed_changes("mu-cap", 31);
+    let config = p.config.to_str().unwrap();
+    let first = run_ok("merge-upsert", config);
+    let bytes = first.summary["details"]["state_bytes"].as_u64().unwrap_or(0);
+    assert!(bytes > 0, "the summary reports the tombstones' size: {}", first.summary);
+    changes.produce(&services, &topic, 200);
+    run_ok("raw-append", config);
+    let merged = target(&p);
+    let capped =
+        std::fs::read_to_string(&p.config).unwrap().replace("operation = \"op\"", "operation = \"op\"\nmax_state_bytes = \"1 KiB\"");
+    p.write_file("capped.toml", &capped);
+    let over = run("merge-upsert", &["--config", p.dir.path().join("capped.toml").to_str().unwrap()], &[]);
+    assert_eq!(over.code, Some(1), "{}", over.stderr);
+    let error = over.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("over merge_upsert.max_state_bytes = 1024") && error.contains("tombstone_retention"), "{error}");
+    assert_eq!(target(&p), merged, "nothing was merged");
+    run_ok("merge-upsert", config);
+    assert_eq!(target(&p), oracle(&p));
+}

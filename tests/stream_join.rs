@@ -327,3 +327,21 @@ fn a_recreated_source_stops_with_exit_4_never_no_new_data() {
     assert!(error.contains("raw/order") && error.contains("is not the table this job read"), "{error}");
     assert_eq!(table_version(&p.table("curated"), &HashMap::new()), version, "nothing was committed");
 }
+
+#[test]
+fn the_join_state_reports_its_size_and_a_configured_cap_stops_the_batch_loudly() {
+    let (_, _, p, _) = landed_streams("state-cap", 29);
+    let config = p.config.to_str().unwrap();
+    let capped =
+        std::fs::read_to_string(&p.config).unwrap().replace("output = \"curated\"", "output = \"curated\"\nmax_state_bytes = \"1 KiB\"");
+    p.write_file("capped.toml", &capped);
+    let over = run("stream-join", &["--config", p.dir.path().join("capped.toml").to_str().unwrap()], &[]);
+    assert_eq!(over.code, Some(1), "{}", over.stderr);
+    let error = over.summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("over stream_join.max_state_bytes = 1024") && error.contains("nothing of the batch was committed"), "{error}");
+    assert!(!std::path::Path::new(&p.table("curated/_delta_log/00000000000000000001.json")).exists(), "no batch committed");
+    let ok = run_ok("stream-join", config, &[]);
+    let bytes = ok.summary["details"]["state_bytes"].as_u64().unwrap_or(0);
+    assert!(bytes > 1024, "the summary reports the state's size: {}", ok.summary);
+    assert_eq!(curated(&p), oracle(&p), "the uncapped run joins everything");
+}

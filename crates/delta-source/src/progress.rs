@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, WriteMultipart};
 use deltalake::Path;
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
@@ -110,6 +110,12 @@ pub struct ProgressLog {
     location: String,
 }
 
+/// Files larger than this (join state) are uploaded in parts: one PUT of a few GB would have to
+/// be retried whole, and S3 takes at most 5 GB in one.
+const MULTIPART_FROM: usize = 256 << 20;
+/// Size of each part.
+const PART_BYTES: usize = 64 << 20;
+
 fn progress_path(batch: i64) -> Path {
     Path::from(format!("progress/{batch:020}.json"))
 }
@@ -212,9 +218,20 @@ impl ProgressLog {
         }
     }
 
-    /// Writes a file of the folder.
+    /// Writes a file of the folder (in parts when large).
     pub async fn put_file(&self, path: &Path, body: Vec<u8>) -> Result<(), ProgressError> {
-        self.store.put(path, PutPayload::from(body)).await.map_err(|e| self.error(e))?;
+        self.put_file_in_parts(path, body, MULTIPART_FROM, PART_BYTES).await
+    }
+
+    async fn put_file_in_parts(&self, path: &Path, body: Vec<u8>, multipart_from: usize, part: usize) -> Result<(), ProgressError> {
+        if body.len() < multipart_from {
+            self.store.put(path, PutPayload::from(body)).await.map_err(|e| self.error(e))?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(path).await.map_err(|e| self.error(e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+        writer.put(body.into());
+        writer.finish().await.map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -229,5 +246,29 @@ impl ProgressLog {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn a_large_file_is_uploaded_in_parts_and_reads_back_whole() {
+        let dir = std::env::temp_dir().join(format!("progress-parts-{}", std::process::id()));
+        let log = ProgressLog::open(dir.to_str().expect("utf-8"), &BTreeMap::new()).expect("folder");
+        let body: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let (small, large) = (Path::from("small.bin"), Path::from("state/large.bin"));
+        block_on(async {
+            log.put_file_in_parts(&small, body[..1000].to_vec(), 4096, 1024).await.expect("one put");
+            log.put_file_in_parts(&large, body.clone(), 4096, 65_536).await.expect("thirteen parts");
+            assert_eq!(log.get_file(&small).await.expect("read").expect("there").as_ref(), &body[..1000]);
+            assert_eq!(log.get_file(&large).await.expect("read").expect("there").as_ref(), &body[..]);
+        });
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

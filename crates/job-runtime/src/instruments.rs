@@ -8,6 +8,7 @@ pub(crate) const DEAD_LETTERS: &str = "lakehouse_dead_letters_total";
 pub(crate) const LATE_ROWS: &str = "lakehouse_late_rows_total";
 pub(crate) const COMMIT_RETRIES: &str = "lakehouse_commit_retries_total";
 pub(crate) const STORE_RETRIES: &str = "lakehouse_store_retries_total";
+pub(crate) const STATE_BYTES: &str = "lakehouse_state_bytes";
 pub(crate) const BATCHES: &str = "lakehouse_batches_total";
 pub(crate) const BATCH_SECONDS: &str = "lakehouse_batch_duration_seconds";
 pub(crate) const LAST_BATCH_TIME: &str = "lakehouse_last_batch_timestamp_seconds";
@@ -27,6 +28,7 @@ pub(crate) fn describe_metrics() {
     describe_counter!(LATE_ROWS, Unit::Count, "Rows later than the watermark, dropped");
     describe_counter!(COMMIT_RETRIES, Unit::Count, "Delta commits retried after a concurrent commit, per table");
     describe_counter!(STORE_RETRIES, Unit::Count, "Object-store requests retried after a 5xx, 429, timeout or reset connection");
+    describe_gauge!(STATE_BYTES, Unit::Bytes, "Memory held by the job's state after the last batch (join state, tombstones)");
     describe_counter!(BATCHES, Unit::Count, "Batches committed");
     describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Wall time of a committed batch");
     describe_gauge!(LAST_BATCH_TIME, Unit::Seconds, "Unix time of the last committed batch");

@@ -14,7 +14,7 @@ use crate::store_retries::RetryCounter;
 /// that does not exist yet) as errors; delta-rs returns its real errors to us anyway, and
 /// warns of every concurrent commit it rebases over (routine when tasks share a table; counted
 /// as `commit_retries` instead).
-const DEFAULT_FILTER: &str = "warn,buoyant_kernel=off,deltalake_core::kernel::transaction=error,raw_append=info,stream_join=info,merge_upsert=info,maintenance=info,delta_source=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info";
+const DEFAULT_FILTER: &str = "warn,buoyant_kernel=off,deltalake_core::kernel::transaction=error,raw_append=info,stream_join=info,merge_upsert=info,maintenance=info,delta_source=info,job_runtime=info,kafka_source=info,delta_io=info,lakectl=info,soak=info";
 
 /// Installs the global subscriber: logs filtered by `RUST_LOG` (default above), and the
 /// object-store retry counter, which sees object_store's info events whatever the log filter.

@@ -145,6 +145,12 @@ impl RunSummary {
         metrics::gauge!(TABLE_VERSION, "table" => table.to_string()).set(version as f64);
     }
 
+    /// Records the memory the job's state holds after a batch.
+    pub fn state_size(&mut self, bytes: u64) {
+        self.details.insert("state_bytes".into(), bytes.into());
+        metrics::gauge!(STATE_BYTES).set(bytes as f64);
+    }
+
     /// Counts source offsets skipped because they were gone (configured to skip).
     pub fn skipped(&mut self, offsets: u64) {
         self.skipped_offsets += offsets;

@@ -42,6 +42,19 @@ pub enum MergeUpsertError {
          dead-letter tables and the checkpoint folder, then run again)", sink = .0.sink
     )]
     CheckpointBehind(delta_source::CheckpointBehind),
+    /// The tombstones outgrew the state cap: the batch was not merged.
+    #[error(
+        "the tombstones hold {bytes} bytes before batch {batch}, over merge_upsert.max_state_bytes = {cap}: nothing of the \
+         batch was merged. Raise max_state_bytes (and the task's memory), or shorten merge_upsert.tombstone_retention"
+    )]
+    StateTooLarge {
+        /// The batch.
+        batch: i64,
+        /// The tombstones' size in memory.
+        bytes: u64,
+        /// The cap.
+        cap: u64,
+    },
     /// Another instance of the job planned the same batch first.
     #[error(transparent)]
     AnotherRun(#[from] delta_source::BatchTaken),

@@ -23,6 +23,8 @@ pub(crate) struct BatchMerged<'a> {
     pub lag: (&'a str, u64),
     /// Tombstones kept after the batch.
     pub tombstones: usize,
+    /// Memory they hold.
+    pub tombstone_bytes: u64,
 }
 
 impl BatchMerged<'_> {
@@ -33,6 +35,7 @@ impl BatchMerged<'_> {
         summary.committed(self.target, self.version, self.retries);
         summary.source_version_lag(self.lag.0, self.lag.1);
         summary.details.insert("tombstones".into(), (self.tombstones as u64).into());
+        summary.state_size(self.tombstone_bytes);
         tracing::info!(
             batch = self.batch,
             keys = self.keys,

@@ -86,6 +86,8 @@ pub(crate) struct MergeRun<'a> {
     encoders: Encoders,
     tombstones: Tombstones,
     totals: MergeMetrics,
+    /// `max_state_bytes`.
+    max_state_bytes: u64,
 }
 
 impl<'a> MergeRun<'a> {
@@ -122,6 +124,7 @@ impl<'a> MergeRun<'a> {
             encoders,
             tombstones,
             totals: MergeMetrics::default(),
+            max_state_bytes: options.max_state_bytes.0,
         })
     }
 
@@ -183,6 +186,10 @@ impl IncrementalJob for MergeRun<'_> {
         let info = commit_info(&spec.job_id, &plan);
         let (layout, changes) = self.read_changes(&plan, &info, summary).await?;
         self.tombstones.expire(&self.columns, &self.encoders)?;
+        let bytes = self.tombstones.bytes();
+        if bytes > self.max_state_bytes {
+            return Err(MergeUpsertError::StateTooLarge { batch, bytes, cap: self.max_state_bytes });
+        }
         // Already landed (a re-run after a crash): the tombstones read at start hold them.
         if read_progress(&self.sinks.tombstones, &spec.job_id).await?.is_none_or(|v| v < batch) {
             if let Some(done) = self.write_tombstones(&changes, batch, &info).await? {
@@ -204,6 +211,7 @@ impl IncrementalJob for MergeRun<'_> {
             retries: done.retries,
             lag: (&spec.source_name, plan.source.versions_behind(&self.source)),
             tombstones: self.tombstones.len(),
+            tombstone_bytes: self.tombstones.bytes(),
         }
         .emit(summary);
         self.totals.add(&metrics);

@@ -155,6 +155,14 @@ impl Tombstones {
         self.latest.len()
     }
 
+    /// Memory the tombstones hold: the rows as stored and the latest sequence per key.
+    pub fn bytes(&self) -> u64 {
+        // A hash map entry of two owned rows: their bytes and about six words of bookkeeping.
+        let entry = |(k, v): (&OwnedRow, &OwnedRow)| (k.row().as_ref().len() + v.row().as_ref().len() + 48) as u64;
+        let live: u64 = self.live.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        live + self.latest.iter().map(entry).sum::<u64>()
+    }
+
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.latest.is_empty()

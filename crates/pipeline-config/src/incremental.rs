@@ -22,6 +22,8 @@ pub(crate) struct IncrementalFile {
     max_bytes_per_batch: Option<ByteSize>,
     #[serde(default)]
     ignore_deletes: bool,
+    #[serde(default)]
+    max_state_bytes: Option<ByteSize>,
 }
 
 /// How an incremental Delta job identifies itself, keeps progress and sizes its batches.
@@ -42,7 +44,13 @@ pub struct IncrementalOptions {
     /// Skip source commits that delete rows (`remove` with dataChange=true) instead of failing:
     /// the whole commit, its rewritten files too (their surviving rows were read before).
     pub ignore_deletes: bool,
+    /// The most memory the job's state may hold (stream-join: rows that may still match;
+    /// merge-upsert: tombstones) before a batch fails instead of running out of memory.
+    pub max_state_bytes: ByteSize,
 }
+
+/// Default cap of a job's state in memory.
+pub(crate) const DEFAULT_MAX_STATE_BYTES: ByteSize = ByteSize(4 << 30);
 
 /// Default continuous-mode interval of every job.
 pub(crate) const DEFAULT_INTERVAL: DurationStr = DurationStr(std::time::Duration::from_secs(10));
@@ -59,10 +67,12 @@ impl IncrementalFile {
             max_files_per_batch: self.max_files_per_batch.unwrap_or(1000),
             max_bytes_per_batch: self.max_bytes_per_batch.unwrap_or(ByteSize(1 << 30)),
             ignore_deletes: self.ignore_deletes,
+            max_state_bytes: self.max_state_bytes.unwrap_or(DEFAULT_MAX_STATE_BYTES),
         };
         checks::job_id(&format!("{section}.job_id"), &options.job_id)?;
         checks::relative_path(&format!("{section}.checkpoint"), &options.checkpoint)?;
         checks::positive(&format!("{section}.max_files_per_batch"), options.max_files_per_batch as u64)?;
+        checks::positive(&format!("{section}.max_state_bytes"), options.max_state_bytes.0)?;
         Ok(options)
     }
 }

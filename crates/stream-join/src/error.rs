@@ -42,6 +42,20 @@ pub enum StreamJoinError {
     /// Another instance of the job planned the same batch first.
     #[error(transparent)]
     AnotherRun(#[from] delta_source::BatchTaken),
+    /// The join state outgrew its cap: the batch was not committed.
+    #[error(
+        "the join state holds {bytes} bytes after batch {batch}, over stream_join.max_state_bytes = {cap}: nothing of the \
+         batch was committed. Raise max_state_bytes (and the task's memory), or keep rows in state for less time (smaller \
+         delays or join bounds)"
+    )]
+    StateTooLarge {
+        /// The batch.
+        batch: i64,
+        /// The state's size in memory.
+        bytes: u64,
+        /// The cap.
+        cap: u64,
+    },
     /// A bug.
     #[error("internal: {0}")]
     Internal(String),

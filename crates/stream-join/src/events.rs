@@ -26,6 +26,8 @@ pub(crate) struct BatchJoined<'a> {
     pub lag: [(&'a str, u64); 2],
     /// Rows kept in the join state, per side.
     pub state_rows: [u64; 2],
+    /// Memory the join state holds.
+    pub state_bytes: u64,
     /// The job watermark after the batch (microseconds).
     pub watermark: Option<i64>,
     /// Wall time of the batch.
@@ -45,6 +47,7 @@ impl BatchJoined<'_> {
         let watermark = self.watermark.and_then(DateTime::from_timestamp_micros).map(|t| t.to_rfc3339());
         summary.details.insert("state_rows_left".into(), self.state_rows[0].into());
         summary.details.insert("state_rows_right".into(), self.state_rows[1].into());
+        summary.state_size(self.state_bytes);
         summary.details.insert("watermark".into(), watermark.clone().into());
         tracing::info!(
             stage = "commit",

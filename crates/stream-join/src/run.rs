@@ -65,6 +65,15 @@ pub(crate) struct JoinRun<'a> {
     previous: Progress,
     rerun: Option<Progress>,
     state: JoinState,
+    /// `max_state_bytes`.
+    max_state_bytes: u64,
+}
+
+impl JoinState {
+    /// Memory the state's rows hold.
+    fn bytes(&self) -> u64 {
+        self.left.iter().chain(&self.right).map(|b| b.get_array_memory_size() as u64).sum()
+    }
 }
 
 impl<'a> JoinRun<'a> {
@@ -96,6 +105,7 @@ impl<'a> JoinRun<'a> {
             previous,
             rerun,
             state,
+            max_state_bytes: options.max_state_bytes.0,
         })
     }
 }
@@ -141,6 +151,10 @@ impl IncrementalJob for JoinRun<'_> {
     async fn run_batch(&mut self, plan: JoinPlan, summary: &mut RunSummary) -> Result<(), StreamJoinError> {
         let started = Instant::now();
         let joined = self.join(&plan).await?;
+        let bytes = joined.state.bytes();
+        if bytes > self.max_state_bytes {
+            return Err(StreamJoinError::StateTooLarge { batch: plan.batch, bytes, cap: self.max_state_bytes });
+        }
         let progress = Progress {
             batch: plan.batch,
             left: plan.left.range(),
@@ -259,6 +273,7 @@ impl JoinRun<'_> {
                 (&spec.right.name, plan.right.versions_behind(&self.right.table)),
             ],
             state_rows: [operator::rows(&joined.state.left), operator::rows(&joined.state.right)],
+            state_bytes: joined.state.bytes(),
             watermark: joined.watermarks.job,
             ms: started.elapsed().as_millis() as u64,
         }
