@@ -345,3 +345,29 @@ fn the_join_state_reports_its_size_and_a_configured_cap_stops_the_batch_loudly()
     assert!(bytes > 1024, "the summary reports the state's size: {}", ok.summary);
     assert_eq!(curated(&p), oracle(&p), "the uncapped run joins everything");
 }
+
+#[test]
+fn a_commit_larger_than_a_batch_is_read_in_slices_and_a_killed_slice_re_runs_exactly() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-o-slices"), unique("sj-m-slices"));
+    create_topics(&services, &[&orders, &members], 1);
+    let p = pipeline(&services, &orders, &members, "max_files_per_batch = 2\n");
+    let config = p.config.to_str().unwrap();
+    let mut streams = Streams::new(37);
+    streams.produce(&services, &orders, &members, 600, 100);
+    run_ok("raw-append", config, &[]);
+    // One raw_member commit of six files (one per owner partition): three batches of two.
+    assert_eq!(table_version(&p.table("raw/member"), &HashMap::new()), 1);
+    let crash = vec![("FAILPOINTS".to_string(), "stream_join::after_state_write=2*off->return".to_string())];
+    let killed = run("stream-join", &["--config", config], &crash);
+    assert!(killed.code.is_none() || killed.code == Some(134), "killed in the third slice: {:?} {}", killed.code, killed.stderr);
+    let rest = run_ok("stream-join", config, &[]);
+    assert_eq!(rest.code, Some(0), "{}", rest.stderr);
+    assert_eq!(rest.summary["batches"], 1, "the third slice, re-run from its record: {}", rest.summary);
+    let txn = block_on(async {
+        let table = delta_io::open_table(&p.table("curated"), &Default::default()).await.expect("output");
+        delta_io::read_progress(&table, "stream-join").await.expect("txn")
+    });
+    assert_eq!(txn, Some(3), "three batches for one commit");
+    assert_eq!(curated(&p), oracle(&p), "slices join as the whole commit would");
+}

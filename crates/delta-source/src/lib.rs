@@ -1,7 +1,8 @@
 //! Incremental reading of a Delta table, as Spark's Delta streaming source does: the commits
-//! after a recorded version, only `add` actions with `dataChange=true` (compaction output,
-//! `dataChange=false`, is skipped), in batches bounded by files and bytes (whole commits, at
-//! least one). Shared by stream-join and merge-upsert.
+//! after a recorded position, only `add` actions with `dataChange=true` (compaction output,
+//! `dataChange=false`, is skipped), in batches bounded by files and bytes: whole commits while
+//! they fit, and a commit larger than a batch's limits in slices of its files (so memory follows
+//! the limits, not the largest commit). Shared by stream-join and merge-upsert.
 
 mod driver;
 mod identity;
@@ -102,13 +103,17 @@ pub struct SourceFile {
     pub partition_values: HashMap<String, Option<String>>,
 }
 
-/// The commits a batch reads: `(after, to]`.
+/// The commits a batch reads: from the position after `after` to `to` (see [`SourceRange`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePlan {
     /// Last version read before (None: the table's first version is read).
     pub after: Option<u64>,
+    /// Of version `after`, the data files read before when only its first ones were.
+    pub after_files: Option<usize>,
     /// Last version this batch reads (equal to `after` when there is nothing new).
     pub to: Option<u64>,
+    /// Of version `to`, how many data files this batch reads through when not all.
+    pub to_files: Option<usize>,
     /// The source's table id (None before its first commit).
     pub table_id: Option<String>,
     /// Files added with dataChange=true, in commit order.
@@ -118,12 +123,18 @@ pub struct SourcePlan {
 impl SourcePlan {
     /// The range to record for this batch.
     pub fn range(&self) -> SourceRange {
-        SourceRange { after: self.after, to: self.to, table_id: self.table_id.clone() }
+        SourceRange {
+            after: self.after,
+            to: self.to,
+            table_id: self.table_id.clone(),
+            after_files: self.after_files,
+            to_files: self.to_files,
+        }
     }
 
-    /// True when the batch reads no new version.
+    /// True when the batch reads nothing new.
     pub fn is_empty(&self) -> bool {
-        self.to == self.after
+        (self.to, self.to_files) == (self.after, self.after_files)
     }
 
     /// Bytes of the files the batch reads.
@@ -144,9 +155,9 @@ impl SourcePlan {
 /// Batch bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceLimits {
-    /// At most this many files (unless one commit alone holds more).
+    /// At most this many files.
     pub max_files: usize,
-    /// At most about this many bytes (unless one commit alone holds more).
+    /// At most this many bytes (unless one file alone holds more).
     pub max_bytes: u64,
     /// Skip commits that remove data instead of failing.
     pub ignore_deletes: bool,
@@ -155,18 +166,15 @@ pub struct SourceLimits {
 /// Plans the next batch of `table` after the `previous` batch's range, up to its loaded version.
 pub async fn plan(table: &DeltaTable, previous: &SourceRange, limits: &SourceLimits) -> Result<SourcePlan, SourceError> {
     let table_id = check_identity(table, previous)?;
-    plan_versions(table, previous.to, None, limits, table_id).await
+    plan_versions(table, (previous.to, previous.to_files), None, limits, table_id).await
 }
 
 /// Plans exactly the range a batch recorded before it was interrupted (for its re-run),
 /// whatever the limits say.
 pub async fn plan_recorded(table: &DeltaTable, range: &SourceRange, ignore_deletes: bool) -> Result<SourcePlan, SourceError> {
     let table_id = check_identity(table, range)?;
-    if range.to == range.after {
-        return Ok(SourcePlan { after: range.after, to: range.to, table_id, files: Vec::new() });
-    }
     let unlimited = SourceLimits { max_files: usize::MAX, max_bytes: u64::MAX, ignore_deletes };
-    plan_versions(table, range.after, range.to, &unlimited, table_id).await
+    plan_versions(table, (range.after, range.after_files), Some((range.to, range.to_files)), &unlimited, table_id).await
 }
 
 /// The table's id, unless it is not the table `recorded` was read from.
@@ -178,45 +186,94 @@ fn check_identity(table: &DeltaTable, recorded: &SourceRange) -> Result<Option<S
     }
 }
 
-/// The commits after `after` up to the loaded version, or exactly up to `until`.
+/// A position in a table: every version before `.0` read, and of version `.0` all data files
+/// (`.1` None) or the first `.1`.
+type Position = (Option<u64>, Option<usize>);
+
+/// The batch after `start` up to the loaded version within the limits, or exactly up to
+/// `until` (a recorded batch).
 async fn plan_versions(
     table: &DeltaTable,
-    after: Option<u64>,
-    until: Option<u64>,
+    start: Position,
+    until: Option<Position>,
     limits: &SourceLimits,
     table_id: Option<String>,
 ) -> Result<SourcePlan, SourceError> {
     let location = table.table_url().to_string();
     let io = |message: String| SourceError::Io { table: location.clone(), message };
-    let Some(latest) = table.version() else {
-        return Ok(SourcePlan { after, to: after, table_id, files: Vec::new() });
-    };
-    let first = after.map_or(0, |v| v + 1);
-    let latest = match until {
-        Some(u) if u > latest => return Err(io(format!("version {u} was recorded as read but the table is at {latest}"))),
-        Some(u) => u,
+    let (after, after_files) = start;
+    let mut plan = SourcePlan { after, after_files, to: after, to_files: after_files, table_id, files: Vec::new() };
+    let Some(latest) = table.version() else { return Ok(plan) };
+    if until.is_some_and(|u| u == start) {
+        return Ok(plan);
+    }
+    let last = match until {
+        Some((Some(u), _)) if u > latest => return Err(io(format!("version {u} was recorded as read but the table is at {latest}"))),
+        Some((u, _)) => u.unwrap_or(0),
         None => latest,
     };
-    let exact = until.is_some();
-    let log_store = table.log_store();
-    let mut files = Vec::new();
+    // A batch that ended inside a version continues in it.
+    let first = match start {
+        (Some(v), Some(_)) => v,
+        (v, _) => v.map_or(0, |v| v + 1),
+    };
     let mut bytes = 0u64;
-    let mut to = after;
-    for version in first..=latest {
-        let entry = log_store.read_commit_entry(version).await.map_err(|e| io(e.to_string()))?;
+    for version in first..=last {
+        let entry = table.log_store().read_commit_entry(version).await.map_err(|e| io(e.to_string()))?;
         let Some(entry) = entry else {
             return Err(SourceError::LogCleaned { table: location.clone(), version });
         };
-        let commit = parse_commit(&entry, version, &location, limits.ignore_deletes)?;
-        let commit_bytes: u64 = commit.iter().map(|f| f.size.max(0) as u64).sum();
-        if !exact && to != after && (files.len() + commit.len() > limits.max_files || bytes + commit_bytes > limits.max_bytes) {
+        let all = parse_commit(&entry, version, &location, limits.ignore_deletes)?;
+        let skip = if Some(version) == after { after_files.unwrap_or(0).min(all.len()) } else { 0 };
+        let through = match until {
+            Some((to, Some(n))) if to == Some(version) => n.clamp(skip, all.len()),
+            _ => all.len(),
+        };
+        let remaining = &all[skip..through];
+        let sizes: Vec<u64> = remaining.iter().map(|f| f.size.max(0) as u64).collect();
+        let taken = match take(&sizes, plan.files.len(), bytes, limits) {
+            Take::Nothing => break,
+            Take::All => remaining.len(),
+            Take::First(k) => k,
+        };
+        bytes += sizes[..taken].iter().sum::<u64>();
+        plan.files.extend(remaining[..taken].iter().cloned());
+        let end = skip + taken;
+        (plan.to, plan.to_files) = (Some(version), (end < all.len()).then_some(end));
+        if end < all.len() {
             break;
         }
-        bytes += commit_bytes;
-        files.extend(commit);
-        to = Some(version);
     }
-    Ok(SourcePlan { after, to, table_id, files })
+    Ok(plan)
+}
+
+/// How much of a commit's remaining data files a batch takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// All of them: they fit.
+    All,
+    /// The first ones (a batch that would otherwise be empty: a commit larger than the limits).
+    First(usize),
+    /// None: the batch is full.
+    Nothing,
+}
+
+/// Whether files of `sizes` join a batch already holding `batch_files` files of `batch_bytes`.
+fn take(sizes: &[u64], batch_files: usize, batch_bytes: u64, limits: &SourceLimits) -> Take {
+    let total: u64 = sizes.iter().sum();
+    if batch_files + sizes.len() <= limits.max_files && batch_bytes.saturating_add(total) <= limits.max_bytes {
+        return Take::All;
+    }
+    if batch_files > 0 {
+        return Take::Nothing;
+    }
+    // The longest prefix within both limits, at least one file.
+    let (mut k, mut bytes) = (0, 0u64);
+    while k < sizes.len() && k < limits.max_files && (k == 0 || bytes + sizes[k] <= limits.max_bytes) {
+        bytes += sizes[k];
+        k += 1;
+    }
+    Take::First(k.max(1))
 }
 
 /// The data-changing adds of one commit; a data-changing remove is an error unless ignored.
@@ -320,6 +377,18 @@ mod tests {
         let delete = br#"{"remove":{"path":"a.parquet","dataChange":true}}"#;
         assert!(matches!(parse_commit(delete, 8, "t", false), Err(SourceError::DeleteInSource { version: 8, .. })));
         assert!(parse_commit(delete, 8, "t", true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_commit_larger_than_the_limits_is_taken_in_slices() {
+        let limits = SourceLimits { max_files: 3, max_bytes: 100, ignore_deletes: false };
+        assert_eq!(take(&[10, 10], 0, 0, &limits), Take::All);
+        assert_eq!(take(&[10, 10], 1, 10, &limits), Take::All, "fits beside what the batch holds");
+        assert_eq!(take(&[10, 10, 10], 1, 10, &limits), Take::Nothing, "the next batch takes it");
+        assert_eq!(take(&[10; 7], 0, 0, &limits), Take::First(3), "an empty batch slices by files");
+        assert_eq!(take(&[60, 30, 20], 0, 0, &limits), Take::First(2), "by bytes");
+        assert_eq!(take(&[500, 1], 0, 0, &limits), Take::First(1), "one file larger than the limit still goes");
+        assert_eq!(take(&[], 2, 50, &limits), Take::All, "a commit without data files");
     }
 
     #[test]

@@ -73,13 +73,21 @@ pub enum CreateError {
     Taken(#[from] BatchTaken),
 }
 
-/// The source versions a batch reads: `(after, to]`, and the table they belong to.
+/// The source versions a batch reads: `(after, to]`, and the table they belong to. A commit
+/// larger than a batch's limits is read in slices: `after_files` / `to_files` then say how many
+/// of the version's data files were read before / through this batch (absent: all of them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRange {
     /// Last version read before the batch.
     pub after: Option<u64>,
     /// Last version the batch reads.
     pub to: Option<u64>,
+    /// Of version `after`, the data files read before the batch, when not all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_files: Option<usize>,
+    /// Of version `to`, the data files read through the batch, when not all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_files: Option<usize>,
     /// The source's table id (absent in records written before ids were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_id: Option<String>,

@@ -455,11 +455,11 @@ mod tests {
     #[test]
     fn the_source_range_is_read_from_this_jobs_commit_of_the_batch() {
         let job = serde_json::json!({"name": "merge-upsert", "job_id": "mu", "batch": 7, "source": {"after": 3, "to": 9}});
-        assert_eq!(recorded_source(&job, "mu", 7), Some(SourceRange { after: Some(3), to: Some(9), table_id: None }));
+        assert_eq!(recorded_source(&job, "mu", 7), Some(SourceRange { after: Some(3), to: Some(9), ..Default::default() }));
         assert_eq!(recorded_source(&job, "mu", 6), None, "another batch");
         assert_eq!(recorded_source(&job, "other", 7), None, "another job's commit");
         let before_job_ids = serde_json::json!({"name": "merge-upsert", "batch": 7, "source": {"after": null, "to": 2}});
-        assert_eq!(recorded_source(&before_job_ids, "mu", 7), Some(SourceRange { after: None, to: Some(2), table_id: None }));
+        assert_eq!(recorded_source(&before_job_ids, "mu", 7), Some(SourceRange { to: Some(2), ..Default::default() }));
         let join = serde_json::json!({"name": "stream-join", "batch": 7, "left": {}});
         assert_eq!(recorded_source(&join, "mu", 7), None);
     }
