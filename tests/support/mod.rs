@@ -206,6 +206,8 @@ pub struct RunResult {
     pub summary: serde_json::Value,
     /// Everything on stderr.
     pub stderr: String,
+    /// Everything on stdout.
+    pub stdout: String,
 }
 
 /// Builds a command for a job binary with extra environment.
@@ -223,7 +225,8 @@ pub fn run(binary: &str, args: &[&str], env: &[(String, String)]) -> RunResult {
     let out = command(binary, args, env).output().expect("job started");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
-    RunResult { code: out.status.code(), summary, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    RunResult { code: out.status.code(), summary, stderr, stdout: stdout.into_owned() }
 }
 
 /// Starts a job without waiting.

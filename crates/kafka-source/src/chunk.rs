@@ -18,6 +18,12 @@ impl PartitionKey {
     pub fn new(topic: &str, partition: i32) -> Self {
         Self { topic: topic.into(), partition }
     }
+
+    /// `<job-id>:<topic>:<partition>`: the `txn` app id under which a job records how far it
+    /// read this partition (the last offset committed).
+    pub fn txn_app_id(&self, job_id: &str) -> String {
+        format!("{job_id}:{}:{}", self.topic, self.partition)
+    }
 }
 
 /// Where a manually assigned partition starts.

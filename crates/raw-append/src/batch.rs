@@ -50,7 +50,7 @@ impl Sinks {
 
 /// `<job-id>:<topic>:<partition>`, the txn app id of a source partition.
 pub fn app_id(job_id: &str, key: &PartitionKey) -> String {
-    format!("{job_id}:{}:{}", key.topic, key.partition)
+    key.txn_app_id(job_id)
 }
 
 /// A batch being assembled.

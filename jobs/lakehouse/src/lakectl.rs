@@ -81,6 +81,34 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         max_age: Duration,
     },
+    /// The pipeline at a glance: per table its version, files, rows, size, partitions, small
+    /// files and last commit (from the log, no data read); per job how far behind it is. Exit 1
+    /// when a given limit is crossed (a gate for a scheduled task).
+    ///
+    /// Example: lakectl status --config schemas/pipeline.toml --max-lag 100000 --json
+    Status {
+        /// The pipeline configuration.
+        #[arg(long, default_value = "schemas/pipeline.toml")]
+        config: PathBuf,
+        /// Only this table (jobs left out).
+        #[arg(long)]
+        table: Option<String>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Fail when raw-append is more messages than this behind.
+        #[arg(long)]
+        max_lag: Option<u64>,
+        /// Fail when stream-join or merge-upsert is more versions than this behind a source.
+        #[arg(long)]
+        max_versions_behind: Option<u64>,
+        /// Fail when a table's share of files compaction would merge is above this (0 to 1).
+        #[arg(long)]
+        max_small_file_share: Option<f64>,
+        /// Fail when stream-join's watermark trails the clock by more than this.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_watermark_age: Option<Duration>,
+    },
     /// Soak: the whole pipeline at once (continuous raw-append fed by a producer, stream-join
     /// and merge-upsert in loops, compaction, vacuum and manifests on a schedule) while random
     /// processes are SIGKILLed at random times; then drained, and every table compared with
@@ -149,6 +177,10 @@ pub fn main(args: Vec<OsString>) -> ! {
             }
             Err(e) => Err(format!("unhealthy: {e}")),
         },
+        Command::Status { config, table, json, max_lag, max_versions_behind, max_small_file_share, max_watermark_age } => {
+            let thresholds = status::Thresholds { max_lag, max_versions_behind, max_small_file_share, max_watermark_age };
+            print_status(&config, table.as_deref(), json, &thresholds)
+        }
         Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
             let executable = std::env::current_exe().map_err(|e| format!("the lakehouse executable: {e}"));
             executable.and_then(|executable| {
@@ -171,6 +203,21 @@ pub fn main(args: Vec<OsString>) -> ! {
         ExitCode::Failure.exit();
     }
     ExitCode::Success.exit()
+}
+
+/// Prints the pipeline's status; a crossed limit is a failure.
+fn print_status(config: &std::path::Path, table: Option<&str>, json: bool, thresholds: &status::Thresholds) -> Result<(), String> {
+    let config = pipeline_config::PipelineConfig::load(config).map_err(|e| format!("configuration: {e}"))?;
+    let status = tokio_block(status::gather(&config, table, thresholds)).map_err(|e| format!("status: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&status).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", status::render(&status));
+    }
+    match status.breaches.len() {
+        0 => Ok(()),
+        n => Err(format!("status: {n} limit(s) crossed")),
+    }
 }
 
 /// Runs a soak and prints its report; a failed check is a failure.
