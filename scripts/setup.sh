@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what builds and tests need, idempotently: Debian packages for rdkafka's cmake build,
-# a python venv with tansu (Kafka-compatible broker) and moto (S3-compatible server).
+# Installs what builds and tests need, idempotently: Debian packages for rdkafka's cmake build
+# and headless Chromium (the HTML report's test), a python venv with tansu (Kafka-compatible
+# broker) and moto (S3-compatible server).
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev libzstd-dev build-essential python3-venv)
+APT_PACKAGES=(cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev libzstd-dev build-essential python3-venv chromium)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -12,7 +13,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -74,3 +74,58 @@ fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
     assert!(shown.first().is_some_and(|h| h.starts_with("TABLE")), "{shown:?}");
     assert!(shown.iter().any(|l| l.starts_with("processed ")) && shown.iter().any(|l| l.contains("versions behind")), "{shown:?}");
 }
+
+/// Runs headless Chromium on `page` with `args`; returns its stdout.
+fn chromium(page: &std::path::Path, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().expect("profile");
+    let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"];
+    let out = std::process::Command::new("chromium")
+        .args(flags)
+        .args(["--disable-component-update", "--disable-sync", &format!("--user-data-dir={}", profile.path().display())])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_html_report_renders_every_chart_in_chromium() {
+    let services = Services::get();
+    let (orders, members) = (unique("report-orders"), unique("report-members"));
+    create_topics(&services, &[&orders, &members], 2);
+    let p = Pipeline::shipped(&services, None, &orders, &members);
+    let config = p.config.to_str().unwrap();
+    for seed in [1, 2] {
+        produce(&services, &orders, &members, seed, 1000);
+        for job in ["raw-append", "stream-join", "merge-upsert"] {
+            assert_eq!(run(job, &["--config", config], &[]).code, Some(0), "{job}");
+        }
+    }
+    let compacted = run("maintenance", &["--config", config, "compact", "curated", "--min-commit-interval", "0s"], &[]);
+    assert_eq!(compacted.code, Some(0), "{}", compacted.stderr);
+    let page = p.dir.path().join("report.html");
+    let r = run("lakectl", &["report", "--config", config, "--out", page.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+
+    let html = std::fs::read_to_string(&page).expect("report written");
+    assert!(!html.contains("<script") && !html.contains("http"), "self-contained: no script, no link out");
+    let charts: Vec<&str> = html.split("<svg class=\"chart\"").skip(1).collect();
+    assert!(charts.len() >= 4 * 4 + 2, "the lag and at least four charts per table: {}", charts.len());
+    for chart in &charts {
+        let body = chart.split("</svg>").next().unwrap_or_default();
+        assert!(body.contains("class=\"mark\""), "every chart drew its marks: {body}");
+    }
+    assert!(html.contains("Last compaction: the files it replaced"), "curated's compaction is drawn");
+
+    let dom = chromium(&page, &["--dump-dom"]);
+    for text in ["Lakehouse report", "raw_order", "raw_member", "curated", "processed", "Bytes per partition"] {
+        assert!(dom.contains(text), "the rendered page shows {text}");
+    }
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), charts.len(), "Chromium parsed every chart");
+    let shot = p.dir.path().join("report.png");
+    chromium(&page, &["--window-size=1280,2400", &format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a drawn page, not a blank one: {} bytes", png.len());
+}

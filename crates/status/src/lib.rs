@@ -3,10 +3,14 @@
 //! the last commit); per job how far behind it is (raw-append: messages between each partition's
 //! committed offset and the broker's high watermark; stream-join and merge-upsert: source
 //! versions not read yet, watermarks). No data file is read. Thresholds turn it into a gate.
+//! `lakectl report` draws the same, and each table's history, into one HTML file.
 
 mod error;
+mod history;
 mod jobs;
 mod render;
+mod report;
+mod svg;
 mod tables;
 mod thresholds;
 
@@ -15,6 +19,7 @@ use serde::Serialize;
 pub use error::StatusError;
 pub use jobs::{IncrementalStatus, PartitionLag, RawAppendStatus, SourceLag};
 pub use render::render;
+pub use report::html as report_html;
 pub use tables::TableStatus;
 pub use thresholds::{Breach, Thresholds};
 

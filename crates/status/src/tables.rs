@@ -79,6 +79,27 @@ fn rows_of(files: &[FileFigures]) -> Option<u64> {
     files.iter().map(|f| f.rows).sum()
 }
 
+/// How a table's bytes lie: each active file's size, and each partition's bytes.
+pub(crate) struct Layout {
+    /// Active file sizes.
+    pub sizes: Vec<i64>,
+    /// Bytes per partition (`col=value/...`), largest first.
+    pub partitions: Vec<(String, u64)>,
+}
+
+/// The table's [`Layout`].
+pub(crate) fn layout(table: &DeltaTable, columns: &[String]) -> Result<Layout, StatusError> {
+    let files = file_figures(table, columns)?;
+    let mut partitions: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &files {
+        let name: Vec<String> = columns.iter().zip(&f.partition).map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect();
+        *partitions.entry(name.join("/")).or_default() += f.size.max(0) as u64;
+    }
+    let mut partitions: Vec<(String, u64)> = partitions.into_iter().collect();
+    partitions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(Layout { sizes: files.iter().map(|f| f.size).collect(), partitions })
+}
+
 /// What the log says of one active file.
 struct FileFigures {
     size: i64,

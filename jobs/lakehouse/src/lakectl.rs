@@ -109,6 +109,19 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         max_watermark_age: Option<Duration>,
     },
+    /// One self-contained HTML file (no script, no network): the status, the lag, and per table
+    /// its rows and commits over time, file sizes now and around its last compaction, and its
+    /// partition sizes, from the Delta logs.
+    ///
+    /// Example: lakectl report --config schemas/pipeline.toml --out report.html
+    Report {
+        /// The pipeline configuration.
+        #[arg(long, default_value = "schemas/pipeline.toml")]
+        config: PathBuf,
+        /// Where to write the page.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Soak: the whole pipeline at once (continuous raw-append fed by a producer, stream-join
     /// and merge-upsert in loops, compaction, vacuum and manifests on a schedule) while random
     /// processes are SIGKILLed at random times; then drained, and every table compared with
@@ -181,6 +194,7 @@ pub fn main(args: Vec<OsString>) -> ! {
             let thresholds = status::Thresholds { max_lag, max_versions_behind, max_small_file_share, max_watermark_age };
             print_status(&config, table.as_deref(), json, &thresholds)
         }
+        Command::Report { config, out } => write_report(&config, &out),
         Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
             let executable = std::env::current_exe().map_err(|e| format!("the lakehouse executable: {e}"));
             executable.and_then(|executable| {
@@ -218,6 +232,19 @@ fn print_status(config: &std::path::Path, table: Option<&str>, json: bool, thres
         0 => Ok(()),
         n => Err(format!("status: {n} limit(s) crossed")),
     }
+}
+
+/// Writes the HTML report of the pipeline.
+fn write_report(config: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    let config = pipeline_config::PipelineConfig::load(config).map_err(|e| format!("configuration: {e}"))?;
+    let page = tokio_block(async {
+        let status = status::gather(&config, None, &status::Thresholds::default()).await?;
+        status::report_html(&config, &status).await
+    })
+    .map_err(|e| format!("report: {e}"))?;
+    std::fs::write(out, page).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("{}", out.display());
+    Ok(())
 }
 
 /// Runs a soak and prints its report; a failed check is a failure.
