@@ -163,6 +163,13 @@ pub struct SourceLimits {
     pub ignore_deletes: bool,
 }
 
+impl From<&pipeline_config::IncrementalOptions> for SourceLimits {
+    /// A job's configured batch limits.
+    fn from(options: &pipeline_config::IncrementalOptions) -> Self {
+        Self { max_files: options.max_files_per_batch, max_bytes: options.max_bytes_per_batch.0, ignore_deletes: options.ignore_deletes }
+    }
+}
+
 /// Plans the next batch of `table` after the `previous` batch's range, up to its loaded version.
 pub async fn plan(table: &DeltaTable, previous: &SourceRange, limits: &SourceLimits) -> Result<SourcePlan, SourceError> {
     let table_id = check_identity(table, previous)?;

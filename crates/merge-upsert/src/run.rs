@@ -110,11 +110,7 @@ impl<'a> MergeRun<'a> {
             Tombstones::load(&sinks.tombstones, &sinks.tombstone_schema, &columns, &encoders, spec.tombstone_retention).await?;
         Ok(Self {
             spec,
-            limits: SourceLimits {
-                max_files: options.max_files_per_batch,
-                max_bytes: options.max_bytes_per_batch.0,
-                ignore_deletes: options.ignore_deletes,
-            },
+            limits: SourceLimits::from(options),
             source,
             sinks,
             log,

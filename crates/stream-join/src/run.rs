@@ -91,11 +91,7 @@ impl<'a> JoinRun<'a> {
         let state =
             JoinState { left: checkpoint.state(previous.batch, "left").await?, right: checkpoint.state(previous.batch, "right").await? };
         Ok(Self {
-            limits: SourceLimits {
-                max_files: options.max_files_per_batch,
-                max_bytes: options.max_bytes_per_batch.0,
-                ignore_deletes: options.ignore_deletes,
-            },
+            limits: SourceLimits::from(options),
             left: open_source(spec, JoinSide::Left).await?,
             right: open_source(spec, JoinSide::Right).await?,
             spec,
