@@ -25,12 +25,18 @@ fn count(p: &Pipeline, path: &str) -> u64 {
     query(&[("t", p.table(path).as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse().expect("a count")
 }
 
-#[test]
-fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
+/// The shipped pipeline on two new two-partition topics.
+fn shipped(name: &str) -> (Services, [String; 2], Pipeline) {
     let services = Services::get();
-    let (orders, members) = (unique("status-orders"), unique("status-members"));
+    let (orders, members) = (unique(&format!("{name}-orders")), unique(&format!("{name}-members")));
     create_topics(&services, &[&orders, &members], 2);
     let p = Pipeline::shipped(&services, None, &orders, &members);
+    (services, [orders, members], p)
+}
+
+#[test]
+fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
+    let (services, [orders, members], p) = shipped("status");
     let config = p.config.to_str().unwrap();
     produce(&services, &orders, &members, 5, 2000);
 
@@ -92,10 +98,7 @@ fn chromium(page: &std::path::Path, args: &[&str]) -> String {
 
 #[test]
 fn the_html_report_renders_every_chart_in_chromium() {
-    let services = Services::get();
-    let (orders, members) = (unique("report-orders"), unique("report-members"));
-    create_topics(&services, &[&orders, &members], 2);
-    let p = Pipeline::shipped(&services, None, &orders, &members);
+    let (services, [orders, members], p) = shipped("report");
     let config = p.config.to_str().unwrap();
     for seed in [1, 2] {
         produce(&services, &orders, &members, seed, 1000);
