@@ -115,7 +115,8 @@ fn the_html_report_renders_every_chart_in_chromium() {
     let html = std::fs::read_to_string(&page).expect("report written");
     assert!(!html.contains("<script") && !html.contains("http"), "self-contained: no script, no link out");
     let charts: Vec<&str> = html.split("<svg class=\"chart\"").skip(1).collect();
-    assert!(charts.len() >= 4 * 4 + 2, "the lag and at least four charts per table: {}", charts.len());
+    assert!(charts.len() >= 4 * 4 + 5, "the lag (now and per batch over time) and at least four charts per table: {}", charts.len());
+    assert!(html.contains("stream-join: versions of raw_order not read yet at each batch"), "the lag over time is drawn");
     for chart in &charts {
         let body = chart.split("</svg>").next().unwrap_or_default();
         assert!(body.contains("class=\"mark\""), "every chart drew its marks: {body}");

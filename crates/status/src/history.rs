@@ -20,6 +20,9 @@ pub struct Commit {
     pub operation: String,
     /// Rows added with `dataChange=true` (statistics).
     pub rows_added: u64,
+    /// The writing job's `lakehouse.job` commit info (batch, source versions read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<serde_json::Value>,
 }
 
 /// What a table's log says of its past.
@@ -51,12 +54,13 @@ pub(crate) async fn read(table: &DeltaTable) -> Result<History, StatusError> {
 
 /// One log entry: the commit, and the sizes of the files it removed and added.
 fn parse(version: u64, entry: &str) -> (Commit, (Vec<i64>, Vec<i64>)) {
-    let mut commit = Commit { version, time_ms: 0, operation: String::new(), rows_added: 0 };
+    let mut commit = Commit { version, time_ms: 0, operation: String::new(), rows_added: 0, job: None };
     let (mut removed, mut added) = (Vec::new(), Vec::new());
     for action in entry.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
         if let Some(info) = action.get("commitInfo") {
             commit.time_ms = info["timestamp"].as_i64().unwrap_or(0);
             commit.operation = info["operation"].as_str().unwrap_or_default().to_string();
+            commit.job = info.get("lakehouse.job").cloned();
         } else if let Some(add) = action.get("add") {
             added.push(add["size"].as_i64().unwrap_or(0));
             if add["dataChange"].as_bool() == Some(true) {

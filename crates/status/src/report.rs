@@ -2,6 +2,7 @@
 //! rows and commits over time, its file sizes now and around its last compaction and its
 //! partition sizes, and the pipeline's lag, all from the Delta logs and the status.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use pipeline_config::PipelineConfig;
@@ -27,15 +28,21 @@ pub async fn html(config: &PipelineConfig, status: &PipelineStatus) -> Result<St
         chrono::Utc::now().to_rfc3339(),
         escape(&render(status))
     );
-    page.push_str(&lag_section(status));
+    let mut histories = BTreeMap::new();
     for table in status.tables.iter().filter(|t| t.exists) {
-        page.push_str(&table_section(config, table).await?);
+        if let Some(loaded) = tables::open_if_exists(&table.location, &config.lake.storage_options).await? {
+            histories.insert(table.name.clone(), history::read(&loaded).await?);
+        }
+    }
+    page.push_str(&lag_section(config, status, &histories));
+    for table in status.tables.iter().filter(|t| t.exists) {
+        page.push_str(&table_section(config, table, histories.get(&table.name)).await?);
     }
     page.push_str("</body></html>\n");
     Ok(page)
 }
 
-fn lag_section(status: &PipelineStatus) -> String {
+fn lag_section(config: &PipelineConfig, status: &PipelineStatus, histories: &BTreeMap<String, History>) -> String {
     let mut out = String::from("<h2>Lag</h2>");
     let mut charts = 0;
     if let Some(raw) = &status.raw_append {
@@ -48,19 +55,57 @@ fn lag_section(status: &PipelineStatus) -> String {
         .flat_map(|j| j.sources.iter().map(move |s| (format!("{} ← {}", j.job, s.table), s.behind as f64)))
         .collect();
     charts += push(&mut out, svg::bars("Source versions not read yet, per job and source", &behind));
+    for (job, output, key, source) in job_sources(config) {
+        let (Some(out_history), Some(source_history)) = (histories.get(&output), histories.get(&source)) else { continue };
+        let title = format!("{job}: versions of {source} not read yet at each batch, over time");
+        charts += push(&mut out, svg::line(&title, &lag_over_time(job, key, out_history, source_history), date));
+    }
     if charts == 0 {
         out.push_str("<p>No job configured.</p>");
     }
     out
 }
 
-async fn table_section(config: &PipelineConfig, status: &TableStatus) -> Result<String, StatusError> {
+/// Each incremental job's output table and sources: (job, output, key in its commit info, source).
+fn job_sources(config: &PipelineConfig) -> Vec<(&'static str, String, &'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(j) = &config.stream_join {
+        out.push(("stream-join", j.output.name.clone(), "left", j.left.table.name.clone()));
+        out.push(("stream-join", j.output.name.clone(), "right", j.right.table.name.clone()));
+    }
+    if let Some(j) = &config.merge_upsert {
+        out.push(("merge-upsert", j.target.name.clone(), "source", j.source.name.clone()));
+    }
+    out
+}
+
+/// At each of `job`'s output commits: the source's newest version at that time minus the version
+/// the batch read to (its commit info's `key.to`).
+fn lag_over_time(job: &str, key: &str, output: &History, source: &History) -> Vec<(f64, f64)> {
+    output
+        .commits
+        .iter()
+        .filter_map(|c| {
+            let info = c.job.as_ref().filter(|j| j["name"] == job)?;
+            let read_to = info[key]["to"].as_u64()?;
+            let newest = source.commits.iter().filter(|s| s.time_ms <= c.time_ms).map(|s| s.version).max()?;
+            Some((c.time_ms as f64, newest.saturating_sub(read_to) as f64))
+        })
+        .collect()
+}
+
+fn date(ms: f64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+}
+
+async fn table_section(config: &PipelineConfig, status: &TableStatus, history: Option<&History>) -> Result<String, StatusError> {
     let mut out = format!("<h2 id=\"{0}\">{0}</h2><p>{1}</p>", escape(&status.name), escape(&status.location));
-    let Some(table) = tables::open_if_exists(&status.location, &config.lake.storage_options).await? else { return Ok(out) };
+    let (Some(table), Some(History { commits, last_compaction })) =
+        (tables::open_if_exists(&status.location, &config.lake.storage_options).await?, history)
+    else {
+        return Ok(out);
+    };
     let columns = config.tables.get(&status.name).map(|t| t.partition_columns()).unwrap_or_default();
-    let History { commits, last_compaction } = history::read(&table).await?;
-    let date =
-        |ms: f64| chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
     let mut rows = 0u64;
     let cumulative: Vec<(f64, f64)> = commits
         .iter()
@@ -89,4 +134,26 @@ async fn table_section(config: &PipelineConfig, status: &TableStatus) -> Result<
 /// Appends a chart that drew something; returns 1 when it did.
 fn push(out: &mut String, chart: Option<String>) -> usize {
     chart.map(|c| out.push_str(&c)).map_or(0, |_| 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Commit;
+
+    fn commit(version: u64, time_ms: i64, job: Option<serde_json::Value>) -> Commit {
+        Commit { version, time_ms, operation: "WRITE".into(), rows_added: 0, job }
+    }
+
+    #[test]
+    fn lag_at_a_batch_is_the_sources_newest_version_then_minus_what_it_read() {
+        let source = History { commits: (0..10).map(|v| commit(v, v as i64 * 100, None)).collect(), last_compaction: None };
+        let batch = |to: u64| Some(serde_json::json!({"name": "stream-join", "left": {"to": to}}));
+        let other = Some(serde_json::json!({"name": "merge-upsert"}));
+        let output = History {
+            commits: vec![commit(1, 350, batch(2)), commit(2, 950, batch(9)), commit(3, 960, None), commit(4, 990, other)],
+            last_compaction: None,
+        };
+        assert_eq!(lag_over_time("stream-join", "left", &output, &source), vec![(350.0, 1.0), (950.0, 0.0)]);
+    }
 }
