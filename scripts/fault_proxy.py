@@ -2,7 +2,8 @@
 """An S3 fault injector: an HTTP proxy in front of an S3 endpoint (the moto server in tests)
 that answers a configured share of requests with what S3 does on a bad day.
 
-Faults, each picked at random among those enabled, on a share `--rate` of requests:
+Faults, in turn among those enabled (so a handful of faults covers every kind), on a random
+share `--rate` of requests:
   503   503 SlowDown (S3's throttling answer), the request is not forwarded
   500   500 InternalError, not forwarded
   reset a GET's response cut mid-body by a TCP reset (other requests: reset before forwarding,
@@ -49,7 +50,7 @@ class Faults:
             self.counts["requests"] += 1
             if self.rate <= 0 or self.random.random() >= self.rate:
                 return None
-            kind = self.random.choice(self.kinds)
+            kind = self.kinds[sum(self.counts[k] for k in self.kinds) % len(self.kinds)]
             self.counts[kind] += 1
             return kind
 
