@@ -725,3 +725,36 @@ fn tombstones_report_their_size_and_a_configured_cap_stops_the_batch_loudly() {
     run_ok("merge-upsert", config);
     assert_eq!(target(&p), oracle(&p));
 }
+
+#[test]
+fn a_compaction_whose_files_a_merge_rewrote_meanwhile_drops_that_bin_and_loses_nothing() {
+    let services = Services::get();
+    let p = pipeline(&services, "unused", "");
+    let config = p.config.to_str().unwrap();
+    let source = p.table("raw/changes");
+    // Two merges leave two small files (keys 1-10 and 11-20) in one hour partition.
+    for first_key in [1, 11] {
+        append_source(&source, first_key, false);
+        run_ok("merge-upsert", config);
+    }
+    let compact = ["--config", config, "compact", "target", "--min-commit-interval", "0s"];
+    let paused = vec![("FAILPOINTS".to_string(), "maintenance::before_compaction_commit=1*sleep(5000)".to_string())];
+    let compaction = spawn("maintenance", &compact, &paused);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Keys 1-10 again (equal sequences: the later change wins): the merge rewrites their file.
+    append_source(&source, 1, false);
+    run_ok("merge-upsert", config);
+    let out = compaction.wait_with_output().expect("exited");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the compaction finishes: {stderr}");
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["details"]["bins_dropped"], 1, "{summary}");
+    assert_eq!(summary["details"]["files_removed"], 0, "nothing of the dropped bin counted: {summary}");
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
+    assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]], "no row doubled by the compaction");
+    let again = run("maintenance", &compact, &[]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(again.summary["details"]["files_removed"].as_u64() >= Some(2), "the next run packs the partition: {}", again.summary);
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
+    assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);
+}

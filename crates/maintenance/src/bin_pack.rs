@@ -21,6 +21,9 @@ use crate::MaintenanceError;
 /// A small file that may be packed: its modification time, size, path and removal.
 type Candidate = (i64, i64, Path, Remove);
 
+/// A bin rewritten: the files it replaces and the file it wrote.
+type RewrittenBin = (Vec<Remove>, Vec<Add>);
+
 /// What a compaction did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompactMetrics {
@@ -42,6 +45,21 @@ pub struct CompactMetrics {
     pub files_considered: u64,
     /// Files left as they were (already large enough, or alone in their bin).
     pub files_skipped: u64,
+    /// Bins not committed because a concurrent commit rewrote one of their files (a merge):
+    /// the next run packs those partitions again.
+    pub bins_dropped: u64,
+}
+
+impl CompactMetrics {
+    /// Counts committed bins.
+    fn count(&mut self, bins: &[RewrittenBin]) {
+        for (removes, adds) in bins {
+            self.files_removed += removes.len() as u64;
+            self.bytes_removed += removes.iter().filter_map(|r| r.size).sum::<i64>().max(0) as u64;
+            self.files_added += adds.len() as u64;
+            self.bytes_added += adds.iter().map(|a| a.size).sum::<i64>().max(0) as u64;
+        }
+    }
 }
 /// Files fetched at once per bin.
 const FETCH_CONCURRENCY: usize = 16;
@@ -147,7 +165,7 @@ impl BinPack {
             .then(|| self.partitions.iter().map(|(c, v)| format!("{c} = '{v}'")).collect::<Vec<_>>().join(" AND "));
         let store = table.object_store();
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let mut pending: (Vec<Remove>, Vec<Add>) = (Vec::new(), Vec::new());
+        let mut pending: Vec<RewrittenBin> = Vec::new();
         let mut last_commit = Instant::now();
         let source = table.clone();
         let mut done = futures::stream::iter(bins.into_iter().map(|bin| {
@@ -157,36 +175,50 @@ impl BinPack {
         }))
         .buffer_unordered(workers);
         while let Some(joined) = done.next().await {
-            let (removes, adds) = joined.map_err(|e| MaintenanceError::Failed(format!("compaction task failed: {e}")))??;
-            metrics.files_removed += removes.len() as u64;
-            metrics.bytes_removed += removes.iter().filter_map(|r| r.size).sum::<i64>().max(0) as u64;
-            metrics.files_added += adds.len() as u64;
-            metrics.bytes_added += adds.iter().map(|a| a.size).sum::<i64>().max(0) as u64;
-            pending.0.extend(removes);
-            pending.1.extend(adds);
+            pending.push(joined.map_err(|e| MaintenanceError::Failed(format!("compaction task failed: {e}")))??);
             if self.min_commit_interval.is_some_and(|i| last_commit.elapsed() >= i) {
-                let (removes, adds) = std::mem::take(&mut pending);
-                metrics.version_after = self.commit(&mut table, removes, adds, predicate.clone()).await?;
+                self.commit(&mut table, std::mem::take(&mut pending), predicate.clone(), &mut metrics).await?;
                 last_commit = Instant::now();
             }
         }
         drop(done);
-        if !pending.0.is_empty() {
-            let (removes, adds) = pending;
-            metrics.version_after = self.commit(&mut table, removes, adds, predicate).await?;
-        }
+        self.commit(&mut table, pending, predicate, &mut metrics).await?;
         Ok((table, metrics))
     }
 
+    /// Commits rewritten bins and counts them. A bin whose files a concurrent commit removed (a
+    /// merge rewrote them) is dropped and the rest committed: its new file stays unreferenced
+    /// (vacuum removes it) and the next run packs the partition again.
     async fn commit(
         &self,
         table: &mut DeltaTable,
-        removes: Vec<Remove>,
-        adds: Vec<Add>,
+        mut bins: Vec<RewrittenBin>,
         predicate: Option<String>,
-    ) -> Result<u64, MaintenanceError> {
-        let done = delta_io::commit_rewrite(table, removes, adds, predicate, self.target_size).await;
-        Ok(done.map_err(|e| MaintenanceError::Failed(e.to_string()))?.version)
+        metrics: &mut CompactMetrics,
+    ) -> Result<(), MaintenanceError> {
+        job_runtime::crash_point!("maintenance::before_compaction_commit");
+        while !bins.is_empty() {
+            let removes = bins.iter().flat_map(|b| b.0.iter().cloned()).collect();
+            let adds = bins.iter().flat_map(|b| b.1.iter().cloned()).collect();
+            match delta_io::commit_rewrite(table, removes, adds, predicate.clone(), self.target_size).await {
+                Ok(done) => {
+                    metrics.count(&bins);
+                    metrics.version_after = done.version;
+                    return Ok(());
+                }
+                Err(delta_io::CommitError::Overlap { version, overlap: delta_io::Overlap::Rewritten(path) }) => {
+                    let before = bins.len();
+                    bins.retain(|(removes, _)| removes.iter().all(|r| r.path != path));
+                    if bins.len() == before {
+                        return Err(MaintenanceError::Failed(format!("version {version} removed {path}, which no bin replaces")));
+                    }
+                    metrics.bins_dropped += (before - bins.len()) as u64;
+                    tracing::warn!(concurrent_version = version, file = path, "a concurrent commit rewrote a file of a bin: bin dropped");
+                }
+                Err(e) => return Err(MaintenanceError::Failed(e.to_string())),
+            }
+        }
+        Ok(())
     }
 }
 
