@@ -76,8 +76,10 @@ pub fn run(options: &SoakOptions) -> Result<SoakReport, SoakError> {
     let killer = Killer::start(&registry, options.kill_every, options.seed);
     std::thread::sleep(options.duration);
     let kills = killer.stop();
-    let produced = producer.stop()?;
+    let produced = producer.stop();
+    // The jobs stop before a producer failure is reported: none is left running.
     let runs = supervisor.stop();
+    let produced = produced?;
     tracing::info!(kills = kills.total(), "soak: stopped killing; draining");
     let drained = drain(&options.executable, &options.config)?;
     let checks = verify::run(&shape, &produced)?;
