@@ -85,13 +85,18 @@ class Proxy(BaseHTTPRequestHandler):
             answer = json.dumps({"rate": self.faults.rate, **self.faults.counts}).encode()
         self.reply(200, [("Content-Type", "application/json")], answer)
 
-    def reply(self, status, headers, body):
+    def send_head(self, status, headers, length=None):
+        """Status and headers; `length` replaces the upstream Content-Length (HEAD keeps it)."""
         self.send_response(status)
         for name, value in headers:
-            if name.lower() != "content-length":
+            if length is None or name.lower() != "content-length":
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def reply(self, status, headers, body):
+        self.send_head(status, headers, len(body))
         self.wfile.write(body)
 
     def reset(self):
@@ -127,22 +132,13 @@ class Proxy(BaseHTTPRequestHandler):
             time.sleep(self.faults.stall)
         status, headers, data = self.forward(body)
         if kind == "reset" and len(data) > 1 and status in (200, 206):
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() != "content-length":
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_head(status, headers, len(data))
             self.wfile.write(data[: len(data) // 2])
             return self.reset()
         if kind == "reset":
             return self.reset()
         if self.command == "HEAD":
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.end_headers()
-            return None
+            return self.send_head(status, headers)
         return self.reply(status, headers, data)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any

@@ -22,7 +22,7 @@ pub use overlap::{overlap, Overlap, ReadSet, Reads};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
 pub use rewrite::{commit_rewrite, MergeCommit};
-pub use table::{add_nullable_columns, open_or_create, open_table, table_handle, TableSpec};
+pub use table::{add_nullable_columns, open_if_exists, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::Transaction;

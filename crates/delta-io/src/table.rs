@@ -61,6 +61,14 @@ pub async fn open_table(location: &str, storage: &BTreeMap<String, String>) -> R
     deltalake::open_table_with_storage_options(url, storage_options(storage)).await.map_err(DeltaIoError::delta(location))
 }
 
+/// The table at `location`, or None before its first commit (nothing is created).
+pub async fn open_if_exists(location: &str, storage: &BTreeMap<String, String>) -> Result<Option<DeltaTable>, DeltaIoError> {
+    let url = table_url(location)?;
+    let table =
+        DeltaTable::try_from_url_with_storage_options(url, storage_options(storage)).await.map_err(DeltaIoError::delta(location))?;
+    Ok(table.version().is_some().then_some(table))
+}
+
 /// A handle on the table at `location` without reading its log (for operations that read the
 /// log their own way).
 pub fn table_handle(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {

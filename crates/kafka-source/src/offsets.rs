@@ -62,6 +62,12 @@ pub fn position_exists(config: &ClientConfig, context: LakeContext, key: &Partit
     Ok(false)
 }
 
+/// Messages from offset `next` to the partition's high watermark (0 when a broker lists its end
+/// late, below what was read).
+pub fn messages_behind(next: i64, high: i64) -> u64 {
+    u64::try_from(high - next).unwrap_or(0)
+}
+
 /// Low and high watermarks of every partition of `topics` (for trigger-once end offsets).
 pub fn fetch_watermarks(
     config: &ClientConfig,

@@ -10,7 +10,7 @@ use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use delta_io::{write_files, CommitError, GuardedTxn, ProgressTable, TableWriter};
 use job_runtime::{crash_point, RunSummary};
-use kafka_source::{PartitionKey, RawBatch};
+use kafka_source::{messages_behind, PartitionKey, RawBatch};
 use pipeline_config::RawAppendConfig;
 
 use crate::dead_letter::{self, DeadLetters};
@@ -44,13 +44,8 @@ pub struct Sinks {
 impl Sinks {
     /// The txn app id of a source partition (see [`app_id`]).
     pub fn app_id(&self, key: &PartitionKey) -> String {
-        app_id(&self.job.job_id, key)
+        key.txn_app_id(&self.job.job_id)
     }
-}
-
-/// `<job-id>:<topic>:<partition>`, the txn app id of a source partition.
-pub fn app_id(job_id: &str, key: &PartitionKey) -> String {
-    key.txn_app_id(job_id)
 }
 
 /// A batch being assembled.
@@ -189,7 +184,7 @@ impl Batch {
         }
         for (key, last) in &self.last_offsets {
             if let Some(high) = sinks.high_watermarks.get(key) {
-                summary.consumer_lag(&key.topic, key.partition, (high - last - 1).max(0) as u64);
+                summary.consumer_lag(&key.topic, key.partition, messages_behind(last + 1, *high));
             }
         }
         summary.batch_done(self.opened.map_or(Duration::ZERO, |t| t.elapsed()));

@@ -12,7 +12,7 @@ use kafka_source::{
 };
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
 
-use crate::batch::{app_id, Batch, Sinks};
+use crate::batch::{Batch, Sinks};
 use crate::dead_letter;
 use crate::error::RawAppendError;
 use crate::events::BatchRead;
@@ -237,7 +237,7 @@ impl RawAppend {
         Arc::new(move |key: &PartitionKey, watermarks: (i64, i64)| {
             let unreadable = |e: String| KafkaError::Rebalance(format!("{}[{}]: {e}", key.topic, key.partition));
             let (location, storage) = locations.get(key.topic.as_ref()).ok_or_else(|| unreadable("no route for this topic".into()))?;
-            let app = app_id(&job_id, key);
+            let app = key.txn_app_id(&job_id);
             let progress = handle
                 .block_on(async {
                     let table = delta_io::open_table(location, storage).await?;

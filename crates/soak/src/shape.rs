@@ -1,7 +1,7 @@
 //! The reference pipeline's shape as a configuration names it: which topics feed which raw
 //! tables, and the join and merge outputs the soak checks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub(crate) struct Shape {
     /// The merge's target.
     pub processed: Table,
     /// Object-store options of the lake.
-    pub storage: HashMap<String, String>,
+    pub storage: BTreeMap<String, String>,
     /// The join's bounds: an order matches membership changes `lower..=upper` seconds older.
     pub join_bounds_seconds: (i64, i64),
 }
@@ -74,7 +74,7 @@ impl Shape {
             members: (&join.right.table).into(),
             curated: (&join.output).into(),
             processed: (&merge.target).into(),
-            storage: delta_io::storage_options(&config.lake.storage_options),
+            storage: config.lake.storage_options.clone(),
             join_bounds_seconds: (join.lower.micros / 1_000_000, join.upper.micros / 1_000_000),
         })
     }

@@ -40,8 +40,7 @@ pub(crate) fn run(shape: &Shape, produced: &Produced) -> Result<Vec<Check>, Soak
 
 async fn register(ctx: &SessionContext, alias: &str, table: &Table, shape: &Shape) -> Result<(), SoakError> {
     let read = |message: String| SoakError::Read { table: table.name.clone(), message };
-    let url = delta_io::table_url(&table.location).map_err(|e| read(e.to_string()))?;
-    let loaded = deltalake::open_table_with_storage_options(url, shape.storage.clone()).await.map_err(|e| read(e.to_string()))?;
+    let loaded = delta_io::open_table(&table.location, &shape.storage).await.map_err(|e| read(e.to_string()))?;
     loaded.update_datafusion_session(&ctx.state()).map_err(|e| read(e.to_string()))?;
     let provider = loaded.table_provider().await.map_err(|e| read(e.to_string()))?;
     ctx.register_table(alias, provider).map_err(|e| read(e.to_string()))?;

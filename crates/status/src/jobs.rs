@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_source::{client_config, fetch_watermarks, LakeContext, MskTokenProvider, PartitionKey};
+use kafka_source::{client_config, fetch_watermarks, messages_behind, LakeContext, MskTokenProvider, PartitionKey};
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, TableConfig};
 use serde::Serialize;
 
-use crate::tables::{open_if_exists, rows};
+use crate::tables::rows;
 use crate::StatusError;
+use delta_io::open_if_exists;
 
 /// One source partition of raw-append.
 #[derive(Debug, Clone, Serialize)]
@@ -73,8 +74,7 @@ pub(crate) async fn raw_append(config: &PipelineConfig, job: &RawAppendConfig) -
 
 /// Messages between the last committed offset (or the partition's start) and its end.
 fn lag(committed: Option<i64>, low: i64, high: i64) -> u64 {
-    let next = committed.map_or(low, |c| c + 1);
-    u64::try_from(high - next).unwrap_or(0)
+    messages_behind(committed.map_or(low, |c| c + 1), high)
 }
 
 /// A source of an incremental job.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use deltalake::DeltaTable;
 use pipeline_config::PipelineConfig;
 
 use crate::history::{self, History};
@@ -28,15 +29,18 @@ pub async fn html(config: &PipelineConfig, status: &PipelineStatus) -> Result<St
         chrono::Utc::now().to_rfc3339(),
         escape(&render(status))
     );
+    // Each table is opened and its log read once, for the lag and for its own section.
+    let mut tables = Vec::new();
     let mut histories = BTreeMap::new();
     for table in status.tables.iter().filter(|t| t.exists) {
-        if let Some(loaded) = tables::open_if_exists(&table.location, &config.lake.storage_options).await? {
+        if let Some(loaded) = delta_io::open_if_exists(&table.location, &config.lake.storage_options).await? {
             histories.insert(table.name.clone(), history::read(&loaded).await?);
+            tables.push((table, loaded));
         }
     }
     page.push_str(&lag_section(config, status, &histories));
-    for table in status.tables.iter().filter(|t| t.exists) {
-        page.push_str(&table_section(config, table, histories.get(&table.name)).await?);
+    for (status, table) in &tables {
+        page.push_str(&table_section(config, status, table, &histories[&status.name])?);
     }
     page.push_str("</body></html>\n");
     Ok(page)
@@ -98,13 +102,9 @@ fn date(ms: f64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
 }
 
-async fn table_section(config: &PipelineConfig, status: &TableStatus, history: Option<&History>) -> Result<String, StatusError> {
+fn table_section(config: &PipelineConfig, status: &TableStatus, table: &DeltaTable, history: &History) -> Result<String, StatusError> {
     let mut out = format!("<h2 id=\"{0}\">{0}</h2><p>{1}</p>", escape(&status.name), escape(&status.location));
-    let (Some(table), Some(History { commits, last_compaction })) =
-        (tables::open_if_exists(&status.location, &config.lake.storage_options).await?, history)
-    else {
-        return Ok(out);
-    };
+    let History { commits, last_compaction } = history;
     let columns = config.tables.get(&status.name).map(|t| t.partition_columns()).unwrap_or_default();
     let mut rows = 0u64;
     let cumulative: Vec<(f64, f64)> = commits
@@ -117,7 +117,7 @@ async fn table_section(config: &PipelineConfig, status: &TableStatus, history: O
     push(&mut out, svg::line("Rows written over time (cumulative, data-changing commits still in the log)", &cumulative, date));
     let versions: Vec<(f64, f64)> = commits.iter().map(|c| (c.time_ms as f64, c.version as f64)).collect();
     push(&mut out, svg::line("Commits over time (version)", &versions, date));
-    let tables::Layout { sizes, partitions } = tables::layout(&table, &columns)?;
+    let tables::Layout { sizes, partitions } = tables::layout(table, &columns)?;
     push(&mut out, svg::size_histogram("Active files by size", &sizes));
     if let Some((before, after)) = &last_compaction {
         push(&mut out, svg::size_histogram("Last compaction: the files it replaced, by size", before));

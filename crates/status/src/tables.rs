@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use deltalake::{DeltaTable, DeltaTableError};
+use delta_io::open_if_exists;
+use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use pipeline_config::TableConfig;
 use serde::Serialize;
@@ -59,15 +60,6 @@ pub(crate) async fn status(name: &str, table: &TableConfig, storage: &BTreeMap<S
     status.small_file_share = if status.files == 0 { 0.0 } else { status.small_files as f64 / status.files as f64 };
     status.last_commit = last_commit(&loaded).await?;
     Ok(status)
-}
-
-/// The table at `location`, or None before its first commit.
-pub(crate) async fn open_if_exists(location: &str, storage: &BTreeMap<String, String>) -> Result<Option<DeltaTable>, StatusError> {
-    match delta_io::open_table(location, storage).await {
-        Ok(t) => Ok(Some(t)),
-        Err(delta_io::DeltaIoError::Delta { source, .. }) if matches!(*source, DeltaTableError::NotATable(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Rows of a table, from its files' statistics (None when a file has none).

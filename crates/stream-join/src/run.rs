@@ -50,6 +50,8 @@ struct Joined {
     late: [Vec<RecordBatch>; 2],
     rows_in: u64,
     state: JoinState,
+    /// Memory `state` holds.
+    state_bytes: u64,
     watermarks: Watermarks,
 }
 
@@ -70,9 +72,9 @@ pub(crate) struct JoinRun<'a> {
 }
 
 impl JoinState {
-    /// Memory the state's rows hold.
-    fn bytes(&self) -> u64 {
-        self.left.iter().chain(&self.right).map(|b| b.get_array_memory_size() as u64).sum()
+    /// Memory the rows of a state's two sides hold.
+    fn bytes_of(left: &[RecordBatch], right: &[RecordBatch]) -> u64 {
+        left.iter().chain(right).map(|b| b.get_array_memory_size() as u64).sum()
     }
 }
 
@@ -147,9 +149,8 @@ impl IncrementalJob for JoinRun<'_> {
     async fn run_batch(&mut self, plan: JoinPlan, summary: &mut RunSummary) -> Result<(), StreamJoinError> {
         let started = Instant::now();
         let joined = self.join(&plan).await?;
-        let bytes = joined.state.bytes();
-        if bytes > self.max_state_bytes {
-            return Err(StreamJoinError::StateTooLarge { batch: plan.batch, bytes, cap: self.max_state_bytes });
+        if joined.state_bytes > self.max_state_bytes {
+            return Err(StreamJoinError::StateTooLarge { batch: plan.batch, bytes: joined.state_bytes, cap: self.max_state_bytes });
         }
         let progress = Progress {
             batch: plan.batch,
@@ -200,6 +201,7 @@ impl JoinRun<'_> {
             rows,
             late: [la.late, ra.late],
             rows_in: la.rows + ra.rows,
+            state_bytes: JoinState::bytes_of(&left_kept, &right_kept),
             state: JoinState { left: left_kept, right: right_kept },
             watermarks,
         })
@@ -269,7 +271,7 @@ impl JoinRun<'_> {
                 (&spec.right.name, plan.right.versions_behind(&self.right.table)),
             ],
             state_rows: [operator::rows(&joined.state.left), operator::rows(&joined.state.right)],
-            state_bytes: joined.state.bytes(),
+            state_bytes: joined.state_bytes,
             watermark: joined.watermarks.job,
             ms: started.elapsed().as_millis() as u64,
         }
