@@ -49,7 +49,8 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# One role per job: the lake prefixes it reads and writes, and Kafka for raw-append.
+# One role per job: the lake prefixes it reads and writes, Kafka for raw-append, the Glue
+# catalog for maintenance.
 resource "aws_iam_role" "job" {
   for_each           = local.jobs
   name_prefix        = "${var.name}-${substr(each.key, 0, 12)}-"
@@ -119,6 +120,20 @@ data "aws_iam_policy_document" "job" {
       sid       = "KafkaConsumerGroup"
       actions   = ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"]
       resources = [local.msk_group_arn]
+    }
+  }
+
+  # `maintenance catalog --apply`: reads the tables and partitions, creates and updates them.
+  # The database is Terraform's (glue:CreateDatabase is not granted).
+  dynamic "statement" {
+    for_each = each.value.glue ? [1] : []
+    content {
+      sid = "GlueCatalog"
+      actions = [
+        "glue:GetDatabase", "glue:GetTable", "glue:GetPartitions", "glue:CreateTable", "glue:UpdateTable",
+        "glue:BatchCreatePartition", "glue:BatchUpdatePartition", "glue:BatchDeletePartition",
+      ]
+      resources = [local.glue_catalog_arn, aws_glue_catalog_database.lake.arn, local.glue_table_arn]
     }
   }
 }

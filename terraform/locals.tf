@@ -18,6 +18,9 @@ locals {
   msk_topic_arns = [for t in var.kafka_topics : "${replace(local.msk_arn, ":cluster/", ":topic/")}/${t}"]
   msk_group_arn  = "${replace(local.msk_arn, ":cluster/", ":group/")}/${var.kafka_consumer_group}"
 
+  glue_catalog_arn = "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog"
+  glue_table_arn   = "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*"
+
   # Table name -> folder under the lake root, as in schemas/pipeline.toml (checked by tests/deploy).
   table_paths = {
     raw_order             = "raw/order"
@@ -30,31 +33,36 @@ locals {
   }
 
   # Every job, the lake prefixes (table folders and checkpoints, as in schemas/pipeline.toml)
-  # it reads and writes, whether it reads Kafka, and the command of its scheduled run.
+  # it reads and writes, whether it reads Kafka, whether it keeps the Glue catalog
+  # (`maintenance catalog --apply`), and the command of its scheduled run.
   # tests/deploy checks these against the pipeline configuration and the DAG.
   jobs = {
     "raw-append" = {
       reads   = []
       writes  = ["raw/order", "raw/member", "raw/dead_letter"]
       kafka   = true
+      glue    = false
       command = ["raw-append", "--trigger", "once"]
     }
     "stream-join" = {
       reads   = ["raw/order", "raw/member"]
       writes  = ["curated", "_checkpoints/stream-join"]
       kafka   = false
+      glue    = false
       command = ["stream-join", "--trigger", "once"]
     }
     "merge-upsert" = {
       reads   = ["curated"]
       writes  = ["processed", "processed_dead_letter", "processed_tombstones", "_checkpoints/merge-upsert"]
       kafka   = false
+      glue    = false
       command = ["merge-upsert", "--trigger", "once"]
     }
     "maintenance" = {
       reads   = []
       writes  = distinct([for t in concat(var.maintained_tables, var.athena_tables) : local.table_paths[t]])
       kafka   = false
+      glue    = true
       command = ["maintenance", "--help"]
     }
   }

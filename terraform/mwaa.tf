@@ -70,9 +70,8 @@ resource "aws_iam_role" "mwaa" {
 }
 
 locals {
-  mwaa_env_arn   = "arn:${local.partition}:airflow:${local.region}:${local.account_id}:environment/${var.name}"
-  task_def_arns  = [for td in aws_ecs_task_definition.jobs : "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition/${td.family}:*"]
-  glue_table_arn = "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*"
+  mwaa_env_arn  = "arn:${local.partition}:airflow:${local.region}:${local.account_id}:environment/${var.name}"
+  task_def_arns = [for td in aws_ecs_task_definition.jobs : "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition/${td.family}:*"]
 }
 
 data "aws_iam_policy_document" "mwaa" {
@@ -165,40 +164,6 @@ data "aws_iam_policy_document" "mwaa" {
     sid       = "ReadJobLogs"
     actions   = ["logs:GetLogEvents", "logs:FilterLogEvents"]
     resources = local.job_log_stream_arns
-  }
-  statement {
-    sid       = "AthenaQueries"
-    actions   = ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution", "athena:GetWorkGroup"]
-    resources = [aws_athena_workgroup.lake.arn]
-  }
-  statement {
-    sid     = "GluePartitions"
-    actions = ["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions", "glue:BatchGetPartition", "glue:CreatePartition", "glue:BatchCreatePartition", "glue:UpdatePartition"]
-    resources = [
-      "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog",
-      aws_glue_catalog_database.lake.arn,
-      local.glue_table_arn,
-    ]
-  }
-  statement {
-    sid       = "ListManifests"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
-    resources = [module.lake_bucket.arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = flatten([for t in var.athena_tables : ["${local.lake_key_prefix}${t}/_symlink_format_manifest", "${local.lake_key_prefix}${t}/_symlink_format_manifest/*"]])
-    }
-  }
-  statement {
-    sid       = "ReadManifests"
-    actions   = ["s3:GetObject"]
-    resources = [for t in var.athena_tables : "${module.lake_bucket.arn}/${local.lake_key_prefix}${t}/_symlink_format_manifest/*"]
-  }
-  statement {
-    sid       = "AthenaResults"
-    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
-    resources = ["${module.airflow_bucket.arn}/athena-results/*"]
   }
 }
 

@@ -495,3 +495,171 @@ fn every_operation_works_on_s3() {
         }
     });
 }
+
+/// What the DDL states: symlink columns, partition keys and (values, location) per partition,
+/// and the native table's location.
+struct DdlCatalog {
+    native_location: String,
+    columns: Vec<(String, String)>,
+    partition_keys: Vec<(String, String)>,
+    partitions: BTreeSet<(Vec<String>, String)>,
+}
+
+/// Runs `maintenance catalog` (DDL) and reads it with a Hive-dialect parser; the one literal
+/// form sqlparser does not know (`\'`) is unescaped by hand.
+fn catalog_ddl(config: &str, database: &str, env: &[(String, String)]) -> DdlCatalog {
+    let printed = run("maintenance", &["--config", config, "catalog", "raw_member", "--database", database], env);
+    assert_eq!(printed.code, Some(0), "{}", printed.stderr);
+    let sql = printed.stdout.rsplit_once("\n{").map(|(ddl, _)| ddl.to_string()).unwrap_or(printed.stdout.clone());
+    let statements: Vec<&str> = sql.split(";\n").map(|s| s.trim().trim_end_matches(';')).filter(|s| !s.is_empty()).collect();
+    let parsed = Parser::parse_sql(&HiveDialect {}, &format!("{};", statements[1])).expect("symlink DDL parses as Hive");
+    let Statement::CreateTable(symlink) = &parsed[0] else { panic!("{}", statements[1]) };
+    let pair = |c: &deltalake::datafusion::sql::sqlparser::ast::ColumnDef| (c.name.value.clone(), c.data_type.to_string().to_lowercase());
+    let partition_keys = match &symlink.hive_distribution {
+        deltalake::datafusion::sql::sqlparser::ast::HiveDistributionStyle::PARTITIONED { columns } => columns.iter().map(pair).collect(),
+        _ => Vec::new(),
+    };
+    let unescape = |s: &str| s.replace("\\'", "'").replace("\\\\", "\\");
+    let partitions = statements[2..]
+        .iter()
+        .map(|s| {
+            let (spec, location) = s.split_once("') LOCATION '").expect("ADD PARTITION ... LOCATION");
+            let value = spec.split_once("`order_owner`='").expect("one partition key").1;
+            (vec![unescape(value)], unescape(location.trim_end_matches('\'')))
+        })
+        .collect();
+    let native_location = statements[0].split_once("LOCATION '").unwrap().1.split_once('\'').unwrap().0.to_string();
+    DdlCatalog { native_location, columns: symlink.columns.iter().map(pair).collect(), partition_keys, partitions }
+}
+
+/// What moto's Glue holds: (table -> (location, columns, partition keys, parameters)), and the
+/// symlink table's partitions as (values, location).
+type GlueTables = BTreeMap<String, (String, Vec<(String, String)>, Vec<(String, String)>, HashMap<String, String>)>;
+
+fn glue_catalog(database: &str, env: &[(String, String)]) -> (GlueTables, BTreeSet<(Vec<String>, String)>) {
+    block_on(async {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let value = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
+        loader = loader.endpoint_url(value("AWS_ENDPOINT_URL")).region(aws_config::Region::new(value("AWS_REGION"))).credentials_provider(
+            aws_sdk_glue::config::Credentials::new(value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"), None, None, "test"),
+        );
+        let glue = aws_sdk_glue::Client::new(&loader.load().await);
+        let columns = |c: &[aws_sdk_glue::types::Column]| -> Vec<(String, String)> {
+            c.iter().map(|c| (c.name().to_string(), c.r#type().unwrap_or_default().to_string())).collect()
+        };
+        let mut tables = BTreeMap::new();
+        for t in glue.get_tables().database_name(database).send().await.expect("tables").table_list() {
+            let sd = t.storage_descriptor().expect("storage descriptor");
+            let parameters = t.parameters().cloned().unwrap_or_default();
+            tables.insert(
+                t.name().to_string(),
+                (sd.location().unwrap_or_default().to_string(), columns(sd.columns()), columns(t.partition_keys()), parameters),
+            );
+        }
+        let partitions = glue.get_partitions().database_name(database).table_name("raw_member_symlink").send().await.expect("partitions");
+        let partitions = partitions
+            .partitions()
+            .iter()
+            .map(|p| (p.values().to_vec(), p.storage_descriptor().and_then(|sd| sd.location()).unwrap_or_default().to_string()))
+            .collect();
+        (tables, partitions)
+    })
+}
+
+/// Glue holds what the DDL states: both tables (the native one with the same columns, as
+/// Athena registers it), every partition with its manifest folder.
+fn assert_glue_equals_ddl(ddl: &DdlCatalog, tables: &GlueTables, partitions: &BTreeSet<(Vec<String>, String)>) {
+    assert_eq!(tables.keys().collect::<Vec<_>>(), ["raw_member", "raw_member_symlink"]);
+    let (native_location, native_columns, native_keys, native_parameters) = &tables["raw_member"];
+    assert_eq!(native_location, &ddl.native_location);
+    assert_eq!(native_parameters.get("table_type").map(String::as_str), Some("DELTA"));
+    let (symlink_location, columns, keys, _) = &tables["raw_member_symlink"];
+    assert_eq!(symlink_location, &format!("{}_symlink_format_manifest/", ddl.native_location));
+    assert_eq!((columns, keys), (&ddl.columns, &ddl.partition_keys), "symlink columns and partition keys as the DDL");
+    assert_eq!((native_columns, native_keys), (&ddl.columns, &ddl.partition_keys), "native columns as the Delta schema");
+    assert_eq!(partitions, &ddl.partitions, "partition values and locations as the DDL");
+}
+
+#[test]
+fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_added_column() {
+    let services = Services::get();
+    let bucket = unique("glue").to_lowercase();
+    services.create_bucket(&bucket);
+    let root = format!("s3://{bucket}/lake");
+    let env = services.s3_env();
+    let storage: BTreeMap<String, String> = services.s3_options().into_iter().collect();
+    let topic = unique("glue-members");
+    create_topics(&services, &[&topic], 1);
+    let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_member\", metadata_columns = [\"offset\"] }}]");
+    let pipeline = Pipeline::new(&services, Some(&root), &format!("{MEMBERS}\n[raw_append]\n{sources}\n"));
+    pipeline.write_file("member_any_owner.schema.toml", MEMBER_SCHEMA);
+    let config = pipeline.config.to_str().unwrap();
+    let table = format!("{root}/raw/member");
+    // moto's catalog outlives a test run: a database of its own.
+    let database = bucket.replace('-', "_");
+    let messages = member_messages(0);
+    produce_raw(&services, &topic, &messages.iter().map(|m| (None, m.as_slice())).collect::<Vec<_>>());
+    assert_eq!(run("raw-append", &["--config", config], &env).code, Some(0));
+    let apply = || {
+        let manifest = run("maintenance", &["--config", config, "manifest", "raw_member"], &env);
+        assert_eq!(manifest.code, Some(0), "{}", manifest.stderr);
+        let r = run("maintenance", &["--config", config, "catalog", "raw_member", "--database", &database, "--apply"], &env);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        r.summary["details"].clone()
+    };
+
+    let first = apply();
+    assert_eq!(first["database_created"], true, "{first}");
+    assert_eq!(first["tables_created"], serde_json::json!(["raw_member", "raw_member_symlink"]), "{first}");
+    assert_eq!(first["partitions_created"], OWNERS.len(), "{first}");
+    let (tables, partitions) = glue_catalog(&database, &env);
+    assert_glue_equals_ddl(&catalog_ddl(config, &database, &env), &tables, &partitions);
+    assert_eq!(apply()["unchanged"], true, "a second run changes nothing");
+
+    // A merge deletes every row of one owner (its partition goes) and a write adds a column.
+    block_on(async {
+        use deltalake::datafusion::prelude::SessionContext;
+        let t = delta_io::open_table(&table, &storage).await.unwrap();
+        let source = SessionContext::new().sql("SELECT 'x=y' AS order_owner").await.unwrap();
+        let (t, _) = t
+            .merge(source, "t.order_owner = s.order_owner")
+            .with_source_alias("s")
+            .with_target_alias("t")
+            .when_matched_delete(|d| d)
+            .unwrap()
+            .await
+            .unwrap();
+        let schema = arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("order_owner", arrow::datatypes::DataType::Utf8, true),
+            arrow::datatypes::Field::new("tier", arrow::datatypes::DataType::Utf8, true),
+        ]);
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            std::sync::Arc::new(schema),
+            vec![
+                std::sync::Arc::new(arrow::array::StringArray::from(vec!["alice"])),
+                std::sync::Arc::new(arrow::array::StringArray::from(vec!["vip"])),
+            ],
+        )
+        .unwrap();
+        t.write(vec![batch])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .await
+            .unwrap();
+    });
+    let second = apply();
+    assert_eq!(second["partitions_deleted"], 1, "{second}");
+    assert_eq!(second["tables_updated"], serde_json::json!(["raw_member", "raw_member_symlink"]), "{second}");
+    assert_eq!(second["partitions_updated"], OWNERS.len() - 1, "partitions list the new column too: {second}");
+    let ddl = catalog_ddl(config, &database, &env);
+    assert!(ddl.columns.contains(&("tier".to_string(), "string".to_string())), "{:?}", ddl.columns);
+    assert!(!ddl.partitions.iter().any(|(v, _)| v[0] == "x=y"));
+    let (tables, partitions) = glue_catalog(&database, &env);
+    assert_glue_equals_ddl(&ddl, &tables, &partitions);
+    assert_eq!(apply()["unchanged"], true, "a second run changes nothing");
+
+    // A name Athena would fold is refused before anything is written.
+    let refused = run("maintenance", &["--config", config, "catalog", "raw_member", "--database", "Lake", "--apply"], &env);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--database"), "{}", refused.stderr);
+}

@@ -1,5 +1,5 @@
 """The lakehouse pipeline on MWAA: every hour raw-append (when scheduled) -> stream-join ->
-merge-upsert -> symlink manifests -> Athena partitions; compaction once a day and vacuum once a
+merge-upsert -> symlink manifests -> Glue catalog; compaction once a day and vacuum once a
 week, in the same run so they never race the writers (max_active_runs=1).
 
 Each job runs as an ECS Fargate task from the task definitions Terraform creates; the settings
@@ -19,7 +19,6 @@ from pathlib import Path
 from airflow import DAG
 from airflow.exceptions import AirflowSkipException
 from airflow.operators.python import ShortCircuitOperator
-from airflow.providers.amazon.aws.operators.athena import AthenaOperator
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.utils.trigger_rule import TriggerRule
 
@@ -118,7 +117,7 @@ default_args = {
 
 with DAG(
     dag_id="lakehouse_pipeline",
-    description="raw-append -> stream-join -> merge-upsert -> manifests -> Athena partitions; daily compaction, weekly vacuum",
+    description="raw-append -> stream-join -> merge-upsert -> manifests -> Glue catalog; daily compaction, weekly vacuum",
     schedule="@hourly",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -169,20 +168,18 @@ with DAG(
             timedelta(minutes=30),
             trigger_rule=TriggerRule.NONE_FAILED,
         )
-        # The symlink table's partition folders are Hive-style: MSCK REPAIR adds the new ones.
-        add_partitions = AthenaOperator(
-            task_id=f"add_partitions_{table}",
-            query=f"MSCK REPAIR TABLE `{table}_symlink`",
-            database=athena["database"],
-            workgroup=athena["workgroup"],
-            sleep_time=10,
-            region_name=SETTINGS["region"],
+        # The Glue catalog follows the Delta log: new partitions added, emptied ones removed,
+        # schema changes applied (instead of MSCK REPAIR, which only ever adds).
+        catalog = job_task(
+            f"catalog_{table}",
+            "maintenance",
+            ["maintenance", "catalog", table, "--database", athena["database"], "--apply"],
+            timedelta(minutes=30),
             trigger_rule=TriggerRule.NONE_FAILED,
-            execution_timeout=timedelta(minutes=30),
         )
         compaction_window >> manifest
         compactions >> manifest
-        manifest >> add_partitions >> vacuum_window
+        manifest >> catalog >> vacuum_window
 
     # Vacuum waits for the manifests (they must not list files it deletes) and the compactions.
     compaction_window >> vacuum_window

@@ -37,7 +37,7 @@ def upstream(dag, task_id):
 def test_scheduled_mode_tasks_and_dependencies(tmp_path):
     dag, settings = load(tmp_path, raw_append_mode="scheduled")
     tables = settings["maintained_tables"]
-    expected = {"raw_append", "stream_join", "merge_upsert", "compaction_window", "vacuum_window", "manifest_processed", "add_partitions_processed"}
+    expected = {"raw_append", "stream_join", "merge_upsert", "compaction_window", "vacuum_window", "manifest_processed", "catalog_processed"}
     expected |= {f"compact_{t}" for t in tables} | {f"vacuum_{t}" for t in tables}
     assert set(dag.task_ids) == expected
     assert upstream(dag, "stream_join") == {"raw_append"}
@@ -46,10 +46,10 @@ def test_scheduled_mode_tasks_and_dependencies(tmp_path):
     for t in tables:
         assert upstream(dag, f"compact_{t}") == {"compaction_window"}
         assert upstream(dag, f"vacuum_{t}") == {"vacuum_window"}
-    # Manifests list the compacted files; partitions follow the manifests; vacuum comes last.
+    # Manifests list the compacted files; the catalog follows the manifests; vacuum comes last.
     assert upstream(dag, "manifest_processed") == {"compaction_window"} | {f"compact_{t}" for t in tables}
-    assert upstream(dag, "add_partitions_processed") == {"manifest_processed"}
-    assert upstream(dag, "vacuum_window") == {"add_partitions_processed", "compaction_window"} | {f"compact_{t}" for t in tables}
+    assert upstream(dag, "catalog_processed") == {"manifest_processed"}
+    assert upstream(dag, "vacuum_window") == {"catalog_processed", "compaction_window"} | {f"compact_{t}" for t in tables}
 
 
 def test_continuous_mode_leaves_raw_append_to_the_service(tmp_path):
@@ -87,7 +87,7 @@ def test_ecs_tasks_run_existing_subcommands_with_existing_flags(tmp_path):
 
     dag, settings = load(tmp_path, raw_append_mode="scheduled")
     ecs = [t for t in dag.tasks if isinstance(t, EcsRunTaskOperator)]
-    assert len(ecs) == 3 + 1 + 2 * len(settings["maintained_tables"])
+    assert len(ecs) == 3 + 2 * len(settings["athena"]["tables"]) + 2 * len(settings["maintained_tables"])
     configured = _configured_tables()
     for task in ecs:
         (override,) = task.overrides["containerOverrides"]
@@ -105,14 +105,11 @@ def test_ecs_tasks_run_existing_subcommands_with_existing_flags(tmp_path):
         assert task.network_configuration["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
 
 
-def test_athena_partitions_task(tmp_path):
-    from airflow.providers.amazon.aws.operators.athena import AthenaOperator
-
+def test_catalog_task_applies_the_glue_catalog(tmp_path):
     dag, settings = load(tmp_path)
-    task = dag.get_task("add_partitions_processed")
-    assert isinstance(task, AthenaOperator)
-    assert task.query == "MSCK REPAIR TABLE `processed_symlink`"
-    assert (task.database, task.workgroup) == (settings["athena"]["database"], settings["athena"]["workgroup"])
+    task = dag.get_task("catalog_processed")
+    command = task.overrides["containerOverrides"][0]["command"]
+    assert command == ["maintenance", "catalog", "processed", "--database", settings["athena"]["database"], "--apply"]
 
 
 def test_exit_code_3_is_a_skip(tmp_path):

@@ -106,6 +106,11 @@ def test_job_policies_are_scoped_to_prefixes_and_topics():
     assert attr(dynamic["KafkaConsumerGroup"]["content"][0], "resources") == ["${local.msk_group_arn}"]
     for sid in ("KafkaConnect", "KafkaReadTopics", "KafkaConsumerGroup"):
         assert attr(dynamic[sid], "for_each") == "${each.value.kafka ? [1] : []}"
+    # Only maintenance keeps the Glue catalog, with exactly the calls `catalog --apply` makes.
+    assert attr(dynamic["GlueCatalog"], "for_each") == "${each.value.glue ? [1] : []}"
+    assert [j for j in JOBS if JOBS[j]["glue"]] == ["maintenance"]
+    glue_actions = set(attr(dynamic["GlueCatalog"]["content"][0], "actions"))
+    assert glue_actions == {f"glue:{a}" for a in ("GetDatabase", "GetTable", "GetPartitions", "CreateTable", "UpdateTable", "BatchCreatePartition", "BatchUpdatePartition", "BatchDeletePartition")}
     # No job policy grants a wildcard action or resource.
     text = (TERRAFORM / "iam.tf").read_text()
     job_doc = text[text.index('data "aws_iam_policy_document" "job"') :]

@@ -21,6 +21,15 @@ pub enum MaintenanceError {
         /// Store error.
         source: deltalake::ObjectStoreError,
     },
+    /// A Glue Data Catalog call failed (the message holds the service's error code, such as
+    /// `AccessDeniedException` when the role lacks `glue:<operation>`).
+    #[error("glue {operation}: {}", aws_sdk_glue::error::DisplayErrorContext(source.as_ref()))]
+    Catalog {
+        /// The Glue operation (as named in IAM).
+        operation: &'static str,
+        /// The SDK's error, or the batch entry's error detail.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The request cannot be honoured as given (the message says what to change).
     #[error("{0}")]
     Refused(String),
@@ -32,6 +41,10 @@ pub enum MaintenanceError {
 impl MaintenanceError {
     pub(crate) fn delta(table: &str) -> impl FnOnce(DeltaTableError) -> Self + '_ {
         move |source| Self::Delta { table: table.to_string(), source }
+    }
+
+    pub(crate) fn catalog<E: std::error::Error + Send + Sync + 'static>(operation: &'static str) -> impl FnOnce(E) -> Self {
+        move |source| Self::Catalog { operation, source: Box::new(source) }
     }
 
     pub(crate) fn store(table: &str) -> impl FnOnce(deltalake::ObjectStoreError) -> Self + '_ {

@@ -13,7 +13,10 @@ mod manifest;
 mod vacuum;
 
 pub use bin_pack::CompactMetrics;
-pub use catalog::{athena_ddl, AthenaDdl};
+pub use catalog::{
+    athena_ddl, catalog_tables, plan_sync, AthenaDdl, CatalogState, CatalogTables, Column, DesiredCatalog, GlueCatalog, GluePartition,
+    GlueTable, PartitionDef, SyncCatalog, SyncMetrics, SyncPlan, TableAction, TableDef, TableFormat,
+};
 pub use checkpoint::{Checkpoint, CheckpointMetrics};
 pub use compact::Compact;
 pub use error::MaintenanceError;

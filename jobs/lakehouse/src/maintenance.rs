@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use job_runtime::{run_job, ExitCode, ExitStatus, RunSummary, StartError, TelemetryArgs};
-use maintenance::{athena_ddl, Checkpoint, Compact, MaintenanceError, Manifests, Vacuum, DEFAULT_RETENTION_HOURS};
+use maintenance::{
+    athena_ddl, catalog_tables, Checkpoint, Compact, GlueCatalog, MaintenanceError, Manifests, SyncCatalog, Vacuum, DEFAULT_RETENTION_HOURS,
+};
 use pipeline_config::{ByteSize, ConfigOverrides, PipelineConfig};
 
 const AFTER_HELP: &str = "\
@@ -88,8 +90,11 @@ enum Command {
         /// Table name or location.
         table: String,
     },
-    /// Print the Athena DDL: native Delta table, symlink table and its partitions.
-    #[command(after_help = "Example:\n  maintenance catalog processed --database lakehouse > processed.sql")]
+    /// The Athena tables: native Delta table, symlink table and its partitions. Prints their
+    /// DDL, or with --apply creates or updates them in the AWS Glue Data Catalog.
+    #[command(
+        after_help = "Examples:\n  maintenance catalog processed --database lakehouse > processed.sql\n  maintenance catalog processed --database lakehouse --apply\n\nWith --apply, region, credentials and endpoint come from the AWS chain (AWS_REGION,\nAWS_ENDPOINT_URL or AWS_ENDPOINT_URL_GLUE); the role needs glue:GetDatabase, GetTable,\nGetPartitions, CreateTable, UpdateTable, BatchCreatePartition, BatchUpdatePartition and\nBatchDeletePartition (CreateDatabase only when the database does not exist)."
+    )]
     Catalog {
         /// Table name or location.
         table: String,
@@ -99,6 +104,13 @@ enum Command {
         /// Table name in the catalog (default: the configured name, or the folder's name).
         #[arg(long)]
         name: Option<String>,
+        /// Create or update the tables and partitions in Glue instead of printing DDL:
+        /// partitions without files are removed, schema changes applied; idempotent.
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: report what would change, change nothing.
+        #[arg(long, requires = "apply")]
+        dry_run: bool,
     },
     /// Write a checkpoint and delete expired log files.
     #[command(after_help = "Example:\n  maintenance checkpoint raw_order")]
@@ -253,6 +265,11 @@ async fn run(command: Command, target: &Target) -> anyhow::Result<serde_json::Va
             value
         }
         Command::Manifest { .. } => unreachable!("handled above"),
+        Command::Catalog { database, name, apply: true, dry_run, .. } => {
+            let tables = catalog_tables(&table, &database, name.as_deref().unwrap_or(&target.name))?;
+            let metrics = SyncCatalog::new(tables, GlueCatalog::from_env().await).with_dry_run(dry_run).await?;
+            serde_json::to_value(metrics)?
+        }
         Command::Catalog { database, name, .. } => {
             let ddl = athena_ddl(&table, &database, name.as_deref().unwrap_or(&target.name))?;
             // The DDL goes to stdout before the summary line, ready for a SQL client.

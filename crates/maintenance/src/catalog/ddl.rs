@@ -1,13 +1,11 @@
-//! Athena DDL for a Delta table: the native Delta table and the symlink-manifest table with
-//! its partitions, so a scheduler can register partitions without `MSCK REPAIR TABLE`.
+//! Athena DDL for the catalog tables: the statements a person or a SQL client runs, so a
+//! scheduler can register partitions without `MSCK REPAIR TABLE`.
 
-use std::collections::{BTreeMap, HashMap};
-
-use deltalake::kernel::{DataType, PrimitiveType, StructType};
+use deltalake::kernel::{DataType, PrimitiveType};
 use deltalake::DeltaTable;
 use serde::Serialize;
 
-use crate::manifest::{hive_value, partition_directory, plain_root_uri, MANIFEST_DIR};
+use super::model::{catalog_tables, CatalogTables, Column};
 use crate::MaintenanceError;
 
 /// The statements for one table.
@@ -33,71 +31,68 @@ impl AthenaDdl {
 /// The DDL for `table` registered as `database.name` (native) and `database.name_symlink`
 /// (manifests; partitions are those with active files at the loaded version).
 pub fn athena_ddl(table: &DeltaTable, database: &str, name: &str) -> Result<AthenaDdl, MaintenanceError> {
-    let location = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(MaintenanceError::delta(&location))?;
-    let root = plain_root_uri(table.table_url());
-    let schema: StructType = snapshot.schema().as_ref().clone();
-    let partition_columns = snapshot.metadata().partition_columns().to_vec();
-    let qualified = |n: &str| format!("{}.{}", ident(database), ident(n));
-    let symlink_name = format!("{name}_symlink");
+    render(&catalog_tables(table, database, name)?)
+}
 
+/// The statements that create `tables`.
+fn render(tables: &CatalogTables) -> Result<AthenaDdl, MaintenanceError> {
+    let qualified = |n: &str| format!("{}.{}", ident(&tables.database), ident(n));
+    let column = |c: &Column| Ok(format!("{} {}", ident(&c.name), hive_type(&c.data_type, TypeSyntax::Ddl)?));
     let native = format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS {}\nLOCATION '{}/'\nTBLPROPERTIES ('table_type'='DELTA')",
-        qualified(name),
-        literal(&root)
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}\nLOCATION '{}'\nTBLPROPERTIES ('table_type'='DELTA')",
+        qualified(&tables.native.name),
+        literal(&tables.native.location)
     );
-
-    let mut data_columns = Vec::new();
-    let mut partition_specs = Vec::new();
-    for field in schema.fields() {
-        let column = format!("  {} {}", ident(field.name()), hive_type(field.data_type())?);
-        if partition_columns.contains(field.name()) {
-            partition_specs.push((field.name().to_string(), column));
-        } else {
-            data_columns.push(column);
-        }
-    }
-    // PARTITIONED BY follows the table's partition order, not the schema's.
-    let partitioned: Vec<String> =
-        partition_columns.iter().filter_map(|p| partition_specs.iter().find(|(n, _)| n == p).map(|(_, c)| c.trim().to_string())).collect();
-    let mut symlink = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {} (\n{}\n)", qualified(&symlink_name), data_columns.join(",\n"));
+    let symlink_table = &tables.symlink;
+    let data_columns =
+        symlink_table.columns.iter().map(|c| Ok(format!("  {}", column(c)?))).collect::<Result<Vec<_>, MaintenanceError>>()?;
+    let partitioned = symlink_table.partition_keys.iter().map(column).collect::<Result<Vec<_>, MaintenanceError>>()?;
+    let mut symlink = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {} (\n{}\n)", qualified(&symlink_table.name), data_columns.join(",\n"));
     if !partitioned.is_empty() {
         symlink.push_str(&format!("\nPARTITIONED BY ({})", partitioned.join(", ")));
     }
     symlink.push_str(&format!(
-        "\nROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
-         STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
-         OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\n\
-         LOCATION '{}/{MANIFEST_DIR}/'",
-        literal(&root)
+        "\nROW FORMAT SERDE '{PARQUET_SERDE}'\nSTORED AS INPUTFORMAT '{SYMLINK_INPUT_FORMAT}'\nOUTPUTFORMAT '{IGNORE_KEY_OUTPUT_FORMAT}'\nLOCATION '{}'",
+        literal(&symlink_table.location)
     ));
-
-    let mut partitions: BTreeMap<String, HashMap<String, Option<String>>> = BTreeMap::new();
-    if !partition_columns.is_empty() {
-        for file in snapshot.log_data() {
-            let values = file.partition_values_map();
-            partitions.entry(partition_directory(&partition_columns, &values)).or_insert(values);
-        }
-    }
-    let add_partitions = partitions
+    let add_partitions = tables
+        .partitions
         .iter()
-        .map(|(directory, values)| {
-            let spec: Vec<String> =
-                partition_columns.iter().map(|c| format!("{}='{}'", ident(c), literal(hive_value(values, c)))).collect();
+        .map(|partition| {
+            let spec: Vec<String> = symlink_table
+                .partition_keys
+                .iter()
+                .zip(&partition.values)
+                .map(|(key, value)| format!("{}='{}'", ident(&key.name), literal(value)))
+                .collect();
             format!(
-                "ALTER TABLE {} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{}/{MANIFEST_DIR}/{}/'",
-                qualified(&symlink_name),
+                "ALTER TABLE {} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{}'",
+                qualified(&symlink_table.name),
                 spec.join(", "),
-                literal(&root),
-                literal(directory)
+                literal(&partition.location)
             )
         })
         .collect();
     Ok(AthenaDdl { native, symlink, add_partitions })
 }
 
+/// Hive's Parquet SerDe (both tables' files are Parquet).
+pub(crate) const PARQUET_SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+/// Reads the files a symlink manifest lists.
+pub(crate) const SYMLINK_INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat";
+/// The output format Hive pairs with the symlink input format (never written through).
+pub(crate) const IGNORE_KEY_OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
+
+/// How struct field names are written inside a type: back-quoted in DDL, bare in Glue's
+/// column types (as Athena itself stores them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypeSyntax {
+    Ddl,
+    Glue,
+}
+
 /// The Hive type Athena reads a Delta type as.
-pub(crate) fn hive_type(t: &DataType) -> Result<String, MaintenanceError> {
+pub(crate) fn hive_type(t: &DataType, syntax: TypeSyntax) -> Result<String, MaintenanceError> {
     Ok(match t {
         DataType::Primitive(p) => match p {
             PrimitiveType::String => "string".into(),
@@ -114,12 +109,15 @@ pub(crate) fn hive_type(t: &DataType) -> Result<String, MaintenanceError> {
             PrimitiveType::Decimal(d) => format!("decimal({},{})", d.precision(), d.scale()),
             other => return Err(MaintenanceError::Refused(format!("column type {other:?} has no Athena (Hive) equivalent"))),
         },
-        DataType::Array(a) => format!("array<{}>", hive_type(a.element_type())?),
-        DataType::Map(m) => format!("map<{},{}>", hive_type(m.key_type())?, hive_type(m.value_type())?),
+        DataType::Array(a) => format!("array<{}>", hive_type(a.element_type(), syntax)?),
+        DataType::Map(m) => format!("map<{},{}>", hive_type(m.key_type(), syntax)?, hive_type(m.value_type(), syntax)?),
         DataType::Struct(s) => {
             let fields = s
                 .fields()
-                .map(|f| Ok(format!("{}:{}", ident(f.name()), hive_type(f.data_type())?)))
+                .map(|f| {
+                    let name = if syntax == TypeSyntax::Ddl { ident(f.name()) } else { f.name().to_string() };
+                    Ok(format!("{name}:{}", hive_type(f.data_type(), syntax)?))
+                })
                 .collect::<Result<Vec<_>, MaintenanceError>>()?;
             format!("struct<{}>", fields.join(","))
         }
@@ -140,11 +138,11 @@ fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::kernel::{ArrayType, DecimalType, MapType, StructField};
+    use deltalake::kernel::{ArrayType, DecimalType, MapType, StructField, StructType};
 
     #[test]
     fn hive_types() {
-        let t = |d: DataType| hive_type(&d).unwrap();
+        let t = |d: DataType| hive_type(&d, TypeSyntax::Ddl).unwrap();
         assert_eq!(t(DataType::LONG), "bigint");
         assert_eq!(t(DataType::TIMESTAMP), "timestamp");
         assert_eq!(t(DataType::Primitive(PrimitiveType::Decimal(DecimalType::try_new(10, 2).unwrap()))), "decimal(10,2)");
@@ -153,7 +151,8 @@ mod tests {
         let inner =
             StructType::try_new(vec![StructField::new("a", DataType::INTEGER, true), StructField::new("b c", DataType::DOUBLE, true)])
                 .unwrap();
-        assert_eq!(t(DataType::Struct(Box::new(inner))), "struct<`a`:int,`b c`:double>");
+        assert_eq!(t(DataType::Struct(Box::new(inner.clone()))), "struct<`a`:int,`b c`:double>");
+        assert_eq!(hive_type(&DataType::Struct(Box::new(inner)), TypeSyntax::Glue).unwrap(), "struct<a:int,b c:double>");
     }
 
     #[test]
