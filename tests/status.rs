@@ -46,11 +46,19 @@ fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
     assert!(before.summary["raw_append"]["lag"].as_u64() > Some(0), "{}", before.summary);
     assert_eq!(before.summary["breaches"][0]["what"], "raw-append lag (messages)", "{}", before.summary);
 
+    // Each run leaves its heartbeat file with its summary in it.
+    let heartbeats = tempfile::tempdir().unwrap();
+    let mut status_args = vec!["--max-lag".to_string(), "0".into(), "--max-versions-behind".into(), "0".into()];
+    let mut summaries = Vec::new();
     for job in ["raw-append", "stream-join", "merge-upsert"] {
-        let r = run(job, &["--config", config], &[]);
+        let file = heartbeats.path().join(format!("{job}.json")).display().to_string();
+        let r = run(job, &["--config", config, "--health-file", &file], &[]);
         assert_eq!(r.code, Some(0), "{job}: {}", r.stderr);
+        status_args.extend(["--heartbeat".to_string(), file]);
+        summaries.push(r.summary);
     }
-    let drained = status(config, &["--max-lag", "0", "--max-versions-behind", "0"]);
+    status_args.extend(["--max-progress-age".to_string(), "1h".into()]);
+    let drained = status(config, &status_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(drained.code, Some(0), "nothing behind after a drain: {}\n{}", drained.summary, drained.stderr);
     let s = &drained.summary;
     assert_eq!(s["raw_append"]["lag"], 0, "{s}");
@@ -61,6 +69,14 @@ fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
         assert!(t["files"].as_u64() > Some(0) && t["bytes"].as_u64() > Some(0) && t["last_commit"].is_array(), "{t}");
     }
     assert_eq!(table(s, "raw_order")["rows"], 2000, "{s}");
+    for (process, summary) in s["processes"].as_array().expect("processes").iter().zip(&summaries) {
+        assert_eq!(process["job"], summary["job"], "{process}");
+        assert!(process["last_progress_age_secs"].as_u64().is_some(), "each run committed: {process}");
+        assert_eq!(&process["last_summary"], summary, "the heartbeat file holds the run's summary line");
+    }
+    let missing = status(config, &["--heartbeat", "/nonexistent/health.json", "--max-progress-age", "1h"]);
+    assert_eq!(missing.code, Some(1), "an unreadable heartbeat crosses --max-progress-age: {}", missing.summary);
+    assert!(missing.summary["breaches"][0]["value"].as_str().is_some_and(|v| v.starts_with("unknown")), "{}", missing.summary);
     for job in s["incremental"].as_array().expect("jobs") {
         assert_eq!((job["batch"].as_i64(), job["done"].as_bool()), (Some(1), Some(true)), "{job}");
         assert!(job["sources"].as_array().is_some_and(|s| s.iter().all(|s| s["behind"] == 0)), "{job}");

@@ -248,6 +248,9 @@ impl RunSummary {
             Ok(line) => println!("{line}"),
             Err(e) => println!("{{\"status\":\"failed\",\"error\":\"summary: {e}\"}}"),
         }
+        if let Ok(value) = serde_json::to_value(&*self) {
+            crate::telemetry::finished(value);
+        }
     }
 }
 

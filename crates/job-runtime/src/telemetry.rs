@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -60,6 +60,23 @@ pub(crate) fn emf() -> Option<&'static EmfSink> {
 static HEARTBEAT_MS: AtomicU64 = AtomicU64::new(0);
 /// Unix milliseconds of the job's last committed batch (0: none yet).
 static PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
+/// The heartbeat writer, once `--health-file` was given.
+static HEARTBEAT_WRITER: OnceLock<HeartbeatWriter> = OnceLock::new();
+/// The summary of the job's last finished run (a continuous job's, at its stop).
+static LAST_SUMMARY: Mutex<Option<serde_json::Value>> = Mutex::new(None);
+
+/// Records the run's summary and writes the heartbeat file at once, so `lakectl status
+/// --heartbeat` shows how a scheduled run ended (the file outlives the process).
+pub(crate) fn finished(summary: serde_json::Value) {
+    if let Ok(mut last) = LAST_SUMMARY.lock() {
+        *last = Some(summary);
+    }
+    if let Some(writer) = HEARTBEAT_WRITER.get() {
+        if let Err(e) = writer.write() {
+            tracing::warn!(error = %e, "cannot write the heartbeat file");
+        }
+    }
+}
 
 /// Records that the job's loop is alive (cheap: one atomic store). Jobs call it between steps
 /// and while waiting for input; the heartbeat file carries the latest time. Liveness is not
@@ -103,6 +120,7 @@ impl TelemetryArgs {
             heartbeat();
             let writer = HeartbeatWriter { path: path.clone(), job: job.to_string(), pid: std::process::id(), started_ms: now_ms() };
             writer.write().map_err(|message| TelemetryError::Health { path: path.display().to_string(), message })?;
+            let writer = HEARTBEAT_WRITER.get_or_init(|| writer);
             std::thread::Builder::new()
                 .name("heartbeat".into())
                 .spawn(move || loop {
@@ -134,6 +152,7 @@ impl HeartbeatWriter {
             started_unix_ms: self.started_ms,
             heartbeat_unix_ms: HEARTBEAT_MS.load(Ordering::Relaxed),
             last_progress_unix_ms: (progress > 0).then_some(progress),
+            last_summary: LAST_SUMMARY.lock().ok().and_then(|s| s.clone()),
         };
         let body = serde_json::to_vec(&beat).map_err(|e| e.to_string())?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -161,6 +180,16 @@ pub struct Heartbeat {
     /// for a stalled pipeline; the health check uses the heartbeat.
     #[serde(default)]
     pub last_progress_unix_ms: Option<u64>,
+    /// The summary line of the job's last finished run (absent while the first runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_summary: Option<serde_json::Value>,
+}
+
+/// The heartbeat file at `path`.
+pub fn read_heartbeat(path: &std::path::Path) -> Result<Heartbeat, Unhealthy> {
+    let missing = |message: String| Unhealthy::Missing { path: path.display().to_string(), message };
+    let body = std::fs::read(path).map_err(|e| missing(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| missing(format!("not a heartbeat file: {e}")))
 }
 
 /// Why a health check failed.
@@ -177,9 +206,7 @@ pub enum Unhealthy {
 /// Checks the heartbeat at `path`: healthy when the job's loop showed life within `max_age`
 /// (an idle job stays healthy; progress is reported separately).
 pub fn check_health(path: &std::path::Path, max_age: Duration) -> Result<Heartbeat, Unhealthy> {
-    let missing = |message: String| Unhealthy::Missing { path: path.display().to_string(), message };
-    let body = std::fs::read(path).map_err(|e| missing(e.to_string()))?;
-    let beat: Heartbeat = serde_json::from_slice(&body).map_err(|e| missing(format!("not a heartbeat file: {e}")))?;
+    let beat = read_heartbeat(path)?;
     let age = Duration::from_millis(now_ms().saturating_sub(beat.heartbeat_unix_ms));
     if age > max_age {
         return Err(Unhealthy::Stale { job: beat.job, pid: beat.pid, age_secs: age.as_secs(), max_age_secs: max_age.as_secs() });

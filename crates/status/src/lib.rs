@@ -8,6 +8,7 @@
 mod error;
 mod history;
 mod jobs;
+mod processes;
 mod render;
 mod report;
 mod svg;
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use error::StatusError;
 pub use jobs::{IncrementalStatus, PartitionLag, RawAppendStatus, SourceLag};
+pub use processes::ProcessStatus;
 pub use render::render;
 pub use report::html as report_html;
 pub use tables::TableStatus;
@@ -34,12 +36,20 @@ pub struct PipelineStatus {
     pub raw_append: Option<RawAppendStatus>,
     /// stream-join and merge-upsert, when configured.
     pub incremental: Vec<IncrementalStatus>,
+    /// Running jobs, from the heartbeat files given.
+    pub processes: Vec<ProcessStatus>,
     /// Thresholds crossed.
     pub breaches: Vec<Breach>,
 }
 
-/// Gathers the status of `config`'s tables (only `table` when given) and jobs.
-pub async fn gather(config: &PipelineConfig, table: Option<&str>, thresholds: &Thresholds) -> Result<PipelineStatus, StatusError> {
+/// Gathers the status of `config`'s tables (only `table` when given), jobs, and the processes
+/// whose heartbeat files are given.
+pub async fn gather(
+    config: &PipelineConfig,
+    table: Option<&str>,
+    heartbeats: &[std::path::PathBuf],
+    thresholds: &Thresholds,
+) -> Result<PipelineStatus, StatusError> {
     if let Some(name) = table.filter(|n| !config.tables.contains_key(*n)) {
         return Err(StatusError::UnknownTable(name.to_string()));
     }
@@ -52,7 +62,8 @@ pub async fn gather(config: &PipelineConfig, table: Option<&str>, thresholds: &T
         _ => None,
     };
     let incremental = if table.is_none() { jobs::incremental(config).await? } else { Vec::new() };
-    let mut status = PipelineStatus { tables, raw_append, incremental, breaches: Vec::new() };
+    let processes = processes::read_all(heartbeats, processes::now_ms());
+    let mut status = PipelineStatus { tables, raw_append, incremental, processes, breaches: Vec::new() };
     status.breaches = thresholds.check(&status);
     Ok(status)
 }

@@ -53,6 +53,27 @@ pub fn render(status: &PipelineStatus) -> String {
             let _ = writeln!(out, "  {} read {read}, now at {now}: {} versions behind", s.table, s.behind);
         }
     }
+    for p in &status.processes {
+        match &p.error {
+            Some(e) => _ = writeln!(out, "\n{}: {e}", p.path.display()),
+            None => {
+                let progress = p.last_progress_age_secs.map_or_else(|| "no commit yet".into(), |a| format!("last commit {a}s ago"));
+                _ = writeln!(out, "\n{} (pid {}): heartbeat {}s ago, {progress}", p.job, p.pid, p.heartbeat_age_secs);
+                if let Some(last) = &p.last_summary {
+                    let field = |k: &str| last.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+                    _ = writeln!(
+                        out,
+                        "  last run: {} ({}), rows in {}, {} ms{}",
+                        field("status").trim_matches('"'),
+                        field("trigger").trim_matches('"'),
+                        field("rows_in"),
+                        field("duration_ms"),
+                        last.get("error").and_then(|e| e.as_str()).map(|e| format!(", error: {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
     for b in &status.breaches {
         let _ = writeln!(out, "\nOVER LIMIT: {} is {} (limit {})", b.what, b.value, b.limit);
     }

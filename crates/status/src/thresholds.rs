@@ -17,6 +17,9 @@ pub struct Thresholds {
     pub max_small_file_share: Option<f64>,
     /// stream-join: how far its watermark may trail the wall clock.
     pub max_watermark_age: Option<Duration>,
+    /// A process with a heartbeat file: how long ago it may have committed last (a process
+    /// that never committed, or whose file cannot be read, crosses it).
+    pub max_progress_age: Option<Duration>,
 }
 
 /// A limit crossed.
@@ -58,6 +61,17 @@ impl Thresholds {
                 }
             }
         }
+        if let Some(limit) = self.max_progress_age {
+            for p in &status.processes {
+                let what = format!("{} (pid {}, {}) last commit", p.job, p.pid, p.path.display());
+                match (&p.error, p.last_progress_age_secs) {
+                    (Some(e), _) => breach(what, format!("unknown ({e})"), format!("{}s", limit.as_secs())),
+                    (None, None) => breach(what, "never".into(), format!("{}s", limit.as_secs())),
+                    (None, Some(age)) if age > limit.as_secs() => breach(what, format!("{age}s"), format!("{}s", limit.as_secs())),
+                    _ => {}
+                }
+            }
+        }
         for table in status.tables.iter().filter(|t| self.max_small_file_share.is_some_and(|l| t.small_file_share > l)) {
             let limit = self.max_small_file_share.unwrap_or_default();
             breach(format!("{} small files", table.name), format!("{:.2}", table.small_file_share), format!("{limit:.2}"));
@@ -85,6 +99,7 @@ mod tests {
                 watermark: Some("2022-04-04T12:00:00+00:00".into()),
                 tombstones: None,
             }],
+            processes: Vec::new(),
             breaches: Vec::new(),
         }
     }
@@ -92,14 +107,14 @@ mod tests {
     #[test]
     fn only_set_limits_that_are_crossed_are_breaches() {
         assert!(Thresholds::default().check(&status()).is_empty(), "no limit set");
-        let loose =
-            Thresholds { max_lag: Some(120), max_versions_behind: Some(5), max_small_file_share: Some(0.6), max_watermark_age: None };
+        let loose = Thresholds { max_lag: Some(120), max_versions_behind: Some(5), max_small_file_share: Some(0.6), ..Default::default() };
         assert!(loose.check(&status()).is_empty(), "limits are inclusive");
         let tight = Thresholds {
             max_lag: Some(100),
             max_versions_behind: Some(4),
             max_small_file_share: Some(0.5),
             max_watermark_age: Some(Duration::from_secs(3600)),
+            max_progress_age: None,
         };
         let what: Vec<String> = tight.check(&status()).into_iter().map(|b| b.what).collect();
         assert_eq!(
@@ -116,5 +131,23 @@ mod tests {
         let limited = Thresholds { max_lag: Some(1_000_000), ..Default::default() };
         assert_eq!(limited.check(&down)[0].value, "unknown (no broker)");
         assert!(Thresholds::default().check(&down).is_empty(), "without a lag limit the tables still show");
+    }
+
+    #[test]
+    fn a_process_that_has_not_committed_within_the_limit_crosses_it() {
+        let process = |age: Option<u64>, error: Option<&str>| crate::ProcessStatus {
+            path: "/tmp/h.json".into(),
+            job: "raw-append".into(),
+            pid: 7,
+            heartbeat_age_secs: 1,
+            last_progress_age_secs: age,
+            last_summary: None,
+            error: error.map(String::from),
+        };
+        let mut s = status();
+        s.processes = vec![process(Some(60), None), process(Some(61), None), process(None, None), process(None, Some("gone"))];
+        let limited = Thresholds { max_progress_age: Some(Duration::from_secs(60)), ..Default::default() };
+        let values: Vec<String> = limited.check(&s).into_iter().map(|b| b.value).collect();
+        assert_eq!(values, ["61s", "never", "unknown (gone)"]);
     }
 }

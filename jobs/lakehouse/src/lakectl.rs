@@ -108,6 +108,13 @@ enum Command {
         /// Fail when stream-join's watermark trails the clock by more than this.
         #[arg(long, value_parser = humantime::parse_duration)]
         max_watermark_age: Option<Duration>,
+        /// A running job's heartbeat file (its --health-file); shows its heartbeat and last
+        /// commit. Repeat for several.
+        #[arg(long = "heartbeat")]
+        heartbeats: Vec<PathBuf>,
+        /// Fail when a job with a --heartbeat file last committed longer ago than this (or never).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_progress_age: Option<Duration>,
     },
     /// One self-contained HTML file (no script, no network): the status, the lag, and per table
     /// its rows and commits over time, file sizes now and around its last compaction, and its
@@ -190,9 +197,19 @@ pub fn main(args: Vec<OsString>) -> ! {
             }
             Err(e) => Err(format!("unhealthy: {e}")),
         },
-        Command::Status { config, table, json, max_lag, max_versions_behind, max_small_file_share, max_watermark_age } => {
-            let thresholds = status::Thresholds { max_lag, max_versions_behind, max_small_file_share, max_watermark_age };
-            print_status(&config, table.as_deref(), json, &thresholds)
+        Command::Status {
+            config,
+            table,
+            json,
+            max_lag,
+            max_versions_behind,
+            max_small_file_share,
+            max_watermark_age,
+            heartbeats,
+            max_progress_age,
+        } => {
+            let thresholds = status::Thresholds { max_lag, max_versions_behind, max_small_file_share, max_watermark_age, max_progress_age };
+            print_status(&config, table.as_deref(), &heartbeats, json, &thresholds)
         }
         Command::Report { config, out } => write_report(&config, &out),
         Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
@@ -220,9 +237,15 @@ pub fn main(args: Vec<OsString>) -> ! {
 }
 
 /// Prints the pipeline's status; a crossed limit is a failure.
-fn print_status(config: &std::path::Path, table: Option<&str>, json: bool, thresholds: &status::Thresholds) -> Result<(), String> {
+fn print_status(
+    config: &std::path::Path,
+    table: Option<&str>,
+    heartbeats: &[PathBuf],
+    json: bool,
+    thresholds: &status::Thresholds,
+) -> Result<(), String> {
     let config = pipeline_config::PipelineConfig::load(config).map_err(|e| format!("configuration: {e}"))?;
-    let status = tokio_block(status::gather(&config, table, thresholds)).map_err(|e| format!("status: {e}"))?;
+    let status = tokio_block(status::gather(&config, table, heartbeats, thresholds)).map_err(|e| format!("status: {e}"))?;
     if json {
         println!("{}", serde_json::to_string(&status).map_err(|e| e.to_string())?);
     } else {
@@ -238,7 +261,7 @@ fn print_status(config: &std::path::Path, table: Option<&str>, json: bool, thres
 fn write_report(config: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
     let config = pipeline_config::PipelineConfig::load(config).map_err(|e| format!("configuration: {e}"))?;
     let page = tokio_block(async {
-        let status = status::gather(&config, None, &status::Thresholds::default()).await?;
+        let status = status::gather(&config, None, &[], &status::Thresholds::default()).await?;
         status::report_html(&config, &status).await
     })
     .map_err(|e| format!("report: {e}"))?;
