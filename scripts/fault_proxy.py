@@ -9,11 +9,14 @@ share `--rate` of requests:
   reset a GET's response cut mid-body by a TCP reset (other requests: reset before forwarding,
         so a write is never half applied behind the client's back)
   stall the request waits `--stall` seconds (2 s) before it is forwarded
+  throttle  400 ProvisionedThroughputExceededException (Kinesis's throttling answer, JSON),
+        not forwarded
+`--target SUFFIX` limits faults to requests whose X-Amz-Target ends with it (e.g. GetRecords).
 
 Prints `listening <port>` once ready. `GET /__faults` answers the counts as JSON;
 `PUT /__faults?rate=R` changes the rate (0 turns faults off).
 Usage: fault_proxy.py --upstream http://127.0.0.1:PORT [--port 0] [--rate 0.1] [--seed 1]
-       [--faults 503,500,reset,stall] [--stall 2]
+       [--faults 503,500,reset,stall,throttle] [--stall 2] [--target GetRecords]
 """
 
 import argparse
@@ -39,16 +42,16 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrad
 class Faults:
     """The shared fault plan and counts (handlers run on many threads)."""
 
-    def __init__(self, rate, kinds, seed, stall):
-        self.rate, self.kinds, self.stall = rate, kinds, stall
+    def __init__(self, rate, kinds, seed, stall, target=""):
+        self.rate, self.kinds, self.stall, self.target = rate, kinds, stall, target
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"requests": 0, **{k: 0 for k in kinds}}
 
-    def pick(self):
+    def pick(self, target):
         with self.lock:
             self.counts["requests"] += 1
-            if self.rate <= 0 or self.random.random() >= self.rate:
+            if not target.endswith(self.target) or self.rate <= 0 or self.random.random() >= self.rate:
                 return None
             kind = self.kinds[sum(self.counts[k] for k in self.kinds) % len(self.kinds)]
             self.counts[kind] += 1
@@ -121,7 +124,10 @@ class Proxy(BaseHTTPRequestHandler):
         body = self.body()
         if urllib.parse.urlparse(self.path).path == "/__faults":
             return self.control()
-        kind = self.faults.pick()
+        kind = self.faults.pick(self.headers.get("X-Amz-Target", ""))
+        if kind == "throttle":
+            answer = {"__type": "ProvisionedThroughputExceededException", "message": "Rate exceeded for shard"}
+            return self.reply(400, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(answer).encode())
         if kind in ERRORS:
             status, code, message = ERRORS[kind]
             xml = f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -152,12 +158,13 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--faults", default="503,500,reset,stall")
     parser.add_argument("--stall", type=float, default=2.0)
+    parser.add_argument("--target", default="")
     args = parser.parse_args()
     kinds = [k for k in args.faults.split(",") if k]
-    unknown = [k for k in kinds if k not in ("503", "500", "reset", "stall")]
+    unknown = [k for k in kinds if k not in ("503", "500", "reset", "stall", "throttle")]
     if unknown:
-        parser.error(f"unknown faults {unknown}: use 503, 500, reset, stall")
-    Proxy.faults = Faults(args.rate, kinds, args.seed, args.stall)
+        parser.error(f"unknown faults {unknown}: use 503, 500, reset, stall, throttle")
+    Proxy.faults = Faults(args.rate, kinds, args.seed, args.stall, args.target)
     Proxy.upstream = urllib.parse.urlparse(args.upstream)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Proxy)
     server.daemon_threads = True

@@ -1,5 +1,6 @@
-//! The S3 fault injector (`scripts/fault_proxy.py`) in front of the moto server: 503
-//! SlowDown, 500, connections reset mid-body and 2 s stalls on a share of requests.
+//! The fault injector (`scripts/fault_proxy.py`) in front of the moto server: 503 SlowDown,
+//! 500, connections reset mid-body and 2 s stalls on a share of S3 requests, or Kinesis's
+//! ProvisionedThroughputExceeded on a share of GetRecords calls.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -18,6 +19,16 @@ impl FaultProxy {
     /// Starts a proxy in front of the services' S3 endpoint that faults a share `rate` of
     /// requests (random generator seeded with `seed`).
     pub fn start(services: &Services, rate: f64, seed: u64) -> Self {
+        Self::start_with(services, rate, seed, &[])
+    }
+
+    /// Starts a proxy that answers a share `rate` of Kinesis GetRecords calls with
+    /// ProvisionedThroughputExceeded (and forwards everything else).
+    pub fn kinesis_throttling(services: &Services, rate: f64, seed: u64) -> Self {
+        Self::start_with(services, rate, seed, &["--faults", "throttle", "--target", "GetRecords"])
+    }
+
+    fn start_with(services: &Services, rate: f64, seed: u64, extra: &[&str]) -> Self {
         // Read at run time: a shared target directory may hold a test binary built from another
         // checkout of the same sources.
         let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
@@ -25,6 +36,7 @@ impl FaultProxy {
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--upstream", &services.s3_endpoint, "--rate", &rate.to_string(), "--seed", &seed.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -44,7 +56,7 @@ impl FaultProxy {
     }
 
     /// The requests seen and the faults injected so far, by kind (`503`, `500`, `reset`,
-    /// `stall`); `rate` changes the share of faulted requests first when given.
+    /// `stall`, `throttle`); `rate` changes the share of faulted requests first when given.
     pub fn counts(&self, rate: Option<f64>) -> serde_json::Value {
         let host = self.endpoint.trim_start_matches("http://");
         let query = rate.map(|r| format!("?rate={r}")).unwrap_or_default();

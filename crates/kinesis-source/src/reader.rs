@@ -68,6 +68,8 @@ pub struct KinesisRecord {
 pub struct ShardCursor {
     /// Shard id.
     pub shard: String,
+    /// ListShards showed the shard closed (split or merged away): no record will arrive.
+    closed: bool,
     start: StartAt,
     iterator: Option<String>,
     skip_through: Option<(String, u64)>,
@@ -83,14 +85,15 @@ pub struct ShardCursor {
 
 impl ShardCursor {
     /// A cursor on `shard` starting at `start`.
-    pub fn new(shard: &str, start: StartAt) -> Self {
+    pub fn new(shard: &ShardInfo, start: StartAt) -> Self {
         let skip_through = start.skip_through().map(|(s, i)| (s.to_string(), i));
         let position = match &start {
             StartAt::After(p) => Some(p.clone()),
             _ => None,
         };
         Self {
-            shard: shard.to_string(),
+            shard: shard.id.clone(),
+            closed: shard.closed,
             next_counter: start.next_counter(),
             finished: position.as_ref().is_some_and(|p| p.finished),
             start,
@@ -137,11 +140,15 @@ pub struct KinesisReader {
 
 impl KinesisReader {
     /// A reader of `stream` configured from the AWS chain (region, credentials,
-    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`). The SDK's own retries are off: this
-    /// reader backs off on throttling itself, so it can count it.
+    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS`).
     pub async fn from_env(stream: &str) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let kinesis = aws_sdk_kinesis::config::Builder::from(&config).retry_config(RetryConfig::standard().with_max_attempts(1)).build();
+        Self::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, stream)
+    }
+
+    /// A reader of `stream` with `config`. The SDK's own retries are off: this reader backs off
+    /// on throttling itself, so it can count it.
+    pub fn new(config: &aws_config::SdkConfig, stream: &str) -> Self {
+        let kinesis = aws_sdk_kinesis::config::Builder::from(config).retry_config(RetryConfig::standard().with_max_attempts(1)).build();
         Self { client: Client::from_conf(kinesis), stream: stream.to_string(), stats: ReadStats::default() }
     }
 
@@ -273,8 +280,10 @@ impl KinesisReader {
                 finished: false,
             });
         }
-        if cursor.iterator.is_none() {
-            // A closed shard read to its end.
+        // A closed shard read to its end: AWS ends the iterator; an empty answer at the tip
+        // of a closed shard means the same (moto never ends the iterator).
+        let at_closed_end = cursor.closed && read.is_empty() && out.records().is_empty() && cursor.millis_behind == Some(0);
+        if cursor.iterator.is_none() || at_closed_end {
             cursor.finished = true;
             if let Some(p) = cursor.position.as_mut() {
                 p.finished = true;
@@ -311,9 +320,10 @@ mod tests {
     #[test]
     fn a_resumed_cursor_continues_the_counter_and_a_finished_one_reads_nothing() {
         let done = ShardPosition { counter: 9, sequence: "5".into(), sub_sequence: 0, finished: true };
-        let cursor = ShardCursor::new("shardId-1", StartAt::After(done));
+        let shard = |id: &str| ShardInfo { id: id.into(), parent: None, adjacent_parent: None, closed: false };
+        let cursor = ShardCursor::new(&shard("shardId-1"), StartAt::After(done));
         assert!(cursor.finished && cursor.caught_up(0));
-        let fresh = ShardCursor::new("shardId-2", StartAt::TrimHorizon);
+        let fresh = ShardCursor::new(&shard("shardId-2"), StartAt::TrimHorizon);
         assert_eq!(fresh.next_counter, 0);
         assert!(!fresh.caught_up(0), "an empty answer is the tip only when millis_behind says 0");
     }
