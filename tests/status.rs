@@ -90,11 +90,15 @@ fn status_shows_what_the_tables_hold_and_how_far_behind_each_job_is() {
     assert_eq!(behind.code, Some(1), "{}", behind.summary);
     assert_eq!(behind.summary["breaches"][0]["what"], "stream-join behind raw_order (versions)", "{}", behind.summary);
 
-    let text = run("lakectl", &["status", "--config", config], &[]);
+    let raw_append_beat = heartbeats.path().join("raw-append.json").display().to_string();
+    let text = run("lakectl", &["status", "--config", config, "--heartbeat", &raw_append_beat], &[]);
     assert_eq!(text.code, Some(0), "{}", text.stderr);
     let shown: Vec<&str> = text.stdout.lines().collect();
     assert!(shown.first().is_some_and(|h| h.starts_with("TABLE")), "{shown:?}");
     assert!(shown.iter().any(|l| l.starts_with("processed ")) && shown.iter().any(|l| l.contains("versions behind")), "{shown:?}");
+    assert!(shown.iter().any(|l| l.starts_with("raw-append (pid ") && l.contains("last commit")), "{shown:?}");
+    let last_run = format!("  last run: ok (once), rows in {},", summaries[0]["rows_in"]);
+    assert!(shown.iter().any(|l| l.starts_with(&last_run)), "{last_run} in {shown:?}");
 }
 
 /// Runs headless Chromium on `page` with `args`; returns its stdout.

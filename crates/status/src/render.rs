@@ -53,6 +53,15 @@ pub fn render(status: &PipelineStatus) -> String {
             let _ = writeln!(out, "  {} read {read}, now at {now}: {} versions behind", s.table, s.behind);
         }
     }
+    render_processes(&mut out, status);
+    for b in &status.breaches {
+        let _ = writeln!(out, "\nOVER LIMIT: {} is {} (limit {})", b.what, b.value, b.limit);
+    }
+    out
+}
+
+/// The processes seen through their heartbeat files, with their last run.
+fn render_processes(out: &mut String, status: &PipelineStatus) {
     for p in &status.processes {
         match &p.error {
             Some(e) => _ = writeln!(out, "\n{}: {e}", p.path.display()),
@@ -74,10 +83,6 @@ pub fn render(status: &PipelineStatus) -> String {
             }
         }
     }
-    for b in &status.breaches {
-        let _ = writeln!(out, "\nOVER LIMIT: {} is {} (limit {})", b.what, b.value, b.limit);
-    }
-    out
 }
 
 fn aligned(rows: &[Vec<String>]) -> String {
