@@ -49,8 +49,8 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# One role per job: the lake prefixes it reads and writes, Kafka for raw-append, the Glue
-# catalog for maintenance.
+# One role per job: the lake prefixes it reads and writes, Kafka and Kinesis for raw-append,
+# the Glue catalog for maintenance.
 resource "aws_iam_role" "job" {
   for_each           = local.jobs
   name_prefix        = "${var.name}-${substr(each.key, 0, 12)}-"
@@ -120,6 +120,16 @@ data "aws_iam_policy_document" "job" {
       sid       = "KafkaConsumerGroup"
       actions   = ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"]
       resources = [local.msk_group_arn]
+    }
+  }
+
+  # Kinesis sources: the shard listing and GetRecords, on the configured streams only.
+  dynamic "statement" {
+    for_each = each.value.kinesis && length(var.kinesis_streams) > 0 ? [1] : []
+    content {
+      sid       = "KinesisRead"
+      actions   = ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:DescribeStreamSummary"]
+      resources = local.kinesis_stream_arns
     }
   }
 

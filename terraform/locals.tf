@@ -33,7 +33,7 @@ locals {
   }
 
   # Every job, the lake prefixes (table folders and checkpoints, as in schemas/pipeline.toml)
-  # it reads and writes, whether it reads Kafka, whether it keeps the Glue catalog
+  # it reads and writes, whether it reads Kafka and Kinesis, whether it keeps the Glue catalog
   # (`maintenance catalog --apply`), and the command of its scheduled run.
   # tests/deploy checks these against the pipeline configuration and the DAG.
   jobs = {
@@ -41,6 +41,7 @@ locals {
       reads   = []
       writes  = ["raw/order", "raw/member", "raw/dead_letter"]
       kafka   = true
+      kinesis = true
       glue    = false
       command = ["raw-append", "--trigger", "once"]
     }
@@ -48,6 +49,7 @@ locals {
       reads   = ["raw/order", "raw/member"]
       writes  = ["curated", "_checkpoints/stream-join"]
       kafka   = false
+      kinesis = false
       glue    = false
       command = ["stream-join", "--trigger", "once"]
     }
@@ -55,6 +57,7 @@ locals {
       reads   = ["curated"]
       writes  = ["processed", "processed_dead_letter", "processed_tombstones", "_checkpoints/merge-upsert"]
       kafka   = false
+      kinesis = false
       glue    = false
       command = ["merge-upsert", "--trigger", "once"]
     }
@@ -62,6 +65,7 @@ locals {
       reads   = []
       writes  = distinct([for t in concat(var.maintained_tables, var.athena_tables) : local.table_paths[t]])
       kafka   = false
+      kinesis = false
       glue    = true
       command = ["maintenance", "--help"]
     }

@@ -65,6 +65,24 @@ variable "kafka_topics" {
   default     = ["orders", "members"]
 }
 
+variable "kinesis_streams" {
+  description = "Kinesis Data Streams raw-append reads (IAM grants read on exactly these); empty for Kafka only."
+  type        = list(string)
+  default     = []
+}
+
+variable "create_kinesis_streams" {
+  description = "Create the kinesis_streams (provisioned, encrypted with the lake key) instead of reading existing ones."
+  type        = bool
+  default     = false
+}
+
+variable "kinesis_shard_count" {
+  description = "Shards of each created Kinesis stream."
+  type        = number
+  default     = 2
+}
+
 variable "kafka_consumer_group" {
   description = "Consumer group of the continuous raw-append service (raw_append.group_id); its tasks share the partitions."
   type        = string

@@ -106,6 +106,12 @@ def test_job_policies_are_scoped_to_prefixes_and_topics():
     assert attr(dynamic["KafkaConsumerGroup"]["content"][0], "resources") == ["${local.msk_group_arn}"]
     for sid in ("KafkaConnect", "KafkaReadTopics", "KafkaConsumerGroup"):
         assert attr(dynamic[sid], "for_each") == "${each.value.kafka ? [1] : []}"
+    # Only raw-append reads Kinesis, and only the configured streams.
+    kinesis = dynamic["KinesisRead"]
+    assert attr(kinesis, "for_each") == "${each.value.kinesis && length(var.kinesis_streams) > 0 ? [1] : []}"
+    assert attr(kinesis["content"][0], "resources") == "${local.kinesis_stream_arns}"
+    assert set(attr(kinesis["content"][0], "actions")) == {f"kinesis:{a}" for a in ("GetRecords", "GetShardIterator", "ListShards", "DescribeStreamSummary")}
+    assert [j for j in JOBS if JOBS[j]["kinesis"]] == ["raw-append"]
     # Only maintenance keeps the Glue catalog, with exactly the calls `catalog --apply` makes.
     assert attr(dynamic["GlueCatalog"], "for_each") == "${each.value.glue ? [1] : []}"
     assert [j for j in JOBS if JOBS[j]["glue"]] == ["maintenance"]
