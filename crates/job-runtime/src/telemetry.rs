@@ -62,7 +62,7 @@ static HEARTBEAT_MS: AtomicU64 = AtomicU64::new(0);
 static PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
 /// The heartbeat writer, once `--health-file` was given.
 static HEARTBEAT_WRITER: OnceLock<HeartbeatWriter> = OnceLock::new();
-/// The summary of the job's last finished run (a continuous job's, at its stop).
+/// The run's summary once the process has printed it (a continuous job's at its stop).
 static LAST_SUMMARY: Mutex<Option<serde_json::Value>> = Mutex::new(None);
 
 /// Records the run's summary and writes the heartbeat file at once, so `lakectl status
@@ -180,7 +180,8 @@ pub struct Heartbeat {
     /// for a stalled pipeline; the health check uses the heartbeat.
     #[serde(default)]
     pub last_progress_unix_ms: Option<u64>,
-    /// The summary line of the job's last finished run (absent while the first runs).
+    /// The summary line of the run, written as the process ends (absent while it runs; the
+    /// next run of the job starts the file afresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_summary: Option<serde_json::Value>,
 }
