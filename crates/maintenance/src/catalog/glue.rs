@@ -18,7 +18,7 @@ use crate::MaintenanceError;
 
 /// Glue's batch limits: BatchCreatePartition and BatchUpdatePartition take 100 entries,
 /// BatchDeletePartition 25.
-const CREATE_BATCH: usize = 100;
+const CREATE_OR_UPDATE_BATCH: usize = 100;
 const DELETE_BATCH: usize = 25;
 
 /// A Glue Data Catalog client.
@@ -89,15 +89,19 @@ impl GlueCatalog {
             self.client.create_database().database_input(input).send().await.map_err(MaintenanceError::catalog("CreateDatabase"))?;
         }
         for action in &plan.tables {
-            let input = table_input(action.table()).map_err(MaintenanceError::catalog("CreateTable"))?;
+            let operation = match action {
+                TableAction::Create(_) => "CreateTable",
+                TableAction::Update(_) => "UpdateTable",
+            };
+            let input = table_input(action.table()).map_err(MaintenanceError::catalog(operation))?;
             match action {
                 TableAction::Create(_) => {
                     let call = self.client.create_table().database_name(database).table_input(input);
-                    call.send().await.map_err(MaintenanceError::catalog("CreateTable"))?;
+                    call.send().await.map_err(MaintenanceError::catalog(operation))?;
                 }
                 TableAction::Update(_) => {
                     let call = self.client.update_table().database_name(database).table_input(input);
-                    call.send().await.map_err(MaintenanceError::catalog("UpdateTable"))?;
+                    call.send().await.map_err(MaintenanceError::catalog(operation))?;
                 }
             }
         }
@@ -127,7 +131,7 @@ impl GlueCatalog {
     }
 
     async fn create_partitions(&self, database: &str, table: &GlueTable, partitions: &[GluePartition]) -> Result<(), MaintenanceError> {
-        for chunk in partitions.chunks(CREATE_BATCH) {
+        for chunk in partitions.chunks(CREATE_OR_UPDATE_BATCH) {
             let inputs = chunk.iter().map(|p| partition_input(table, p)).collect::<Result<Vec<_>, _>>();
             let inputs = inputs.map_err(MaintenanceError::catalog("BatchCreatePartition"))?;
             let call =
@@ -144,7 +148,7 @@ impl GlueCatalog {
     }
 
     async fn update_partitions(&self, database: &str, table: &GlueTable, partitions: &[GluePartition]) -> Result<(), MaintenanceError> {
-        for chunk in partitions.chunks(CREATE_BATCH) {
+        for chunk in partitions.chunks(CREATE_OR_UPDATE_BATCH) {
             let entries = chunk
                 .iter()
                 .map(|p| {
