@@ -161,6 +161,12 @@ fn every_record_once_with_aggregates_expanded_and_restarts_from_positions() {
             (5..10).map(|i| (i, fifth.counter + i as i64 - 4)).collect::<Vec<_>>(),
             "user records 5..9, counters continuing"
         );
+        // ...and then the rest of that shard, as the uninterrupted read numbered it.
+        let on_shard = |records: &[(String, KinesisRecord)]| -> Vec<(Vec<u8>, i64)> {
+            records.iter().filter(|(s, r)| *s == shard && r.counter > fifth.counter).map(|(_, r)| (r.data.clone(), r.counter)).collect()
+        };
+        assert_eq!(on_shard(&rest), on_shard(&agg), "nothing repeated, nothing lost after the position");
+        assert!(!rest.iter().any(|(s, r)| *s == shard && r.counter <= fifth.counter));
     });
 }
 
