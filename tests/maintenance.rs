@@ -647,6 +647,11 @@ fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_
             .await
             .unwrap();
     });
+    // A dry run reports the changes and makes none.
+    let dry = run("maintenance", &["--config", config, "catalog", "raw_member", "--database", &database, "--apply", "--dry-run"], &env);
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(dry.summary["details"]["partitions_deleted"], 1, "{}", dry.summary);
+    assert_eq!(glue_catalog(&database, &env), (tables, partitions), "a dry run changes nothing in Glue");
     let second = apply();
     assert_eq!(second["partitions_deleted"], 1, "{second}");
     assert_eq!(second["tables_updated"], serde_json::json!(["raw_member", "raw_member_symlink"]), "{second}");
