@@ -18,20 +18,6 @@ use e2e_tests::*;
 use kinesis_source::kpl::{aggregate, UserRecord};
 use kinesis_source::{readable, KinesisReader, KinesisRecord, ShardCursor, ShardPosition, ShardState, StartAt};
 
-async fn sdk_config(services: &Services) -> aws_config::SdkConfig {
-    sdk_config_at(services, &services.s3_endpoint).await
-}
-
-async fn sdk_config_at(services: &Services, endpoint: &str) -> aws_config::SdkConfig {
-    let env: BTreeMap<String, String> = services.s3_env().into_iter().collect();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await
-}
-
 async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
     client.create_stream().stream_name(name).shard_count(shards).send().await.expect("stream created");
 }
@@ -90,12 +76,12 @@ async fn read_all(reader: &mut KinesisReader, progress: &mut Progress) -> Vec<(S
             if let Some(p) = &cursor.position {
                 progress.positions.insert(id.clone(), p.clone());
             }
-            let state = if cursor.finished { ShardState::Finished } else { ShardState::Started };
-            if cursor.finished && progress.first("finished", &id).is_none() {
-                progress.events.push(("finished", id.clone()));
+            if !cursor.finished {
+                progress.states.entry(id).or_insert(ShardState::Started);
+            } else if progress.states.insert(id.clone(), ShardState::Finished) != Some(ShardState::Finished) {
+                progress.events.push(("finished", id));
+                finished_one = true;
             }
-            finished_one |= cursor.finished && progress.states.insert(id.clone(), state) != Some(ShardState::Finished);
-            progress.states.entry(id).or_insert(state);
         }
         if !finished_one {
             return out;
@@ -119,7 +105,7 @@ fn expected(batches: &[&[(String, Vec<u8>)]]) -> Vec<String> {
 fn every_record_once_with_aggregates_expanded_and_restarts_from_positions() {
     let services = Services::get();
     block_on(async {
-        let config = sdk_config(&services).await;
+        let config = services.aws_config(&services.s3_endpoint).await;
         let client = aws_sdk_kinesis::Client::new(&config);
         let stream = unique("orders");
         create_stream(&client, &stream, 2).await;
@@ -174,7 +160,7 @@ fn every_record_once_with_aggregates_expanded_and_restarts_from_positions() {
 fn a_split_and_a_merge_are_read_parents_first_with_each_keys_records_in_order() {
     let services = Services::get();
     block_on(async {
-        let config = sdk_config(&services).await;
+        let config = services.aws_config(&services.s3_endpoint).await;
         let client = aws_sdk_kinesis::Client::new(&config);
         let stream = unique("reshard");
         create_stream(&client, &stream, 2).await;
@@ -251,13 +237,13 @@ fn throttled_reads_back_off_are_counted_and_lose_nothing() {
     let services = Services::get();
     let proxy = FaultProxy::kinesis_throttling(&services, 0.5, 7);
     block_on(async {
-        let config = sdk_config(&services).await;
+        let config = services.aws_config(&services.s3_endpoint).await;
         let client = aws_sdk_kinesis::Client::new(&config);
         let stream = unique("throttled");
         create_stream(&client, &stream, 2).await;
         let records = numbered("t", 5, 50);
         put(&client, &stream, &records).await;
-        let mut reader = KinesisReader::new(&sdk_config_at(&services, &proxy.endpoint).await, &stream);
+        let mut reader = KinesisReader::new(&services.aws_config(&proxy.endpoint).await, &stream);
         let read = read_all(&mut reader, &mut Progress::default()).await;
         assert_eq!(payloads(&read), expected(&[&records]), "every record once despite the throttling");
         let injected = proxy.counts(None)["throttle"].as_u64().unwrap();

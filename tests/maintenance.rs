@@ -536,14 +536,9 @@ fn catalog_ddl(config: &str, database: &str, env: &[(String, String)]) -> DdlCat
 /// symlink table's partitions as (values, location).
 type GlueTables = BTreeMap<String, (String, Vec<(String, String)>, Vec<(String, String)>, HashMap<String, String>)>;
 
-fn glue_catalog(database: &str, env: &[(String, String)]) -> (GlueTables, BTreeSet<(Vec<String>, String)>) {
+fn glue_catalog(services: &Services, database: &str) -> (GlueTables, BTreeSet<(Vec<String>, String)>) {
     block_on(async {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        let value = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
-        loader = loader.endpoint_url(value("AWS_ENDPOINT_URL")).region(aws_config::Region::new(value("AWS_REGION"))).credentials_provider(
-            aws_sdk_glue::config::Credentials::new(value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"), None, None, "test"),
-        );
-        let glue = aws_sdk_glue::Client::new(&loader.load().await);
+        let glue = aws_sdk_glue::Client::new(&services.aws_config(&services.s3_endpoint).await);
         let columns = |c: &[aws_sdk_glue::types::Column]| -> Vec<(String, String)> {
             c.iter().map(|c| (c.name().to_string(), c.r#type().unwrap_or_default().to_string())).collect()
         };
@@ -612,7 +607,7 @@ fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_
     assert_eq!(first["database_created"], true, "{first}");
     assert_eq!(first["tables_created"], serde_json::json!(["raw_member", "raw_member_symlink"]), "{first}");
     assert_eq!(first["partitions_created"], OWNERS.len(), "{first}");
-    let (tables, partitions) = glue_catalog(&database, &env);
+    let (tables, partitions) = glue_catalog(&services, &database);
     assert_glue_equals_ddl(&catalog_ddl(config, &database, &env), &tables, &partitions);
     assert_eq!(apply()["unchanged"], true, "a second run changes nothing");
 
@@ -651,7 +646,7 @@ fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_
     let dry = run("maintenance", &["--config", config, "catalog", "raw_member", "--database", &database, "--apply", "--dry-run"], &env);
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
     assert_eq!(dry.summary["details"]["partitions_deleted"], 1, "{}", dry.summary);
-    assert_eq!(glue_catalog(&database, &env), (tables, partitions), "a dry run changes nothing in Glue");
+    assert_eq!(glue_catalog(&services, &database), (tables, partitions), "a dry run changes nothing in Glue");
     let second = apply();
     assert_eq!(second["partitions_deleted"], 1, "{second}");
     assert_eq!(second["tables_updated"], serde_json::json!(["raw_member", "raw_member_symlink"]), "{second}");
@@ -659,7 +654,7 @@ fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_
     let ddl = catalog_ddl(config, &database, &env);
     assert!(ddl.columns.contains(&("tier".to_string(), "string".to_string())), "{:?}", ddl.columns);
     assert!(!ddl.partitions.iter().any(|(v, _)| v[0] == "x=y"));
-    let (tables, partitions) = glue_catalog(&database, &env);
+    let (tables, partitions) = glue_catalog(&services, &database);
     assert_glue_equals_ddl(&ddl, &tables, &partitions);
     assert_eq!(apply()["unchanged"], true, "a second run changes nothing");
 

@@ -52,6 +52,17 @@ impl Services {
         self.s3_env().into_iter().chain([("AWS_ALLOW_HTTP".to_string(), "true".to_string())]).collect()
     }
 
+    /// An AWS SDK configuration for the moto server at `endpoint` (the server itself, or a
+    /// fault proxy in front of it), with the test region and credentials of [`Self::s3_env`].
+    pub async fn aws_config(&self, endpoint: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_glue::config::Credentials::new("test", "test", None, None, "test"))
+            .load()
+            .await
+    }
+
     /// Creates a bucket on the moto server (a plain S3 `PUT /bucket`).
     pub fn create_bucket(&self, bucket: &str) {
         use std::io::{Read, Write};

@@ -25,7 +25,7 @@ pub use resources::{limit_malloc_arenas, peak_rss_bytes};
 pub use shutdown::Shutdown;
 pub use store_retries::store_retries;
 pub use summary::{exit_failed, BatchDurations, RunStatus, RunSummary};
-pub use telemetry::{check_health, heartbeat, progressed, read_heartbeat, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
+pub use telemetry::{check_health, heartbeat, now_ms, progressed, read_heartbeat, Heartbeat, TelemetryArgs, TelemetryError, Unhealthy};
 
 /// Aborts the process at a named step when the `FAILPOINTS` environment variable enables it,
 /// e.g. `FAILPOINTS=raw_append::after_upload=return` or `...=2*off->return` (third hit).

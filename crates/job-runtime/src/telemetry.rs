@@ -92,7 +92,8 @@ pub fn progressed() {
     PROGRESS_MS.store(now, Ordering::Relaxed);
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in Unix milliseconds (the heartbeat file's unit).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -62,7 +62,7 @@ pub async fn gather(
         _ => None,
     };
     let incremental = if table.is_none() { jobs::incremental(config).await? } else { Vec::new() };
-    let processes = processes::read_all(heartbeats, processes::now_ms());
+    let processes = processes::read_all(heartbeats, job_runtime::now_ms());
     let mut status = PipelineStatus { tables, raw_append, incremental, processes, breaches: Vec::new() };
     status.breaches = thresholds.check(&status);
     Ok(status)

@@ -2,7 +2,6 @@
 //! and when it last committed.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -28,11 +27,6 @@ pub struct ProcessStatus {
 /// The status of each heartbeat file in `paths`, ages measured at `now_ms` (Unix ms).
 pub fn read_all(paths: &[PathBuf], now_ms: u64) -> Vec<ProcessStatus> {
     paths.iter().map(|p| read(p, now_ms)).collect()
-}
-
-/// The clock in Unix ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 fn read(path: &Path, now_ms: u64) -> ProcessStatus {

@@ -69,16 +69,15 @@ fn render_processes(out: &mut String, status: &PipelineStatus) {
                 let progress = p.last_progress_age_secs.map_or_else(|| "no commit yet".into(), |a| format!("last commit {a}s ago"));
                 _ = writeln!(out, "\n{} (pid {}): heartbeat {}s ago, {progress}", p.job, p.pid, p.heartbeat_age_secs);
                 if let Some(last) = &p.last_summary {
-                    let field = |k: &str| last.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-                    _ = writeln!(
-                        out,
-                        "  last run: {} ({}), rows in {}, {} ms{}",
-                        field("status").trim_matches('"'),
-                        field("trigger").trim_matches('"'),
-                        field("rows_in"),
-                        field("duration_ms"),
-                        last.get("error").and_then(|e| e.as_str()).map(|e| format!(", error: {e}")).unwrap_or_default()
-                    );
+                    // Strings without their JSON quotes, numbers as they are.
+                    let field = |k: &str| match last.get(k) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v) => v.to_string(),
+                        None => "?".into(),
+                    };
+                    let error = last.get("error").and_then(|e| e.as_str()).map(|e| format!(", error: {e}")).unwrap_or_default();
+                    let (status, trigger, rows, ms) = (field("status"), field("trigger"), field("rows_in"), field("duration_ms"));
+                    _ = writeln!(out, "  last run: {status} ({trigger}), rows in {rows}, {ms} ms{error}");
                 }
             }
         }

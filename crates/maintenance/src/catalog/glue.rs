@@ -13,7 +13,7 @@ use aws_sdk_glue::Client;
 use serde::Serialize;
 
 use super::model::CatalogTables;
-use super::sync_plan::{plan_sync, table_differences, CatalogState, DesiredCatalog, GluePartition, GlueTable, SyncPlan, TableAction};
+use super::sync_plan::{plan_sync, CatalogState, DesiredCatalog, GluePartition, GlueTable, SyncPlan, TableAction};
 use crate::MaintenanceError;
 
 /// Glue's batch limits: BatchCreatePartition and BatchUpdatePartition take 100 entries,
@@ -91,7 +91,7 @@ impl GlueCatalog {
         for action in &plan.tables {
             let operation = match action {
                 TableAction::Create(_) => "CreateTable",
-                TableAction::Update(_) => "UpdateTable",
+                TableAction::Update { .. } => "UpdateTable",
             };
             let input = table_input(action.table()).map_err(MaintenanceError::catalog(operation))?;
             match action {
@@ -99,7 +99,7 @@ impl GlueCatalog {
                     let call = self.client.create_table().database_name(database).table_input(input);
                     call.send().await.map_err(MaintenanceError::catalog(operation))?;
                 }
-                TableAction::Update(_) => {
+                TableAction::Update { .. } => {
                     let call = self.client.update_table().database_name(database).table_input(input);
                     call.send().await.map_err(MaintenanceError::catalog(operation))?;
                 }
@@ -307,16 +307,12 @@ impl SyncCatalog {
         athena_name("database", &self.tables.database)?;
         athena_name("table", &self.tables.native.name)?;
         let desired = DesiredCatalog::new(&self.tables)?;
-        let state = self.catalog.state(&desired).await?;
-        for (have, want) in [(&state.native, &desired.native), (&state.symlink, &desired.symlink)] {
-            if let Some(have) = have {
-                let fields = table_differences(have, want);
-                if !fields.is_empty() {
-                    tracing::info!(table = %want.name, ?fields, "catalog table differs from the Delta log");
-                }
+        let plan = plan_sync(&desired, &self.catalog.state(&desired).await?);
+        for action in &plan.tables {
+            if let TableAction::Update { table, changed } = action {
+                tracing::info!(table = %table.name, ?changed, "catalog table differs from the Delta log");
             }
         }
-        let plan = plan_sync(&desired, &state);
         let metrics = SyncMetrics::new(&desired, &plan);
         if !self.dry_run && !plan.is_empty() {
             self.catalog.apply(&desired, &plan).await?;

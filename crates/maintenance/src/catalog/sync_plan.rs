@@ -88,14 +88,19 @@ pub enum TableAction {
     /// The table does not exist.
     Create(GlueTable),
     /// The table exists with other columns, location, formats or parameters.
-    Update(GlueTable),
+    Update {
+        /// The table as it will be.
+        table: GlueTable,
+        /// The managed fields that differed (for the log).
+        changed: Vec<&'static str>,
+    },
 }
 
 impl TableAction {
     /// The table as it will be.
     pub fn table(&self) -> &GlueTable {
         match self {
-            Self::Create(t) | Self::Update(t) => t,
+            Self::Create(table) | Self::Update { table, .. } => table,
         }
     }
 }
@@ -150,17 +155,18 @@ pub fn plan_sync(desired: &DesiredCatalog, current: &CatalogState) -> SyncPlan {
 /// are kept).
 fn table_action(want: &GlueTable, have: Option<&GlueTable>) -> Option<TableAction> {
     let Some(have) = have else { return Some(TableAction::Create(want.clone())) };
-    if table_differences(have, want).is_empty() {
+    let changed = table_differences(have, want);
+    if changed.is_empty() {
         return None;
     }
-    let mut updated = want.clone();
-    updated.parameters = have.parameters.clone();
-    updated.parameters.extend(want.parameters.clone());
-    Some(TableAction::Update(updated))
+    let mut table = want.clone();
+    table.parameters = have.parameters.clone();
+    table.parameters.extend(want.parameters.clone());
+    Some(TableAction::Update { table, changed })
 }
 
-/// The managed fields in which `have` differs from `want`, by name (for the log).
-pub fn table_differences(have: &GlueTable, want: &GlueTable) -> Vec<&'static str> {
+/// The managed fields in which `have` differs from `want`, by name.
+fn table_differences(have: &GlueTable, want: &GlueTable) -> Vec<&'static str> {
     let parameters_held = want.parameters.iter().all(|(k, v)| have.parameters.get(k) == Some(v));
     [
         ("name", have.name.eq_ignore_ascii_case(&want.name)),
@@ -292,7 +298,7 @@ mod tests {
         have.symlink.as_mut().unwrap().parameters.insert("comment".into(), "kept".into());
         let plan = plan_sync(&after, &have);
         assert_eq!(plan.tables.len(), 2);
-        let TableAction::Update(symlink) = &plan.tables[1] else { panic!("{:?}", plan.tables) };
+        let TableAction::Update { table: symlink, .. } = &plan.tables[1] else { panic!("{:?}", plan.tables) };
         assert_eq!(symlink.columns, after.symlink.columns);
         assert_eq!(symlink.parameters.get("comment").map(String::as_str), Some("kept"));
         assert_eq!(plan.update_partitions, after.partitions);
