@@ -12,25 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use e2e_tests::*;
 use kinesis_source::kpl::{aggregate, UserRecord};
 use kinesis_source::{readable, KinesisReader, KinesisRecord, ShardCursor, ShardPosition, ShardState, StartAt};
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("stream created");
-}
-
-/// Puts `(key, data)` records in order, one PutRecords call.
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, Vec<u8>)]) {
-    let entries = records
-        .iter()
-        .map(|(key, data)| PutRecordsRequestEntry::builder().partition_key(key).data(Blob::new(data.clone())).build().unwrap())
-        .collect::<Vec<_>>();
-    let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("records put");
-    assert_eq!(out.failed_record_count(), Some(0));
-}
 
 fn numbered(prefix: &str, keys: usize, count: usize) -> Vec<(String, Vec<u8>)> {
     (0..count).map(|i| (format!("k{}", i % keys), format!("{prefix}-{i}").into_bytes())).collect()

@@ -6,6 +6,7 @@ mod common;
 mod maintenance;
 mod merge_upsert;
 mod raw_append;
+mod raw_append_kinesis;
 mod stream_join;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +22,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Benchmark raw-append against a bare librdkafka consumer on the same data.
+    /// Benchmark raw-append against a bare librdkafka consumer (or GetRecords loop) on the same data.
     RawAppend(raw_append::RawAppendBench),
     /// Benchmark manifest generation and compaction against the Python deltalake package.
     Maintenance(maintenance::MaintenanceBench),

@@ -36,8 +36,21 @@ pub struct RawAppendBench {
     /// Also measure a backlog with this fraction of malformed orders (0 to 1; 0 skips it).
     #[arg(long, default_value_t = 0.5)]
     bad_fraction: f64,
+    /// `kafka`, or `kinesis`: the orders come from a Kinesis stream at `AWS_ENDPOINT_URL`
+    /// (moto's), measured against a bare GetRecords loop (`--partitions` shards).
+    #[arg(long, value_enum, default_value_t = Source::Kafka)]
+    source: Source,
     #[command(flatten)]
     kafka: job_runtime::BrokerArgs,
+}
+
+/// Where the benchmark's orders come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// A Kafka topic.
+    Kafka,
+    /// A Kinesis stream.
+    Kinesis,
 }
 
 /// The reference configuration's members-to-orders ratio (`lakectl produce` defaults: 50 per 1,000).
@@ -70,6 +83,13 @@ impl RawAppendBench {
         }
         std::fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
         let schemas = std::fs::canonicalize(&self.schemas).map_err(|e| format!("{}: {e}", self.schemas.display()))?;
+        if self.source == Source::Kinesis {
+            let work_dir = std::fs::canonicalize(&self.work_dir).map_err(|e| e.to_string())?;
+            for &n in &self.messages {
+                crate::raw_append_kinesis::run(brokers, &schemas, &work_dir, n, self.partitions, self.runs)?;
+            }
+            return Ok(());
+        }
         println!(
             "raw-append benchmark: schemas/pipeline.toml on reference orders ({} partitions), median of {} runs",
             self.partitions, self.runs
@@ -141,49 +161,63 @@ impl RawAppendBench {
     /// One trigger-once run of the shipped `schemas/pipeline.toml` (its topics, lake and
     /// brokers replaced) on `case`'s backlog.
     fn raw_append_once(&self, brokers: &str, case: &Case, schemas: &Path, run: usize) -> Result<Measure, String> {
-        let dir = self.work_dir.join(format!("run-{}-{run}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        for entry in std::fs::read_dir(schemas).map_err(|e| e.to_string())? {
-            let entry = entry.map_err(|e| e.to_string())?;
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
-        }
-        let config = dir.join("pipeline.toml");
-        let shipped = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-        let lake = dir.join("lake");
         let replaced = [
-            ("topic = \"orders\"", format!("topic = \"{}\"", case.orders)),
-            ("topic = \"members\"", format!("topic = \"{}\"", case.members)),
-            ("root = \"lake\"", format!("root = \"{}\"", lake.display())),
-            ("brokers = \"127.0.0.1:9092\"", format!("brokers = \"{brokers}\"")),
+            ("topic = \"orders\"".to_string(), format!("topic = \"{}\"", case.orders)),
+            ("topic = \"members\"".to_string(), format!("topic = \"{}\"", case.members)),
         ];
-        let mut body = shipped;
-        for (from, to) in replaced {
-            if !body.contains(from) {
-                return Err(format!("schemas/pipeline.toml no longer holds {from}: update the benchmark"));
-            }
-            body = body.replacen(from, &to, 1);
-        }
-        std::fs::write(&config, body).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let child = crate::common::job_command("raw-append")
-            .arg("--config")
-            .arg(&config)
-            .arg("--trigger")
-            .arg("once")
-            .env("RUST_LOG", "warn,buoyant_kernel=off")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start raw-append (build it first): {e}"))?;
-        let (status, rss) = crate::common::wait_with_rusage(child)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let _ = std::fs::remove_dir_all(&dir);
-        if !status.success() {
-            return Err(format!("raw-append exited with {status}"));
-        }
-        Ok(Measure { seconds, peak_rss: rss })
+        let (seconds, peak_rss) = shipped_run(&self.work_dir, schemas, &format!("run-{run}"), brokers, &replaced)?;
+        Ok(Measure { seconds, peak_rss })
     }
+}
+
+/// One trigger-once raw-append of the shipped `schemas/pipeline.toml` in a scratch folder under
+/// `work_dir`, its lake and brokers replaced and the `(from, to)` edits applied; returns the
+/// wall time and the peak RSS.
+pub(crate) fn shipped_run(
+    work_dir: &Path,
+    schemas: &Path,
+    tag: &str,
+    brokers: &str,
+    edits: &[(String, String)],
+) -> Result<(f64, u64), String> {
+    let dir = work_dir.join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(schemas).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    let config = dir.join("pipeline.toml");
+    let mut body = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let deployment = [
+        ("root = \"lake\"".to_string(), format!("root = \"{}\"", dir.join("lake").display())),
+        ("brokers = \"127.0.0.1:9092\"".to_string(), format!("brokers = \"{brokers}\"")),
+    ];
+    for (from, to) in edits.iter().chain(&deployment) {
+        if !body.contains(from.as_str()) {
+            return Err(format!("schemas/pipeline.toml no longer holds {from}: update the benchmark"));
+        }
+        body = body.replacen(from.as_str(), to, 1);
+    }
+    std::fs::write(&config, body).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let child = crate::common::job_command("raw-append")
+        .arg("--config")
+        .arg(&config)
+        .arg("--trigger")
+        .arg("once")
+        .env("RUST_LOG", "warn,buoyant_kernel=off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start raw-append (build it first): {e}"))?;
+    let (status, rss) = crate::common::wait_with_rusage(child)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.success() {
+        return Err(format!("raw-append exited with {status}"));
+    }
+    Ok((seconds, rss))
 }
 
 /// How the bare consumer takes messages from librdkafka.

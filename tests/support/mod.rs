@@ -12,7 +12,9 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 
 mod fault_proxy;
+mod kinesis;
 pub use fault_proxy::FaultProxy;
+pub use kinesis::{create_stream, put};
 
 /// Loopback addresses of the services `scripts/services.sh` started.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ mod overlap;
 mod partitions;
 mod path_limits;
 mod rewrite;
+mod sidecar;
 mod table;
 mod writer;
 
@@ -22,6 +23,7 @@ pub use overlap::{overlap, Overlap, ReadSet, Reads};
 pub use partitions::{format_timestamps, with_derived_partitions, write_derived_partition_runs, write_partition_runs};
 pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
 pub use rewrite::{commit_rewrite, MergeCommit};
+pub use sidecar::{Sidecar, SIDECAR_FOLDER};
 pub use table::{add_nullable_columns, open_if_exists, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 

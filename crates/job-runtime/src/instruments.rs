@@ -14,6 +14,8 @@ pub(crate) const BATCH_SECONDS: &str = "lakehouse_batch_duration_seconds";
 pub(crate) const LAST_BATCH_TIME: &str = "lakehouse_last_batch_timestamp_seconds";
 pub(crate) const TABLE_VERSION: &str = "lakehouse_table_version";
 pub(crate) const CONSUMER_LAG: &str = "lakehouse_consumer_lag_messages";
+pub(crate) const MILLIS_BEHIND_LATEST: &str = "lakehouse_kinesis_millis_behind_latest";
+pub(crate) const SOURCE_THROTTLES: &str = "lakehouse_source_throttles_total";
 pub(crate) const SOURCE_VERSION_LAG: &str = "lakehouse_source_version_lag";
 pub(crate) const SKIPPED_OFFSETS: &str = "lakehouse_skipped_offsets_total";
 pub(crate) const BATCHES_DROPPED: &str = "lakehouse_batches_dropped_total";
@@ -34,6 +36,12 @@ pub(crate) fn describe_metrics() {
     describe_gauge!(LAST_BATCH_TIME, Unit::Seconds, "Unix time of the last committed batch");
     describe_gauge!(TABLE_VERSION, Unit::Count, "Last committed Delta version, per table");
     describe_gauge!(CONSUMER_LAG, Unit::Count, "Messages between a partition's high watermark and what was read");
+    describe_gauge!(MILLIS_BEHIND_LATEST, Unit::Milliseconds, "How far a Kinesis shard's last read was behind the stream's tip");
+    describe_counter!(
+        SOURCE_THROTTLES,
+        Unit::Count,
+        "Source reads throttled (Kinesis ProvisionedThroughputExceeded), backed off and retried"
+    );
     describe_gauge!(SOURCE_VERSION_LAG, Unit::Count, "Source table commits not processed yet");
     describe_counter!(SKIPPED_OFFSETS, Unit::Count, "Source offsets that were gone before they were read, skipped by configuration");
     describe_counter!(

@@ -44,6 +44,14 @@ pub struct RunSummary {
     /// last batch (`topic[partition]` → messages).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub consumer_lag: BTreeMap<String, u64>,
+    /// How far each Kinesis shard's last read was behind the stream's tip, in ms
+    /// (`stream[shard number]` → MillisBehindLatest).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub millis_behind_latest: BTreeMap<String, u64>,
+    /// Source reads the source throttled (Kinesis ProvisionedThroughputExceeded), backed off
+    /// and retried.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub source_throttles: u64,
     /// Commits of each source table not yet processed, at the last batch.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub source_version_lag: BTreeMap<String, u64>,
@@ -167,6 +175,18 @@ impl RunSummary {
     pub fn consumer_lag(&mut self, topic: &str, partition: i32, messages: u64) {
         self.consumer_lag.insert(format!("{topic}[{partition}]"), messages);
         metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string()).set(messages as f64);
+    }
+
+    /// Records how far a Kinesis shard's last read was behind the stream's tip.
+    pub fn millis_behind(&mut self, stream: &str, shard: i32, millis: u64) {
+        self.millis_behind_latest.insert(format!("{stream}[{shard}]"), millis);
+        metrics::gauge!(MILLIS_BEHIND_LATEST, "stream" => stream.to_string(), "shard" => shard.to_string()).set(millis as f64);
+    }
+
+    /// Counts source reads that were throttled and retried.
+    pub fn throttled(&mut self, reads: u64) {
+        self.source_throttles += reads;
+        metrics::counter!(SOURCE_THROTTLES).increment(reads);
     }
 
     /// Records how many commits of source `table` are not processed yet.

@@ -47,6 +47,9 @@ pub struct PartitionChunk {
     key_data: Vec<u8>,
     key_ends: Vec<u32>,
     key_null: Vec<bool>,
+    /// Kinesis sources: each record's sequence number and sub-sequence number (the offsets
+    /// are then per-shard record counters).
+    sequences: Vec<(String, u64)>,
 }
 
 impl PartitionChunk {
@@ -61,6 +64,7 @@ impl PartitionChunk {
             key_data: Vec::new(),
             key_ends: Vec::with_capacity(messages),
             key_null: Vec::with_capacity(messages),
+            sequences: Vec::new(),
         }
     }
 
@@ -94,6 +98,11 @@ impl PartitionChunk {
         Some(&self.key_data[start..self.key_ends[i] as usize])
     }
 
+    /// Kinesis sequence and sub-sequence number of message `i` (None for Kafka messages).
+    pub fn sequence(&self, i: usize) -> Option<(&str, u64)> {
+        self.sequences.get(i).map(|(s, sub)| (s.as_str(), *sub))
+    }
+
     /// Offset of the last message.
     pub fn last_offset(&self) -> Option<i64> {
         self.offsets.last().copied()
@@ -113,6 +122,15 @@ impl PartitionChunk {
         self.key_data.extend_from_slice(key.unwrap_or_default());
         self.key_ends.push(self.key_data.len() as u32);
         self.key_null.push(key.is_none());
+    }
+}
+
+impl PartitionChunk {
+    /// Appends a Kinesis user record: `counter` is its number in the shard (the offset),
+    /// `arrival_ms` its approximate arrival time, `partition_key` the key.
+    pub fn push_sequenced(&mut self, counter: i64, arrival_ms: Option<i64>, partition_key: &str, sequence: (&str, u64), payload: &[u8]) {
+        self.push(counter, arrival_ms, Some(partition_key.as_bytes()), payload);
+        self.sequences.push((sequence.0.to_string(), sequence.1));
     }
 }
 

@@ -10,4 +10,4 @@ pub mod shards;
 
 pub use position::{configured_start, ShardPosition, StartAt};
 pub use reader::{KinesisError, KinesisReader, KinesisRecord, ReadStats, ShardCursor, MAX_RECORDS_PER_CALL};
-pub use shards::{expired_unread, readable, shard_number, ShardInfo, ShardState};
+pub use shards::{expired_unread, readable, shard_id, shard_number, ShardInfo, ShardState};

@@ -62,6 +62,11 @@ pub fn shard_number(id: &str) -> Option<i32> {
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
+/// The shard id of shard number `n` (`shardId-000000000012`), as Kinesis writes it.
+pub fn shard_id(n: i32) -> String {
+    format!("shardId-{n:012}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +116,6 @@ mod tests {
         assert_eq!(shard_number("shardId-000000000012"), Some(12));
         assert_eq!(shard_number("shardId-"), None);
         assert_eq!(shard_number("shardId-99999999999"), None, "beyond i32");
+        assert_eq!(shard_id(12), "shardId-000000000012");
     }
 }

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::kinesis::KinesisFile;
 use crate::merge_upsert::MergeUpsertFile;
 use crate::raw_append::RawAppendFile;
 use crate::stream_join::StreamJoinFile;
 use crate::tables::TableFile;
-use crate::{ConfigError, KafkaConfig, LakeConfig, MergeUpsertConfig, RawAppendConfig, StreamJoinConfig, TableConfig};
+use crate::{ConfigError, KafkaConfig, KinesisConfig, LakeConfig, MergeUpsertConfig, RawAppendConfig, StreamJoinConfig, TableConfig};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -19,6 +20,8 @@ struct PipelineFile {
     lake: LakeConfig,
     #[serde(default)]
     kafka: KafkaConfig,
+    #[serde(default)]
+    kinesis: KinesisFile,
     #[serde(default)]
     tables: BTreeMap<String, TableFile>,
     #[serde(default)]
@@ -37,6 +40,8 @@ pub struct PipelineConfig {
     pub lake: LakeConfig,
     /// Kafka / MSK connection.
     pub kafka: KafkaConfig,
+    /// Kinesis Data Streams settings (used when a raw-append source is a stream).
+    pub kinesis: KinesisConfig,
     /// Tables by logical name.
     pub tables: BTreeMap<String, TableConfig>,
     /// The raw-append job.
@@ -66,6 +71,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LAKEHOUSE_KAFKA_SASL_PASSWORD", "kafka.sasl_password"),
     ("LAKEHOUSE_KAFKA_AWS_REGION", "kafka.aws_region"),
     ("LAKEHOUSE_RAW_APPEND_GROUP_ID", "raw_append.group_id"),
+    ("LAKEHOUSE_KINESIS_REGION", "kinesis.region"),
+    ("LAKEHOUSE_KINESIS_SHARD_INDEX", "kinesis.shard_index"),
+    ("LAKEHOUSE_KINESIS_SHARD_COUNT", "kinesis.shard_count"),
 ];
 
 impl PipelineConfig {
@@ -119,6 +127,9 @@ impl PipelineFile {
                         ra.group_id = (!s.is_empty()).then_some(s);
                     }
                 }
+                "kinesis.region" => self.kinesis.region = Some(s),
+                "kinesis.shard_index" => self.kinesis.shard_index = Some(number(var, key, &s)?),
+                "kinesis.shard_count" => self.kinesis.shard_count = Some(number(var, key, &s)?),
                 _ => unreachable!("every ENV_OVERRIDES key is handled"),
             }
         }
@@ -140,9 +151,15 @@ impl PipelineFile {
             raw_append: self.raw_append.map(|s| s.resolve(&tables)).transpose()?,
             lake: self.lake,
             kafka: self.kafka,
+            kinesis: self.kinesis.resolve()?,
             tables,
         })
     }
+}
+
+/// A whole number from an environment variable.
+fn number(var: &str, key: &str, s: &str) -> Result<u32, ConfigError> {
+    s.trim().parse().map_err(|_| ConfigError::invalid(key, format!("from {var}: '{s}' is not a whole number")))
 }
 
 /// Enum-valued overrides go through serde so they accept exactly what the file accepts.

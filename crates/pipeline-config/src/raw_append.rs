@@ -1,4 +1,4 @@
-//! `[raw_append]`: Kafka topics routed into tables.
+//! `[raw_append]`: Kafka topics and Kinesis streams routed into tables.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -40,7 +40,10 @@ pub(crate) struct RawAppendFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceFile {
-    topic: String,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
     table: String,
     #[serde(default)]
     metadata_columns: Vec<MetadataColumn>,
@@ -52,7 +55,7 @@ pub struct RawAppendConfig {
     /// Identifies the job in `txn` app ids (`<job_id>:<topic>:<partition>`); never change it
     /// for an existing table, or progress restarts from the earliest offsets.
     pub job_id: String,
-    /// Topic → table routes.
+    /// Topic or stream → table routes.
     pub sources: Vec<RawAppendSource>,
     /// Dead-letter table path under the lake root.
     pub dead_letter_table: String,
@@ -78,18 +81,29 @@ pub struct RawAppendConfig {
     pub on_missing_offsets: OnMissingOffsets,
 }
 
-/// One topic routed to one table.
+/// One topic or stream routed to one table.
 #[derive(Debug, Clone)]
 pub struct RawAppendSource {
-    /// Kafka topic.
-    pub topic: String,
+    /// The Kafka topic or Kinesis stream name (unique across both: it names the progress).
+    pub name: String,
+    /// Kafka topic or Kinesis stream.
+    pub kind: SourceKind,
     /// The table under `[tables]` it is written to.
     pub table: TableConfig,
-    /// Kafka metadata columns to add.
+    /// Source metadata columns to add.
     pub metadata_columns: Vec<MetadataColumn>,
 }
 
-/// Kafka metadata columns raw-append can add.
+/// What a raw-append source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// A Kafka / MSK topic (`topic = ...`).
+    Kafka,
+    /// An Amazon Kinesis data stream (`stream = ...`).
+    Kinesis,
+}
+
+/// Source metadata columns raw-append can add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetadataColumn {
@@ -103,6 +117,18 @@ pub enum MetadataColumn {
     Timestamp,
     /// `_kafka_key` string (lossy UTF-8).
     Key,
+    /// `_kinesis_stream` string.
+    Stream,
+    /// `_kinesis_shard_id` string (`shardId-000000000003`).
+    ShardId,
+    /// `_kinesis_sequence_number` string (decimal, up to 128 bits).
+    SequenceNumber,
+    /// `_kinesis_sub_sequence_number` long: the user record's index in a KPL aggregate (0 otherwise).
+    SubSequenceNumber,
+    /// `_kinesis_arrival_time` timestamp (approximate arrival time).
+    ArrivalTime,
+    /// `_kinesis_partition_key` string.
+    PartitionKey,
 }
 
 impl MetadataColumn {
@@ -114,7 +140,26 @@ impl MetadataColumn {
             Self::Offset => "_kafka_offset",
             Self::Timestamp => "_kafka_timestamp",
             Self::Key => "_kafka_key",
+            Self::Stream => "_kinesis_stream",
+            Self::ShardId => "_kinesis_shard_id",
+            Self::SequenceNumber => "_kinesis_sequence_number",
+            Self::SubSequenceNumber => "_kinesis_sub_sequence_number",
+            Self::ArrivalTime => "_kinesis_arrival_time",
+            Self::PartitionKey => "_kinesis_partition_key",
         }
+    }
+
+    /// The kind of source that has this column.
+    pub fn source_kind(self) -> SourceKind {
+        match self {
+            Self::Topic | Self::Partition | Self::Offset | Self::Timestamp | Self::Key => SourceKind::Kafka,
+            _ => SourceKind::Kinesis,
+        }
+    }
+
+    /// The name the configuration writes (for messages).
+    fn config_name(self) -> &'static str {
+        self.column_name().split_once('_').map_or("", |(_, rest)| rest.split_once('_').map_or(rest, |(_, name)| name))
     }
 }
 
@@ -160,7 +205,7 @@ impl RawAppendFile {
     /// Checks the section and resolves its routes' tables.
     pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendConfig, ConfigError> {
         if self.sources.is_empty() {
-            return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } route"));
+            return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } or { stream, table } route"));
         }
         checks::job_id("raw_append.job_id", &self.job_id)?;
         checks::relative_path("raw_append.dead_letter_table", &self.dead_letter_table)?;
@@ -170,14 +215,16 @@ impl RawAppendFile {
         if self.target_file_size.0 < (1 << 20) {
             return Err(ConfigError::invalid("raw_append.target_file_size", "must be at least 1 MiB"));
         }
-        let mut topics = HashSet::new();
+        let mut names = HashSet::new();
         let mut sources = Vec::with_capacity(self.sources.len());
         for (i, src) in self.sources.into_iter().enumerate() {
             let key = format!("raw_append.sources[{i}]");
-            if !topics.insert(src.topic.clone()) {
-                return Err(ConfigError::invalid(format!("{key}.topic"), format!("topic '{}' is routed twice", src.topic)));
+            let src = src.resolve(&key, tables)?;
+            if !names.insert(src.name.clone()) {
+                // Progress is named by the source's name: a topic and a stream may not share one.
+                return Err(ConfigError::invalid(key, format!("'{}' is routed twice (topics and streams share one namespace)", src.name)));
             }
-            sources.push(src.resolve(&key, tables)?);
+            sources.push(src);
         }
         Ok(RawAppendConfig {
             job_id: self.job_id,
@@ -198,6 +245,26 @@ impl RawAppendFile {
 
 impl SourceFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {
+        let (name, kind) = match (self.topic, self.stream) {
+            (Some(topic), None) => (topic, SourceKind::Kafka),
+            (None, Some(stream)) => (stream, SourceKind::Kinesis),
+            _ => return Err(ConfigError::invalid(key, "give exactly one of topic = \"...\" (Kafka) or stream = \"...\" (Kinesis)")),
+        };
+        if name.is_empty() || name.contains(':') {
+            return Err(ConfigError::invalid(
+                key,
+                format!("'{name}': a source name must be non-empty and without ':' (it names the progress)"),
+            ));
+        }
+        if let Some(m) = self.metadata_columns.iter().find(|m| m.source_kind() != kind) {
+            let other = match kind {
+                SourceKind::Kafka => {
+                    "stream, shard_id, sequence_number, sub_sequence_number, arrival_time, partition_key are Kinesis columns"
+                }
+                SourceKind::Kinesis => "topic, partition, offset, timestamp, key are Kafka columns",
+            };
+            return Err(ConfigError::invalid(format!("{key}.metadata_columns"), format!("{}: {other}", m.config_name())));
+        }
         let table = lookup(tables, &format!("{key}.table"), &self.table)?;
         if let Some(m) = self.metadata_columns.iter().find(|m| table.schema.column(m.column_name()).is_some()) {
             return Err(ConfigError::invalid(
@@ -205,6 +272,6 @@ impl SourceFile {
                 format!("{} clashes with a schema column", m.column_name()),
             ));
         }
-        Ok(RawAppendSource { topic: self.topic, table, metadata_columns: self.metadata_columns })
+        Ok(RawAppendSource { name, kind, table, metadata_columns: self.metadata_columns })
     }
 }

@@ -130,3 +130,41 @@ fn store_retries_and_timeouts_reach_the_storage_options_with_defaults() {
     let e = error_for(&format!("{base}[lake.store]\nrequest_timeout = \"soon\"\n"), &[]);
     assert!(e.contains("'soon' is not a duration"), "{e}");
 }
+
+#[test]
+fn kinesis_sources_and_their_section_are_checked() {
+    let base = "[lake]\nroot = \"lake\"\n[tables.t]\npath = \"t\"\nschema = \"order.schema.toml\"\n[tables.u]\npath = \"u\"\nschema = \"order.schema.toml\"\n";
+    let sources = |list: &str| format!("{base}[raw_append]\nsources = [{list}]\n");
+    let e = error_for(&sources("{ topic = \"a\", stream = \"a\", table = \"t\" }"), &[]);
+    assert!(e.starts_with("raw_append.sources[0]: give exactly one of topic"), "{e}");
+    let e = error_for(&sources("{ topic = \"a\", table = \"t\" }, { stream = \"a\", table = \"u\" }"), &[]);
+    assert!(e.starts_with("raw_append.sources[1]: 'a' is routed twice"), "{e}");
+    let e = error_for(&sources("{ stream = \"a\", table = \"t\", metadata_columns = [\"offset\"] }"), &[]);
+    assert!(e.starts_with("raw_append.sources[0].metadata_columns: offset: topic, partition, offset"), "{e}");
+    let e = error_for(&sources("{ topic = \"a\", table = \"t\", metadata_columns = [\"shard_id\"] }"), &[]);
+    assert!(e.starts_with("raw_append.sources[0].metadata_columns: shard_id: stream, shard_id"), "{e}");
+    let e = error_for(&sources("{ stream = \"a\", table = \"t\" }"), &[("LAKEHOUSE_KINESIS_SHARD_INDEX", "1")]);
+    assert!(e.starts_with("kinesis.shard_count: set shard_index and shard_count together"), "{e}");
+    let e = error_for(&sources("{ stream = \"a\", table = \"t\" }"), &[("LAKEHOUSE_KINESIS_SHARD_COUNT", "two")]);
+    assert!(e.starts_with("kinesis.shard_count: from LAKEHOUSE_KINESIS_SHARD_COUNT"), "{e}");
+
+    let dir = std::env::temp_dir().join(format!("pcfg-kinesis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(shipped().parent().unwrap().join("order.schema.toml"), dir.join("order.schema.toml")).unwrap();
+    let path = dir.join("p.toml");
+    let body = sources("{ topic = \"a\", table = \"t\" }, { stream = \"b\", table = \"u\", metadata_columns = [\"sequence_number\"] }");
+    std::fs::write(&path, format!("{body}[kinesis]\nstarting_position = \"latest\"\n")).unwrap();
+    let env = |k: &str| match k {
+        "LAKEHOUSE_KINESIS_SHARD_INDEX" => Some("1".to_string()),
+        "LAKEHOUSE_KINESIS_SHARD_COUNT" => Some("3".to_string()),
+        _ => None,
+    };
+    let c = PipelineConfig::load_with_env(&path, ConfigOverrides::default(), env).unwrap();
+    let ra = c.raw_append.unwrap();
+    assert_eq!(
+        ra.sources.iter().map(|s| (s.name.as_str(), s.kind)).collect::<Vec<_>>(),
+        [("a", SourceKind::Kafka), ("b", SourceKind::Kinesis)]
+    );
+    assert_eq!(c.kinesis.starting_position, StartingPosition::Latest);
+    assert_eq!(c.kinesis.assignment, ShardAssignment { index: 1, count: 3 });
+}

@@ -11,12 +11,14 @@ use chrono::{DateTime, Utc};
 use delta_io::{write_files, CommitError, GuardedTxn, ProgressTable, TableWriter};
 use job_runtime::{crash_point, RunSummary};
 use kafka_source::{messages_behind, PartitionKey, RawBatch};
+use kinesis_source::ShardPosition;
 use pipeline_config::RawAppendConfig;
 
 use crate::dead_letter::{self, DeadLetters};
 use crate::events::{BatchCommitted, BatchDropped, DeadLettered, OffsetsSkipped};
 use crate::handover::{Resume, SkippedRange};
 use crate::routes::Route;
+use crate::shard_positions::ShardPositions;
 use crate::table_rows::{self, ChunkRows};
 use crate::RawAppendError;
 
@@ -39,6 +41,8 @@ pub struct Sinks {
     pub job: RawAppendConfig,
     /// Latest known high watermark per partition (consumer-lag figures).
     pub high_watermarks: HashMap<PartitionKey, i64>,
+    /// Per route: where Kinesis shard positions are kept (None for Kafka routes).
+    pub shard_positions: Vec<Option<ShardPositions>>,
 }
 
 impl Sinks {
@@ -64,6 +68,8 @@ pub struct Batch {
     dead: DeadLetters,
     /// Partitions that produced new dead letters in this batch.
     dead_partitions: BTreeMap<PartitionKey, ()>,
+    /// Kinesis shards: the position of the last record (what the commit's counter stands for).
+    positions: BTreeMap<PartitionKey, ShardPosition>,
     decode_ms: u64,
     write_ms: u64,
     /// When the first slice arrived (batch duration).
@@ -83,6 +89,7 @@ impl Batch {
             skips: Vec::new(),
             dead: DeadLetters::default(),
             dead_partitions: BTreeMap::new(),
+            positions: BTreeMap::new(),
             decode_ms: 0,
             write_ms: 0,
             opened: None,
@@ -155,6 +162,17 @@ impl Batch {
         }
         self.write_ms += started.elapsed().as_millis() as u64;
         Ok(())
+    }
+
+    /// Records Kinesis shard positions (after the slice holding their records was added): the
+    /// commit records each position's counter, and writes the position beside the table first.
+    /// A shard found finished without new records commits its last counter again, marked finished.
+    pub fn record_positions(&mut self, sinks: &Sinks, positions: Vec<(PartitionKey, ShardPosition)>) {
+        for (key, position) in positions {
+            self.start.entry(key.clone()).or_insert_with(|| sinks.resume.point(&key));
+            self.last_offsets.insert(key.clone(), position.counter);
+            self.positions.insert(key, position);
+        }
     }
 
     /// Records offsets skipped by configuration: the partition's progress moves past them in
@@ -264,6 +282,7 @@ impl Batch {
         };
         self.write_ms += started.elapsed().as_millis() as u64;
         crash_point!("raw_append::after_upload");
+        self.write_positions(idx, &keys, sinks).await?;
         let files = adds.len();
         // Partition values of the new files (repeats collapse in the manifest writer).
         let touched: Vec<HashMap<String, Option<String>>> =
@@ -294,12 +313,39 @@ impl Batch {
             sinks.resume.committed(key, self.last_offsets[key]);
         }
         crash_point!("raw_append::after_commit");
+        self.forget_superseded_positions(idx, &keys, sinks).await;
         maintenance::update_touched_manifests(sinks.tables[idx].table(), &route.table_name, &touched).await;
         Ok(Vec::new())
     }
 
+    /// Writes the Kinesis positions of table `idx`'s shards beside it, before the commit that
+    /// records their counters.
+    async fn write_positions(&mut self, idx: usize, keys: &[PartitionKey], sinks: &Sinks) -> Result<(), RawAppendError> {
+        let Some(store) = &sinks.shard_positions[idx] else { return Ok(()) };
+        for key in keys {
+            if let Some(position) = self.positions.get(key) {
+                store.write(key, position).await?;
+            }
+        }
+        crash_point!("raw_append::after_position_write");
+        Ok(())
+    }
+
+    /// Deletes the positions the commit superseded (a failure only leaves an unused object).
+    async fn forget_superseded_positions(&mut self, idx: usize, keys: &[PartitionKey], sinks: &Sinks) {
+        let Some(store) = &sinks.shard_positions[idx] else { return };
+        for key in keys {
+            let (Some(previous), Some(now)) = (self.start.get(key).copied().flatten(), self.positions.get(key)) else { continue };
+            if previous != now.counter {
+                if let Err(e) = store.forget(key, previous).await {
+                    tracing::warn!(stage = "commit", stream = %key.topic, shard = key.partition, error = %e, "superseded shard position not deleted");
+                }
+            }
+        }
+    }
+
     /// Drops the batch uncommitted (shutdown deadline): uploads are aborted.
-    pub async fn abandon(mut self) {
+    pub async fn abandon(&mut self) {
         for writer in self.writers.iter_mut().filter_map(Option::take) {
             writer.abort().await;
         }

@@ -3,6 +3,7 @@
 use delta_io::{CommitError, DeltaIoError};
 use job_runtime::{ExitCode, ExitStatus};
 use kafka_source::KafkaError;
+use kinesis_source::KinesisError;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,40 @@ pub enum RawAppendError {
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// Kinesis failed.
+    #[error(transparent)]
+    Kinesis(#[from] KinesisError),
+    /// Shards this job started reading expired out of the stream's retention before it
+    /// finished them.
+    #[error(
+        "kinesis stream {stream}: shards {shards:?} expired out of the stream's retention before this job read them to their end; \
+         their unread records are gone. Set raw_append.on_missing_offsets = \"skip\" to go on without them (logged), or raise the stream's retention"
+    )]
+    ShardsExpired {
+        /// The stream.
+        stream: String,
+        /// The shard ids.
+        shards: Vec<String>,
+    },
+    /// A shard id without the number the progress is keyed by.
+    #[error("kinesis stream {stream}: shard id {shard} does not end in a shard number below 2^31")]
+    ShardId {
+        /// The stream.
+        stream: String,
+        /// The shard id.
+        shard: String,
+    },
+    /// The table's progress names a Kinesis position that cannot be read.
+    #[error(
+        "shard position {object} under the table's _lakehouse folder: {why}. The table's txn progress names it; \
+         restore the _lakehouse folder from a backup (S3 versioning) of the table"
+    )]
+    PositionMissing {
+        /// The object, relative to the table's `_lakehouse` folder.
+        object: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Delta access failed.
     #[error(transparent)]
     Delta(#[from] DeltaIoError),
@@ -33,7 +68,10 @@ pub enum RawAppendError {
 impl ExitStatus for RawAppendError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_)) => ExitCode::SourceDataGone,
+            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_)) | Self::ShardsExpired { .. } => {
+                ExitCode::SourceDataGone
+            }
+            Self::PositionMissing { .. } => ExitCode::CheckpointBehind,
             _ => ExitCode::Failure,
         }
     }

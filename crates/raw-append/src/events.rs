@@ -3,6 +3,7 @@
 
 use delta_io::MovedProgress;
 use job_runtime::RunSummary;
+use kafka_source::PartitionKey;
 
 use crate::handover::SkippedRange;
 
@@ -134,5 +135,32 @@ impl OffsetsSkipped<'_> {
         let r = self.range;
         tracing::warn!(stage = "commit", error_code = "offsets_skipped", topic = %r.key.topic, partition = r.key.partition, next = r.next, resumed_at = r.resume_at, skipped = r.skipped(), "skipped offsets recorded in the dead-letter table");
         summary.skipped(r.skipped());
+    }
+}
+
+/// What reading a source met besides records: throttled reads (backed off and retried) and
+/// how far each Kinesis shard's read is behind the stream's tip.
+pub struct SourceRead<'a> {
+    /// Reads throttled since the previous slice.
+    pub throttles: u64,
+    /// MillisBehindLatest per shard.
+    pub millis_behind: &'a [(PartitionKey, i64)],
+}
+
+impl SourceRead<'_> {
+    /// Logs throttling (once per slice) and counts.
+    pub fn emit(&self, summary: &mut RunSummary) {
+        if self.throttles > 0 {
+            tracing::warn!(
+                stage = "read",
+                error_code = "source_throttled",
+                throttles = self.throttles,
+                "source reads throttled; backed off and retried"
+            );
+            summary.throttled(self.throttles);
+        }
+        for (key, millis) in self.millis_behind {
+            summary.millis_behind(&key.topic, key.partition, (*millis).max(0) as u64);
+        }
     }
 }

@@ -106,6 +106,11 @@ impl Resume {
         Ok(next)
     }
 
+    /// A source partition without watermarks (a Kinesis shard) resumed from `progress`.
+    pub fn resumed_at(&self, key: &PartitionKey, progress: Option<i64>) {
+        self.state().points.insert(key.clone(), progress);
+    }
+
     /// The progress the next batch of `key` builds on.
     pub fn point(&self, key: &PartitionKey) -> Option<i64> {
         self.state().points.get(key).copied().flatten()
@@ -125,10 +130,13 @@ impl Resume {
         state.generation
     }
 
-    /// The reader takes the pending re-reads and the generation its next slice carries.
-    pub fn take_rereads(&self) -> (Vec<PartitionKey>, u64) {
+    /// A reader takes the pending re-reads of the partitions it reads (`mine`) and the
+    /// generation its next slice carries.
+    pub fn take_rereads(&self, mine: impl Fn(&PartitionKey) -> bool) -> (Vec<PartitionKey>, u64) {
         let mut state = self.state();
-        (std::mem::take(&mut state.reseek), state.generation)
+        let (taken, left) = std::mem::take(&mut state.reseek).into_iter().partition(|k| mine(k));
+        state.reseek = left;
+        (taken, state.generation)
     }
 
     /// True when skips wait to be recorded.
@@ -174,10 +182,13 @@ mod tests {
     #[test]
     fn rereads_carry_a_new_generation() {
         let resume = Resume::new(OnMissingOffsets::Fail);
-        assert_eq!(resume.take_rereads(), (vec![], 0));
-        let g = resume.request_reread(&[key()]);
-        assert_eq!(resume.take_rereads(), (vec![key()], g));
-        assert_eq!(resume.take_rereads(), (vec![], g));
+        let all = |_: &PartitionKey| true;
+        assert_eq!(resume.take_rereads(all), (vec![], 0));
+        let shard = PartitionKey::new("clicks", 4);
+        let g = resume.request_reread(&[key(), shard.clone()]);
+        assert_eq!(resume.take_rereads(|k| k.topic.as_ref() == "orders"), (vec![key()], g), "each reader takes its own");
+        assert_eq!(resume.take_rereads(all), (vec![shard], g));
+        assert_eq!(resume.take_rereads(all), (vec![], g));
         resume.resumed(&key(), Some(3), (0, 10)).unwrap();
         assert_eq!(resume.point(&key()), Some(3));
         resume.committed(&key(), 8);

@@ -10,14 +10,18 @@ use kafka_source::{
     client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider,
     PartitionKey, ProgressLookup, RawBatch, ReaderLimits, RevokeHook, StartPosition,
 };
-use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, Trigger};
+use kinesis_source::{KinesisReader, StartAt};
+use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, SourceKind, StartingPosition, Trigger};
 
 use crate::batch::{Batch, Sinks};
 use crate::dead_letter;
 use crate::error::RawAppendError;
-use crate::events::BatchRead;
+use crate::events::{BatchRead, SourceRead};
+use crate::feed::{BatchLimits, ReaderMsg, SourceNotes};
 use crate::handover::Resume;
+use crate::kinesis_feed::{FeedSettings, KinesisFeed, StreamFeed};
 use crate::routes::{self, Route};
+use crate::shard_positions::ShardPositions;
 
 /// A raw-append run over a validated configuration.
 pub struct RawAppend {
@@ -49,44 +53,111 @@ impl RawAppend {
         let started = Instant::now();
         let mut summary = RunSummary::new(Self::NAME, self.trigger.name());
         let mut sinks = self.open_sinks().await?;
-        let msk = match self.config.kafka.sasl_mechanism {
-            Some(SaslMechanism::AwsMskIam) => Some(Arc::new(MskTokenProvider::start(self.config.kafka.aws_region.clone()).await?)),
-            _ => None,
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel::<ReaderMsg>(1);
-        let kafka = client_config(&self.config.kafka);
-        let lookup = self.progress_lookup(
-            &sinks.routes,
-            sinks.resume.clone(),
-            Probe { kafka: kafka.clone(), context: LakeContext::new(msk.clone()) },
-        );
-        let (reader, expected_total) = match self.open_reader(&mut sinks, kafka, msk, lookup.clone(), tx.clone()).await? {
-            Some(opened) => opened,
-            None => {
-                tracing::info!(stage = "start", "no new data in any partition");
-                summary.status = RunStatus::NoNewData;
-                return Ok(finish(summary, started));
-            }
-        };
         let limits = BatchLimits {
             messages: self.job.max_batch_rows as usize,
             bytes: self.job.max_batch_bytes.0 as usize,
             // Trigger-once batches are bounded by size only.
             interval: (self.trigger == Trigger::Continuous).then_some(self.job.interval.0),
         };
-        let rereads = Rereads { resume: sinks.resume.clone(), lookup };
-        let reader_thread = spawn_reader(reader, limits, self.shutdown.flag(), tx, rereads)?;
-        let progress = expected_total.and_then(|total| Progress::for_terminal(total, "messages"));
-        let outcome = self.run_loop(&mut sinks, rx, &mut summary, progress.as_ref()).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<ReaderMsg>(1);
+        let kafka = self.start_kafka(&mut sinks, limits, tx.clone()).await?;
+        let kinesis = self.start_kinesis(&sinks, limits, tx).await?;
+        let readers = usize::from(kafka.is_some()) + usize::from(kinesis.is_some());
+        if readers == 0 {
+            tracing::info!(stage = "start", "no new data in any partition");
+            summary.status = RunStatus::NoNewData;
+            return Ok(finish(summary, started));
+        }
+        let progress = kafka.as_ref().and_then(|(_, total)| *total).and_then(|total| Progress::for_terminal(total, "messages"));
+        let outcome = self.run_loop(&mut sinks, rx, readers, &mut summary, progress.as_ref()).await;
         if let Some(bar) = progress {
             bar.finish();
         }
-        reader_thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
+        if let Some((thread, _)) = kafka {
+            thread.join().map_err(|_| RawAppendError::Internal("the reader thread panicked".into()))?;
+        }
+        if let Some(task) = kinesis {
+            task.await.map_err(|e| RawAppendError::Internal(format!("the kinesis reader task: {e}")))?;
+        }
         outcome?;
         if summary.rows_in == 0 && summary.status == RunStatus::Ok && summary.skipped_offsets == 0 {
             summary.status = RunStatus::NoNewData;
         }
         Ok(finish(summary, started))
+    }
+
+    /// Starts the Kafka reader thread when the run has Kafka sources with something to read;
+    /// returns it with the number of messages trigger once expects.
+    async fn start_kafka(
+        &self,
+        sinks: &mut Sinks,
+        limits: BatchLimits,
+        tx: tokio::sync::mpsc::Sender<ReaderMsg>,
+    ) -> Result<Option<(std::thread::JoinHandle<()>, Option<u64>)>, RawAppendError> {
+        if !sinks.routes.iter().any(|r| r.kind == SourceKind::Kafka) {
+            return Ok(None);
+        }
+        let msk = match self.config.kafka.sasl_mechanism {
+            Some(SaslMechanism::AwsMskIam) => Some(Arc::new(MskTokenProvider::start(self.config.kafka.aws_region.clone()).await?)),
+            _ => None,
+        };
+        let kafka = client_config(&self.config.kafka);
+        let lookup = self.progress_lookup(
+            &sinks.routes,
+            sinks.resume.clone(),
+            Probe { kafka: kafka.clone(), context: LakeContext::new(msk.clone()) },
+        );
+        let Some((reader, expected_total)) = self.open_reader(sinks, kafka, msk, lookup.clone(), tx.clone()).await? else {
+            return Ok(None);
+        };
+        let topics = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka).map(|r| r.source.clone()).collect();
+        let rereads = Rereads { resume: sinks.resume.clone(), lookup, topics };
+        Ok(Some((spawn_reader(reader, limits, self.shutdown.flag(), tx, rereads)?, expected_total)))
+    }
+
+    /// Starts the Kinesis reader task when the run has Kinesis sources.
+    async fn start_kinesis(
+        &self,
+        sinks: &Sinks,
+        limits: BatchLimits,
+        tx: tokio::sync::mpsc::Sender<ReaderMsg>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, RawAppendError> {
+        let streams: Vec<(usize, &Route)> = sinks.routes.iter().enumerate().filter(|(_, r)| r.kind == SourceKind::Kinesis).collect();
+        if streams.is_empty() {
+            return Ok(None);
+        }
+        let settings = &self.config.kinesis;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let aws = loader.load().await;
+        let mut feeds = Vec::with_capacity(streams.len());
+        for (idx, route) in streams {
+            let positions =
+                sinks.shard_positions[idx].clone().ok_or_else(|| RawAppendError::Internal("a stream route without positions".into()))?;
+            let reader = KinesisReader::new(&aws, &route.source);
+            feeds.push(StreamFeed::new(reader, route.spec.location.clone(), route.spec.storage.clone(), positions));
+        }
+        let start = match settings.starting_position {
+            StartingPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartingPosition::Latest => StartAt::Latest,
+            StartingPosition::AtTimestamp => StartAt::AtTimestamp(settings.start_timestamp_ms.unwrap_or_default()),
+        };
+        let feed = KinesisFeed {
+            streams: feeds,
+            settings: FeedSettings {
+                start,
+                assignment: settings.assignment,
+                on_expired: self.job.on_missing_offsets,
+                limits,
+                cutoff_ms: (self.trigger == Trigger::Once).then(|| job_runtime::now_ms() as i64),
+                job_id: self.job.job_id.clone(),
+            },
+            resume: sinks.resume.clone(),
+            stop: self.shutdown.flag(),
+        };
+        Ok(Some(tokio::spawn(feed.run(tx))))
     }
 
     /// Opens (or creates) every table the run writes.
@@ -96,6 +167,11 @@ impl RawAppend {
         for route in routes.iter() {
             tables.push(ProgressTable::new(open_or_create(&route.spec).await?));
         }
+        let shard_positions = routes
+            .iter()
+            .zip(&tables)
+            .map(|(r, t)| (r.kind == SourceKind::Kinesis).then(|| ShardPositions::new(t.table(), &self.job.job_id)))
+            .collect();
         let dlq_spec =
             dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
         Ok(Sinks {
@@ -105,6 +181,7 @@ impl RawAppend {
             dead_letter: ProgressTable::new(open_or_create(&dlq_spec).await?),
             resume: Arc::new(Resume::new(self.job.on_missing_offsets)),
             high_watermarks: HashMap::new(),
+            shard_positions,
             job: self.job.clone(),
         })
     }
@@ -121,7 +198,7 @@ impl RawAppend {
         lookup: ProgressLookup,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<(KafkaReader, Option<u64>)>, RawAppendError> {
-        let topics: Vec<&str> = sinks.routes.iter().map(|r| r.topic.as_str()).collect();
+        let topics: Vec<&str> = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka).map(|r| r.source.as_str()).collect();
         if let (Some(group), Trigger::Continuous) = (&self.job.group_id, self.trigger) {
             // A subscription to a topic that does not exist would wait forever: refuse it.
             fetch_watermarks(&kafka, LakeContext::new(msk.clone()), &topics)?;
@@ -154,76 +231,59 @@ impl RawAppend {
         Ok(Some((KafkaReader::manual(kafka, context, &starts, Some(ends))?, Some(pending))))
     }
 
-    /// Receives slices from the reader and commits batches until the reader is done or stopped.
+    /// Receives slices from the readers and commits batches until every reader is done or stopped.
     async fn run_loop(
         &self,
         sinks: &mut Sinks,
         mut rx: tokio::sync::mpsc::Receiver<ReaderMsg>,
+        mut readers: usize,
         summary: &mut RunSummary,
         progress: Option<&Progress>,
     ) -> Result<(), RawAppendError> {
-        let routes = sinks.routes.len();
-        let mut batch_no: i64 = 0;
-        let mut batch = Batch::new(batch_no + 1, routes);
-        // Partitions re-read after a lost compare-and-set: slices older than this are stale.
-        let mut rereading: HashMap<PartitionKey, u64> = HashMap::new();
+        let mut pending = Pending::new(sinks.routes.len());
         while let Some(msg) = rx.recv().await {
             job_runtime::heartbeat();
             for range in sinks.resume.take_skipped() {
-                batch.mark_skipped(sinks, range);
+                pending.batch.mark_skipped(sinks, range);
             }
-            let (mut slice, outcome, end_of_batch, generation) = match msg {
-                ReaderMsg::Slice { slice, outcome, end_of_batch, generation } => (slice, outcome, end_of_batch, generation),
+            let (slice, outcome, end_of_batch, generation, notes) = match msg {
+                ReaderMsg::Slice { slice, outcome, end_of_batch, generation, notes } => (slice, outcome, end_of_batch, generation, notes),
                 ReaderMsg::Idle(high_watermarks) => {
                     sinks.high_watermarks.extend(high_watermarks);
                     continue;
                 }
                 ReaderMsg::Flush(ack) => {
                     // Partitions are being revoked: commit what was read so far.
-                    if !batch.is_empty() {
-                        batch_no += 1;
-                        let full = std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes));
-                        commit(full, sinks, summary, &mut rereading).await?;
-                    }
+                    pending.commit(sinks, summary).await?;
                     let _ = ack.send(());
                     continue;
                 }
-                ReaderMsg::Failed(e) => return Err(e.into()),
+                ReaderMsg::Failed(e) => return Err(e),
             };
-            sinks.high_watermarks.extend(std::mem::take(&mut slice.high_watermarks));
-            slice.retain_partitions(|key| rereading.get(key).is_none_or(|g| generation >= *g));
-            if !slice.is_empty() {
-                BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(summary);
-                batch.add(sinks, slice).await?;
-                if let Some(bar) = progress {
-                    bar.set(summary.rows_in);
-                }
+            pending.add(sinks, slice, notes, generation, summary).await?;
+            if let Some(bar) = progress {
+                bar.set(summary.rows_in);
             }
             let stopping = outcome == FillOutcome::Stopped;
-            if end_of_batch && !batch.is_empty() {
-                batch_no += 1;
-                let full = std::mem::replace(&mut batch, Batch::new(batch_no + 1, routes));
-                if stopping {
-                    // SIGTERM: the batch in flight gets the stop timeout to commit, or is abandoned.
-                    if tokio::time::timeout(self.job.shutdown_timeout.0, commit(full, sinks, summary, &mut rereading)).await.is_err() {
-                        tracing::warn!(stage = "shutdown", "stop timeout reached: batch abandoned uncommitted; the next run re-reads it");
-                    }
-                } else {
-                    commit(full, sinks, summary, &mut rereading).await?;
+            if end_of_batch && stopping {
+                // SIGTERM: the batch in flight gets the stop timeout to commit, or is abandoned.
+                if tokio::time::timeout(self.job.shutdown_timeout.0, pending.commit(sinks, summary)).await.is_err() {
+                    tracing::warn!(stage = "shutdown", "stop timeout reached: batch abandoned uncommitted; the next run re-reads it");
                 }
+            } else if end_of_batch {
+                pending.commit(sinks, summary).await?;
             }
-            match outcome {
-                FillOutcome::CaughtUp => break,
-                FillOutcome::Stopped => {
-                    summary.status = RunStatus::Stopped;
+            if stopping {
+                summary.status = RunStatus::Stopped;
+            }
+            if matches!(outcome, FillOutcome::CaughtUp | FillOutcome::Stopped) {
+                readers -= 1;
+                if readers == 0 {
                     break;
                 }
-                FillOutcome::Full | FillOutcome::LatencyReached | FillOutcome::Idle => {}
             }
         }
-        if !batch.is_empty() {
-            batch.abandon().await;
-        }
+        pending.batch.abandon().await;
         Ok(())
     }
 
@@ -232,7 +292,7 @@ impl RawAppend {
     fn progress_lookup(&self, routes: &[Route], resume: Arc<Resume>, probe: Probe) -> ProgressLookup {
         let handle = tokio::runtime::Handle::current();
         let locations: HashMap<String, (String, BTreeMap<String, String>)> =
-            routes.iter().map(|r| (r.topic.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
+            routes.iter().map(|r| (r.source.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
         let job_id = self.job.job_id.clone();
         Arc::new(move |key: &PartitionKey, watermarks: (i64, i64)| {
             let unreadable = |e: String| KafkaError::Rebalance(format!("{}[{}]: {e}", key.topic, key.partition));
@@ -267,42 +327,57 @@ impl Probe {
     }
 }
 
-/// Commits a batch; partitions another task moved under it are re-read from their tables.
-async fn commit(
+/// The batch being assembled, and the partitions being re-read after a lost compare-and-set
+/// (slices the readers started before the re-read are stale).
+struct Pending {
+    number: i64,
+    routes: usize,
     batch: Batch,
-    sinks: &mut Sinks,
-    summary: &mut RunSummary,
-    rereading: &mut HashMap<PartitionKey, u64>,
-) -> Result<(), RawAppendError> {
-    let lost = batch.commit(sinks, summary).await?;
-    if !lost.is_empty() {
-        let generation = sinks.resume.request_reread(&lost);
-        rereading.extend(lost.into_iter().map(|k| (k, generation)));
+    rereading: HashMap<PartitionKey, u64>,
+}
+
+impl Pending {
+    fn new(routes: usize) -> Self {
+        Self { number: 1, routes, batch: Batch::new(1, routes), rereading: HashMap::new() }
     }
-    Ok(())
-}
 
-/// What the reader thread hands the run loop.
-enum ReaderMsg {
-    /// Messages read; `end_of_batch` closes the batch they belong to. `generation` is the
-    /// re-read generation the reader was at when it started the slice.
-    Slice { slice: RawBatch, outcome: FillOutcome, end_of_batch: bool, generation: u64 },
-    /// Nothing arrived for a while: the reader is alive and waiting (with the high watermarks
-    /// it refreshed meanwhile, for the lag figures).
-    Idle(Vec<(PartitionKey, i64)>),
-    /// Partitions are being revoked: commit the batch in progress, then acknowledge.
-    Flush(std::sync::mpsc::Sender<()>),
-    /// Reading failed.
-    Failed(KafkaError),
-}
+    /// Adds a reader's slice and notes, minus what belongs to partitions being re-read.
+    async fn add(
+        &mut self,
+        sinks: &mut Sinks,
+        mut slice: RawBatch,
+        notes: SourceNotes,
+        generation: u64,
+        summary: &mut RunSummary,
+    ) -> Result<(), RawAppendError> {
+        sinks.high_watermarks.extend(std::mem::take(&mut slice.high_watermarks));
+        let current = |key: &PartitionKey| self.rereading.get(key).is_none_or(|g| generation >= *g);
+        slice.retain_partitions(current);
+        let positions: Vec<_> = notes.positions.into_iter().filter(|(key, _)| current(key)).collect();
+        SourceRead { throttles: notes.throttles, millis_behind: &notes.millis_behind }.emit(summary);
+        if !slice.is_empty() {
+            BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(summary);
+            self.batch.add(sinks, slice).await?;
+        }
+        self.batch.record_positions(sinks, positions);
+        Ok(())
+    }
 
-/// Batch boundaries (a batch is one commit per table).
-#[derive(Clone, Copy)]
-struct BatchLimits {
-    messages: usize,
-    bytes: usize,
-    /// Continuous mode: commit at the latest this long after a batch's first message.
-    interval: Option<Duration>,
+    /// Commits the batch unless it is empty; partitions another task moved under it are
+    /// re-read from their tables.
+    async fn commit(&mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<(), RawAppendError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.number += 1;
+        let full = std::mem::replace(&mut self.batch, Batch::new(self.number, self.routes));
+        let lost = full.commit(sinks, summary).await?;
+        if !lost.is_empty() {
+            let generation = sinks.resume.request_reread(&lost);
+            self.rereading.extend(lost.into_iter().map(|k| (k, generation)));
+        }
+        Ok(())
+    }
 }
 
 /// Messages are handed over in slices this size so decoding and encoding overlap reading.
@@ -316,13 +391,15 @@ const LAG_REFRESH: Duration = Duration::from_secs(15);
 struct Rereads {
     resume: Arc<Resume>,
     lookup: ProgressLookup,
+    /// The Kafka topics (Kinesis shards are re-read by their own reader).
+    topics: std::collections::HashSet<String>,
 }
 
 impl Rereads {
     /// Seeks the partitions the run loop asked to re-read to their table progress; returns
     /// the generation the next slice carries.
     fn apply(&self, reader: &mut KafkaReader) -> Result<u64, KafkaError> {
-        let (keys, generation) = self.resume.take_rereads();
+        let (keys, generation) = self.resume.take_rereads(|k| self.topics.contains(k.topic.as_ref()));
         for key in keys {
             let next = (self.lookup)(&key, reader.watermarks(&key)?)?;
             let assigned = reader.seek(&key, next)?;
@@ -365,7 +442,7 @@ fn spawn_reader(
                 let (generation, outcome) = match filled {
                     Ok(o) => o,
                     Err(e) => {
-                        let _ = tx.blocking_send(ReaderMsg::Failed(e));
+                        let _ = tx.blocking_send(ReaderMsg::Failed(e.into()));
                         return;
                     }
                 };
@@ -390,7 +467,8 @@ fn spawn_reader(
                     (messages, bytes, opened) = (0, 0, None);
                 }
                 let last = matches!(outcome, FillOutcome::CaughtUp | FillOutcome::Stopped);
-                if tx.blocking_send(ReaderMsg::Slice { slice, outcome, end_of_batch, generation }).is_err() || last {
+                let notes = SourceNotes::default();
+                if tx.blocking_send(ReaderMsg::Slice { slice, outcome, end_of_batch, generation, notes }).is_err() || last {
                     return;
                 }
             }

@@ -1,4 +1,4 @@
-//! Topic → table routes resolved from the configuration.
+//! Source (Kafka topic or Kinesis stream) → table routes resolved from the configuration.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -6,13 +6,15 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use delta_io::TableSpec;
 use json_arrow::MessageDecoder;
-use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource};
+use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceKind};
 
-/// One topic routed into one table, with everything needed to turn messages into rows.
+/// One topic or stream routed into one table, with everything needed to turn messages into rows.
 #[derive(Debug)]
 pub struct Route {
-    /// Source topic.
-    pub topic: String,
+    /// Source topic or stream (the `topic` of its partition keys).
+    pub source: String,
+    /// Kafka or Kinesis.
+    pub kind: SourceKind,
     /// Logical table name (key under `[tables]`).
     pub table_name: String,
     /// Where and how the table is stored.
@@ -21,7 +23,7 @@ pub struct Route {
     pub decoder: MessageDecoder,
     /// Partition columns and their sources.
     pub partitions: Vec<PartitionSpec>,
-    /// Kafka metadata columns appended after the message columns.
+    /// Source metadata columns appended after the message columns.
     pub metadata: Vec<MetadataColumn>,
     /// Bytes of the table's own object key prefix (S3 keys are limited as a whole).
     pub table_key_bytes: usize,
@@ -42,7 +44,8 @@ impl Route {
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
         Route {
             table_key_bytes: object_key_bytes(&table.location),
-            topic: src.topic.clone(),
+            source: src.name.clone(),
+            kind: src.kind,
             table_name: table.name.clone(),
             spec: TableSpec {
                 location: table.location.clone(),
@@ -66,10 +69,15 @@ impl Route {
 
 fn metadata_field(m: MetadataColumn) -> Field {
     let ty = match m {
-        MetadataColumn::Topic | MetadataColumn::Key => DataType::Utf8,
+        MetadataColumn::Topic
+        | MetadataColumn::Key
+        | MetadataColumn::Stream
+        | MetadataColumn::ShardId
+        | MetadataColumn::SequenceNumber
+        | MetadataColumn::PartitionKey => DataType::Utf8,
         MetadataColumn::Partition => DataType::Int32,
-        MetadataColumn::Offset => DataType::Int64,
-        MetadataColumn::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        MetadataColumn::Offset | MetadataColumn::SubSequenceNumber => DataType::Int64,
+        MetadataColumn::Timestamp | MetadataColumn::ArrivalTime => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     };
     Field::new(m.column_name(), ty, true)
 }
@@ -80,7 +88,7 @@ fn object_key_bytes(location: &str) -> usize {
     location.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).map_or(0, |(_, key)| key.len() + 1)
 }
 
-/// Route index by topic.
+/// Route index by source name (the `topic` of partition keys).
 pub fn by_topic(routes: &[Route]) -> HashMap<String, usize> {
-    routes.iter().enumerate().map(|(i, r)| (r.topic.clone(), i)).collect()
+    routes.iter().enumerate().map(|(i, r)| (r.source.clone(), i)).collect()
 }

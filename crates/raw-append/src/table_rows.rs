@@ -1,5 +1,5 @@
 //! Turning one partition's decoded messages into table rows: derived partition columns and
-//! Kafka metadata columns.
+//! source metadata columns.
 
 use std::sync::Arc;
 
@@ -35,21 +35,7 @@ pub fn build(
     let Decoded { batch, rows, mut rejects } = decoded;
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    for m in &route.metadata {
-        let col: ArrayRef = match m {
-            MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(key.topic.as_ref(), n))),
-            MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
-            MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
-            MetadataColumn::Timestamp => Arc::new(
-                TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000)))
-                    .with_timezone("UTC"),
-            ),
-            MetadataColumn::Key => Arc::new(StringArray::from_iter(
-                rows.iter().map(|&r| chunk.key(r as usize).map(|k| String::from_utf8_lossy(k).into_owned())),
-            )),
-        };
-        columns.push(col);
-    }
+    columns.extend(route.metadata.iter().map(|m| metadata_column(*m, key, chunk, &rows)));
     let mut ingestion_values: Vec<(String, Option<String>)> = Vec::new();
     let mut keep: Option<Vec<bool>> = None;
     for p in route.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
@@ -103,6 +89,35 @@ pub fn build(
     }
     let constant_partition = (!ingestion_values.is_empty() && ingestion_values.len() == route.partitions.len()).then_some(ingestion_values);
     Ok(ChunkRows { batch: out, rejects, constant_partition })
+}
+
+/// The source metadata column `m` for the decoded `rows` of a chunk of partition `key`.
+fn metadata_column(m: MetadataColumn, key: &PartitionKey, chunk: &PartitionChunk, rows: &[u32]) -> ArrayRef {
+    let n = rows.len();
+    match m {
+        MetadataColumn::Topic | MetadataColumn::Stream => {
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(key.topic.as_ref(), n)))
+        }
+        MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
+        MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
+        MetadataColumn::Timestamp | MetadataColumn::ArrivalTime => Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|&r| chunk.timestamps[r as usize].map(|ms| ms * 1000)))
+                .with_timezone("UTC"),
+        ),
+        MetadataColumn::Key | MetadataColumn::PartitionKey => {
+            Arc::new(StringArray::from_iter(rows.iter().map(|&r| chunk.key(r as usize).map(|k| String::from_utf8_lossy(k).into_owned()))))
+        }
+        MetadataColumn::ShardId => {
+            let id = kinesis_source::shard_id(key.partition);
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.as_str(), n)))
+        }
+        MetadataColumn::SequenceNumber => {
+            Arc::new(StringArray::from_iter(rows.iter().map(|&r| chunk.sequence(r as usize).map(|(s, _)| s))))
+        }
+        MetadataColumn::SubSequenceNumber => {
+            Arc::new(Int64Array::from_iter(rows.iter().map(|&r| chunk.sequence(r as usize).map(|(_, sub)| sub as i64))))
+        }
+    }
 }
 
 /// Rejects rows whose plain-column partition values cannot be directory names (too long once

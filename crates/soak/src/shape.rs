@@ -60,7 +60,7 @@ impl Shape {
         let raw = config.raw_append.as_ref().ok_or_else(|| shape_error("no [raw_append] section"))?;
         let join = config.stream_join.as_ref().ok_or_else(|| shape_error("no [stream_join] section"))?;
         let merge = config.merge_upsert.as_ref().ok_or_else(|| shape_error("no [merge_upsert] section"))?;
-        let topic_of = |table: &TableConfig| raw.sources.iter().find(|s| s.table.name == table.name).map(|s| s.topic.clone());
+        let topic_of = |table: &TableConfig| raw.sources.iter().find(|s| s.table.name == table.name).map(|s| s.name.clone());
         let orders_topic = topic_of(&join.left.table).ok_or_else(|| shape_error("no raw_append source feeds the join's left table"))?;
         let members_topic = topic_of(&join.right.table).ok_or_else(|| shape_error("no raw_append source feeds the join's right table"))?;
         if merge.source.name != join.output.name {

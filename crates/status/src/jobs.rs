@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_source::{client_config, fetch_watermarks, messages_behind, LakeContext, MskTokenProvider, PartitionKey};
-use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, TableConfig};
+use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, SourceKind, TableConfig};
 use serde::Serialize;
 
 use crate::tables::rows;
@@ -48,15 +48,21 @@ pub(crate) async fn raw_append(config: &PipelineConfig, job: &RawAppendConfig) -
         Some(SaslMechanism::AwsMskIam) => Some(Arc::new(MskTokenProvider::start(config.kafka.aws_region.clone()).await?)),
         _ => None,
     };
-    let topics: Vec<&str> = job.sources.iter().map(|s| s.topic.as_str()).collect();
+    // Kinesis sources have no high watermark to compare with (their lag is the job's
+    // `millis_behind_latest` metric).
+    let kafka_sources: Vec<_> = job.sources.iter().filter(|s| s.kind == SourceKind::Kafka).collect();
+    if kafka_sources.is_empty() {
+        return Ok(RawAppendStatus { job_id: job.job_id.clone(), partitions: Vec::new(), lag: 0, error: None });
+    }
+    let topics: Vec<&str> = kafka_sources.iter().map(|s| s.name.as_str()).collect();
     let watermarks = match fetch_watermarks(&client_config(&config.kafka), LakeContext::new(msk), &topics) {
         Ok(w) => w,
         Err(e) => return Ok(RawAppendStatus { job_id: job.job_id.clone(), partitions: Vec::new(), lag: 0, error: Some(e.to_string()) }),
     };
     let mut partitions = Vec::new();
-    for source in &job.sources {
+    for source in kafka_sources {
         let table = open_if_exists(&source.table.location, &config.lake.storage_options).await?;
-        let mut keys: Vec<&PartitionKey> = watermarks.keys().filter(|k| *k.topic == *source.topic).collect();
+        let mut keys: Vec<&PartitionKey> = watermarks.keys().filter(|k| *k.topic == *source.name).collect();
         keys.sort_by_key(|k| k.partition);
         for key in keys {
             let (low, high) = watermarks[key];
@@ -65,7 +71,7 @@ pub(crate) async fn raw_append(config: &PipelineConfig, job: &RawAppendConfig) -
                 None => None,
             };
             let lag = lag(committed, low, high);
-            partitions.push(PartitionLag { topic: source.topic.clone(), partition: key.partition, committed, high_watermark: high, lag });
+            partitions.push(PartitionLag { topic: source.name.clone(), partition: key.partition, committed, high_watermark: high, lag });
         }
     }
     let lag = partitions.iter().map(|p| p.lag).sum();
