@@ -128,11 +128,13 @@ resource "aws_ecs_task_definition" "jobs" {
   tags = local.tags
 }
 
-# The continuous raw-append service (raw_append_mode = "continuous"): a consumer group shared by
-# its tasks, a heartbeat health check and a Prometheus endpoint.
+# The continuous raw-append services (raw_append_mode = "continuous"): one service of one task per
+# index 0..raw_append_desired_count-1, so each task knows its static share of the Kinesis shards
+# (LAKEHOUSE_KINESIS_SHARD_INDEX/_COUNT); Kafka partitions are shared by the consumer group.
+# A heartbeat health check and a Prometheus endpoint each.
 resource "aws_ecs_task_definition" "raw_append_service" {
-  count                    = var.raw_append_mode == "continuous" ? 1 : 0
-  family                   = "${var.name}-raw-append-service"
+  count                    = var.raw_append_mode == "continuous" ? var.raw_append_desired_count : 0
+  family                   = "${var.name}-raw-append-service-${count.index}"
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = var.task_sizes["raw-append"].cpu
@@ -153,6 +155,8 @@ resource "aws_ecs_task_definition" "raw_append_service" {
     command = ["raw-append", "--trigger", "continuous"]
     environment = concat(local.job_environment, [
       { name = "LAKEHOUSE_RAW_APPEND_GROUP_ID", value = var.kafka_consumer_group },
+      { name = "LAKEHOUSE_KINESIS_SHARD_INDEX", value = tostring(count.index) },
+      { name = "LAKEHOUSE_KINESIS_SHARD_COUNT", value = tostring(var.raw_append_desired_count) },
       { name = "LAKEHOUSE_METRICS_ADDR", value = "0.0.0.0:9464" },
       { name = "LAKEHOUSE_HEALTH_FILE", value = "/tmp/lakehouse/health.json" },
     ])
@@ -170,16 +174,17 @@ resource "aws_ecs_task_definition" "raw_append_service" {
 }
 
 resource "aws_ecs_service" "raw_append" {
-  count                  = var.raw_append_mode == "continuous" ? 1 : 0
-  name                   = "${var.name}-raw-append"
+  count                  = var.raw_append_mode == "continuous" ? var.raw_append_desired_count : 0
+  name                   = "${var.name}-raw-append-${count.index}"
   cluster                = aws_ecs_cluster.this.id
-  task_definition        = aws_ecs_task_definition.raw_append_service[0].arn
-  desired_count          = var.raw_append_desired_count
+  task_definition        = aws_ecs_task_definition.raw_append_service[count.index].arn
+  desired_count          = 1
   launch_type            = "FARGATE"
   propagate_tags         = "SERVICE"
   enable_execute_command = false
   # Tasks of a deployment overlap: the consumer group hands partitions over after the old task
-  # commits its batch (revocation commits first), so nothing is read twice.
+  # commits its batch (revocation commits first); the old and new task of one index read the
+  # same Kinesis shards for a while, and compare-and-set commits land each batch once.
   deployment_minimum_healthy_percent = 100
   deployment_maximum_percent         = 200
 

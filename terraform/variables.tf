@@ -112,7 +112,7 @@ variable "raw_append_mode" {
 }
 
 variable "raw_append_desired_count" {
-  description = "Tasks of the continuous raw-append service (at most the topics' partition count is useful)."
+  description = "Continuous raw-append tasks, one ECS service each (index 0..n-1): Kafka partitions shared by the consumer group, Kinesis shards by index (at most the partition or shard count is useful)."
   type        = number
   default     = 1
 }

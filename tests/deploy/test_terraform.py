@@ -56,8 +56,12 @@ def test_continuous_service_has_health_check_and_stop_timeout():
     assert "'command': ['raw-append', '--trigger', 'continuous']" in td
     assert "'healthCheck': {'command': ['CMD', '/usr/local/bin/lakectl', 'healthcheck', '--max-age', '5m']" in td
     assert "LAKEHOUSE_RAW_APPEND_GROUP_ID" in td and "LAKEHOUSE_METRICS_ADDR" in td
+    # One service of one task per index: each knows its share of the Kinesis shards.
+    assert "'name': 'LAKEHOUSE_KINESIS_SHARD_INDEX', 'value': '${tostring(count.index)}'" in td, td
+    assert "'name': 'LAKEHOUSE_KINESIS_SHARD_COUNT', 'value': '${tostring(var.raw_append_desired_count)}'" in td, td
     service = resource("aws_ecs_service", "raw_append")
-    assert attr(service, "task_definition") == "${aws_ecs_task_definition.raw_append_service[0].arn}"
+    assert attr(service, "task_definition") == "${aws_ecs_task_definition.raw_append_service[count.index].arn}"
+    assert attr(service, "desired_count") == 1
 
 
 def test_scheduled_commands_use_existing_flags():
