@@ -30,14 +30,7 @@ fn expected_orders(seed: u64, count: u64, bad_fraction: f64) -> BTreeMap<Vec<Str
         if bad_every > 0 && i % bad_every == bad_every - 1 {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&msg).expect("generated JSON");
-        let row = vec![
-            v["order_id"].to_string(),
-            v["order_owner"].as_str().unwrap_or_default().to_string(),
-            v["order_value"].to_string(),
-            v["timestamp"].as_str().unwrap_or_default().replace(' ', "T") + "Z",
-        ];
-        *rows.entry(row).or_insert(0) += 1;
+        *rows.entry(order_row(msg.as_bytes())).or_insert(0) += 1;
     }
     rows
 }
@@ -272,13 +265,6 @@ format = "%y-%m-%d %H:%M:%S"
     assert_eq!(again.code, Some(3), "{}", again.stderr);
 }
 
-enum Kill {
-    /// Arm a crash point (FAILPOINTS syntax).
-    At(&'static str, &'static str),
-    /// SIGKILL a continuous run after a delay.
-    After(u64),
-}
-
 #[test]
 fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
     let services = Services::get();
@@ -308,40 +294,10 @@ fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
         Kill::At("raw_append::after_decode", "return"),
         Kill::After(1_000),
     ];
-    let mut crashes = 0;
-    for kill in &plan {
-        std::thread::sleep(Duration::from_millis(400));
-        match kill {
-            Kill::At(point, action) => {
-                let r = run("raw-append", &["--config", &config], &[("FAILPOINTS".into(), format!("{point}={action}"))]);
-                if r.code.is_none() {
-                    crashes += 1;
-                } else {
-                    assert!(matches!(r.code, Some(0 | 3)), "run ended badly: {}", r.stderr);
-                }
-            }
-            Kill::After(ms) => {
-                let mut child = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
-                std::thread::sleep(Duration::from_millis(*ms));
-                if child.try_wait().expect("status").is_none() {
-                    child.kill().expect("SIGKILL");
-                    crashes += 1;
-                }
-                let _ = child.wait();
-            }
-        }
-    }
+    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
     assert!(crashes >= 10, "only {crashes} runs were actually killed");
     let report = producer.join().expect("producer thread");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let r = run("raw-append", &["--config", &config], &[]);
-        match r.code {
-            Some(3) => break,
-            Some(0) => assert!(Instant::now() < deadline, "still finding data after 5 minutes"),
-            other => panic!("final run exited {other:?}: {}", r.stderr),
-        }
-    }
+    drain("raw-append", &config, &[]);
 
     let none = HashMap::new();
     let main = pipeline.table("raw/order");

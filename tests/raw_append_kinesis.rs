@@ -12,7 +12,7 @@
 //! (`kinesis_source::shards`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e_tests::*;
 use kinesis_source::kpl::{aggregate, UserRecord};
@@ -41,14 +41,7 @@ fn orders(seed: u64, count: usize) -> Vec<(String, Vec<u8>)> {
 fn rows_of(records: &[(String, Vec<u8>)]) -> BTreeMap<Vec<String>, usize> {
     let mut rows = BTreeMap::new();
     for (_, data) in records {
-        let v: serde_json::Value = serde_json::from_slice(data).expect("generated JSON");
-        let row = vec![
-            v["order_id"].to_string(),
-            v["order_owner"].as_str().unwrap_or_default().to_string(),
-            v["order_value"].to_string(),
-            v["timestamp"].as_str().unwrap_or_default().replace(' ', "T") + "Z",
-        ];
-        *rows.entry(row).or_insert(0) += 1;
+        *rows.entry(order_row(data)).or_insert(0) += 1;
     }
     rows
 }
@@ -158,13 +151,23 @@ fn a_stream_lands_field_by_field_with_kpl_aggregates_expanded_and_exit_3_when_no
         *expected.entry(row).or_insert(0) += n;
     }
     assert_eq!(table_rows(&pipeline), expected, "only the new records were added");
+
+    // The positions beside the table are lost (deleted by hand): the run stops, exit 5 and the
+    // fix, rather than re-reading the shards from their start.
+    std::fs::remove_dir_all(std::path::Path::new(&table).join("_lakehouse")).expect("positions removed");
+    let lost = run("raw-append", &["--config", config], &env);
+    assert_eq!(lost.code, Some(5), "{}", lost.stderr);
+    assert!(lost.stderr.contains("restore the _lakehouse folder"), "{}", lost.stderr);
+    assert_eq!(table_rows(&pipeline), expected, "nothing written");
 }
 
-enum Kill {
-    /// Arm a crash point (FAILPOINTS syntax) in a trigger-once run.
-    At(&'static str, &'static str),
-    /// SIGKILL a continuous run after a delay.
-    After(u64),
+#[test]
+fn an_unknown_stream_fails_the_run_naming_it() {
+    let services = Services::get();
+    let pipeline = kinesis_pipeline(&services, "no-such-stream", "");
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &services.s3_env());
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("kinesis ListShards on stream no-such-stream") && r.stderr.contains("ResourceNotFound"), "{}", r.stderr);
 }
 
 #[test]
@@ -205,49 +208,15 @@ fn killed_at_any_step_while_a_producer_puts_every_record_lands_once() {
         Kill::At("raw_append::after_commit", "2*off->return"),
         Kill::After(2_000),
     ];
-    let mut crashes = 0;
-    for kill in &plan {
-        std::thread::sleep(Duration::from_millis(300));
-        let killed = match kill {
-            Kill::At(point, action) => {
-                let mut env = env.clone();
-                env.push(("FAILPOINTS".into(), format!("{point}={action}")));
-                let r = run("raw-append", &["--config", &config], &env);
-                assert!(r.code.is_none() || matches!(r.code, Some(0 | 3)), "run ended badly: {}", r.stderr);
-                r.code.is_none()
-            }
-            Kill::After(ms) => {
-                let mut child = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &env);
-                std::thread::sleep(Duration::from_millis(*ms));
-                let alive = child.try_wait().expect("status").is_none();
-                let _ = child.kill();
-                let _ = child.wait();
-                alive
-            }
-        };
-        crashes += usize::from(killed);
-    }
+    let crashes = run_kill_plan("raw-append", &config, &env, &plan);
     assert!(crashes >= 10, "only {crashes} runs were actually killed");
     producer.join().expect("producer");
-    drain(&config, &env);
+    drain("raw-append", &config, &env);
 
     let bad = with_bad.iter().filter(|(_, d)| d == b"not json").count() as u64;
     assert_eq!(assert_each_record_once(&pipeline), (records.len() as u64 - bad, bad), "every record in exactly one table");
     let good: Vec<_> = with_bad.into_iter().filter(|(_, d)| d != b"not json").collect();
     assert_eq!(table_rows(&pipeline), rows_of(&good), "field by field");
-}
-
-/// Trigger-once runs until one finds nothing new.
-fn drain(config: &str, env: &[(String, String)]) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let r = run("raw-append", &["--config", config], env);
-        match r.code {
-            Some(3) => return,
-            Some(0) => assert!(Instant::now() < deadline, "still finding data after 5 minutes"),
-            other => panic!("run exited {other:?}: {}", r.stderr),
-        }
-    }
 }
 
 #[test]
@@ -370,7 +339,7 @@ fn two_tasks_share_the_shards_and_a_replaced_task_doubles_nothing() {
     assert!(!opened(&first_logs, "shardId-000000000001") && !opened(&first_logs, "shardId-000000000003"), "task 0 reads only its shards");
     let (before_drain, _) = assert_each_record_once(&pipeline);
     assert!(before_drain > 0, "the tasks wrote");
-    drain(config, &services.s3_env());
+    drain("raw-append", config, &services.s3_env());
     assert_eq!(assert_each_record_once(&pipeline).0, records.len() as u64);
     assert_eq!(table_rows(&pipeline), rows_of(&records), "every record once, whichever task wrote it");
     let table = pipeline.table("raw/order");

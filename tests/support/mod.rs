@@ -294,3 +294,64 @@ pub fn multiset(rows: Vec<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
     }
     out
 }
+
+/// How a crash test ends one run of a job.
+pub enum Kill {
+    /// Arm a crash point (FAILPOINTS syntax) in a trigger-once run.
+    At(&'static str, &'static str),
+    /// SIGKILL a continuous run after this many milliseconds.
+    After(u64),
+}
+
+/// Runs `job` once per step of `plan` (a pause before each), each run ended as the step says;
+/// a run that was not killed must end with 0 or 3. Returns how many runs were killed.
+pub fn run_kill_plan(job: &str, config: &str, env: &[(String, String)], plan: &[Kill]) -> usize {
+    let mut crashes = 0;
+    for kill in plan {
+        std::thread::sleep(Duration::from_millis(400));
+        let killed = match kill {
+            Kill::At(point, action) => {
+                let mut env = env.to_vec();
+                env.push(("FAILPOINTS".into(), format!("{point}={action}")));
+                let r = run(job, &["--config", config], &env);
+                assert!(r.code.is_none() || matches!(r.code, Some(0 | 3)), "run ended badly: {}", r.stderr);
+                r.code.is_none()
+            }
+            Kill::After(ms) => {
+                let mut child = spawn(job, &["--config", config, "--trigger", "continuous"], env);
+                std::thread::sleep(Duration::from_millis(*ms));
+                let alive = child.try_wait().expect("status").is_none();
+                let _ = child.kill();
+                let _ = child.wait();
+                alive
+            }
+        };
+        crashes += usize::from(killed);
+    }
+    crashes
+}
+
+/// Trigger-once runs of `job` until one finds nothing new (exit 3), for at most 5 minutes.
+pub fn drain(job: &str, config: &str, env: &[(String, String)]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = run(job, &["--config", config], env);
+        match r.code {
+            Some(3) => return,
+            Some(0) => assert!(std::time::Instant::now() < deadline, "still finding data after 5 minutes"),
+            other => panic!("run exited {other:?}: {}", r.stderr),
+        }
+    }
+}
+
+/// The row a reference order message becomes, as `query` renders it (order_id, order_owner,
+/// order_value, timestamp in RFC 3339).
+pub fn order_row(json: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("generated JSON");
+    vec![
+        v["order_id"].to_string(),
+        v["order_owner"].as_str().unwrap_or_default().to_string(),
+        v["order_value"].to_string(),
+        v["timestamp"].as_str().unwrap_or_default().replace(' ', "T") + "Z",
+    ]
+}

@@ -97,9 +97,9 @@ impl StreamFeed {
                 continue;
             }
             let info = shards.iter().find(|s| s.id == id).ok_or_else(|| RawAppendError::Internal(format!("{id} left the listing")))?;
-            let position = committed.get(&id).cloned();
-            resume.resumed_at(&self.key(n), position.as_ref().map(|p| p.counter));
-            let start = position.map_or_else(|| settings.start.clone(), StartAt::After);
+            let position = committed.get(&id);
+            resume.resumed_at(&self.key(n), position.map(|p| p.counter));
+            let start = start_for(info, position, &states, &settings.start);
             tracing::info!(stage = "resume", stream = self.reader.stream(), shard = %id, start = ?start, "kinesis shard opened");
             self.cursors.insert(n, ShardCursor::new(info, start));
             opened += 1;
@@ -220,6 +220,18 @@ impl StreamFeed {
     }
 }
 
+/// Where shard `info` starts: after its committed position; else a child of a shard this job
+/// read starts at its beginning (its parent's records continue in it: a configured `latest` or
+/// `at_timestamp` would skip what arrived before the child was opened), and a shard of the
+/// stream as first seen at the configured start.
+fn start_for(info: &ShardInfo, committed: Option<&ShardPosition>, states: &BTreeMap<String, ShardState>, configured: &StartAt) -> StartAt {
+    match committed {
+        Some(position) => StartAt::After(position.clone()),
+        None if info.parents().any(|p| states.contains_key(p)) => StartAt::TrimHorizon,
+        None => configured.clone(),
+    }
+}
+
 /// The records that arrived by `cutoff_ms` (all without a cutoff) as a chunk, and the position
 /// of the last one taken.
 fn take_until(records: Vec<KinesisRecord>, cutoff_ms: Option<i64>) -> (PartitionChunk, Option<ShardPosition>) {
@@ -332,4 +344,46 @@ impl KinesisFeed {
 
 fn slice_msg(slice: RawBatch, notes: SourceNotes, outcome: FillOutcome, end_of_batch: bool, generation: u64) -> ReaderMsg {
     ReaderMsg::Slice { slice, outcome, end_of_batch, generation, notes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
+        ShardInfo { id: id.into(), parent: parent.map(String::from), adjacent_parent: None, closed: false }
+    }
+
+    #[test]
+    fn children_of_read_shards_start_at_their_beginning_whatever_the_configured_start() {
+        let read = BTreeMap::from([("shardId-0".to_string(), ShardState::Finished)]);
+        let child = shard("shardId-2", Some("shardId-0"));
+        assert_eq!(start_for(&child, None, &read, &StartAt::Latest), StartAt::TrimHorizon);
+        assert_eq!(
+            start_for(&shard("shardId-1", None), None, &read, &StartAt::Latest),
+            StartAt::Latest,
+            "a shard of the stream as first seen"
+        );
+        let orphan = shard("shardId-5", Some("shardId-4"));
+        assert_eq!(start_for(&orphan, None, &read, &StartAt::AtTimestamp(7)), StartAt::AtTimestamp(7), "its parent was never read here");
+        let at = ShardPosition { counter: 3, sequence: "9".into(), sub_sequence: 0, finished: false };
+        assert_eq!(start_for(&child, Some(&at), &read, &StartAt::Latest), StartAt::After(at.clone()));
+    }
+
+    #[test]
+    fn a_cutoff_leaves_later_records_and_their_position_for_the_next_run() {
+        let record = |counter: i64, arrival: i64| KinesisRecord {
+            counter,
+            sequence: format!("{}", 100 + counter),
+            sub_sequence: 0,
+            partition_key: "k".into(),
+            arrival_ms: Some(arrival),
+            data: b"{}".to_vec(),
+        };
+        let (chunk, last) = take_until(vec![record(0, 10), record(1, 20), record(2, 30)], Some(20));
+        assert_eq!((chunk.len(), chunk.sequence(1)), (2, Some(("101", 0))));
+        assert_eq!(last.map(|p| (p.counter, p.sequence)), Some((1, "101".to_string())));
+        let (all, _) = take_until(vec![record(0, 10), record(1, 20)], None);
+        assert_eq!(all.len(), 2);
+    }
 }
