@@ -346,3 +346,38 @@ fn two_tasks_share_the_shards_and_a_replaced_task_doubles_nothing() {
     let writers = query(&[("o", table.as_str())], &HashMap::new(), "SELECT COUNT(DISTINCT _kinesis_shard_id) FROM o");
     assert_eq!(writers[0][0], "4");
 }
+
+#[test]
+fn shards_gone_before_they_were_read_to_their_end_stop_the_run_unless_skipping_is_configured() {
+    let services = Services::get();
+    let stream = unique("recreated");
+    let client = kinesis_client(&services);
+    block_on(create_stream(&client, &stream, 3));
+    put_all(&services, &stream, &orders(71, 300));
+    let pipeline = kinesis_pipeline(&services, &stream, "");
+    let config = pipeline.config.to_str().unwrap();
+    let env = services.s3_env();
+    assert_eq!(run("raw-append", &["--config", config], &env).code, Some(0));
+    // The stream is recreated with one shard: shards 1 and 2, started and not finished, are
+    // gone with whatever they still held (as retention would drop them).
+    block_on(async {
+        client.delete_stream().stream_name(&stream).send().await.expect("stream deleted");
+        create_stream(&client, &stream, 1).await;
+    });
+    let version = table_version(&pipeline.table("raw/order"), &HashMap::new());
+    let gone = run("raw-append", &["--config", config], &env);
+    assert_eq!(gone.code, Some(4), "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("shardId-000000000001")
+            && gone.stderr.contains("shardId-000000000002")
+            && gone.stderr.contains("on_missing_offsets"),
+        "names the shards and the fix: {}",
+        gone.stderr
+    );
+    assert_eq!(table_version(&pipeline.table("raw/order"), &HashMap::new()), version, "nothing committed");
+
+    pipeline.edit("[raw_append]\n", "[raw_append]\non_missing_offsets = \"skip\"\n");
+    let skipped = run("raw-append", &["--config", config], &env);
+    assert!(matches!(skipped.code, Some(0 | 3)), "{}", skipped.stderr);
+    assert!(skipped.stderr.contains("shards_expired"), "the skip is logged: {}", skipped.stderr);
+}
