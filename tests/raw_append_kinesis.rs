@@ -381,3 +381,39 @@ fn shards_gone_before_they_were_read_to_their_end_stop_the_run_unless_skipping_i
     assert!(matches!(skipped.code, Some(0 | 3)), "{}", skipped.stderr);
     assert!(skipped.stderr.contains("shards_expired"), "the skip is logged: {}", skipped.stderr);
 }
+
+#[test]
+fn one_run_reads_a_kafka_topic_and_a_kinesis_stream_together() {
+    let services = Services::get();
+    let (topic, stream) = (unique("kafka-orders"), unique("kinesis-orders"));
+    create_topics(&services, &[&topic], 2);
+    produce_orders(&services, &topic, 81, 500, 0, 0.0);
+    block_on(create_stream(&kinesis_client(&services), &stream, 2));
+    let records = orders(82, 400);
+    put_all(&services, &stream, &records);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            "{ORDERS_TABLE}\n[tables.stream_order]\npath = \"raw/stream_order\"\nschema = \"order.schema.toml\"\n\n[raw_append]\nmax_batch_rows = 150\nsources = [\n  {{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }},\n  {{ stream = \"{stream}\", table = \"stream_order\", {METADATA} }},\n]\n"
+        ),
+    );
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &services.s3_env());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!((r.summary["rows_out"]["raw_order"].as_u64(), r.summary["rows_out"]["stream_order"].as_u64()), (Some(500), Some(400)));
+    let kafka_rows = query(
+        &[("o", pipeline.table("raw/order").as_str())],
+        &HashMap::new(),
+        "SELECT COUNT(*), COUNT(DISTINCT concat(CAST(_kafka_partition AS VARCHAR), '/', CAST(_kafka_offset AS VARCHAR))) FROM o",
+    );
+    assert_eq!(kafka_rows, [["500", "500"]], "every Kafka message once");
+    let stream_table = pipeline.table("raw/stream_order");
+    let rows = query(
+        &[("s", stream_table.as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR), order_owner, CAST(order_value AS VARCHAR), timestamp FROM s",
+    );
+    assert_eq!(multiset(rows), rows_of(&records), "the stream's table, field by field");
+    let again = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &services.s3_env());
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+}
