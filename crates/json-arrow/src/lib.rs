@@ -4,12 +4,15 @@
 //! no per-value work of ours. Only a chunk that fails is decoded message by message to find the
 //! culprits, which are rejected with a reason while the rest of the chunk is kept. Timestamps
 //! are converted column-wise afterwards (configured format, zone or epoch unit), and numbers
-//! exactly (a value its column cannot hold is a reject, never rounded).
+//! exactly (a value its column cannot hold is a reject, never rounded). [`infer`] proposes a
+//! schema file from sample messages.
 
 mod decoder;
+pub mod infer;
 mod numbers;
 mod timestamps;
 
 pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
+pub use infer::{InferredColumn, SchemaInference};
 pub use numbers::{convert_numbers, NumberKind};
 pub use timestamps::TimestampParser;

@@ -59,6 +59,11 @@ impl TimestampParser {
         }
     }
 
+    /// True when `s` reads as a timestamp in this parser's form.
+    pub fn parses(&self, s: &str) -> bool {
+        self.parse_str(s).is_some()
+    }
+
     fn parse_str(&self, s: &str) -> Option<i64> {
         match self {
             Self::DefaultUtc => {

@@ -7,6 +7,7 @@ mod msk_iam;
 mod offsets;
 mod queue;
 mod reader;
+mod sample;
 mod settings;
 
 pub use chunk::{PartitionChunk, PartitionKey, RawBatch, StartPosition};
@@ -14,6 +15,7 @@ pub use context::{LakeContext, ProgressLookup, RevokeHook};
 pub use msk_iam::MskTokenProvider;
 pub use offsets::{fetch_watermarks, messages_behind, position_exists, topic_partitions};
 pub use reader::{FillOutcome, KafkaReader, ReaderLimits};
+pub use sample::sample_messages;
 pub use settings::{client_config, is_fatal, KafkaError};
 
 /// librdkafka client settings, as [`client_config`] builds them.

@@ -234,6 +234,24 @@ impl KinesisReader {
         Ok(Vec::new())
     }
 
+    /// Up to `limit` user records from the start of the stream's shards (in shard order, each
+    /// read to its tip before the next), for schema inference.
+    pub async fn sample(&mut self, limit: usize) -> Result<Vec<KinesisRecord>, KinesisError> {
+        let mut out = Vec::new();
+        for shard in self.list_shards().await? {
+            let mut cursor = ShardCursor::new(&shard, StartAt::TrimHorizon);
+            while out.len() < limit {
+                let records = self.read(&mut cursor, MAX_RECORDS_PER_CALL).await?;
+                let read = records.len();
+                out.extend(records.into_iter().take(limit - out.len()));
+                if cursor.caught_up(read) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Numbers the answer's user records, drops those committed before a restart, and moves
     /// the cursor on.
     fn take(&mut self, cursor: &mut ShardCursor, out: GetRecordsOutput) -> Vec<KinesisRecord> {

@@ -1,5 +1,5 @@
-//! `lakectl`: operator tool: create topics, produce the reference data, read watermarks, and
-//! the container health check. (Benchmarks are `lakebench`, which the image does not ship.)
+//! `lakectl`: operator tool: create topics, produce the reference data, read watermarks, infer
+//! a schema file from a topic or stream, and the container health check. (Benchmarks are `lakebench`, which the image does not ship.)
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -162,6 +162,33 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Propose a schema file from the first messages of a Kafka topic or a Kinesis stream, for
+    /// review: types from the values seen, nested objects flattened into columns read through
+    /// dotted json_name paths, `required` where every sample held a value; what cannot be a
+    /// column yet (arrays, deeper objects, conflicting types) is a comment with the reason.
+    /// Kinesis uses the AWS chain and AWS_ENDPOINT_URL.
+    ///
+    /// Example: lakectl infer-schema --topic orders --messages 1000 --out schemas/order.schema.toml
+    InferSchema {
+        /// Kafka topic to sample.
+        #[arg(long, conflicts_with = "stream", required_unless_present = "stream")]
+        topic: Option<String>,
+        /// Kinesis stream to sample.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Messages to sample.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Where to write the schema file (standard output when unset).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Between the keys of a flattened column's name.
+        #[arg(long, default_value = "_")]
+        separator: String,
+        /// Levels of nested objects flattened into columns (1: top-level fields only).
+        #[arg(long, default_value_t = 3)]
+        max_depth: usize,
+    },
 }
 
 /// Runs lakectl with `args` (the first is the program name).
@@ -212,6 +239,9 @@ pub fn main(args: Vec<OsString>) -> ! {
             print_status(&config, table.as_deref(), &heartbeats, json, &thresholds)
         }
         Command::Report { config, out } => write_report(&config, &out),
+        Command::InferSchema { topic, stream, messages, out, separator, max_depth } => {
+            infer_schema(&args.kafka.brokers, topic, stream, messages, out, (&separator, max_depth))
+        }
         Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
             let executable = std::env::current_exe().map_err(|e| format!("the lakehouse executable: {e}"));
             executable.and_then(|executable| {
@@ -277,6 +307,47 @@ fn run_soak(options: &soak::SoakOptions) -> Result<(), String> {
     match report.passed {
         true => Ok(()),
         false => Err("soak: a check failed, a run ended unexpectedly or too few processes were killed (see the report)".into()),
+    }
+}
+
+/// Samples the source, infers its schema and writes the file.
+fn infer_schema(
+    brokers: &str,
+    topic: Option<String>,
+    stream: Option<String>,
+    limit: usize,
+    out: Option<PathBuf>,
+    (separator, max_depth): (&str, usize),
+) -> Result<(), String> {
+    let (origin, samples) = match (topic, stream) {
+        (Some(topic), _) => {
+            let kafka = pipeline_config::KafkaConfig { brokers: brokers.to_string(), ..Default::default() };
+            let context = kafka_source::LakeContext::new(None);
+            let samples =
+                kafka_source::sample_messages(&kafka_source::client_config(&kafka), context, &topic, limit).map_err(|e| e.to_string())?;
+            (format!("topic {topic}"), samples)
+        }
+        (None, Some(stream)) => {
+            let records = tokio_block(async { kinesis_source::KinesisReader::from_env(&stream).await.sample(limit).await })
+                .map_err(|e| e.to_string())?;
+            (format!("stream {stream}"), records.into_iter().map(|r| r.data).collect())
+        }
+        (None, None) => return Err("give --topic or --stream".into()),
+    };
+    if samples.is_empty() {
+        return Err(format!("{origin} holds no message to infer a schema from"));
+    }
+    let mut inference = json_arrow::SchemaInference::new(separator, max_depth);
+    for message in &samples {
+        inference.observe(message);
+    }
+    let text = inference.render(&origin);
+    match out {
+        Some(path) => std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
     }
 }
 
