@@ -79,7 +79,7 @@ partitions = [{{ column = "order_owner" }}]
 max_batch_rows = 1000
 sources = [
   {{ topic = "{orders}", table = "raw_order", metadata_columns = ["partition", "offset"] }},
-  {{ topic = "{members}", table = "raw_member", metadata_columns = ["partition", "offset", "timestamp", "key"] }},
+  {{ topic = "{members}", table = "raw_member", metadata_columns = ["partition", "offset", "timestamp", "key", "raw_message"] }},
 ]
 "#
         ),
@@ -115,6 +115,12 @@ sources = [
         "SELECT COUNT(*) FROM m WHERE _kafka_key = order_owner AND _kafka_timestamp IS NOT NULL",
     );
     assert_eq!(count(&keys), 200, "metadata columns carry the key and the Kafka timestamp");
+    let raw = query(
+        &[("m", member_table.as_str())],
+        &none,
+        "SELECT COUNT(*) FROM m WHERE strpos(CAST(_raw_message AS VARCHAR), concat('\"order_owner\": \"', order_owner, '\"')) > 0",
+    );
+    assert_eq!(count(&raw), 200, "_raw_message holds each message's payload");
 
     let protocol =
         std::fs::read_to_string(std::path::Path::new(&order_table).join("_delta_log/00000000000000000000.json")).expect("first commit");

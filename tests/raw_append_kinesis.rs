@@ -19,8 +19,7 @@ use kinesis_source::kpl::{aggregate, UserRecord};
 use reference_data::OrderGenerator;
 
 const ORDERS_TABLE: &str = include_str!("fixtures/raw_order_hourly.tables.toml");
-const METADATA: &str =
-    r#"metadata_columns = ["stream", "shard_id", "sequence_number", "sub_sequence_number", "arrival_time", "partition_key"]"#;
+const METADATA: &str = r#"metadata_columns = ["stream", "shard_id", "sequence_number", "sub_sequence_number", "arrival_time", "partition_key", "raw_message"]"#;
 
 fn kinesis_pipeline(services: &Services, stream: &str, extra: &str) -> Pipeline {
     Pipeline::new(
@@ -137,6 +136,10 @@ fn a_stream_lands_field_by_field_with_kpl_aggregates_expanded_and_exit_3_when_no
     );
     assert_eq!(meta[0][..5], ["1000", "2", "360", "1000", "1000"], "metadata columns: {meta:?}");
     assert_eq!(meta[0][5], "shardId-000000000000");
+    // The payloads as received (each aggregate's user records), byte for byte, for replay.
+    let raw = query(&[("o", table.as_str())], &HashMap::new(), "SELECT CAST(_raw_message AS VARCHAR) FROM o");
+    let put_payloads = plain.iter().chain(&packed).map(|(_, d)| vec![String::from_utf8(d.clone()).unwrap()]).collect();
+    assert_eq!(multiset(raw), multiset(put_payloads), "_raw_message holds every payload as put");
     // One position per shard remains beside the table: superseded ones are deleted.
     let positions = std::path::Path::new(&table).join(format!("_lakehouse/kinesis/raw-append/{stream}/shardId-000000000000"));
     assert_eq!(std::fs::read_dir(&positions).expect("positions folder").count(), 1, "{}", positions.display());

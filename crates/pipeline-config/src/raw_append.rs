@@ -129,6 +129,9 @@ pub enum MetadataColumn {
     ArrivalTime,
     /// `_kinesis_partition_key` string.
     PartitionKey,
+    /// `_raw_message` binary: the message's payload bytes as received (Kafka value, Kinesis
+    /// user record), for replay; any source.
+    RawMessage,
 }
 
 impl MetadataColumn {
@@ -146,20 +149,25 @@ impl MetadataColumn {
             Self::SubSequenceNumber => "_kinesis_sub_sequence_number",
             Self::ArrivalTime => "_kinesis_arrival_time",
             Self::PartitionKey => "_kinesis_partition_key",
+            Self::RawMessage => "_raw_message",
         }
     }
 
-    /// The kind of source that has this column.
-    pub fn source_kind(self) -> SourceKind {
+    /// Whether a source of `kind` has this column.
+    pub fn fits(self, kind: SourceKind) -> bool {
         match self {
-            Self::Topic | Self::Partition | Self::Offset | Self::Timestamp | Self::Key => SourceKind::Kafka,
-            _ => SourceKind::Kinesis,
+            Self::Topic | Self::Partition | Self::Offset | Self::Timestamp | Self::Key => kind == SourceKind::Kafka,
+            Self::RawMessage => true,
+            _ => kind == SourceKind::Kinesis,
         }
     }
 
     /// The name the configuration writes (for messages).
     fn config_name(self) -> &'static str {
-        self.column_name().split_once('_').map_or("", |(_, rest)| rest.split_once('_').map_or(rest, |(_, name)| name))
+        match self {
+            Self::RawMessage => "raw_message",
+            _ => self.column_name().split_once('_').map_or("", |(_, rest)| rest.split_once('_').map_or(rest, |(_, name)| name)),
+        }
     }
 }
 
@@ -256,7 +264,7 @@ impl SourceFile {
                 format!("'{name}': a source name must be non-empty and without ':' (it names the progress)"),
             ));
         }
-        if let Some(m) = self.metadata_columns.iter().find(|m| m.source_kind() != kind) {
+        if let Some(m) = self.metadata_columns.iter().find(|m| !m.fits(kind)) {
             let other = match kind {
                 SourceKind::Kafka => {
                     "stream, shard_id, sequence_number, sub_sequence_number, arrival_time, partition_key are Kinesis columns"

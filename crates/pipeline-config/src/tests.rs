@@ -152,7 +152,9 @@ fn kinesis_sources_and_their_section_are_checked() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(shipped().parent().unwrap().join("order.schema.toml"), dir.join("order.schema.toml")).unwrap();
     let path = dir.join("p.toml");
-    let body = sources("{ topic = \"a\", table = \"t\" }, { stream = \"b\", table = \"u\", metadata_columns = [\"sequence_number\"] }");
+    let body = sources(
+        "{ topic = \"a\", table = \"t\", metadata_columns = [\"raw_message\"] }, { stream = \"b\", table = \"u\", metadata_columns = [\"sequence_number\", \"raw_message\"] }",
+    );
     std::fs::write(&path, format!("{body}[kinesis]\nstarting_position = \"latest\"\n")).unwrap();
     let env = |k: &str| match k {
         "LAKEHOUSE_KINESIS_SHARD_INDEX" => Some("1".to_string()),

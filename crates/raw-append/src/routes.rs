@@ -78,6 +78,7 @@ fn metadata_field(m: MetadataColumn) -> Field {
         MetadataColumn::Partition => DataType::Int32,
         MetadataColumn::Offset | MetadataColumn::SubSequenceNumber => DataType::Int64,
         MetadataColumn::Timestamp | MetadataColumn::ArrivalTime => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        MetadataColumn::RawMessage => DataType::Binary,
     };
     Field::new(m.column_name(), ty, true)
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use delta_io::partition_path_problem;
@@ -114,6 +116,7 @@ fn metadata_column(m: MetadataColumn, key: &PartitionKey, chunk: &PartitionChunk
         MetadataColumn::SequenceNumber => {
             Arc::new(StringArray::from_iter(rows.iter().map(|&r| chunk.sequence(r as usize).map(|(s, _)| s))))
         }
+        MetadataColumn::RawMessage => Arc::new(BinaryArray::from_iter_values(rows.iter().map(|&r| chunk.payload(r as usize)))),
         MetadataColumn::SubSequenceNumber => {
             Arc::new(Int64Array::from_iter(rows.iter().map(|&r| chunk.sequence(r as usize).map(|(_, sub)| sub as i64))))
         }
