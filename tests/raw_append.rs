@@ -479,3 +479,38 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
     let total = assert_each_offset_once(&all);
     assert_eq!(total, report.messages);
 }
+
+#[test]
+fn rescue_keeps_fields_the_schema_does_not_read_exactly_as_sent() {
+    let services = Services::get();
+    let topic = unique("rescue");
+    create_topics(&services, &[&topic], 1);
+    let messages: [&[u8]; 3] = [
+        br#"{"order_id": 1, "order_owner": "alice", "order_value": 5, "timestamp": "2022-04-04 11:30:00"}"#,
+        br#"{"order_id": 2, "order_owner": "bob", "order_value": 6, "timestamp": "2022-04-04 11:31:00", "coupon": {"code": "X1", "pct": 12345678901234567890.25}, "tags": ["a", "\u00e9"]}"#,
+        br#"{"order_id": 3, "channel": null, "order_owner": "carol", "order_value": 7, "timestamp": "2022-04-04 11:32:00"}"#,
+    ];
+    let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, *m)).collect();
+    produce_raw(&services, &topic, &with_keys);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            "{}\n[raw_append]\nsources = [{{ topic = \"{topic}\", table = \"raw_order\", unknown_fields = \"rescue\" }}]\n",
+            include_str!("fixtures/raw_order_daily.tables.toml")
+        ),
+    );
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let table = pipeline.table("raw/order");
+    let rows = query(&[("o", table.as_str())], &HashMap::new(), "SELECT CAST(order_id AS VARCHAR) AS id, _rescued_data FROM o ORDER BY id");
+    assert_eq!(
+        rows,
+        [
+            vec!["1".to_string(), "NULL".to_string()],
+            vec!["2".to_string(), r#"{"coupon":{"code": "X1", "pct": 12345678901234567890.25},"tags":["a", "\u00e9"]}"#.to_string()],
+            vec!["3".to_string(), r#"{"channel":null}"#.to_string()],
+        ],
+        "unknown fields as sent, numbers and escapes untouched; none is NULL"
+    );
+}

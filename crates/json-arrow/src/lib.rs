@@ -10,9 +10,11 @@
 mod decoder;
 pub mod infer;
 mod numbers;
+mod rescue;
 mod timestamps;
 
 pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
 pub use numbers::{convert_numbers, NumberKind};
+pub use rescue::{unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

@@ -47,6 +47,8 @@ struct SourceFile {
     table: String,
     #[serde(default)]
     metadata_columns: Vec<MetadataColumn>,
+    #[serde(default)]
+    unknown_fields: UnknownFields,
 }
 
 /// The raw-append job, validated.
@@ -92,7 +94,24 @@ pub struct RawAppendSource {
     pub table: TableConfig,
     /// Source metadata columns to add.
     pub metadata_columns: Vec<MetadataColumn>,
+    /// What happens to message fields the table's schema does not read.
+    pub unknown_fields: UnknownFields,
 }
+
+/// What raw-append does with message fields its table's schema does not read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    /// They are not stored (the schema decides what is kept).
+    #[default]
+    Ignore,
+    /// They are kept, exactly as sent, as a JSON object in the string column `_rescued_data`
+    /// (null when a message has none).
+    Rescue,
+}
+
+/// The column that holds rescued fields.
+pub const RESCUED_DATA_COLUMN: &str = "_rescued_data";
 
 /// What a raw-append source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -280,6 +299,12 @@ impl SourceFile {
                 format!("{} clashes with a schema column", m.column_name()),
             ));
         }
-        Ok(RawAppendSource { name, kind, table, metadata_columns: self.metadata_columns })
+        if self.unknown_fields == UnknownFields::Rescue && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
+            return Err(ConfigError::invalid(
+                format!("{key}.unknown_fields"),
+                format!("{RESCUED_DATA_COLUMN} clashes with a schema column"),
+            ));
+        }
+        Ok(RawAppendSource { name, kind, table, metadata_columns: self.metadata_columns, unknown_fields: self.unknown_fields })
     }
 }

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use delta_io::TableSpec;
-use json_arrow::MessageDecoder;
-use pipeline_config::{MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceKind};
+use json_arrow::{KnownFields, MessageDecoder};
+use pipeline_config::{
+    MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields,
+    RESCUED_DATA_COLUMN,
+};
 
 /// One topic or stream routed into one table, with everything needed to turn messages into rows.
 #[derive(Debug)]
@@ -25,6 +28,9 @@ pub struct Route {
     pub partitions: Vec<PartitionSpec>,
     /// Source metadata columns appended after the message columns.
     pub metadata: Vec<MetadataColumn>,
+    /// `unknown_fields = "rescue"`: the paths the schema reads (the rest goes to `_rescued_data`,
+    /// after the metadata columns).
+    pub rescue: Option<KnownFields>,
     /// Bytes of the table's own object key prefix (S3 keys are limited as a whole).
     pub table_key_bytes: usize,
 }
@@ -40,6 +46,10 @@ impl Route {
         let decoder = MessageDecoder::new(&table.schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
+        let rescue = (src.unknown_fields == UnknownFields::Rescue).then(|| {
+            fields.push(Field::new(RESCUED_DATA_COLUMN, DataType::Utf8, true));
+            KnownFields::from_paths(table.schema.columns.iter().map(|c| c.json_key()))
+        });
         let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
         Route {
@@ -58,6 +68,7 @@ impl Route {
             decoder,
             partitions: table.partitions.clone(),
             metadata: src.metadata_columns.clone(),
+            rescue,
         }
     }
 

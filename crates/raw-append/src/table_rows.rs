@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use delta_io::partition_path_problem;
-use json_arrow::{Decoded, Reject};
+use json_arrow::{unknown_fields, Decoded, Reject};
 use kafka_source::{PartitionChunk, PartitionKey};
 use pipeline_config::{MetadataColumn, PartitionSource};
 
@@ -38,6 +38,9 @@ pub fn build(
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns.extend(route.metadata.iter().map(|m| metadata_column(*m, key, chunk, &rows)));
+    if let Some(known) = &route.rescue {
+        columns.push(Arc::new(StringArray::from_iter(rows.iter().map(|&r| unknown_fields(chunk.payload(r as usize), known)))));
+    }
     let mut ingestion_values: Vec<(String, Option<String>)> = Vec::new();
     let mut keep: Option<Vec<bool>> = None;
     for p in route.partitions.iter().filter(|p| p.source != PartitionSource::Column) {
