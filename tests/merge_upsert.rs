@@ -292,6 +292,11 @@ fn killed_at_any_step_and_restarted_the_target_equals_the_oracle() {
 
 /// Appends rows to the source table directly (delta-rs), with an extra column when `coupon`.
 fn append_source(location: &str, first_key: i64, coupon: bool) {
+    append_source_at(location, first_key, coupon, 0);
+}
+
+/// [`append_source`] with the change times `hour` hours later (another `hour` partition).
+fn append_source_at(location: &str, first_key: i64, coupon: bool, hour: i64) {
     block_on(async {
         std::fs::create_dir_all(location).unwrap();
         let url = url::Url::from_directory_path(std::path::Path::new(location).canonicalize().unwrap()).unwrap();
@@ -310,7 +315,8 @@ fn append_source(location: &str, first_key: i64, coupon: bool) {
             Arc::new(StringArray::from(vec!["o"; 10])),
             Arc::new(Int64Array::from(keys.clone())),
             Arc::new(
-                TimestampMicrosecondArray::from(keys.iter().map(|k| 1_649_073_600_000_000 + k).collect::<Vec<_>>()).with_timezone("UTC"),
+                TimestampMicrosecondArray::from(keys.iter().map(|k| 1_649_073_600_000_000 + hour * 3_600_000_000 + k).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
             ),
             Arc::new(StringArray::from(vec!["insert"; 10])),
         ];
@@ -757,4 +763,35 @@ fn a_compaction_whose_files_a_merge_rewrote_meanwhile_drops_that_bin_and_loses_n
     assert!(again.summary["details"]["files_removed"].as_u64() >= Some(2), "the next run packs the partition: {}", again.summary);
     let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
     assert_eq!(rows, vec![vec!["20".to_string(), "20".to_string()]]);
+}
+
+#[test]
+fn a_compaction_checks_every_commit_since_it_read_even_after_dropping_a_bin() {
+    let services = Services::get();
+    let p = pipeline(&services, "unused", "");
+    let config = p.config.to_str().unwrap();
+    let source = p.table("raw/changes");
+    // Two hour partitions of two small files each: two bins.
+    for (first_key, hour) in [(1, 0), (11, 0), (21, 1), (31, 1)] {
+        append_source_at(&source, first_key, false, hour);
+        run_ok("merge-upsert", config);
+    }
+    let compact = ["--config", config, "compact", "target", "--min-commit-interval", "0s"];
+    let paused = vec![("FAILPOINTS".to_string(), "maintenance::before_compaction_commit=1*sleep(9000)".to_string())];
+    let compaction = spawn("maintenance", &compact, &paused);
+    std::thread::sleep(Duration::from_millis(2500));
+    // While it waits, two merges rewrite a file of each bin, in two commits: finding the first
+    // drops its bin, and the second must still be found for the other bin.
+    append_source_at(&source, 1, false, 0);
+    run_ok("merge-upsert", config);
+    append_source_at(&source, 21, false, 1);
+    run_ok("merge-upsert", config);
+    let out = compaction.wait_with_output().expect("exited");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the compaction finishes: {stderr}");
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["details"]["bins_dropped"], 2, "{summary}");
+    let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
+    assert_eq!(rows, vec![vec!["40".to_string(), "40".to_string()]], "no row doubled by the compaction");
+    assert_eq!(target(&p), oracle(&p));
 }

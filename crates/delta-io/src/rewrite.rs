@@ -94,10 +94,14 @@ impl MergeCommit {
 }
 
 /// Commits a compaction: `removes` replaced by `adds`, all with `dataChange=false` so
-/// incremental readers skip it. A concurrent commit that removed one of `removes` is an
-/// [`Overlap`] (nothing lands); appends, merges and compactions of other files are not.
+/// incremental readers skip it. `read_version` is the snapshot the files were read from: every
+/// commit after it counts as concurrent, also when `table` has been loaded further since (an
+/// earlier commit of the same compaction rebased). A concurrent commit that removed one of
+/// `removes` is an [`Overlap`] (nothing lands); appends, merges and compactions of other files
+/// are not.
 pub async fn commit_rewrite(
     table: &mut DeltaTable,
+    read_version: Option<u64>,
     removes: Vec<Remove>,
     adds: Vec<Add>,
     predicate: Option<String>,
@@ -110,6 +114,11 @@ pub async fn commit_rewrite(
         .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: false, ..a })))
         .collect();
     let operation = DeltaOperation::Optimize { predicate, target_size: target_size as i64 };
+    // Commits between the snapshot read and the one loaded now were never checked against
+    // these files: check them before the first attempt.
+    if table.version() != read_version {
+        check_concurrent(table, read_version, &reads).await?;
+    }
     commit_checked(table, actions, operation, HashMap::new(), &reads).await
 }
 

@@ -168,6 +168,8 @@ impl BinPack {
         let mut pending: Vec<RewrittenBin> = Vec::new();
         let mut last_commit = Instant::now();
         let source = table.clone();
+        // Every bin was read from this snapshot: each commit checks the commits after it.
+        let read_version = source.version();
         let mut done = futures::stream::iter(bins.into_iter().map(|bin| {
             let (table, store, schema) = (source.clone(), store.clone(), schema.clone());
             let target = self.target_size;
@@ -177,21 +179,22 @@ impl BinPack {
         while let Some(joined) = done.next().await {
             pending.push(joined.map_err(|e| MaintenanceError::Failed(format!("compaction task failed: {e}")))??);
             if self.min_commit_interval.is_some_and(|i| last_commit.elapsed() >= i) {
-                self.commit(&mut table, std::mem::take(&mut pending), predicate.clone(), &mut metrics).await?;
+                self.commit(&mut table, read_version, std::mem::take(&mut pending), predicate.clone(), &mut metrics).await?;
                 last_commit = Instant::now();
             }
         }
         drop(done);
-        self.commit(&mut table, pending, predicate, &mut metrics).await?;
+        self.commit(&mut table, read_version, pending, predicate, &mut metrics).await?;
         Ok((table, metrics))
     }
 
-    /// Commits rewritten bins and counts them. A bin whose files a concurrent commit removed (a
-    /// merge rewrote them) is dropped and the rest committed: its new file stays unreferenced
-    /// (vacuum removes it) and the next run packs the partition again.
+    /// Commits rewritten bins and counts them. A bin whose files a commit after `read_version`
+    /// removed (a merge rewrote them) is dropped and the rest committed: its new file stays
+    /// unreferenced (vacuum removes it) and the next run packs the partition again.
     async fn commit(
         &self,
         table: &mut DeltaTable,
+        read_version: Option<u64>,
         mut bins: Vec<RewrittenBin>,
         predicate: Option<String>,
         metrics: &mut CompactMetrics,
@@ -200,7 +203,7 @@ impl BinPack {
         while !bins.is_empty() {
             let removes = bins.iter().flat_map(|b| b.0.iter().cloned()).collect();
             let adds = bins.iter().flat_map(|b| b.1.iter().cloned()).collect();
-            match delta_io::commit_rewrite(table, removes, adds, predicate.clone(), self.target_size).await {
+            match delta_io::commit_rewrite(table, read_version, removes, adds, predicate.clone(), self.target_size).await {
                 Ok(done) => {
                     metrics.count(&bins);
                     metrics.version_after = done.version;
