@@ -123,9 +123,7 @@ impl PartitionChunk {
         self.key_ends.push(self.key_data.len() as u32);
         self.key_null.push(key.is_none());
     }
-}
 
-impl PartitionChunk {
     /// Appends a Kinesis user record: `counter` is its number in the shard (the offset),
     /// `arrival_ms` its approximate arrival time, `partition_key` the key.
     pub fn push_sequenced(&mut self, counter: i64, arrival_ms: Option<i64>, partition_key: &str, sequence: (&str, u64), payload: &[u8]) {

@@ -66,12 +66,6 @@ impl ShardAssignment {
     }
 }
 
-impl Default for KinesisConfig {
-    fn default() -> Self {
-        Self { region: None, starting_position: StartingPosition::default(), start_timestamp_ms: None, assignment: ShardAssignment::ALL }
-    }
-}
-
 impl KinesisFile {
     /// Checks the section: a timestamp exactly when `at_timestamp` asks for one, a shard index
     /// below the shard count.
