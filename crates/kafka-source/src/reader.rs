@@ -102,7 +102,11 @@ impl KafkaReader {
             // Every assignment names its start offset; an offset that is gone while reading
             // (retention overtook a slow reader) must stop the run, never reset silently.
             ("auto.offset.reset", "error"),
-            ("fetch.wait.max.ms", "100"),
+            // A broker holds a fetch that finds nothing for this long. A trigger-once run
+            // (`eof`) drains a backlog: it waits on empty fetches only to see each partition's
+            // end, and closing waits for the fetches in flight, so it waits briefly; a
+            // continuous reader waits longer and asks less often while idle.
+            ("fetch.wait.max.ms", if eof { "10" } else { "100" }),
             ("queued.max.messages.kbytes", "65536"),
             ("queued.min.messages", "1000000"),
             ("fetch.queue.backoff.ms", "10"),
@@ -399,5 +403,22 @@ impl KafkaReader {
                 tracing::warn!(error = %e, "pause failed");
             }
         }
+    }
+}
+
+impl Drop for KafkaReader {
+    /// Closes the per-topic consumers side by side: rust-rdkafka's close polls in steps of
+    /// 100 ms whatever happens, so closing them one after the other costs that much per topic
+    /// at the end of every trigger-once run.
+    fn drop(&mut self) {
+        let Mode::Manual { consumers, .. } = &mut self.mode else { return };
+        if consumers.len() < 2 {
+            return;
+        }
+        std::thread::scope(|scope| {
+            for consumer in consumers.drain(..) {
+                scope.spawn(move || drop(consumer));
+            }
+        });
     }
 }

@@ -70,6 +70,8 @@ pub struct Batch {
     dead_partitions: BTreeMap<PartitionKey, ()>,
     /// Kinesis shards: the position of the last record (what the commit's counter stands for).
     positions: BTreeMap<PartitionKey, ShardPosition>,
+    /// The last slice added, being decoded while the one before it is written.
+    decoding: Option<Decoding>,
     decode_ms: u64,
     write_ms: u64,
     /// When the first slice arrived (batch duration).
@@ -90,6 +92,7 @@ impl Batch {
             dead: DeadLetters::default(),
             dead_partitions: BTreeMap::new(),
             positions: BTreeMap::new(),
+            decoding: None,
             decode_ms: 0,
             write_ms: 0,
             opened: None,
@@ -101,35 +104,42 @@ impl Batch {
         self.last_offsets.is_empty()
     }
 
-    /// Decodes a slice of messages and streams the rows into the tables' writers.
+    /// Adds a slice of messages: its decoding starts off the async workers, and the slice
+    /// added before it (decoded meanwhile) is streamed into the tables' writers, so decoding
+    /// one slice and encoding the previous one overlap.
     pub async fn add(&mut self, sinks: &mut Sinks, slice: RawBatch) -> Result<(), RawAppendError> {
-        let started = Instant::now();
-        self.opened.get_or_insert(started);
-        let routes = sinks.routes.clone();
-        let by_topic = sinks.by_topic.clone();
-        // One ingestion time per batch, so a batch lands in one ingestion-time partition.
-        let ingested_at = *self.ingested_at.get_or_insert_with(Utc::now);
-        // Decoding is CPU work: keep it off the async workers.
-        let (slice, decoded) = tokio::task::spawn_blocking(move || {
-            let mut out: Vec<ChunkRows> = Vec::with_capacity(slice.chunks.len());
-            for (key, chunk) in &slice.chunks {
-                let route = &routes[by_topic[key.topic.as_ref()]];
-                let decoded = route.decoder.decode(&chunk.payloads())?;
-                out.push(table_rows::build(route, key, chunk, decoded, ingested_at)?);
-            }
-            Ok::<_, RawAppendError>((slice, out))
-        })
-        .await
-        .map_err(|e| RawAppendError::Internal(format!("decode worker: {e}")))??;
-        crash_point!("raw_append::after_decode");
-        self.decode_ms += started.elapsed().as_millis() as u64;
-
-        let started = Instant::now();
-        for ((key, chunk), rows) in slice.chunks.iter().zip(decoded) {
-            let idx = sinks.by_topic[key.topic.as_ref()];
+        self.opened.get_or_insert_with(Instant::now);
+        for (key, chunk) in &slice.chunks {
             let Some(last) = chunk.last_offset() else { continue };
             self.last_offsets.insert(key.clone(), last);
             self.start.entry(key.clone()).or_insert_with(|| sinks.resume.point(key));
+        }
+        // One ingestion time per batch, so a batch lands in one ingestion-time partition.
+        let ingested_at = *self.ingested_at.get_or_insert_with(Utc::now);
+        let next = spawn_decode(sinks, slice, ingested_at);
+        if let Some(previous) = self.decoding.replace(next) {
+            self.write_decoded(sinks, previous).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the slice still being decoded, if any (before the batch commits).
+    async fn drain(&mut self, sinks: &mut Sinks) -> Result<(), RawAppendError> {
+        match self.decoding.take() {
+            Some(decoding) => self.write_decoded(sinks, decoding).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Streams a decoded slice's rows into the tables' writers and keeps its rejects.
+    async fn write_decoded(&mut self, sinks: &mut Sinks, decoding: Decoding) -> Result<(), RawAppendError> {
+        let DecodedSlice { slice, rows: decoded, took } =
+            decoding.await.map_err(|e| RawAppendError::Internal(format!("decode worker: {e}")))??;
+        crash_point!("raw_append::after_decode");
+        self.decode_ms += took.as_millis() as u64;
+        let started = Instant::now();
+        for ((key, chunk), rows) in slice.chunks.iter().zip(decoded) {
+            let idx = sinks.by_topic[key.topic.as_ref()];
             if rows.batch.num_rows() > 0 {
                 let route = &sinks.routes[idx];
                 let writer = self.writers[idx].get_or_insert_with(|| {
@@ -192,6 +202,7 @@ impl Batch {
     /// Returns the partitions of tables whose progress another task moved since the batch
     /// started (their part of the batch was dropped; they must be re-read from the table).
     pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
+        self.drain(sinks).await?;
         self.commit_dead_letters(sinks, summary).await?;
         let mut lost = Vec::new();
         for idx in 0..sinks.routes.len() {
@@ -346,10 +357,42 @@ impl Batch {
 
     /// Drops the batch uncommitted (shutdown deadline): uploads are aborted.
     pub async fn abandon(&mut self) {
+        if let Some(decoding) = self.decoding.take() {
+            let _ = decoding.await;
+        }
         for writer in self.writers.iter_mut().filter_map(Option::take) {
             writer.abort().await;
         }
     }
+}
+
+/// A slice's decoding, on a blocking worker.
+type Decoding = tokio::task::JoinHandle<Result<DecodedSlice, RawAppendError>>;
+
+/// A slice and its table rows.
+struct DecodedSlice {
+    slice: RawBatch,
+    /// One per chunk of the slice, in its order.
+    rows: Vec<ChunkRows>,
+    /// Time spent decoding.
+    took: Duration,
+}
+
+/// Decodes a slice's chunks into table rows on a blocking worker (CPU work, kept off the
+/// async workers).
+fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> Decoding {
+    let routes = sinks.routes.clone();
+    let by_topic = sinks.by_topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut rows: Vec<ChunkRows> = Vec::with_capacity(slice.chunks.len());
+        for (key, chunk) in &slice.chunks {
+            let route = &routes[by_topic[key.topic.as_ref()]];
+            let decoded = route.decoder.decode(&chunk.payloads())?;
+            rows.push(table_rows::build(route, key, chunk, decoded, ingested_at)?);
+        }
+        Ok(DecodedSlice { slice, rows, took: started.elapsed() })
+    })
 }
 
 fn commit_info(batch_no: i64) -> HashMap<String, serde_json::Value> {
