@@ -172,35 +172,14 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
     create_topics(&services, &[&topic], 1);
     let p = pipeline(&services, &topic, "");
     let config = p.config.to_str().unwrap();
-    let change = |key: &str, seq: u32, value: i64, op: &str| {
-        format!(
-            r#"{{"order_id": {key}, "order_owner": "o", "order_value": {value}, "timestamp": "2022-04-04 12:00:{seq:02}", "op": "{op}"}}"#
-        )
-    };
-    let rounds: Vec<Vec<String>> = vec![
-        vec![
-            change("1", 10, 1, "insert"),
-            change("2", 10, 1, "insert"),
-            change("3", 20, 0, "delete"),
-            change("4", 10, 1, "insert"),
-            change("5", 10, 1, "insert"),
-            change("5", 10, 2, "update"),
-            change("6", 1, 1, "insert"),
-            change("6", 3, 3, "update"),
-            change("6", 2, 2, "update"),
-            change("7", 10, 1, "insert"),
-            change("null", 10, 1, "insert"),
-        ],
-        vec![
-            change("1", 5, 2, "update"),
-            change("2", 20, 0, "delete"),
-            change("3", 10, 1, "insert"),
-            change("4", 20, 0, "delete"),
-            change("5", 10, 3, "update"),
-            change("7", 5, 0, "delete"),
-        ],
-        vec![change("2", 30, 3, "insert"), change("4", 15, 9, "update")],
-    ];
+    // Rounds of changes, each `key sequence value op`.
+    let rounds = [
+        "1 10 1 insert, 2 10 1 insert, 3 20 0 delete, 4 10 1 insert, 5 10 1 insert, 5 10 2 update, 6 1 1 insert, 6 3 3 update, \
+         6 2 2 update, 7 10 1 insert, null 10 1 insert",
+        "1 5 2 update, 2 20 0 delete, 3 10 1 insert, 4 20 0 delete, 5 10 3 update, 7 5 0 delete",
+        "2 30 3 insert, 4 15 9 update",
+    ]
+    .map(|round| round.split(", ").map(change_message).collect::<Vec<String>>());
     for (i, messages) in rounds.iter().enumerate() {
         let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
         produce_raw(&services, &topic, &refs);
@@ -336,10 +315,8 @@ fn append_source_at(location: &str, first_key: i64, coupon: bool, hour: i64) {
 
 #[test]
 fn a_new_source_column_is_added_only_when_configured() {
-    let services = Services::get();
-    let p = pipeline(&services, "unused", "");
+    let (p, source) = source_pipeline();
     let config = p.config.to_str().unwrap();
-    let source = p.table("raw/changes");
     append_source(&source, 1, false);
     run_ok("merge-upsert", config);
     append_source(&source, 11, true);
@@ -546,10 +523,8 @@ fn continuous_runs_merge_new_commits_and_stop_cleanly_on_sigterm() {
 
 #[test]
 fn key_statistics_limit_the_target_files_read() {
-    let services = Services::get();
-    let p = pipeline(&services, "unused", "");
+    let (p, source) = source_pipeline();
     let config = p.config.to_str().unwrap();
-    let source = p.table("raw/changes");
     append_source(&source, 1, false);
     run_ok("merge-upsert", config);
     append_source(&source, 11, false);
@@ -631,10 +606,8 @@ fn of_two_instances_planning_the_same_batch_one_stops_and_nothing_is_doubled_or_
 
 #[test]
 fn a_vacuumed_or_recreated_source_stops_with_exit_4_and_the_fix_never_no_new_data() {
-    let services = Services::get();
-    let p = pipeline(&services, "unused", "");
+    let (p, source) = source_pipeline();
     let config = p.config.to_str().unwrap();
-    let source = p.table("raw/changes");
     let maintenance = |args: &[&str]| run("maintenance", &[&["--config", config], args].concat(), &[]);
     append_source(&source, 1, false);
     run_ok("merge-upsert", config);
@@ -734,10 +707,8 @@ fn tombstones_report_their_size_and_a_configured_cap_stops_the_batch_loudly() {
 
 #[test]
 fn a_compaction_whose_files_a_merge_rewrote_meanwhile_drops_that_bin_and_loses_nothing() {
-    let services = Services::get();
-    let p = pipeline(&services, "unused", "");
+    let (p, source) = source_pipeline();
     let config = p.config.to_str().unwrap();
-    let source = p.table("raw/changes");
     // Two merges leave two small files (keys 1-10 and 11-20) in one hour partition.
     for first_key in [1, 11] {
         append_source(&source, first_key, false);
@@ -767,10 +738,8 @@ fn a_compaction_whose_files_a_merge_rewrote_meanwhile_drops_that_bin_and_loses_n
 
 #[test]
 fn a_compaction_checks_every_commit_since_it_read_even_after_dropping_a_bin() {
-    let services = Services::get();
-    let p = pipeline(&services, "unused", "");
+    let (p, source) = source_pipeline();
     let config = p.config.to_str().unwrap();
-    let source = p.table("raw/changes");
     // Two hour partitions of two small files each: two bins.
     for (first_key, hour) in [(1, 0), (11, 0), (21, 1), (31, 1)] {
         append_source_at(&source, first_key, false, hour);
@@ -794,4 +763,20 @@ fn a_compaction_checks_every_commit_since_it_read_even_after_dropping_a_bin() {
     let rows = query(&[("p", p.table("processed").as_str())], &HashMap::new(), "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM p");
     assert_eq!(rows, vec![vec!["40".to_string(), "40".to_string()]], "no row doubled by the compaction");
     assert_eq!(target(&p), oracle(&p));
+}
+
+/// A change message of the `changes` topic from `key sequence value op` (sequence: the second
+/// of its timestamp).
+fn change_message(fields: &str) -> String {
+    let [key, seq, value, op]: [&str; 4] = fields.split(' ').collect::<Vec<_>>().try_into().expect("key sequence value op");
+    let seq: u32 = seq.parse().expect("sequence");
+    format!(r#"{{"order_id": {key}, "order_owner": "o", "order_value": {value}, "timestamp": "2022-04-04 12:00:{seq:02}", "op": "{op}"}}"#)
+}
+
+/// A pipeline whose merge-upsert reads a hand-written `raw/changes` table (no Kafka), and the
+/// location of that table.
+fn source_pipeline() -> (Pipeline, String) {
+    let p = pipeline(&Services::get(), "unused", "");
+    let source = p.table("raw/changes");
+    (p, source)
 }

@@ -10,19 +10,14 @@ use std::time::{Duration, Instant};
 use e2e_tests::*;
 use reference_data::{OrderGenerator, ProduceOptions};
 
-/// The reference configuration's two sources (orders by ingestion hour, members by owner).
+const RAW_ORDER: &str = include_str!("fixtures/raw_order_daily.tables.toml");
+const RAW_MEMBER: &str = include_str!("fixtures/raw_member.tables.toml");
+
+/// The reference configuration's two sources (orders by ingestion day, members by owner).
 fn reference_tables(orders: &str, members: &str, extra: &str) -> String {
     format!(
-        r#"[tables.raw_order]
-path = "raw/order"
-schema = "order.schema.toml"
-partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}]
-
-[tables.raw_member]
-path = "raw/member"
-schema = "member.schema.toml"
-partitions = [{{ column = "order_owner" }}]
-
+        r#"{RAW_ORDER}
+{RAW_MEMBER}
 [raw_append]
 {extra}
 sources = [

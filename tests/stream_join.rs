@@ -9,6 +9,9 @@ use reference_data::{MembershipGenerator, OrderGenerator, ProduceOptions, REFERE
 
 /// The reference join section; tests append their own keys to it.
 const REFERENCE_JOIN: &str = include_str!("fixtures/reference_join.toml");
+const RAW_ORDER: &str = include_str!("fixtures/raw_order_daily.tables.toml");
+const RAW_MEMBER: &str = include_str!("fixtures/raw_member.tables.toml");
+const CURATED: &str = include_str!("fixtures/curated_hourly.tables.toml");
 
 fn pipeline(services: &Services, orders: &str, members: &str, join: &str) -> Pipeline {
     Pipeline::new(
@@ -16,24 +19,9 @@ fn pipeline(services: &Services, orders: &str, members: &str, join: &str) -> Pip
         None,
         &format!(
             r#"
-[tables.raw_order]
-path = "raw/order"
-schema = "order.schema.toml"
-partitions = [{{ column = "day", source = "ingestion_time", format = "%Y%m%d" }}]
-
-[tables.raw_member]
-path = "raw/member"
-schema = "member.schema.toml"
-partitions = [{{ column = "order_owner" }}]
-
-[tables.curated]
-path = "curated"
-schema = "curated.schema.toml"
-partitions = [
-  {{ column = "day", source = "field", field = "timestamp", format = "%Y%m%d" }},
-  {{ column = "hour", source = "field", field = "timestamp", format = "%H" }},
-]
-
+{RAW_ORDER}
+{RAW_MEMBER}
+{CURATED}
 [raw_append]
 sources = [{{ topic = "{orders}", table = "raw_order" }}, {{ topic = "{members}", table = "raw_member" }}]
 
@@ -129,7 +117,8 @@ fn curated_equals_the_one_shot_join_whatever_the_batch_sizes_and_runs() {
         let misplaced = query(
             &[("c", p.table("curated").as_str())],
             &HashMap::new(),
-            "SELECT COUNT(*) FROM c WHERE day <> to_char(timestamp, '%Y%m%d') OR hour <> to_char(timestamp, '%H')",
+            "SELECT COUNT(*) FROM c WHERE year <> to_char(timestamp, '%Y') OR month <> to_char(timestamp, '%m') \
+             OR day <> to_char(timestamp, '%d') OR hour <> to_char(timestamp, '%H')",
         );
         assert_eq!(misplaced, vec![vec!["0".to_string()]], "{case}: every row in the partition of its order time");
         let again = run("stream-join", &["--config", config], &[]);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use delta_io::{open_or_create, write_partition_runs, AppendCommit, TableSpec};
+use delta_io::{open_or_create, write_partition_runs, AppendCommit, TableSpec, WithCommitParts};
 use e2e_tests::*;
 
 #[test]

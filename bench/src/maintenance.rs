@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
 
 use crate::common::median;
-use delta_io::{open_or_create, AppendCommit, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec, WithCommitParts};
 
 /// Options of the maintenance benchmark.
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use clap::Args;
-use delta_io::{open_or_create, AppendCommit, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec, WithCommitParts};
 
 use crate::common::median;
 use crate::maintenance::{copy_dir, default_python, timed};

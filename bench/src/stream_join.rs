@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Args;
 
 use crate::common::median;
-use delta_io::{open_or_create, AppendCommit, TableSpec};
+use delta_io::{open_or_create, AppendCommit, TableSpec, WithCommitParts};
 
 /// Options of the stream-join benchmark.
 #[derive(Debug, Args)]
@@ -250,18 +250,11 @@ schema = "order.schema.toml"
 [tables.raw_member]
 path = "raw/member"
 schema = "member.schema.toml"
-[tables.curated]
-path = "curated"
-schema = "curated.schema.toml"
-partitions = [
-  {{ column = "year", source = "field", field = "timestamp", format = "%Y" }},
-  {{ column = "month", source = "field", field = "timestamp", format = "%m" }},
-  {{ column = "day", source = "field", field = "timestamp", format = "%d" }},
-  {{ column = "hour", source = "field", field = "timestamp", format = "%H" }},
-]
+{curated}
 {join}max_files_per_batch = {max_files}
 "#,
         lake = lake.display(),
+        curated = include_str!("../../tests/fixtures/curated_hourly.tables.toml"),
         join = include_str!("../../tests/fixtures/reference_join.toml"),
         max_files = max_files
     )

@@ -123,27 +123,52 @@ pub(crate) async fn commit_with_retries(
 pub struct AppendCommit {
     job_id: String,
     batch: i64,
-    adds: Vec<Add>,
-    progress: Vec<Transaction>,
-    info: HashMap<String, serde_json::Value>,
+    parts: CommitParts,
+}
+
+/// What every job commit carries besides its own actions: data files, `txn` progress and the
+/// job's commit info.
+#[derive(Debug, Clone, Default)]
+pub struct CommitParts {
+    pub(crate) adds: Vec<Add>,
+    pub(crate) progress: Vec<Transaction>,
+    pub(crate) info: HashMap<String, serde_json::Value>,
+}
+
+/// The builder steps shared by the commits that carry [`CommitParts`].
+pub trait WithCommitParts: Sized {
+    /// The parts being filled.
+    fn parts_mut(&mut self) -> &mut CommitParts;
+
+    /// The data files.
+    fn with_adds(mut self, adds: Vec<Add>) -> Self {
+        self.parts_mut().adds = adds;
+        self
+    }
+
+    /// `txn` actions recording the job's progress.
+    fn with_progress(mut self, progress: Vec<Transaction>) -> Self {
+        self.parts_mut().progress = progress;
+        self
+    }
+
+    /// The job's commit info (`commitInfo` app metadata).
+    fn with_info(mut self, info: HashMap<String, serde_json::Value>) -> Self {
+        self.parts_mut().info = info;
+        self
+    }
+}
+
+impl WithCommitParts for AppendCommit {
+    fn parts_mut(&mut self) -> &mut CommitParts {
+        &mut self.parts
+    }
 }
 
 impl AppendCommit {
     /// Batch `batch` of job `job_id`, with nothing in it yet.
     pub fn new(job_id: &str, batch: i64) -> Self {
-        Self { job_id: job_id.to_string(), batch, adds: Vec::new(), progress: Vec::new(), info: HashMap::new() }
-    }
-
-    /// The data files.
-    pub fn with_adds(mut self, adds: Vec<Add>) -> Self {
-        self.adds = adds;
-        self
-    }
-
-    /// `txn` actions recording the sources' progress.
-    pub fn with_progress(mut self, progress: Vec<Transaction>) -> Self {
-        self.progress = progress;
-        self
+        Self { job_id: job_id.to_string(), batch, parts: CommitParts::default() }
     }
 
     /// The batch itself as progress: `txn(job_id, batch)` (outputs of table-to-table jobs and
@@ -153,20 +178,15 @@ impl AppendCommit {
         self.with_progress(vec![txn])
     }
 
-    /// The job's commit info (`commitInfo` app metadata).
-    pub fn with_info(mut self, info: HashMap<String, serde_json::Value>) -> Self {
-        self.info = info;
-        self
-    }
-
     /// Commits against the table's loaded snapshot. delta-rs retries on conflicts with blind
     /// appends; a concurrent commit that carries one of our app ids is a
     /// [`CommitError::ProgressConflict`].
     pub async fn commit(self, table: &mut DeltaTable) -> Result<CommitOutcome, CommitError> {
         let location = table.table_url().to_string();
-        let actions: Vec<Action> = self.adds.into_iter().map(Action::Add).chain(self.progress.into_iter().map(Action::Txn)).collect();
+        let CommitParts { adds, progress, info } = self.parts;
+        let actions: Vec<Action> = adds.into_iter().map(Action::Add).chain(progress.into_iter().map(Action::Txn)).collect();
         let operation = DeltaOperation::StreamingUpdate { output_mode: OutputMode::Append, query_id: self.job_id, epoch_id: self.batch };
-        match commit(table, actions, operation, self.info).await {
+        match commit(table, actions, operation, info).await {
             Ok(done) => Ok(done),
             Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
                 Err(CommitError::ProgressConflict)

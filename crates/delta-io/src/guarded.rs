@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use deltalake::kernel::{Add, Transaction};
 use deltalake::DeltaTable;
 
-use crate::commit::{read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
+use crate::commit::{read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress, WithCommitParts};
 use crate::DeltaIoError;
 
 /// Attempts of one guarded commit (each after a concurrent commit on one of its app ids that

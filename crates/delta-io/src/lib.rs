@@ -14,7 +14,7 @@ mod sidecar;
 mod table;
 mod writer;
 
-pub use commit::{read_progress, AppendCommit, CommitError, CommitOutcome, MovedProgress};
+pub use commit::{read_progress, AppendCommit, CommitError, CommitOutcome, CommitParts, MovedProgress, WithCommitParts};
 pub use error::DeltaIoError;
 pub use files::{decode_data_file, read_data_file};
 pub use guarded::{GuardedTxn, ProgressTable};

@@ -14,11 +14,11 @@
 use std::collections::{HashMap, HashSet};
 
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::{Action, Add, Remove, Transaction};
+use deltalake::kernel::{Action, Add, Remove};
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 
-use crate::commit::{commit_with_retries, CommitError, CommitOutcome};
+use crate::commit::{commit_with_retries, CommitError, CommitOutcome, CommitParts, WithCommitParts};
 use crate::overlap::{overlap, Overlap, ReadSet, Reads};
 use crate::DeltaIoError;
 
@@ -31,16 +31,20 @@ const MAX_REBASES: u64 = 20;
 #[derive(Debug, Clone)]
 pub struct MergeCommit {
     removes: Vec<Remove>,
-    adds: Vec<Add>,
-    progress: Vec<Transaction>,
     predicate: String,
-    info: HashMap<String, serde_json::Value>,
+    parts: CommitParts,
+}
+
+impl WithCommitParts for MergeCommit {
+    fn parts_mut(&mut self) -> &mut CommitParts {
+        &mut self.parts
+    }
 }
 
 impl MergeCommit {
     /// A merge on `predicate` (recorded in the commit), with nothing in it yet.
     pub fn new(predicate: &str) -> Self {
-        Self { removes: Vec::new(), adds: Vec::new(), progress: Vec::new(), predicate: predicate.to_string(), info: HashMap::new() }
+        Self { removes: Vec::new(), predicate: predicate.to_string(), parts: CommitParts::default() }
     }
 
     /// Files whose rows were rewritten or deleted.
@@ -49,38 +53,21 @@ impl MergeCommit {
         self
     }
 
-    /// Files written.
-    pub fn with_adds(mut self, adds: Vec<Add>) -> Self {
-        self.adds = adds;
-        self
-    }
-
-    /// `txn` actions recording the job's progress.
-    pub fn with_progress(mut self, progress: Vec<Transaction>) -> Self {
-        self.progress = progress;
-        self
-    }
-
-    /// The job's commit info (`commitInfo` app metadata).
-    pub fn with_info(mut self, info: HashMap<String, serde_json::Value>) -> Self {
-        self.info = info;
-        self
-    }
-
     /// Commits on the table's loaded snapshot; after concurrent commits, on the newest one if
     /// none of them overlaps ([`CommitError::Overlap`] otherwise: nothing landed).
     pub async fn commit(self, table: &mut DeltaTable) -> Result<CommitOutcome, CommitError> {
+        let CommitParts { adds, progress, info } = self.parts;
         let reads = Reads {
             files: self.removes.iter().map(|r| r.path.clone()).collect(),
             set: ReadSet::Rows,
-            app_ids: self.progress.iter().map(|t| t.app_id.clone()).collect(),
+            app_ids: progress.iter().map(|t| t.app_id.clone()).collect(),
         };
         let actions: Vec<Action> = self
             .removes
             .into_iter()
             .map(|r| Action::Remove(Remove { data_change: true, ..r }))
-            .chain(self.adds.into_iter().map(|a| Action::Add(Add { data_change: true, ..a })))
-            .chain(self.progress.into_iter().map(Action::Txn))
+            .chain(adds.into_iter().map(|a| Action::Add(Add { data_change: true, ..a })))
+            .chain(progress.into_iter().map(Action::Txn))
             .collect();
         let operation = DeltaOperation::Merge {
             predicate: None,
@@ -89,7 +76,7 @@ impl MergeCommit {
             not_matched_predicates: Vec::new(),
             not_matched_by_source_predicates: Vec::new(),
         };
-        commit_checked(table, actions, operation, self.info, &reads).await
+        commit_checked(table, actions, operation, info, &reads).await
     }
 }
 

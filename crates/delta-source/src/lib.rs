@@ -5,12 +5,14 @@
 //! the limits, not the largest commit). Shared by stream-join and merge-upsert.
 
 mod driver;
+mod error;
 mod identity;
 mod progress;
 
 use std::collections::HashMap;
 
 pub use driver::{drive, run_to_end, IncrementalJob, Schedule};
+pub use error::TableJobError;
 pub use identity::Changed;
 pub use progress::{BatchRecord, BatchTaken, CheckpointBehind, CreateError, ProgressError, ProgressLog, Resume, ResumeError, SourceRange};
 

@@ -103,6 +103,24 @@ pub trait BatchRecord: Serialize + DeserializeOwned + Default {
     fn mark_done(&mut self);
 }
 
+/// Implements [`BatchRecord`] for a record struct with fields `batch: i64` and `done: bool`.
+#[macro_export]
+macro_rules! impl_batch_record {
+    ($record:ty) => {
+        impl $crate::BatchRecord for $record {
+            fn batch(&self) -> i64 {
+                self.batch
+            }
+            fn done(&self) -> bool {
+                self.done
+            }
+            fn mark_done(&mut self) {
+                self.done = true;
+            }
+        }
+    };
+}
+
 /// Where a restarted job continues.
 #[derive(Debug, Default)]
 pub struct Resume<T> {

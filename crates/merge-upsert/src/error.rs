@@ -1,29 +1,14 @@
 //! Why a merge-upsert run fails.
 
-use delta_io::DeltaIoError;
-use delta_source::SourceError;
-
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeUpsertError {
     /// The configuration has no `[merge_upsert]` section.
     #[error("merge_upsert: section missing from the configuration; add [merge_upsert] (see schemas/pipeline.toml)")]
     NotConfigured,
-    /// Delta access failed.
+    /// Delta access, a commit, the source, the checkpoint or building rows failed.
     #[error(transparent)]
-    Delta(#[from] DeltaIoError),
-    /// A commit did not land.
-    #[error("commit: {0}")]
-    Commit(#[from] delta_io::CommitError),
-    /// Reading the source failed.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The checkpoint folder could not be used.
-    #[error(transparent)]
-    Checkpoint(#[from] delta_source::ProgressError),
-    /// Building rows failed.
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
+    Table(delta_source::TableJobError),
     /// The source lacks a column the target needs.
     #[error("source {table} has no column '{column}', which the target {target} needs: add it to the source or remove it from the target's schema file")]
     MissingColumn {
@@ -79,8 +64,10 @@ impl job_runtime::ExitStatus for MergeUpsertError {
     fn exit_code(&self) -> job_runtime::ExitCode {
         match self {
             Self::CheckpointBehind(_) => job_runtime::ExitCode::CheckpointBehind,
-            Self::Source(e) if e.is_gone() => job_runtime::ExitCode::SourceDataGone,
+            Self::Table(e) if e.is_source_gone() => job_runtime::ExitCode::SourceDataGone,
             _ => job_runtime::ExitCode::Failure,
         }
     }
 }
+
+delta_source::table_job_error_from!(MergeUpsertError);

@@ -13,10 +13,10 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use delta_io::{
     open_or_create, open_table, read_progress, write_files, AppendCommit, CommitError, CommitOutcome, DeltaIoError, DeltaTable,
-    MergeCommit, Overlap, Transaction,
+    MergeCommit, Overlap, Transaction, WithCommitParts,
 };
 use delta_source::{
-    BatchRecord, CheckpointBehind, CreateError, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange,
+    CheckpointBehind, CreateError, IncrementalJob, ProgressLog, Resume, ResumeError, SourceLimits, SourcePlan, SourceRange, TableJobError,
 };
 use futures::TryStreamExt;
 use job_runtime::{crash_point, RunSummary};
@@ -45,17 +45,7 @@ struct Progress {
     done: bool,
 }
 
-impl BatchRecord for Progress {
-    fn batch(&self) -> i64 {
-        self.batch
-    }
-    fn done(&self) -> bool {
-        self.done
-    }
-    fn mark_done(&mut self) {
-        self.done = true;
-    }
-}
+delta_source::impl_batch_record!(Progress);
 
 /// The tables a run writes.
 struct Sinks {
@@ -323,7 +313,7 @@ impl MergeRun<'_> {
             let metrics = actions.metrics.clone();
             match self.commit_target(actions, batch, info.clone()).await {
                 Ok(done) => return Ok((metrics, CommitOutcome { retries: done.retries + replans, ..done })),
-                Err(MergeUpsertError::Commit(CommitError::Overlap { version, overlap }))
+                Err(MergeUpsertError::Table(TableJobError::Commit(CommitError::Overlap { version, overlap })))
                     if replans < MAX_REPLANS && matches!(overlap, Overlap::Rewritten(_) | Overlap::RowsChanged(_)) =>
                 {
                     events::merge_replanned(batch, version, &overlap);

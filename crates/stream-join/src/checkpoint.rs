@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use delta_source::{BatchRecord, CreateError, ProgressLog, Resume, ResumeError, SourceRange};
+use delta_source::{CreateError, ProgressLog, Resume, ResumeError, SourceRange};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::Compression;
@@ -33,17 +33,7 @@ pub struct Progress {
     pub done: bool,
 }
 
-impl BatchRecord for Progress {
-    fn batch(&self) -> i64 {
-        self.batch
-    }
-    fn done(&self) -> bool {
-        self.done
-    }
-    fn mark_done(&mut self) {
-        self.done = true;
-    }
-}
+delta_source::impl_batch_record!(Progress);
 
 /// The checkpoint folder.
 pub struct CheckpointStore {

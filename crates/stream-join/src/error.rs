@@ -1,29 +1,14 @@
 //! Why a stream-join run fails.
 
-use delta_io::DeltaIoError;
-use delta_source::SourceError;
-
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamJoinError {
     /// The configuration has no `[stream_join]` section.
     #[error("stream_join: section missing from the configuration; add [stream_join] (see schemas/pipeline.toml)")]
     NotConfigured,
-    /// Delta access failed.
+    /// Delta access, a commit, the source, the checkpoint or building rows failed.
     #[error(transparent)]
-    Delta(#[from] DeltaIoError),
-    /// A commit did not land.
-    #[error("commit: {0}")]
-    Commit(#[from] delta_io::CommitError),
-    /// Reading a source failed.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The checkpoint folder could not be used.
-    #[error(transparent)]
-    Checkpoint(#[from] delta_source::ProgressError),
-    /// Building rows failed.
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
+    Table(delta_source::TableJobError),
     /// A source table lacks a configured column.
     #[error("source {table} has no column '{column}' (configured under [stream_join])")]
     MissingColumn {
@@ -66,8 +51,10 @@ impl job_runtime::ExitStatus for StreamJoinError {
     fn exit_code(&self) -> job_runtime::ExitCode {
         match self {
             Self::CheckpointBehind(_) => job_runtime::ExitCode::CheckpointBehind,
-            Self::Source(e) if e.is_gone() => job_runtime::ExitCode::SourceDataGone,
+            Self::Table(e) if e.is_source_gone() => job_runtime::ExitCode::SourceDataGone,
             _ => job_runtime::ExitCode::Failure,
         }
     }
 }
+
+delta_source::table_job_error_from!(StreamJoinError);

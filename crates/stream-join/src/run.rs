@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Schema, SchemaRef};
-use delta_io::{open_or_create, open_table, read_progress, AppendCommit, DeltaIoError, DeltaTable};
+use delta_io::{open_or_create, open_table, read_progress, AppendCommit, DeltaIoError, DeltaTable, WithCommitParts};
 use delta_source::{IncrementalJob, Resume, SourceLimits, SourcePlan};
 use job_runtime::{crash_point, RunSummary};
 use pipeline_config::{IncrementalOptions, JoinSide, JoinType};
