@@ -53,6 +53,8 @@ enum Conversion {
     Timestamp(TimestampParser),
     /// Decoded as the number's text, converted exactly (see [`crate::numbers`]).
     Number(NumberKind),
+    /// Not decoded: the value's JSON text, copied from the message.
+    Json,
 }
 
 /// The exact-number conversion of a numeric column type.
@@ -157,6 +159,7 @@ impl MessageDecoder {
                     let ty = if parser.is_epoch() { DataType::Int64 } else { DataType::Utf8 };
                     (ty, Conversion::Timestamp(parser))
                 }
+                ColumnType::Json => (DataType::Null, Conversion::Json),
                 other => match number_kind(other) {
                     Some(kind) => (DataType::Utf8, Conversion::Number(kind)),
                     None => (other.arrow_type(), Conversion::None),
@@ -164,7 +167,9 @@ impl MessageDecoder {
             };
             // A dotted JSON name reads a nested field (e.g. AWS DMS `data.order_id`).
             let path: Vec<String> = col.json_key().split('.').map(str::to_string).collect();
-            tree.insert(&path, wire_type);
+            if !matches!(conv, Conversion::Json) {
+                tree.insert(&path, wire_type);
+            }
             paths.push(path);
             conversions.push(conv);
         }
@@ -235,7 +240,7 @@ impl MessageDecoder {
         }
 
         let wire = concat_batches(&self.wire_schema, &wire_batches)?;
-        let (batch, rows) = self.to_table_rows(wire, rows, &mut rejects)?;
+        let (batch, rows) = self.to_table_rows(messages, wire, rows, &mut rejects)?;
         rejects.sort_by_key(|r| r.index);
         Ok(Decoded { batch, rows, rejects })
     }
@@ -303,14 +308,23 @@ impl MessageDecoder {
     }
 
     /// Converts wire columns to table columns and drops rows that fail a per-row check.
-    fn to_table_rows(&self, wire: RecordBatch, rows: Vec<u32>, rejects: &mut Vec<Reject>) -> Result<(RecordBatch, Vec<u32>), DecodeError> {
+    fn to_table_rows(
+        &self,
+        messages: &[&[u8]],
+        wire: RecordBatch,
+        rows: Vec<u32>,
+        rejects: &mut Vec<Reject>,
+    ) -> Result<(RecordBatch, Vec<u32>), DecodeError> {
         let mut bad: Vec<(usize, String)> = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.paths.len());
         for (idx, (path, conv)) in self.paths.iter().zip(&self.conversions).enumerate() {
-            let col = &wire_column(&wire, path)?;
+            let col = &match conv {
+                Conversion::Json => json_texts(messages, &rows, path),
+                _ => wire_column(&wire, path)?,
+            };
             let name = self.table_schema.field(idx).name();
             let converted: ArrayRef = match conv {
-                Conversion::None => col.clone(),
+                Conversion::None | Conversion::Json => col.clone(),
                 Conversion::Timestamp(parser) if parser.is_epoch() => {
                     let values = col.as_any().downcast_ref::<Int64Array>().expect("wire type is Int64");
                     Arc::new(parser.convert_epoch(name, values, &mut bad))
@@ -351,6 +365,13 @@ impl MessageDecoder {
         let batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
         Ok((batch, kept_rows))
     }
+}
+
+/// The JSON text at `path` of each decoded message (null when missing or `null`).
+fn json_texts(messages: &[&[u8]], rows: &[u32], path: &[String]) -> ArrayRef {
+    Arc::new(StringArray::from_iter(
+        rows.iter().map(|&r| crate::rescue::raw_value(messages[r as usize], path).map(|v| String::from_utf8_lossy(v).into_owned())),
+    ))
 }
 
 /// The messages of one chunk being decoded.
@@ -424,6 +445,53 @@ mod tests {
                 col("timestamp", "timestamp", true),
             ],
         }
+    }
+
+    #[test]
+    fn json_columns_keep_arrays_and_nested_documents_as_sent() {
+        let col = |name: &str, json: &str, ty: &str, required: bool| ColumnSpec {
+            name: name.into(),
+            json_name: Some(json.into()),
+            type_name: ty.into(),
+            required,
+            timestamp: Default::default(),
+            column_type: ColumnType::parse(ty),
+        };
+        let schema = TableSchema {
+            columns: vec![
+                col("order_id", "order_id", "long", true),
+                col("items", "items", "json", true),
+                col("tags", "meta.tags", "json", false),
+                col("source", "meta.source", "string", false),
+            ],
+        };
+        let d = MessageDecoder::new(&schema, 1 << 20);
+        let msgs: Vec<&[u8]> = vec![
+            br#"{"order_id": 1, "items": [{"sku": "a", "qty": 2}, {"sku": "b", "price": 1.50}], "meta": {"tags": {"x": [1, 2]}, "source": "web"}}"#,
+            br#"{"order_id": 2, "items": [], "meta": {"source": "app"}}"#,
+            br#"{"order_id": 3, "meta": {"tags": "plain"}}"#,
+            br#"{"order_id": 4, "items": 12345678901234567890123}"#,
+        ];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.rows, vec![0, 1, 3]);
+        assert_eq!(out.rejects.len(), 1);
+        assert!(out.rejects[0].reason.contains("required field 'items'"), "{:?}", out.rejects);
+        let text = |c: usize| -> Vec<Option<String>> {
+            let a = out.batch.column(c).as_any().downcast_ref::<StringArray>().unwrap();
+            a.iter().map(|v| v.map(str::to_string)).collect()
+        };
+        assert_eq!(
+            text(1),
+            vec![
+                Some(r#"[{"sku": "a", "qty": 2}, {"sku": "b", "price": 1.50}]"#.to_string()),
+                Some("[]".to_string()),
+                Some("12345678901234567890123".to_string()),
+            ],
+            "byte for byte: spacing, 1.50 and a number beyond any integer type stay as sent"
+        );
+        assert_eq!(text(2), vec![Some(r#"{"x": [1, 2]}"#.to_string()), None, None]);
+        assert_eq!(text(3), vec![Some("web".to_string()), Some("app".to_string()), None]);
+        assert_eq!(out.batch.schema().field(1).data_type(), &DataType::Utf8);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! decimal(20,0)), numbers with a fraction (double, integers included), strings that all parse
 //! as dates (`YYYY-MM-DD`) or timestamps (`YYYY-MM-DD HH:MM:SS[.ffffff]` or RFC 3339, as the
 //! decoder reads them), other strings. Nested objects are flattened into `<parent><sep><child>`
-//! columns read through dotted `json_name` paths, down to a depth; what cannot be a column yet
-//! (arrays, deeper objects, keys with dots, conflicting types) is listed as a comment with the
-//! reason rather than guessed. A field is `required` when every sampled message held a non-null
+//! columns read through dotted `json_name` paths, down to a depth; arrays and deeper objects
+//! become `json` columns (their text as sent); what cannot be a column (keys with dots,
+//! conflicting types, only nulls) is listed as a comment with the reason rather than guessed. A field is `required` when every sampled message held a non-null
 //! value for it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -153,7 +153,7 @@ impl SchemaInference {
                 } else if !names.insert(name.clone()) {
                     Err(format!("its flattened name {name} is taken by an earlier field; choose another --separator"))
                 } else {
-                    column_type(&f.kinds, self.max_depth)
+                    column_type(&f.kinds)
                 };
                 InferredColumn { name, json_name, type_name, required: self.samples > 0 && f.present == self.samples }
             })
@@ -174,6 +174,12 @@ impl SchemaInference {
             let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
             match &column.type_name {
                 Ok(type_name) => {
+                    if type_name == "json" {
+                        out.push_str(&format!(
+                            "\n# an array or an object deeper than --max-depth {}: its JSON text as sent",
+                            self.max_depth
+                        ));
+                    }
                     out.push_str(&format!("\n[[columns]]\nname = {}\n", quoted(&column.name)));
                     if let Some(path) = &column.json_name {
                         out.push_str(&format!("json_name = {}\n", quoted(path)));
@@ -193,13 +199,13 @@ impl SchemaInference {
 }
 
 /// The Delta type of a field from the kinds of its values, or why it has none.
-fn column_type(kinds: &BTreeSet<Kind>, max_depth: usize) -> Result<String, String> {
+fn column_type(kinds: &BTreeSet<Kind>) -> Result<String, String> {
     use Kind::*;
     let only = |allowed: &[Kind]| kinds.iter().all(|k| allowed.contains(k));
     let named = match () {
         _ if kinds.is_empty() => return Err("only nulls seen: no type to infer".into()),
-        _ if kinds.contains(&Array) => return Err("arrays are not a supported column type yet".into()),
-        _ if kinds.contains(&DeepObject) => return Err(format!("an object nested deeper than --max-depth {max_depth}")),
+        // Kept whole: the value's JSON text as sent.
+        _ if kinds.contains(&Array) || kinds.contains(&DeepObject) => "json",
         _ if only(&[Bool]) => "boolean",
         _ if only(&[Long]) => "long",
         _ if only(&[Long, BigInteger]) => "decimal(20,0)",
@@ -325,9 +331,8 @@ mod tests {
             r#"{"data": {"id": 2, "deep": {"x": 2}}, "tags": [], "a.b": 2, "n": null, "mixed": "one", "data_id": 4}"#,
         ]);
         assert_eq!(columns[0], ("data_id".into(), Some("data.id".into()), Ok("long".into()), true));
-        assert_eq!(columns[1].0, "data_deep");
-        assert!(columns[1].2.as_ref().unwrap_err().contains("deeper than --max-depth 2"));
-        assert!(columns[2].2.as_ref().unwrap_err().contains("arrays"));
+        assert_eq!(columns[1], ("data_deep".into(), Some("data.deep".into()), Ok("json".into()), true), "deeper than --max-depth 2");
+        assert_eq!(columns[2], ("tags".into(), None, Ok("json".into()), true), "an array");
         assert!(columns[3].2.as_ref().unwrap_err().contains("dot"));
         assert!(columns[4].2.as_ref().unwrap_err().contains("only nulls"));
         assert!(columns[5].2.as_ref().unwrap_err().contains("different kinds"));
@@ -342,9 +347,9 @@ mod tests {
         let text = inference.render("topic orders");
         assert!(text.starts_with("# Inferred by `lakectl infer-schema` from 1 messages of topic orders (1 more were not JSON objects)."));
         let schema: pipeline_config::TableSchema = toml_like(&text);
-        assert_eq!(schema.columns.len(), 2);
+        assert_eq!(schema.columns.len(), 3);
         assert_eq!(schema.columns[1].json_name.as_deref(), Some("meta.op"));
-        assert!(text.contains("# not a column: tags (arrays are not a supported column type yet)"), "{text}");
+        assert_eq!((schema.columns[2].name.as_str(), schema.columns[2].type_name.as_str()), ("tags", "json"), "{text}");
     }
 
     /// Parses the rendered text as the configuration loader would.

@@ -76,6 +76,39 @@ fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<
     }
 }
 
+/// The JSON text of the value at `path` (keys of nested objects) in the message's object,
+/// byte for byte; None when a key is missing, the value is `null`, or the message is not an
+/// object. Keys are compared as sent (a key written with escapes does not match).
+pub fn raw_value<'a>(message: &'a [u8], path: &[String]) -> Option<&'a [u8]> {
+    let (first, rest) = path.split_first()?;
+    let mut i = skip_ws(message, 0);
+    if message.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(message, i + 1);
+    while message.get(i) == Some(&b'"') {
+        let key_end = skip_string(message, i)?;
+        let colon = skip_ws(message, key_end);
+        if message.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(message, colon + 1);
+        let end = skip_value(message, start)?;
+        if &message[i + 1..key_end - 1] == first.as_bytes() {
+            let value = &message[start..end];
+            return match rest.is_empty() {
+                true => (value != b"null").then_some(value),
+                false => raw_value(value, rest),
+            };
+        }
+        i = skip_ws(message, end);
+        if message.get(i) == Some(&b',') {
+            i = skip_ws(message, i + 1);
+        }
+    }
+    None
+}
+
 fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
         i += 1;
@@ -134,6 +167,25 @@ fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn raw_values_are_the_text_as_sent_at_any_depth() {
+        let m = br#" { "id": 7, "items": [ {"sku": "a\"b", "n": 1e400}, [] ] , "meta": {"tags": {"x": null}, "n": null}, "s": "x" }"#;
+        assert_eq!(raw_value(m, &path("items")), Some(&br#"[ {"sku": "a\"b", "n": 1e400}, [] ]"#[..]));
+        assert_eq!(raw_value(m, &path("meta.tags")), Some(&br#"{"x": null}"#[..]));
+        assert_eq!(raw_value(m, &path("id")), Some(&b"7"[..]));
+        assert_eq!(raw_value(m, &path("s")), Some(&br#""x""#[..]));
+        assert_eq!(raw_value(m, &path("meta.n")), None, "null is no value");
+        assert_eq!(raw_value(m, &path("meta.tags.y")), None);
+        assert_eq!(raw_value(m, &path("missing")), None);
+        assert_eq!(raw_value(m, &path("id.deeper")), None, "a scalar has no members");
+        assert_eq!(raw_value(b"[1, 2]", &path("id")), None);
+        assert_eq!(raw_value(br#"{"a": [1, "#, &path("a")), None, "truncated");
+    }
 
     #[test]
     fn unknown_members_are_kept_byte_for_byte_nested_ones_under_their_parent() {

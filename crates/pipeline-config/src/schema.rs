@@ -26,7 +26,7 @@ pub struct ColumnSpec {
     /// field (`data.order_id`, `metadata.operation` for AWS DMS change records).
     #[serde(default)]
     pub json_name: Option<String>,
-    /// Delta type name: string, long, integer, short, double, float, boolean, date, timestamp,
+    /// Delta type name: string, long, integer, short, double, float, boolean, date, timestamp, json,
     /// or decimal(p,s).
     #[serde(rename = "type")]
     pub type_name: String,
@@ -92,6 +92,9 @@ pub enum ColumnType {
     Timestamp,
     /// Decimal with precision and scale.
     Decimal(u8, i8),
+    /// The field's JSON text as sent (object, array or scalar), in a string column: for arrays
+    /// and nested documents kept whole.
+    Json,
 }
 
 impl ColumnType {
@@ -108,6 +111,7 @@ impl ColumnType {
             "boolean" => Self::Boolean,
             "date" => Self::Date,
             "timestamp" => Self::Timestamp,
+            "json" => Self::Json,
             _ => {
                 let inner = n.strip_prefix("decimal(")?.strip_suffix(')')?;
                 let (p, s) = inner.split_once(',')?;
@@ -123,7 +127,7 @@ impl ColumnType {
     /// The Arrow type stored in the table.
     pub fn arrow_type(self) -> DataType {
         match self {
-            Self::String => DataType::Utf8,
+            Self::String | Self::Json => DataType::Utf8,
             Self::Long => DataType::Int64,
             Self::Integer => DataType::Int32,
             Self::Short => DataType::Int16,
@@ -161,7 +165,7 @@ impl TableSchema {
                 ConfigError::invalid(
                     format!("{ckey}.type"),
                     format!(
-                        "unknown type '{}' (use string, long, integer, short, double, float, boolean, date, timestamp or decimal(p,s))",
+                        "unknown type '{}' (use string, long, integer, short, double, float, boolean, date, timestamp, decimal(p,s) or json)",
                         col.type_name
                     ),
                 )
