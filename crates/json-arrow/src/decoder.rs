@@ -218,6 +218,11 @@ impl MessageDecoder {
                     rejects.push(Reject { index: run.base + i, reason });
                     continue;
                 }
+                if let Some(reason) = not_an_object(msg) {
+                    // Caught before the decoder saw a byte of it: nothing to replace.
+                    rejects.push(Reject { index: run.base + i, reason: reason.into() });
+                    continue;
+                }
                 let target = probe.as_mut().unwrap_or(&mut decoder);
                 match feed_one(target, msg) {
                     Ok(()) => run.pending.push(i),
@@ -390,13 +395,17 @@ struct Flushed<'a> {
     rejects: &'a mut Vec<Reject>,
 }
 
-/// Feeds one message; it must add exactly one complete record, a JSON object (anything else
-/// would fail the whole chunk's flush).
-fn feed_one(decoder: &mut Decoder, msg: &[u8]) -> Result<(), String> {
+/// Why a message that does not start like a JSON object is rejected (None when it does).
+fn not_an_object(msg: &[u8]) -> Option<&'static str> {
     match msg.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | None => {}
-        Some(_) => return Err("malformed JSON: the message is not a JSON object".into()),
+        Some(b'{') | None => None,
+        Some(_) => Some("malformed JSON: the message is not a JSON object"),
     }
+}
+
+/// Feeds one message that starts like an object; it must add exactly one complete record
+/// (anything else would fail the whole chunk's flush).
+fn feed_one(decoder: &mut Decoder, msg: &[u8]) -> Result<(), String> {
     let expected_before = decoder.len();
     let consumed = decoder.decode(msg).map_err(|e| format!("malformed JSON: {}", strip_prefix(&e)))?;
     if consumed != msg.len() {

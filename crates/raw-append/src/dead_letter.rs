@@ -127,6 +127,7 @@ impl DeadLetters {
     /// The rows as a record batch.
     pub fn to_batch(&self, job_id: &str, now: DateTime<Utc>) -> Result<RecordBatch, arrow::error::ArrowError> {
         let n = self.len();
+        let date = now.format("%Y-%m-%d").to_string();
         RecordBatch::try_new(
             schema(),
             vec![
@@ -140,7 +141,7 @@ impl DeadLetters {
                 Arc::new(self.error.finish_cloned()),
                 Arc::new(self.target.finish_cloned()),
                 Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); n]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![now.format("%Y-%m-%d").to_string(); n])),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(date.as_str(), n))),
             ],
         )
     }
