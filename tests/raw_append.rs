@@ -514,3 +514,114 @@ fn rescue_keeps_fields_the_schema_does_not_read_exactly_as_sent() {
         "unknown fields as sent, numbers and escapes untouched; none is NULL"
     );
 }
+
+/// An AWS DMS record of the `shop.orders` table (`data` left out when None).
+fn dms_record(record_type: &str, operation: &str, second: u32, data: Option<String>) -> String {
+    let data = data.map_or(String::new(), |d| format!(r#""data": {d}, "#));
+    format!(
+        r#"{{{data}"metadata": {{"timestamp": "2026-11-30T10:00:{second:02}.000001Z", "record-type": "{record_type}", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "shop", "table-name": "orders"}}}}"#
+    )
+}
+
+fn dms_order(id: i64, owner: &str, value: i64) -> Option<String> {
+    Some(format!(r#"{{"order_id": {id}, "order_owner": "{owner}", "order_value": {value}, "timestamp": "2022-04-04 12:00:00"}}"#))
+}
+
+#[test]
+fn dms_records_skip_control_records_and_merge_to_the_source_tables_state() {
+    let services = Services::get();
+    let topic = unique("dms");
+    create_topics(&services, &[&topic], 1);
+    let messages = [
+        dms_record("control", "create-table", 0, None),
+        dms_record("data", "load", 1, dms_order(1, "alice", 10)),
+        dms_record("data", "load", 2, dms_order(2, "bob", 2)),
+        dms_record("data", "load", 3, dms_order(3, "carol", 3)),
+        dms_record("data", "insert", 5, dms_order(4, "dave", 40)),
+        dms_record("data", "update", 6, dms_order(2, "bob", 20)),
+        dms_record("data", "delete", 7, dms_order(3, "carol", 3)),
+        dms_record("data", "insert", 8, None),
+        dms_record("control", "add-column", 9, None),
+        dms_record("data", "insert", 9, Some(r#"{"order_owner": "eve"}"#.to_string())),
+    ];
+    let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+    produce_raw(&services, &topic, &with_keys);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"{}
+[tables.processed]
+path = "processed"
+schema = "processed.schema.toml"
+
+[raw_append]
+sources = [{{ topic = "{topic}", table = "raw_order", format = "dms" }}]
+
+[merge_upsert]
+source = "raw_order"
+target = "processed"
+key = ["order_id"]
+sequence = "_dms_timestamp"
+operation = "_dms_operation"
+delete_values = ["delete"]
+ignore_columns = ["day"]
+"#,
+            include_str!("fixtures/raw_order_daily.tables.toml")
+        ),
+    );
+    let processed = include_str!("fixtures/orders.schema.toml").to_string()
+        + "\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\nrequired = true\n";
+    pipeline.write_file("processed.schema.toml", &processed);
+    let config = pipeline.config.to_str().unwrap();
+    let run_job = |job: &str| {
+        let r = run(job, &["--config", config], &[]);
+        assert_eq!(r.code, Some(0), "{job}: {}", r.stderr);
+        r
+    };
+    let r = run_job("raw-append");
+    let details = &r.summary["details"];
+    assert_eq!(
+        (details["dms_control_records"].as_u64(), details["dms_records_without_data"].as_u64()),
+        (Some(2), Some(1)),
+        "{}",
+        r.summary
+    );
+    assert_eq!(r.summary["dead_letters"], 1, "the record without order_id: {}", r.summary);
+    let raw = query(
+        &[("o", pipeline.table("raw/order").as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, CAST(order_value AS VARCHAR) AS v, _dms_operation, \
+         CAST(_dms_timestamp AS VARCHAR) AS t FROM o ORDER BY t",
+    );
+    let row = |id: &str, owner: &str, v: &str, op: &str, s: u32| {
+        [id, owner, v, op].map(str::to_string).into_iter().chain([format!("2026-11-30T10:00:{s:02}.000001Z")]).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        raw,
+        [
+            row("1", "alice", "10", "load", 1),
+            row("2", "bob", "2", "load", 2),
+            row("3", "carol", "3", "load", 3),
+            row("4", "dave", "40", "insert", 5),
+            row("2", "bob", "20", "update", 6),
+            row("3", "carol", "3", "delete", 7),
+        ],
+        "load and CDC rows in one table, read under data, operation and time from metadata"
+    );
+    let dead = query(&[("d", pipeline.table("raw/dead_letter").as_str())], &HashMap::new(), "SELECT error FROM d");
+    assert!(dead[0][0].contains("data.order_id"), "{dead:?}");
+    run_job("merge-upsert");
+    let target = query(
+        &[("p", pipeline.table("processed").as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, CAST(order_value AS VARCHAR) FROM p ORDER BY id",
+    );
+    assert_eq!(
+        target,
+        [["1", "alice", "10"], ["2", "bob", "20"], ["4", "dave", "40"]].map(|r| r.map(str::to_string).to_vec()),
+        "the source table's final state: the update applied, the delete removed the row"
+    );
+    let again = run("raw-append", &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "nothing new: {}", again.stderr);
+}

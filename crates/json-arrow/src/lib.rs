@@ -16,5 +16,5 @@ mod timestamps;
 pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
 pub use numbers::{convert_numbers, NumberKind};
-pub use rescue::{unknown_fields, KnownFields};
+pub use rescue::{raw_value, unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

@@ -4,6 +4,7 @@
 //! validated type the jobs use (schemas loaded, table names resolved to tables).
 
 mod checks;
+mod dms;
 mod error;
 mod incremental;
 mod kafka;
@@ -21,6 +22,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub use dms::{SourceFormat, DMS_OPERATION_COLUMN, DMS_TIMESTAMP_COLUMN};
 pub use error::ConfigError;
 pub use incremental::IncrementalOptions;
 pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};

@@ -96,7 +96,13 @@ fn default_tombstone_retention() -> DurationStr {
 
 impl MergeUpsertFile {
     /// Checks the section and resolves its tables.
-    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>) -> Result<MergeUpsertConfig, ConfigError> {
+    /// Validates the section; `added` names the columns raw-append writes into its tables
+    /// beyond their schemas (the source's operation column may be one of them).
+    pub(crate) fn resolve(
+        self,
+        tables: &BTreeMap<String, TableConfig>,
+        added: &BTreeMap<String, Vec<String>>,
+    ) -> Result<MergeUpsertConfig, ConfigError> {
         checks::no_unknown_keys("merge_upsert", &self.unknown)?;
         let incremental = self.incremental.clone().resolve("merge_upsert", "merge-upsert")?;
         let source = lookup(tables, "merge_upsert.source", &self.source)?;
@@ -104,7 +110,9 @@ impl MergeUpsertFile {
         if source.name == target.name {
             return Err(ConfigError::invalid("merge_upsert.target", "must differ from merge_upsert.source"));
         }
-        self.check_columns(&source, &target)?;
+        let mut source_columns = source.column_names();
+        source_columns.extend(added.get(&source.name).into_iter().flatten().cloned());
+        self.check_columns(&source, &source_columns, &target)?;
         for (key, path) in
             [("merge_upsert.dead_letter_table", &self.dead_letter_table), ("merge_upsert.tombstone_table", &self.tombstone_table)]
         {
@@ -128,7 +136,7 @@ impl MergeUpsertFile {
 
     /// Key and sequence are target columns, the operation a source column, ignored columns
     /// none of the target's.
-    fn check_columns(&self, source: &TableConfig, target: &TableConfig) -> Result<(), ConfigError> {
+    fn check_columns(&self, source: &TableConfig, source_columns: &[String], target: &TableConfig) -> Result<(), ConfigError> {
         if self.key.is_empty() {
             return Err(ConfigError::invalid("merge_upsert.key", "name at least one key column, e.g. [\"order_id\"]"));
         }
@@ -139,7 +147,7 @@ impl MergeUpsertFile {
             }
         }
         if let Some(op) = &self.operation {
-            if !source.column_names().contains(op) {
+            if !source_columns.contains(op) {
                 return Err(ConfigError::invalid(
                     "merge_upsert.operation",
                     format!("'{op}' is not a column of the source {}", source.name),

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use crate::dms::SourceFormat;
+
 use crate::incremental::DEFAULT_INTERVAL;
 use crate::tables::lookup;
 use crate::{checks, ByteSize, ConfigError, DurationStr, TableConfig, Trigger};
@@ -49,6 +51,8 @@ struct SourceFile {
     metadata_columns: Vec<MetadataColumn>,
     #[serde(default)]
     unknown_fields: UnknownFields,
+    #[serde(default)]
+    format: SourceFormat,
 }
 
 /// The raw-append job, validated.
@@ -96,6 +100,8 @@ pub struct RawAppendSource {
     pub metadata_columns: Vec<MetadataColumn>,
     /// What happens to message fields the table's schema does not read.
     pub unknown_fields: UnknownFields,
+    /// How messages are laid out (plain JSON objects, AWS DMS records).
+    pub format: SourceFormat,
 }
 
 /// What raw-append does with message fields its table's schema does not read.
@@ -270,6 +276,24 @@ impl RawAppendFile {
     }
 }
 
+impl RawAppendConfig {
+    /// The columns raw-append writes into each of its tables beyond the table's own (source
+    /// metadata, the format's, `_rescued_data`), by table name: jobs reading those tables may
+    /// name them.
+    pub fn added_columns(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for src in &self.sources {
+            let columns = out.entry(src.table.name.clone()).or_default();
+            columns.extend(src.metadata_columns.iter().map(|m| m.column_name().to_string()));
+            columns.extend(src.format.added_columns().iter().map(|c| c.to_string()));
+            if src.unknown_fields == UnknownFields::Rescue {
+                columns.push(RESCUED_DATA_COLUMN.to_string());
+            }
+        }
+        out
+    }
+}
+
 impl SourceFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {
         let (name, kind) = match (self.topic, self.stream) {
@@ -299,12 +323,25 @@ impl SourceFile {
                 format!("{} clashes with a schema column", m.column_name()),
             ));
         }
+        if let Some(added) = self.format.added_columns().iter().find(|c| table.schema.column(c).is_some()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.format"),
+                format!("{added} (added by the format) clashes with a schema column"),
+            ));
+        }
         if self.unknown_fields == UnknownFields::Rescue && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
             return Err(ConfigError::invalid(
                 format!("{key}.unknown_fields"),
                 format!("{RESCUED_DATA_COLUMN} clashes with a schema column"),
             ));
         }
-        Ok(RawAppendSource { name, kind, table, metadata_columns: self.metadata_columns, unknown_fields: self.unknown_fields })
+        Ok(RawAppendSource {
+            name,
+            kind,
+            table,
+            metadata_columns: self.metadata_columns,
+            unknown_fields: self.unknown_fields,
+            format: self.format,
+        })
     }
 }

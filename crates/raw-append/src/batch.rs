@@ -12,10 +12,11 @@ use delta_io::{write_files, CommitError, GuardedTxn, ProgressTable, TableWriter}
 use job_runtime::{crash_point, RunSummary};
 use kafka_source::{messages_behind, PartitionKey, RawBatch};
 use kinesis_source::ShardPosition;
-use pipeline_config::RawAppendConfig;
+use pipeline_config::{RawAppendConfig, SourceFormat};
 
 use crate::dead_letter::{self, DeadLetters};
-use crate::events::{BatchCommitted, BatchDropped, DeadLettered, OffsetsSkipped};
+use crate::dms;
+use crate::events::{BatchCommitted, BatchDropped, DeadLettered, DmsRecordsSkipped, OffsetsSkipped};
 use crate::handover::{Resume, SkippedRange};
 use crate::routes::Route;
 use crate::shard_positions::ShardPositions;
@@ -72,6 +73,8 @@ pub struct Batch {
     positions: BTreeMap<PartitionKey, ShardPosition>,
     /// The last slice added, being decoded while the one before it is written.
     decoding: Option<Decoding>,
+    /// DMS records skipped, per route.
+    skipped: Vec<dms::Skipped>,
     decode_ms: u64,
     write_ms: u64,
     /// When the first slice arrived (batch duration).
@@ -93,6 +96,7 @@ impl Batch {
             dead_partitions: BTreeMap::new(),
             positions: BTreeMap::new(),
             decoding: None,
+            skipped: vec![dms::Skipped::default(); routes],
             decode_ms: 0,
             write_ms: 0,
             opened: None,
@@ -133,13 +137,14 @@ impl Batch {
 
     /// Streams a decoded slice's rows into the tables' writers and keeps its rejects.
     async fn write_decoded(&mut self, sinks: &mut Sinks, decoding: Decoding) -> Result<(), RawAppendError> {
-        let DecodedSlice { slice, rows: decoded, took } =
+        let DecodedSlice { slice, rows: decoded, skipped, took } =
             decoding.await.map_err(|e| RawAppendError::Internal(format!("decode worker: {e}")))??;
         crash_point!("raw_append::after_decode");
         self.decode_ms += took.as_millis() as u64;
         let started = Instant::now();
-        for ((key, chunk), rows) in slice.chunks.iter().zip(decoded) {
+        for (((key, chunk), rows), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
             let idx = sinks.by_topic[key.topic.as_ref()];
+            self.skipped[idx].add(skips);
             if rows.batch.num_rows() > 0 {
                 let route = &sinks.routes[idx];
                 let writer = self.writers[idx].get_or_insert_with(|| {
@@ -228,6 +233,7 @@ impl Batch {
             return Ok(());
         }
         let resets: BTreeMap<&PartitionKey, ()> = self.skips.iter().filter(|r| r.resume_at <= r.next).map(|r| (&r.key, ())).collect();
+        let all = self.dead.to_batch(&sinks.job.job_id, Utc::now())?;
         for _ in 0..ATTEMPTS {
             let mut floors = BTreeMap::new();
             for key in self.dead_partitions.keys() {
@@ -236,7 +242,8 @@ impl Batch {
                 floors.insert(key.clone(), floor);
             }
             let keep = self.dead.not_held(|key| if resets.contains_key(key) { None } else { floors.get(key).copied().flatten() });
-            let rows = filter_record_batch(&self.dead.to_batch(&sinks.job.job_id, Utc::now())?, &keep)?;
+            // Usually every row is new: no copy then.
+            let rows = if keep.true_count() == keep.len() { all.clone() } else { filter_record_batch(&all, &keep)? };
             if rows.num_rows() == 0 {
                 return Ok(());
             }
@@ -320,6 +327,7 @@ impl Batch {
             commit_ms: started.elapsed().as_millis() as u64,
         }
         .emit(summary);
+        DmsRecordsSkipped { table: &route.table_name, skipped: self.skipped[idx] }.emit(summary);
         for key in &keys {
             sinks.resume.committed(key, self.last_offsets[key]);
         }
@@ -374,6 +382,8 @@ struct DecodedSlice {
     slice: RawBatch,
     /// One per chunk of the slice, in its order.
     rows: Vec<ChunkRows>,
+    /// DMS records skipped, one per chunk.
+    skipped: Vec<dms::Skipped>,
     /// Time spent decoding.
     took: Duration,
 }
@@ -386,13 +396,28 @@ fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> D
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut rows: Vec<ChunkRows> = Vec::with_capacity(slice.chunks.len());
+        let mut skipped = Vec::with_capacity(slice.chunks.len());
         for (key, chunk) in &slice.chunks {
             let route = &routes[by_topic[key.topic.as_ref()]];
-            let decoded = route.decoder.decode(&chunk.payloads())?;
+            let (decoded, skips) = decode_chunk(route, &chunk.payloads())?;
             rows.push(table_rows::build(route, key, chunk, decoded, ingested_at)?);
+            skipped.push(skips);
         }
-        Ok(DecodedSlice { slice, rows, took: started.elapsed() })
+        Ok(DecodedSlice { slice, rows, skipped, took: started.elapsed() })
     })
+}
+
+/// Decodes a chunk's messages by its route's format.
+fn decode_chunk(route: &Route, payloads: &[&[u8]]) -> Result<(json_arrow::Decoded, dms::Skipped), json_arrow::DecodeError> {
+    match route.format {
+        SourceFormat::Json => Ok((route.decoder.decode(payloads)?, dms::Skipped::default())),
+        SourceFormat::Dms => {
+            let selection = dms::select(payloads);
+            let kept: Vec<&[u8]> = selection.kept.iter().map(|&i| payloads[i as usize]).collect();
+            let decoded = dms::restore(route.decoder.decode(&kept)?, &selection.kept);
+            Ok((decoded, selection.skipped))
+        }
+    }
 }
 
 fn commit_info(batch_no: i64) -> HashMap<String, serde_json::Value> {

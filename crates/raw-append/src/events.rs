@@ -164,3 +164,26 @@ impl SourceRead<'_> {
         }
     }
 }
+
+/// AWS DMS records a committed batch skipped by design (not rows, not dead letters).
+pub struct DmsRecordsSkipped<'a> {
+    /// Table the source writes.
+    pub table: &'a str,
+    /// What was skipped.
+    pub skipped: crate::dms::Skipped,
+}
+
+impl DmsRecordsSkipped<'_> {
+    /// Logs (when anything was skipped) and counts into the summary's details.
+    pub fn emit(&self, summary: &mut RunSummary) {
+        let crate::dms::Skipped { control, without_data } = self.skipped;
+        if control + without_data == 0 {
+            return;
+        }
+        tracing::info!(stage = "commit", table = self.table, control, without_data, "DMS control records and records without data skipped");
+        for (name, count) in [("dms_control_records", control), ("dms_records_without_data", without_data)] {
+            let total = summary.details.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0) + count;
+            summary.details.insert(name.into(), total.into());
+        }
+    }
+}

@@ -11,6 +11,7 @@
 
 mod batch;
 mod dead_letter;
+mod dms;
 mod error;
 mod events;
 mod feed;

@@ -7,8 +7,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder};
 use pipeline_config::{
-    MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields,
-    RESCUED_DATA_COLUMN,
+    MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
+    UnknownFields, RESCUED_DATA_COLUMN,
 };
 
 /// One topic or stream routed into one table, with everything needed to turn messages into rows.
@@ -33,6 +33,8 @@ pub struct Route {
     pub rescue: Option<KnownFields>,
     /// Bytes of the table's own object key prefix (S3 keys are limited as a whole).
     pub table_key_bytes: usize,
+    /// How the source's messages are laid out.
+    pub format: SourceFormat,
 }
 
 impl Route {
@@ -43,12 +45,13 @@ impl Route {
 
     fn new(src: &RawAppendSource, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
         let table = &src.table;
-        let decoder = MessageDecoder::new(&table.schema, max_message_bytes);
+        let message_schema = src.format.message_schema(&table.schema);
+        let decoder = MessageDecoder::new(&message_schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
         let rescue = (src.unknown_fields == UnknownFields::Rescue).then(|| {
             fields.push(Field::new(RESCUED_DATA_COLUMN, DataType::Utf8, true));
-            KnownFields::from_paths(table.schema.columns.iter().map(|c| c.json_key()))
+            KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key()))
         });
         let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
@@ -69,6 +72,7 @@ impl Route {
             partitions: table.partitions.clone(),
             metadata: src.metadata_columns.clone(),
             rescue,
+            format: src.format,
         }
     }
 
