@@ -625,3 +625,80 @@ ignore_columns = ["day"]
     let again = run("raw-append", &["--config", config], &[]);
     assert_eq!(again.code, Some(3), "nothing new: {}", again.stderr);
 }
+
+#[test]
+fn dms_records_killed_at_any_step_land_once_and_skipped_records_never() {
+    let services = Services::get();
+    let topic = unique("dms-crash");
+    create_topics(&services, &[&topic], 3);
+    // Every 25th record a control record, every 40th a data record without data.
+    // (order id of a data record, the record)
+    let records: Vec<(Option<u32>, String)> = (0..4_000u32)
+        .map(|i| match i {
+            _ if i % 25 == 0 => (None, dms_record("control", "add-column", i % 60, None)),
+            _ if i % 40 == 0 => (None, dms_record("data", "insert", i % 60, None)),
+            _ => (Some(i), dms_record("data", "insert", i % 60, dms_order(i64::from(i), "o", 1))),
+        })
+        .collect();
+    let expected: Vec<String> = records.iter().filter_map(|(id, _)| id.map(|i| i.to_string())).collect();
+    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(_, m)| (None, m.as_bytes())).collect();
+    produce_raw(&services, &topic, &messages);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            "{ORDERS_TABLE}\n[raw_append]\nmax_batch_rows = 300\ninterval = \"200ms\"\nsources = [{{ topic = \"{topic}\", table = \"raw_order\", format = \"dms\" }}]\n"
+        ),
+    );
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let plan = [
+        Kill::At("raw_append::after_decode", "1*off->return"),
+        Kill::At("raw_append::after_upload", "2*off->return"),
+        Kill::After(400),
+        Kill::At("raw_append::after_commit", "1*off->return"),
+        Kill::At("raw_append::after_upload", "return"),
+        Kill::After(250),
+    ];
+    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
+    assert!(crashes >= 4, "only {crashes} runs were actually killed");
+    drain("raw-append", &config, &[]);
+    let rows = query(
+        &[("o", pipeline.table("raw/order").as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, COUNT(*) FROM o GROUP BY order_id",
+    );
+    let mut got: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    got.sort_by_key(|id| id.parse::<i64>().unwrap_or(-1));
+    assert!(rows.iter().all(|r| r[1] == "1"), "every data record once: {:?}", rows.iter().find(|r| r[1] != "1"));
+    let (missing, extra): (Vec<&String>, Vec<&String>) =
+        (expected.iter().filter(|id| !got.contains(id)).collect(), got.iter().filter(|id| !expected.contains(id)).collect());
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unexpected {extra:?}");
+    assert_eq!(got.len(), expected.len());
+    let dead = query(&[("d", pipeline.table("raw/dead_letter").as_str())], &HashMap::new(), "SELECT COUNT(*) FROM d");
+    assert_eq!(dead[0][0], "0", "records skipped by design are not dead letters");
+}
+
+#[test]
+fn a_run_resumed_inside_the_brokers_last_record_batch_reads_to_the_partitions_end() {
+    // tansu lists a partition's high watermark as the base offset of its last record batch + 1;
+    // progress inside one large batch is past that listing while messages still follow.
+    let services = Services::get();
+    let topic = unique("big-batch");
+    create_topics(&services, &[&topic], 1);
+    let mut generator = OrderGenerator::reference(11);
+    let messages: Vec<Vec<u8>> = (0..2_000).map(|_| generator.next_message().1.into_bytes()).collect();
+    let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_slice())).collect();
+    produce_raw(&services, &topic, &with_keys);
+    let pipeline = orders_pipeline(&services, None, &topic, "max_batch_rows = 300");
+    let config = pipeline.config.to_str().unwrap();
+    let crashed = run("raw-append", &["--config", config], &[("FAILPOINTS".into(), "raw_append::after_commit=2*off->return".into())]);
+    assert_eq!(crashed.code, None, "killed after its third commit: {}", crashed.stderr);
+    let r = run("raw-append", &["--config", config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.summary["rows_in"], 2_000 - 900, "one run reads the rest: {}", r.summary);
+    let again = run("raw-append", &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+    let rows =
+        query(&[("o", pipeline.table("raw/order").as_str())], &HashMap::new(), "SELECT COUNT(DISTINCT _kafka_offset), COUNT(*) FROM o");
+    assert_eq!(rows, [["2000", "2000"]].map(|r| r.map(str::to_string).to_vec()));
+}

@@ -437,15 +437,20 @@ mod tests {
     use arrow::array::{Int64Array, TimestampMicrosecondArray};
     use pipeline_config::ColumnSpec;
 
-    fn order_schema() -> TableSchema {
-        let col = |name: &str, ty: &str, required: bool| ColumnSpec {
+    /// A column read from `json` (its own name when None).
+    fn column(name: &str, json: Option<&str>, ty: &str, required: bool) -> ColumnSpec {
+        ColumnSpec {
             name: name.into(),
-            json_name: None,
+            json_name: json.map(str::to_string),
             type_name: ty.into(),
             required,
             timestamp: Default::default(),
             column_type: ColumnType::parse(ty),
-        };
+        }
+    }
+
+    fn order_schema() -> TableSchema {
+        let col = |name: &str, ty: &str, required: bool| column(name, None, ty, required);
         TableSchema {
             columns: vec![
                 col("order_id", "long", true),
@@ -458,14 +463,7 @@ mod tests {
 
     #[test]
     fn json_columns_keep_arrays_and_nested_documents_as_sent() {
-        let col = |name: &str, json: &str, ty: &str, required: bool| ColumnSpec {
-            name: name.into(),
-            json_name: Some(json.into()),
-            type_name: ty.into(),
-            required,
-            timestamp: Default::default(),
-            column_type: ColumnType::parse(ty),
-        };
+        let col = |name: &str, json: &str, ty: &str, required: bool| column(name, Some(json), ty, required);
         let schema = TableSchema {
             columns: vec![
                 col("order_id", "order_id", "long", true),
@@ -505,14 +503,7 @@ mod tests {
 
     #[test]
     fn dotted_json_names_read_nested_fields_like_aws_dms_records() {
-        let col = |name: &str, json: &str, ty: &str, required: bool| ColumnSpec {
-            name: name.into(),
-            json_name: Some(json.into()),
-            type_name: ty.into(),
-            required,
-            timestamp: Default::default(),
-            column_type: ColumnType::parse(ty),
-        };
+        let col = |name: &str, json: &str, ty: &str, required: bool| column(name, Some(json), ty, required);
         let schema = TableSchema {
             columns: vec![
                 col("order_id", "data.order_id", "long", true),

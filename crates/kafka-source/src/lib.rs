@@ -13,7 +13,7 @@ mod settings;
 pub use chunk::{PartitionChunk, PartitionKey, RawBatch, StartPosition};
 pub use context::{LakeContext, ProgressLookup, RevokeHook};
 pub use msk_iam::MskTokenProvider;
-pub use offsets::{fetch_watermarks, messages_behind, position_exists, topic_partitions};
+pub use offsets::{fetch_watermarks, messages_behind, probe_position, topic_partitions, Position};
 pub use reader::{FillOutcome, KafkaReader, ReaderLimits};
 pub use sample::sample_messages;
 pub use settings::{client_config, is_fatal, KafkaError};

@@ -31,15 +31,25 @@ pub fn topic_partitions<C: Consumer<LakeContext>>(consumer: &C, topic: &str) -> 
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
-/// How long [`position_exists`] waits for the broker's answer.
+/// How long [`probe_position`] waits for the broker's answer.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether offset `next` is a readable position of the partition: a message is there or it is
-/// the partition's end. Asked when recorded progress is past the listed high watermark: the
-/// topic was recreated with fewer messages, or the broker's ListOffsets lags what its fetches
-/// return (tansu lists the base offset of the last record batch). A broker that neither
-/// returns data, nor the end, nor "out of range" within a few seconds counts as "no".
-pub fn position_exists(config: &ClientConfig, context: LakeContext, key: &PartitionKey, next: i64) -> Result<bool, KafkaError> {
+/// What a partition holds at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// A message is there (more may follow).
+    Message,
+    /// It is the partition's end: nothing there yet.
+    End,
+    /// Out of range, or no answer within a few seconds.
+    Unreadable,
+}
+
+/// What offset `next` of the partition is. Asked when recorded progress is past the listed
+/// high watermark: the topic was recreated with fewer messages, or the broker's ListOffsets lags
+/// what its fetches return (tansu lists the base offset of the last record batch, so messages
+/// may follow `next`).
+pub fn probe_position(config: &ClientConfig, context: LakeContext, key: &PartitionKey, next: i64) -> Result<Position, KafkaError> {
     use rdkafka::error::RDKafkaErrorCode as C;
     let mut config = config.clone();
     config
@@ -54,12 +64,15 @@ pub fn position_exists(config: &ClientConfig, context: LakeContext, key: &Partit
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while Instant::now() < deadline {
         match consumer.poll(POLL) {
-            Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(true),
-            Some(Err(e)) if matches!(e.rdkafka_error_code(), Some(C::AutoOffsetReset | C::OffsetOutOfRange)) => return Ok(false),
+            Some(Ok(_)) => return Ok(Position::Message),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(Position::End),
+            Some(Err(e)) if matches!(e.rdkafka_error_code(), Some(C::AutoOffsetReset | C::OffsetOutOfRange)) => {
+                return Ok(Position::Unreadable)
+            }
             _ => {}
         }
     }
-    Ok(false)
+    Ok(Position::Unreadable)
 }
 
 /// Messages from offset `next` to the partition's high watermark (0 when a broker lists its end

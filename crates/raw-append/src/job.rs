@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use delta_io::{open_or_create, read_progress, ProgressTable};
 use job_runtime::{PipelineJob, Progress, RunOptions, RunStatus, RunSummary, Shutdown};
 use kafka_source::{
-    client_config, fetch_watermarks, position_exists, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider,
-    PartitionKey, ProgressLookup, RawBatch, ReaderLimits, RevokeHook, StartPosition,
+    client_config, fetch_watermarks, probe_position, ClientConfig, FillOutcome, KafkaError, KafkaReader, LakeContext, MskTokenProvider,
+    PartitionKey, Position, ProgressLookup, RawBatch, ReaderLimits, RevokeHook, StartPosition,
 };
 use kinesis_source::{KinesisReader, StartAt};
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, SourceKind, StartingPosition, Trigger};
@@ -209,6 +209,9 @@ impl RawAppend {
         let watermarks = fetch_watermarks(&kafka, context.clone(), &topics)?;
         let mut starts = Vec::new();
         let mut pending = 0u64;
+        // The end each partition reads to: its listed high watermark, or what the probe found
+        // past a listing that lags.
+        let mut ends = HashMap::new();
         let probe = Probe { kafka: kafka.clone(), context: context.clone() };
         for (key, listed) in &watermarks {
             let app = sinks.app_id(key);
@@ -217,6 +220,7 @@ impl RawAppend {
             let next = sinks.resume.resumed(key, progress, (low, high))?;
             pending += (high - next).max(0) as u64;
             starts.push((key.clone(), StartPosition::Offset(next)));
+            ends.insert(key.clone(), high);
         }
         starts.sort_by(|a, b| a.0.cmp(&b.0));
         if self.trigger == Trigger::Continuous {
@@ -226,7 +230,6 @@ impl RawAppend {
         if pending == 0 && !skips {
             return Ok(None);
         }
-        let ends = watermarks.iter().map(|(k, (_, high))| (k.clone(), *high)).collect();
         tracing::info!(stage = "start", partitions = starts.len(), pending, "reading to the high watermarks captured at start");
         Ok(Some((KafkaReader::manual(kafka, context, &starts, Some(ends))?, Some(pending))))
     }
@@ -318,10 +321,16 @@ struct Probe {
 impl Probe {
     /// The partition's (low, high) watermarks as far as resuming from `progress` goes: when the
     /// progress is past the listed end but the broker serves that position (its listing lags,
-    /// as tansu's does), the position is the end; otherwise the listed values stand.
+    /// as tansu's does), the end is at least the position, one past it when a message is there
+    /// (so a trigger-once run reads on to the partition's real end); otherwise the listed
+    /// values stand.
     fn watermarks(&self, key: &PartitionKey, progress: Option<i64>, (low, high): (i64, i64)) -> Result<(i64, i64), KafkaError> {
         match progress.map(|v| v + 1) {
-            Some(next) if next > high && position_exists(&self.kafka, self.context.clone(), key, next)? => Ok((low, next)),
+            Some(next) if next > high => Ok(match probe_position(&self.kafka, self.context.clone(), key, next)? {
+                Position::Message => (low, next + 1),
+                Position::End => (low, next),
+                Position::Unreadable => (low, high),
+            }),
             _ => Ok((low, high)),
         }
     }
