@@ -1,0 +1,162 @@
+//! Unit tests of the message decoder.
+use super::*;
+use arrow::array::{Int64Array, TimestampMicrosecondArray};
+use pipeline_config::ColumnSpec;
+
+/// A column read from `json` (its own name when None).
+fn column(name: &str, json: Option<&str>, ty: &str, required: bool) -> ColumnSpec {
+    ColumnSpec {
+        name: name.into(),
+        json_name: json.map(str::to_string),
+        type_name: ty.into(),
+        required,
+        timestamp: Default::default(),
+        column_type: ColumnType::parse(ty),
+    }
+}
+
+fn order_schema() -> TableSchema {
+    let col = |name: &str, ty: &str, required: bool| column(name, None, ty, required);
+    TableSchema {
+        columns: vec![
+            col("order_id", "long", true),
+            col("order_owner", "string", false),
+            col("order_value", "long", false),
+            col("timestamp", "timestamp", true),
+        ],
+    }
+}
+
+#[test]
+fn json_columns_keep_arrays_and_nested_documents_as_sent() {
+    let col = |name: &str, json: &str, ty: &str, required: bool| column(name, Some(json), ty, required);
+    let schema = TableSchema {
+        columns: vec![
+            col("order_id", "order_id", "long", true),
+            col("items", "items", "json", true),
+            col("tags", "meta.tags", "json", false),
+            col("source", "meta.source", "string", false),
+        ],
+    };
+    let d = MessageDecoder::new(&schema, 1 << 20);
+    let msgs: Vec<&[u8]> = vec![
+        br#"{"order_id": 1, "items": [{"sku": "a", "qty": 2}, {"sku": "b", "price": 1.50}], "meta": {"tags": {"x": [1, 2]}, "source": "web"}}"#,
+        br#"{"order_id": 2, "items": [], "meta": {"source": "app"}}"#,
+        br#"{"order_id": 3, "meta": {"tags": "plain"}}"#,
+        br#"{"order_id": 4, "items": 12345678901234567890123}"#,
+    ];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rows, vec![0, 1, 3]);
+    assert_eq!(out.rejects.len(), 1);
+    assert!(out.rejects[0].reason.contains("required field 'items'"), "{:?}", out.rejects);
+    let text = |c: usize| -> Vec<Option<String>> {
+        let a = out.batch.column(c).as_any().downcast_ref::<StringArray>().unwrap();
+        a.iter().map(|v| v.map(str::to_string)).collect()
+    };
+    assert_eq!(
+        text(1),
+        vec![
+            Some(r#"[{"sku": "a", "qty": 2}, {"sku": "b", "price": 1.50}]"#.to_string()),
+            Some("[]".to_string()),
+            Some("12345678901234567890123".to_string()),
+        ],
+        "byte for byte: spacing, 1.50 and a number beyond any integer type stay as sent"
+    );
+    assert_eq!(text(2), vec![Some(r#"{"x": [1, 2]}"#.to_string()), None, None]);
+    assert_eq!(text(3), vec![Some("web".to_string()), Some("app".to_string()), None]);
+    assert_eq!(out.batch.schema().field(1).data_type(), &DataType::Utf8);
+}
+
+#[test]
+fn a_json_field_that_is_not_utf8_rejects_its_message_unaltered() {
+    let schema = TableSchema { columns: vec![column("order_id", None, "long", true), column("items", None, "json", false)] };
+    let d = MessageDecoder::new(&schema, 1 << 20);
+    let msgs: Vec<&[u8]> = vec![b"{\"order_id\": 1, \"items\": [\"\xff\"]}", br#"{"order_id": 2, "items": ["ok"]}"#];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rows, vec![1]);
+    assert_eq!(out.rejects.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0]);
+}
+
+#[test]
+fn dotted_json_names_read_nested_fields_like_aws_dms_records() {
+    let col = |name: &str, json: &str, ty: &str, required: bool| column(name, Some(json), ty, required);
+    let schema = TableSchema {
+        columns: vec![
+            col("order_id", "data.order_id", "long", true),
+            col("order_value", "data.order_value", "long", false),
+            col("op", "metadata.operation", "string", false),
+            col("seq", "metadata.timestamp", "timestamp", true),
+        ],
+    };
+    let d = MessageDecoder::new(&schema, 1 << 20);
+    let msgs: Vec<&[u8]> = vec![
+        br#"{"data": {"order_id": 1, "order_value": 5}, "metadata": {"operation": "load", "timestamp": "2022-04-04T12:00:00.5Z", "table-name": "orders"}}"#,
+        br#"{"data": {"order_id": 1}, "metadata": {"operation": "delete", "timestamp": "2022-04-04 12:00:01"}}"#,
+        br#"{"data": null, "metadata": {"operation": "insert", "timestamp": "2022-04-04 12:00:02"}}"#,
+        br#"{"data": {"order_id": 2, "order_value": 7}}"#,
+    ];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rows, vec![0, 1]);
+    let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, ["required field 'data.order_id' is missing or null", "required field 'metadata.timestamp' is missing or null"]);
+    let b = &out.batch;
+    assert_eq!(b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values(), &[1, 1]);
+    assert!(b.column(1).is_valid(0) && b.column(1).is_null(1));
+    let ops = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!((ops.value(0), ops.value(1)), ("load", "delete"));
+    let seq = b.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    assert_eq!(seq.value(1) - seq.value(0), 500_000);
+}
+
+#[test]
+fn good_and_bad_messages_are_separated() {
+    let d = MessageDecoder::new(&order_schema(), 200);
+    let big = format!("{{\"order_id\": 1, \"pad\": \"{}\"}}", "x".repeat(300));
+    let msgs: Vec<&[u8]> = vec![
+        br#"{"order_id": 1, "order_owner": "alice", "order_value": 870, "timestamp": "2022-04-04 12:00:01"}"#,
+        br#"{"order_id": 2, "order_owner": "bob""#,
+        br#"{"order_id": "abc", "timestamp": "2022-04-04 12:00:01"}"#,
+        br#"{"order_owner": "carol", "timestamp": "2022-04-04 12:00:01"}"#,
+        br#"{"order_id": 5, "timestamp": "not a time"}"#,
+        big.as_bytes(),
+        br#"{"order_id": 7, "timestamp": "2022-04-04T12:00:02Z"}{"order_id": 8}"#,
+        b"   ",
+        br#"[1, 2]"#,
+        br#"{"order_id": 10, "order_owner": null, "timestamp": "2022-04-04T12:00:03Z", "extra": {"nested": [1]}}"#,
+    ];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rows, vec![0, 9]);
+    let rejected: Vec<usize> = out.rejects.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert!(out.rejects[2].reason.contains("required field 'order_id'"), "{:?}", out.rejects[2]);
+    assert!(out.rejects[3].reason.contains("timestamp"), "{:?}", out.rejects[3]);
+    assert!(out.rejects[4].reason.contains("max_message_bytes"));
+    let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(ids.values(), &[1, 10]);
+    let ts = out.batch.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    assert_eq!(ts.value(0), 1_649_073_601_000_000);
+    assert_eq!(out.batch.schema().field(3).data_type(), &ColumnType::Timestamp.arrow_type());
+}
+
+#[test]
+fn a_truncated_message_does_not_swallow_the_next() {
+    let d = MessageDecoder::new(&order_schema(), 1 << 20);
+    let msgs: Vec<&[u8]> = vec![br#"{"order_id": 1, "timestamp": "#, br#""2022-04-04 12:00:01"}"#];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.batch.num_rows(), 0);
+    assert_eq!(out.rejects.len(), 2);
+}
+
+#[test]
+fn many_chunks_keep_order() {
+    let d = MessageDecoder::new(&order_schema(), 1 << 20);
+    let owned: Vec<String> = (0..10_000)
+        .map(|i| if i % 997 == 0 { "{bad".to_string() } else { format!(r#"{{"order_id": {i}, "timestamp": "2022-04-04 12:00:01"}}"#) })
+        .collect();
+    let msgs: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rejects.len(), 11);
+    assert_eq!(out.batch.num_rows() + out.rejects.len(), 10_000);
+    let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert!(ids.values().iter().zip(&out.rows).all(|(id, row)| *id == *row as i64));
+}
