@@ -44,11 +44,11 @@ impl SourceFormat {
         }
     }
 
-    /// Columns the format adds to the table's.
-    pub fn added_columns(self) -> &'static [&'static str] {
+    /// Columns the format adds to the table's, with their types.
+    pub fn added_columns(self) -> &'static [(&'static str, ColumnType)] {
         match self {
             Self::Json => &[],
-            Self::Dms => &[DMS_OPERATION_COLUMN, DMS_TIMESTAMP_COLUMN],
+            Self::Dms => &[(DMS_OPERATION_COLUMN, ColumnType::String), (DMS_TIMESTAMP_COLUMN, ColumnType::Timestamp)],
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
+use crate::raw_append::AddedColumns;
 use crate::tables::lookup;
 use crate::{checks, ConfigError, DurationStr, IncrementalOptions, TableConfig};
 
@@ -98,11 +99,7 @@ impl MergeUpsertFile {
     /// Checks the section and resolves its tables.
     /// Validates the section; `added` names the columns raw-append writes into its tables
     /// beyond their schemas (the source's operation column may be one of them).
-    pub(crate) fn resolve(
-        self,
-        tables: &BTreeMap<String, TableConfig>,
-        added: &BTreeMap<String, Vec<String>>,
-    ) -> Result<MergeUpsertConfig, ConfigError> {
+    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<MergeUpsertConfig, ConfigError> {
         checks::no_unknown_keys("merge_upsert", &self.unknown)?;
         let incremental = self.incremental.clone().resolve("merge_upsert", "merge-upsert")?;
         let source = lookup(tables, "merge_upsert.source", &self.source)?;
@@ -111,7 +108,7 @@ impl MergeUpsertFile {
             return Err(ConfigError::invalid("merge_upsert.target", "must differ from merge_upsert.source"));
         }
         let mut source_columns = source.column_names();
-        source_columns.extend(added.get(&source.name).into_iter().flatten().cloned());
+        source_columns.extend(added.get(&source.name).into_iter().flatten().map(|(c, _)| c.clone()));
         self.check_columns(&source, &source_columns, &target)?;
         for (key, path) in
             [("merge_upsert.dead_letter_table", &self.dead_letter_table), ("merge_upsert.tombstone_table", &self.tombstone_table)]

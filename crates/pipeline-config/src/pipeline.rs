@@ -148,7 +148,7 @@ impl PipelineFile {
         let raw_append = self.raw_append.map(|s| s.resolve(&tables)).transpose()?;
         let added = raw_append.as_ref().map(RawAppendConfig::added_columns).unwrap_or_default();
         Ok(PipelineConfig {
-            stream_join: self.stream_join.map(|s| s.resolve(&tables)).transpose()?,
+            stream_join: self.stream_join.map(|s| s.resolve(&tables, &added)).transpose()?,
             merge_upsert: self.merge_upsert.map(|s| s.resolve(&tables, &added)).transpose()?,
             raw_append,
             lake: self.lake,

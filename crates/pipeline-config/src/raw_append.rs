@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 
 use crate::dms::SourceFormat;
+use crate::schema::ColumnType;
 
 use crate::incremental::DEFAULT_INTERVAL;
 use crate::tables::lookup;
@@ -178,6 +179,17 @@ impl MetadataColumn {
         }
     }
 
+    /// The column's type (None for `_raw_message`, which is binary).
+    pub fn column_type(self) -> Option<ColumnType> {
+        Some(match self {
+            Self::Partition => ColumnType::Integer,
+            Self::Offset | Self::SubSequenceNumber => ColumnType::Long,
+            Self::Timestamp | Self::ArrivalTime => ColumnType::Timestamp,
+            Self::RawMessage => return None,
+            _ => ColumnType::String,
+        })
+    }
+
     /// Whether a source of `kind` has this column.
     pub fn fits(self, kind: SourceKind) -> bool {
         match self {
@@ -278,21 +290,24 @@ impl RawAppendFile {
 
 impl RawAppendConfig {
     /// The columns raw-append writes into each of its tables beyond the table's own (source
-    /// metadata, the format's, `_rescued_data`), by table name: jobs reading those tables may
-    /// name them.
-    pub fn added_columns(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    /// metadata, the format's, `_rescued_data`) with their types (None: binary), by table name:
+    /// jobs reading those tables may name them.
+    pub fn added_columns(&self) -> AddedColumns {
+        let mut out = AddedColumns::new();
         for src in &self.sources {
             let columns = out.entry(src.table.name.clone()).or_default();
-            columns.extend(src.metadata_columns.iter().map(|m| m.column_name().to_string()));
-            columns.extend(src.format.added_columns().iter().map(|c| c.to_string()));
+            columns.extend(src.metadata_columns.iter().map(|m| (m.column_name().to_string(), m.column_type())));
+            columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(*t))));
             if src.unknown_fields == UnknownFields::Rescue {
-                columns.push(RESCUED_DATA_COLUMN.to_string());
+                columns.push((RESCUED_DATA_COLUMN.to_string(), Some(ColumnType::String)));
             }
         }
         out
     }
 }
+
+/// Columns a job adds to tables beyond their schema files: table name → (column, type).
+pub type AddedColumns = BTreeMap<String, Vec<(String, Option<ColumnType>)>>;
 
 impl SourceFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {
@@ -323,7 +338,7 @@ impl SourceFile {
                 format!("{} clashes with a schema column", m.column_name()),
             ));
         }
-        if let Some(added) = self.format.added_columns().iter().find(|c| table.schema.column(c).is_some()) {
+        if let Some((added, _)) = self.format.added_columns().iter().find(|(c, _)| table.schema.column(c).is_some()) {
             return Err(ConfigError::invalid(
                 format!("{key}.format"),
                 format!("{added} (added by the format) clashes with a schema column"),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
+use crate::raw_append::AddedColumns;
 use crate::tables::lookup;
 use crate::{checks, ColumnType, ConfigError, DurationStr, IncrementalOptions, SignedDuration, TableConfig};
 
@@ -133,11 +134,13 @@ impl JoinColumn {
 
 impl StreamJoinFile {
     /// Checks the section and resolves its tables.
-    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>) -> Result<StreamJoinConfig, ConfigError> {
+    /// `added` names the columns raw-append writes into its tables beyond their schemas (an
+    /// input may join on or take them, e.g. `_kafka_timestamp` as its event time).
+    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<StreamJoinConfig, ConfigError> {
         checks::no_unknown_keys("stream_join", &self.unknown)?;
         let incremental = self.incremental.resolve("stream_join", "stream-join")?;
-        let left = self.left.resolve("stream_join.left", tables)?;
-        let right = self.right.resolve("stream_join.right", tables)?;
+        let left = self.left.resolve("stream_join.left", tables, added)?;
+        let right = self.right.resolve("stream_join.right", tables, added)?;
         if left.key.len() != right.key.len() {
             return Err(ConfigError::invalid("stream_join.right.key", "must list as many columns as stream_join.left.key"));
         }
@@ -146,7 +149,7 @@ impl StreamJoinFile {
             return Err(ConfigError::invalid("stream_join.lower", "must not exceed stream_join.upper"));
         }
         let output = lookup(tables, "stream_join.output", &self.output)?;
-        check_columns(&self.columns, [&left, &right], &output)?;
+        check_columns(&self.columns, [&left, &right], &output, added)?;
         if let Some(late) = &self.late_table {
             checks::relative_path("stream_join.late_table", late)?;
         }
@@ -166,10 +169,15 @@ impl StreamJoinFile {
 }
 
 impl InputFile {
-    fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<JoinInput, ConfigError> {
+    fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<JoinInput, ConfigError> {
         let table = lookup(tables, &format!("{key}.table"), &self.table)?;
-        match table.schema.column(&self.time) {
-            Some(c) if c.kind() == ColumnType::Timestamp => {}
+        let extra = added.get(&table.name).map(Vec::as_slice).unwrap_or_default();
+        let time_type = match table.schema.column(&self.time) {
+            Some(c) => Some(c.kind()),
+            None => extra.iter().find(|(c, _)| *c == self.time).and_then(|(_, t)| *t),
+        };
+        match time_type {
+            Some(ColumnType::Timestamp) => {}
             _ => {
                 let message = format!("'{}' is not a timestamp column of {}", self.time, table.name);
                 return Err(ConfigError::invalid(format!("{key}.time"), message));
@@ -178,7 +186,8 @@ impl InputFile {
         if self.key.is_empty() {
             return Err(ConfigError::invalid(format!("{key}.key"), "name at least one key column"));
         }
-        let columns = table.column_names();
+        let mut columns = table.column_names();
+        columns.extend(extra.iter().map(|(c, _)| c.clone()));
         if let Some(k) = self.key.iter().find(|k| !columns.contains(k)) {
             return Err(ConfigError::invalid(format!("{key}.key"), format!("'{k}' is not a column of {}", table.name)));
         }
@@ -187,14 +196,17 @@ impl InputFile {
 }
 
 /// Every output column comes from a column of one side, and every output schema column has one.
-fn check_columns(columns: &[JoinColumn], sides: [&JoinInput; 2], output: &TableConfig) -> Result<(), ConfigError> {
+fn check_columns(columns: &[JoinColumn], sides: [&JoinInput; 2], output: &TableConfig, added: &AddedColumns) -> Result<(), ConfigError> {
     if columns.is_empty() {
         return Err(ConfigError::invalid(
             "stream_join.columns",
             "list the output columns: { name = \"order_id\", from = \"left.order_id\" }",
         ));
     }
-    let side_columns = sides.map(|s| s.table.column_names());
+    let side_columns = sides.map(|s| {
+        let extra = added.get(&s.table.name).into_iter().flatten().map(|(c, _)| c.clone());
+        s.table.column_names().into_iter().chain(extra).collect::<Vec<_>>()
+    });
     for (i, c) in columns.iter().enumerate() {
         let key = format!("stream_join.columns[{i}]");
         let Some((side, column)) = c.source() else {

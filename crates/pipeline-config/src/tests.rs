@@ -170,3 +170,30 @@ fn kinesis_sources_and_their_section_are_checked() {
     assert_eq!(c.kinesis.starting_position, StartingPosition::Latest);
     assert_eq!(c.kinesis.assignment, ShardAssignment { index: 1, count: 3 });
 }
+
+#[test]
+fn jobs_reading_raw_tables_may_name_the_columns_raw_append_adds() {
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    let dir = std::env::temp_dir().join(format!("pcfg-added-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["order.schema.toml", "member.schema.toml", "curated.schema.toml", "processed.schema.toml"] {
+        std::fs::copy(shipped().parent().unwrap().join(f), dir.join(f)).unwrap();
+    }
+    let load = |body: &str| {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, body).unwrap();
+        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+    };
+    // The orders' Kafka timestamp as the join's event time: a metadata column raw-append adds.
+    let left = r#"left = { table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }"#;
+    let edited = text.replace(left, r#"left = { table = "raw_order", key = ["order_owner"], time = "_kafka_timestamp", delay = "3h" }"#);
+    assert_ne!(edited, text, "the shipped left input changed: update this test");
+    let c = load(&edited).unwrap();
+    assert_eq!(c.stream_join.unwrap().left.time, "_kafka_timestamp");
+    let typed = edited.replace(r#"time = "_kafka_timestamp""#, r#"time = "_kafka_offset""#);
+    let e = load(&typed).unwrap_err().to_string();
+    assert!(e.starts_with("stream_join.left.time: '_kafka_offset' is not a timestamp column of raw_order"), "{e}");
+    let without = edited.replacen(r#"metadata_columns = ["partition", "offset", "timestamp"]"#, r#"metadata_columns = ["offset"]"#, 1);
+    let e = load(&without).unwrap_err().to_string();
+    assert!(e.starts_with("stream_join.left.time: '_kafka_timestamp'"), "{e}");
+}

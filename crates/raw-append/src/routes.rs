@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder};
 use pipeline_config::{
-    MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
+    ColumnType, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
     UnknownFields, RESCUED_DATA_COLUMN,
 };
 
@@ -83,19 +83,7 @@ impl Route {
 }
 
 fn metadata_field(m: MetadataColumn) -> Field {
-    let ty = match m {
-        MetadataColumn::Topic
-        | MetadataColumn::Key
-        | MetadataColumn::Stream
-        | MetadataColumn::ShardId
-        | MetadataColumn::SequenceNumber
-        | MetadataColumn::PartitionKey => DataType::Utf8,
-        MetadataColumn::Partition => DataType::Int32,
-        MetadataColumn::Offset | MetadataColumn::SubSequenceNumber => DataType::Int64,
-        MetadataColumn::Timestamp | MetadataColumn::ArrivalTime => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        MetadataColumn::RawMessage => DataType::Binary,
-    };
-    Field::new(m.column_name(), ty, true)
+    Field::new(m.column_name(), m.column_type().map_or(DataType::Binary, ColumnType::arrow_type), true)
 }
 
 /// Bytes of the object key prefix of `location` (`s3://bucket/<key>`); 0 for local paths,
