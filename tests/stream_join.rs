@@ -360,3 +360,31 @@ fn a_commit_larger_than_a_batch_is_read_in_slices_and_a_killed_slice_re_runs_exa
     assert_eq!(txn, Some(3), "three batches for one commit");
     assert_eq!(curated(&p), oracle(&p), "slices join as the whole commit would");
 }
+
+#[test]
+fn a_join_may_use_the_kafka_timestamp_raw_append_adds_as_its_event_time() {
+    let services = Services::get();
+    let (orders, members) = (unique("sj-kts-o"), unique("sj-kts-m"));
+    create_topics(&services, &[&orders, &members], 2);
+    let p = pipeline(&services, &orders, &members, "");
+    for table in ["raw_order", "raw_member"] {
+        p.edit(&format!(r#"table = "{table}" }}"#), &format!(r#"table = "{table}", metadata_columns = ["timestamp"] }}"#));
+    }
+    p.edit(r#"time = "timestamp", delay = "3h""#, r#"time = "_kafka_timestamp", delay = "3h""#);
+    p.edit(r#"time = "timestamp", delay = "2h""#, r#"time = "_kafka_timestamp", delay = "2h""#);
+    let config = p.config.to_str().unwrap();
+    // Members first: every order produced after its owner's changes, within the hour.
+    let mut streams = Streams::new(3);
+    streams.produce(&services, &orders, &members, 0, 60);
+    streams.produce(&services, &orders, &members, 600, 0);
+    run_ok("raw-append", config, &[]);
+    let r = run("stream-join", &["--config", config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let by_kafka_time = "SELECT CAST(o.order_id AS VARCHAR), o.order_owner, CAST(o.order_value AS VARCHAR), CAST(o.timestamp AS VARCHAR), \
+         m.membership FROM o JOIN m ON o.order_owner = m.order_owner AND o._kafka_timestamp >= m._kafka_timestamp \
+         AND o._kafka_timestamp <= m._kafka_timestamp + INTERVAL '1 hour'";
+    let expected =
+        multiset(query(&[("o", p.table("raw/order").as_str()), ("m", p.table("raw/member").as_str())], &HashMap::new(), by_kafka_time));
+    assert!(expected.values().sum::<usize>() >= 600, "every order matches its owner's earlier changes: {}", expected.len());
+    assert_eq!(curated(&p), expected, "joined on Kafka time, not on the messages' timestamps");
+}
