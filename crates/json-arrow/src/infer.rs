@@ -7,8 +7,8 @@
 //! decoder reads them), other strings. Nested objects are flattened into `<parent><sep><child>`
 //! columns read through dotted `json_name` paths, down to a depth; arrays and deeper objects
 //! become `json` columns (their text as sent); what cannot be a column (keys with dots,
-//! conflicting types, only nulls) is listed as a comment with the reason rather than guessed. A field is `required` when every sampled message held a non-null
-//! value for it.
+//! conflicting types, only nulls) is listed as a comment with the reason rather than guessed.
+//! A field is `required` when every sampled message held a non-null value for it.
 
 use std::collections::{BTreeSet, HashMap};
 

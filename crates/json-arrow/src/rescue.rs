@@ -5,6 +5,7 @@
 //! re-serialisation), so numbers of any size and escapes stay exactly as sent.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// The JSON paths a schema reads, as a tree of keys.
 #[derive(Debug, Default, Clone)]
@@ -39,41 +40,23 @@ pub fn unknown_fields(message: &[u8], known: &KnownFields) -> Option<String> {
 /// Scans the object starting at `start`: its unknown members as a JSON object (None when all
 /// are known) and the index after the object.
 fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<(Option<String>, usize)> {
-    if bytes.get(start) != Some(&b'{') {
-        return None;
-    }
     let mut kept: Vec<String> = Vec::new();
-    let mut i = skip_ws(bytes, start + 1);
-    if bytes.get(i) == Some(&b'}') {
-        return Some((None, i + 1));
-    }
-    loop {
-        let key_end = skip_string(bytes, i)?;
-        let key_raw = &bytes[i..key_end];
+    let mut members = Members::of(bytes, start)?;
+    for Member { key: key_range, value } in members.by_ref() {
+        let key_raw = &bytes[key_range];
         let key: String = serde_json::from_slice(key_raw).ok()?;
-        i = skip_ws(bytes, key_end);
-        if bytes.get(i) != Some(&b':') {
-            return None;
-        }
-        let value_start = skip_ws(bytes, i + 1);
-        let value_end = skip_value(bytes, value_start)?;
         let raw = |value: &[u8]| format!("{}:{}", String::from_utf8_lossy(key_raw), String::from_utf8_lossy(value));
         match known.children.get(&key) {
-            None => kept.push(raw(&bytes[value_start..value_end])),
-            Some(node) if !node.whole && bytes[value_start] == b'{' => {
-                if let (Some(inner), _) = unknown_in_object(bytes, value_start, node)? {
+            None => kept.push(raw(&bytes[value])),
+            Some(node) if !node.whole && bytes[value.start] == b'{' => {
+                if let (Some(inner), _) = unknown_in_object(bytes, value.start, node)? {
                     kept.push(raw(inner.as_bytes()));
                 }
             }
             Some(_) => {}
         }
-        i = skip_ws(bytes, value_end);
-        match bytes.get(i) {
-            Some(b',') => i = skip_ws(bytes, i + 1),
-            Some(b'}') => return Some(((!kept.is_empty()).then(|| format!("{{{}}}", kept.join(","))), i + 1)),
-            _ => return None,
-        }
     }
+    Some(((!kept.is_empty()).then(|| format!("{{{}}}", kept.join(","))), members.end()?))
 }
 
 /// The JSON text of the value at `path` (keys of nested objects) in the message's object,
@@ -81,32 +64,84 @@ fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<
 /// object. Keys are compared as sent (a key written with escapes does not match).
 pub fn raw_value<'a>(message: &'a [u8], path: &[String]) -> Option<&'a [u8]> {
     let (first, rest) = path.split_first()?;
-    let mut i = skip_ws(message, 0);
-    if message.get(i) != Some(&b'{') {
-        return None;
+    let found = Members::of(message, skip_ws(message, 0))?.find(|m| &message[m.key.start + 1..m.key.end - 1] == first.as_bytes())?;
+    let value = &message[found.value];
+    match rest.is_empty() {
+        true => (value != b"null").then_some(value),
+        false => raw_value(value, rest),
     }
-    i = skip_ws(message, i + 1);
-    while message.get(i) == Some(&b'"') {
-        let key_end = skip_string(message, i)?;
-        let colon = skip_ws(message, key_end);
-        if message.get(colon) != Some(&b':') {
+}
+
+/// One member of an object: its key as written (quotes included) and its value, as byte ranges.
+struct Member {
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+/// The members of a JSON object, scanned in place.
+struct Members<'a> {
+    bytes: &'a [u8],
+    /// Where the next member starts.
+    at: usize,
+    state: Scan,
+}
+
+enum Scan {
+    Open,
+    /// Every member read; the index after the closing brace.
+    End(usize),
+    Malformed,
+}
+
+impl<'a> Members<'a> {
+    /// The members of the object starting at `start`; None when no object starts there.
+    fn of(bytes: &'a [u8], start: usize) -> Option<Self> {
+        if bytes.get(start) != Some(&b'{') {
             return None;
         }
-        let start = skip_ws(message, colon + 1);
-        let end = skip_value(message, start)?;
-        if &message[i + 1..key_end - 1] == first.as_bytes() {
-            let value = &message[start..end];
-            return match rest.is_empty() {
-                true => (value != b"null").then_some(value),
-                false => raw_value(value, rest),
-            };
-        }
-        i = skip_ws(message, end);
-        if message.get(i) == Some(&b',') {
-            i = skip_ws(message, i + 1);
+        let at = skip_ws(bytes, start + 1);
+        let state = if bytes.get(at) == Some(&b'}') { Scan::End(at + 1) } else { Scan::Open };
+        Some(Self { bytes, at, state })
+    }
+
+    /// The index after the object once every member was read; None when it is malformed.
+    fn end(&self) -> Option<usize> {
+        match self.state {
+            Scan::End(end) => Some(end),
+            _ => None,
         }
     }
-    None
+
+    fn member(&self) -> Option<Member> {
+        let key_end = skip_string(self.bytes, self.at)?;
+        let colon = skip_ws(self.bytes, key_end);
+        if self.bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(self.bytes, colon + 1);
+        Some(Member { key: self.at..key_end, value: start..skip_value(self.bytes, start)? })
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = Member;
+
+    fn next(&mut self) -> Option<Member> {
+        if !matches!(self.state, Scan::Open) {
+            return None;
+        }
+        let Some(member) = self.member() else {
+            self.state = Scan::Malformed;
+            return None;
+        };
+        let after = skip_ws(self.bytes, member.value.end);
+        match self.bytes.get(after) {
+            Some(b',') => self.at = skip_ws(self.bytes, after + 1),
+            Some(b'}') => self.state = Scan::End(after + 1),
+            _ => self.state = Scan::Malformed,
+        }
+        Some(member)
+    }
 }
 
 fn skip_ws(bytes: &[u8], mut i: usize) -> usize {

@@ -30,11 +30,9 @@ pub use kinesis::{KinesisConfig, ShardAssignment, StartingPosition};
 pub use lake::{LakeConfig, StoreConfig};
 pub use merge_upsert::{MergeUpsertConfig, SchemaEvolution};
 pub use pipeline::{ConfigOverrides, PipelineConfig, ENV_OVERRIDES};
-pub use raw_append::{
-    AddedColumns, MetadataColumn, OnMissingOffsets, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields, RESCUED_DATA_COLUMN,
-};
+pub use raw_append::{MetadataColumn, OnMissingOffsets, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields, RESCUED_DATA_COLUMN};
 pub use schema::{ColumnSpec, ColumnType, EpochUnit, TableSchema, TimestampSpec};
 pub use size::ByteSize;
 pub use stream_join::{JoinColumn, JoinInput, JoinSide, JoinType, StreamJoinConfig, WatermarkPolicy};
-pub use tables::{PartitionSource, PartitionSpec, TableConfig};
+pub use tables::{AddedColumns, PartitionSource, PartitionSpec, TableConfig};
 pub use values::{DurationStr, SignedDuration, Trigger};

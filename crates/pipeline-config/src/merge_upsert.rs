@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
-use crate::raw_append::AddedColumns;
-use crate::tables::lookup;
+use crate::tables::{lookup, AddedColumns};
 use crate::{checks, ConfigError, DurationStr, IncrementalOptions, TableConfig};
 
 /// The section as the file writes it.
@@ -107,9 +106,7 @@ impl MergeUpsertFile {
         if source.name == target.name {
             return Err(ConfigError::invalid("merge_upsert.target", "must differ from merge_upsert.source"));
         }
-        let mut source_columns = source.column_names();
-        source_columns.extend(added.get(&source.name).into_iter().flatten().map(|(c, _)| c.clone()));
-        self.check_columns(&source, &source_columns, &target)?;
+        self.check_columns(&source, &source.column_names_with(added), &target)?;
         for (key, path) in
             [("merge_upsert.dead_letter_table", &self.dead_letter_table), ("merge_upsert.tombstone_table", &self.tombstone_table)]
         {

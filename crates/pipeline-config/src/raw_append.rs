@@ -8,7 +8,7 @@ use crate::dms::SourceFormat;
 use crate::schema::ColumnType;
 
 use crate::incremental::DEFAULT_INTERVAL;
-use crate::tables::lookup;
+use crate::tables::{lookup, AddedColumns};
 use crate::{checks, ByteSize, ConfigError, DurationStr, TableConfig, Trigger};
 
 /// The section as the file writes it.
@@ -289,25 +289,29 @@ impl RawAppendFile {
 }
 
 impl RawAppendConfig {
-    /// The columns raw-append writes into each of its tables beyond the table's own (source
-    /// metadata, the format's, `_rescued_data`) with their types (None: binary), by table name:
-    /// jobs reading those tables may name them.
+    /// The columns raw-append writes into each of its tables beyond the table's own (the
+    /// format's, source metadata, `_rescued_data`) with their types, by table name: jobs
+    /// reading those tables may name them.
     pub fn added_columns(&self) -> AddedColumns {
         let mut out = AddedColumns::new();
         for src in &self.sources {
             let columns = out.entry(src.table.name.clone()).or_default();
-            columns.extend(src.metadata_columns.iter().map(|m| (m.column_name().to_string(), m.column_type())));
             columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(*t))));
-            if src.unknown_fields == UnknownFields::Rescue {
-                columns.push((RESCUED_DATA_COLUMN.to_string(), Some(ColumnType::String)));
-            }
+            columns.extend(src.appended_columns());
         }
         out
     }
 }
 
-/// Columns a job adds to tables beyond their schema files: table name → (column, type).
-pub type AddedColumns = BTreeMap<String, Vec<(String, Option<ColumnType>)>>;
+impl RawAppendSource {
+    /// The columns written after the message's (source metadata, then `_rescued_data`), with
+    /// their types (None: binary).
+    pub fn appended_columns(&self) -> Vec<(String, Option<ColumnType>)> {
+        let metadata = self.metadata_columns.iter().map(|m| (m.column_name().to_string(), m.column_type()));
+        let rescued = (self.unknown_fields == UnknownFields::Rescue).then(|| (RESCUED_DATA_COLUMN.to_string(), Some(ColumnType::String)));
+        metadata.chain(rescued).collect()
+    }
+}
 
 impl SourceFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {

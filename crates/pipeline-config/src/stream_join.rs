@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
-use crate::raw_append::AddedColumns;
-use crate::tables::lookup;
+use crate::tables::{lookup, AddedColumns};
 use crate::{checks, ColumnType, ConfigError, DurationStr, IncrementalOptions, SignedDuration, TableConfig};
 
 /// The section as the file writes it.
@@ -171,12 +170,7 @@ impl StreamJoinFile {
 impl InputFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<JoinInput, ConfigError> {
         let table = lookup(tables, &format!("{key}.table"), &self.table)?;
-        let extra = added.get(&table.name).map(Vec::as_slice).unwrap_or_default();
-        let time_type = match table.schema.column(&self.time) {
-            Some(c) => Some(c.kind()),
-            None => extra.iter().find(|(c, _)| *c == self.time).and_then(|(_, t)| *t),
-        };
-        match time_type {
+        match table.column_type_with(&self.time, added) {
             Some(ColumnType::Timestamp) => {}
             _ => {
                 let message = format!("'{}' is not a timestamp column of {}", self.time, table.name);
@@ -186,8 +180,7 @@ impl InputFile {
         if self.key.is_empty() {
             return Err(ConfigError::invalid(format!("{key}.key"), "name at least one key column"));
         }
-        let mut columns = table.column_names();
-        columns.extend(extra.iter().map(|(c, _)| c.clone()));
+        let columns = table.column_names_with(added);
         if let Some(k) = self.key.iter().find(|k| !columns.contains(k)) {
             return Err(ConfigError::invalid(format!("{key}.key"), format!("'{k}' is not a column of {}", table.name)));
         }
@@ -203,10 +196,7 @@ fn check_columns(columns: &[JoinColumn], sides: [&JoinInput; 2], output: &TableC
             "list the output columns: { name = \"order_id\", from = \"left.order_id\" }",
         ));
     }
-    let side_columns = sides.map(|s| {
-        let extra = added.get(&s.table.name).into_iter().flatten().map(|(c, _)| c.clone());
-        s.table.column_names().into_iter().chain(extra).collect::<Vec<_>>()
-    });
+    let side_columns = sides.map(|s| s.table.column_names_with(added));
     for (i, c) in columns.iter().enumerate() {
         let key = format!("stream_join.columns[{i}]");
         let Some((side, column)) = c.source() else {

@@ -99,12 +99,31 @@ impl TableConfig {
         self.partitions.iter().map(|p| p.column.clone()).collect()
     }
 
-    /// Column names the table holds: schema columns and derived partition columns. (Kafka
-    /// metadata columns added by raw-append are not known here; they are checked against the
-    /// table itself at run time.)
+    /// Column names the table holds: schema columns and derived partition columns (see
+    /// [`TableConfig::column_names_with`] for the columns raw-append adds).
     pub fn column_names(&self) -> Vec<String> {
         let schema = self.schema.columns.iter().map(|c| c.name.clone());
         schema.chain(self.partitions.iter().map(|p| p.column.clone())).collect()
+    }
+}
+
+/// Columns a job adds to tables beyond their schema files: table name → (column, type; None
+/// for binary).
+pub type AddedColumns = BTreeMap<String, Vec<(String, Option<ColumnType>)>>;
+
+impl TableConfig {
+    /// [`TableConfig::column_names`] plus the columns `added` to this table.
+    pub(crate) fn column_names_with(&self, added: &AddedColumns) -> Vec<String> {
+        let extra = added.get(&self.name).into_iter().flatten().map(|(c, _)| c.clone());
+        self.column_names().into_iter().chain(extra).collect()
+    }
+
+    /// The type of schema or `added` column `name` (None when there is none, or it is binary).
+    pub(crate) fn column_type_with(&self, name: &str, added: &AddedColumns) -> Option<ColumnType> {
+        match self.schema.column(name) {
+            Some(c) => Some(c.kind()),
+            None => added.get(&self.name)?.iter().find(|(c, _)| c == name).and_then(|(_, t)| *t),
+        }
     }
 }
 

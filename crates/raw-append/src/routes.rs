@@ -8,7 +8,7 @@ use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder};
 use pipeline_config::{
     ColumnType, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
-    UnknownFields, RESCUED_DATA_COLUMN,
+    UnknownFields,
 };
 
 /// One topic or stream routed into one table, with everything needed to turn messages into rows.
@@ -48,11 +48,10 @@ impl Route {
         let message_schema = src.format.message_schema(&table.schema);
         let decoder = MessageDecoder::new(&message_schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.extend(src.metadata_columns.iter().map(|m| metadata_field(*m)));
-        let rescue = (src.unknown_fields == UnknownFields::Rescue).then(|| {
-            fields.push(Field::new(RESCUED_DATA_COLUMN, DataType::Utf8, true));
-            KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key()))
-        });
+        let appended = src.appended_columns().into_iter();
+        fields.extend(appended.map(|(name, ty)| Field::new(name, ty.map_or(DataType::Binary, ColumnType::arrow_type), true)));
+        let rescue = (src.unknown_fields == UnknownFields::Rescue)
+            .then(|| KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key())));
         let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
         Route {
@@ -80,10 +79,6 @@ impl Route {
     pub fn schema(&self) -> &SchemaRef {
         &self.spec.schema
     }
-}
-
-fn metadata_field(m: MetadataColumn) -> Field {
-    Field::new(m.column_name(), m.column_type().map_or(DataType::Binary, ColumnType::arrow_type), true)
 }
 
 /// Bytes of the object key prefix of `location` (`s3://bucket/<key>`); 0 for local paths,
