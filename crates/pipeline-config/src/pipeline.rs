@@ -142,10 +142,10 @@ impl PipelineFile {
         self.kafka.validate()?;
         let mut tables = BTreeMap::new();
         for (name, table) in self.tables {
-            let resolved = table.resolve(&name, &self.lake, base)?;
+            let resolved = table.resolve(&name, &format!("tables.{name}"), &self.lake, base)?;
             tables.insert(name, resolved);
         }
-        let raw_append = self.raw_append.map(|s| s.resolve(&tables)).transpose()?;
+        let raw_append = self.raw_append.map(|s| s.resolve(&tables, &self.lake, base)).transpose()?;
         let added = raw_append.as_ref().map(RawAppendConfig::added_columns).unwrap_or_default();
         Ok(PipelineConfig {
             stream_join: self.stream_join.map(|s| s.resolve(&tables, &added)).transpose()?,

@@ -4,12 +4,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use std::path::Path;
+
 use crate::dms::SourceFormat;
+use crate::routing::{RouteContext, RouteFile, Routing};
 use crate::schema::ColumnType;
 
 use crate::incremental::DEFAULT_INTERVAL;
 use crate::tables::{lookup, AddedColumns};
-use crate::{checks, ByteSize, ConfigError, DurationStr, TableConfig, Trigger};
+use crate::{checks, ByteSize, ConfigError, DurationStr, LakeConfig, TableConfig, Trigger};
 
 /// The section as the file writes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +50,10 @@ struct SourceFile {
     topic: Option<String>,
     #[serde(default)]
     stream: Option<String>,
-    table: String,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    route: Option<RouteFile>,
     #[serde(default)]
     metadata_columns: Vec<MetadataColumn>,
     #[serde(default)]
@@ -88,15 +94,18 @@ pub struct RawAppendConfig {
     pub on_missing_offsets: OnMissingOffsets,
 }
 
-/// One topic or stream routed to one table.
+/// One topic or stream written to one table, or routed into many.
 #[derive(Debug, Clone)]
 pub struct RawAppendSource {
     /// The Kafka topic or Kinesis stream name (unique across both: it names the progress).
     pub name: String,
     /// Kafka topic or Kinesis stream.
     pub kind: SourceKind,
-    /// The table under `[tables]` it is written to.
+    /// The table under `[tables]` it is written to; for a routed source, the table that keeps
+    /// its read progress (no rows).
     pub table: TableConfig,
+    /// Set when each message is routed to a table of its own (`route = { ... }`).
+    pub routing: Option<Routing>,
     /// Source metadata columns to add.
     pub metadata_columns: Vec<MetadataColumn>,
     /// What happens to message fields the table's schema does not read.
@@ -248,7 +257,12 @@ fn default_shutdown_timeout() -> DurationStr {
 
 impl RawAppendFile {
     /// Checks the section and resolves its routes' tables.
-    pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendConfig, ConfigError> {
+    pub(crate) fn resolve(
+        self,
+        tables: &BTreeMap<String, TableConfig>,
+        lake: &LakeConfig,
+        base: &Path,
+    ) -> Result<RawAppendConfig, ConfigError> {
         if self.sources.is_empty() {
             return Err(ConfigError::invalid("raw_append.sources", "add at least one { topic, table } or { stream, table } route"));
         }
@@ -264,7 +278,7 @@ impl RawAppendFile {
         let mut sources = Vec::with_capacity(self.sources.len());
         for (i, src) in self.sources.into_iter().enumerate() {
             let key = format!("raw_append.sources[{i}]");
-            let src = src.resolve(&key, tables)?;
+            let src = src.resolve(&key, &self.job_id, tables, (lake, base))?;
             if !names.insert(src.name.clone()) {
                 // Progress is named by the source's name: a topic and a stream may not share one.
                 return Err(ConfigError::invalid(key, format!("'{}' is routed twice (topics and streams share one namespace)", src.name)));
@@ -295,9 +309,11 @@ impl RawAppendConfig {
     pub fn added_columns(&self) -> AddedColumns {
         let mut out = AddedColumns::new();
         for src in &self.sources {
-            let columns = out.entry(src.table.name.clone()).or_default();
-            columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(*t))));
-            columns.extend(src.appended_columns());
+            for table in src.tables() {
+                let columns = out.entry(table.name.clone()).or_default();
+                columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(*t))));
+                columns.extend(src.appended_columns());
+            }
         }
         out
     }
@@ -313,9 +329,25 @@ impl RawAppendSource {
     }
 }
 
+impl RawAppendSource {
+    /// The tables the source's rows are written to (the routed ones, or its one table).
+    pub fn tables(&self) -> Vec<&TableConfig> {
+        match &self.routing {
+            Some(routing) => routing.tables.values().collect(),
+            None => vec![&self.table],
+        }
+    }
+}
+
 impl SourceFile {
-    fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>) -> Result<RawAppendSource, ConfigError> {
-        let (name, kind) = match (self.topic, self.stream) {
+    fn resolve(
+        self,
+        key: &str,
+        job_id: &str,
+        tables: &BTreeMap<String, TableConfig>,
+        (lake, base): (&LakeConfig, &Path),
+    ) -> Result<RawAppendSource, ConfigError> {
+        let (name, kind) = match (self.topic.clone(), self.stream.clone()) {
             (Some(topic), None) => (topic, SourceKind::Kafka),
             (None, Some(stream)) => (stream, SourceKind::Kinesis),
             _ => return Err(ConfigError::invalid(key, "give exactly one of topic = \"...\" (Kafka) or stream = \"...\" (Kinesis)")),
@@ -335,32 +367,44 @@ impl SourceFile {
             };
             return Err(ConfigError::invalid(format!("{key}.metadata_columns"), format!("{}: {other}", m.config_name())));
         }
-        let table = lookup(tables, &format!("{key}.table"), &self.table)?;
-        if let Some(m) = self.metadata_columns.iter().find(|m| table.schema.column(m.column_name()).is_some()) {
-            return Err(ConfigError::invalid(
-                format!("{key}.metadata_columns"),
-                format!("{} clashes with a schema column", m.column_name()),
-            ));
-        }
-        if let Some((added, _)) = self.format.added_columns().iter().find(|(c, _)| table.schema.column(c).is_some()) {
-            return Err(ConfigError::invalid(
-                format!("{key}.format"),
-                format!("{added} (added by the format) clashes with a schema column"),
-            ));
-        }
-        if self.unknown_fields == UnknownFields::Rescue && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
-            return Err(ConfigError::invalid(
-                format!("{key}.unknown_fields"),
-                format!("{RESCUED_DATA_COLUMN} clashes with a schema column"),
-            ));
+        let (table, routing) = match (self.table.as_deref(), self.route.clone()) {
+            (Some(table), None) => (lookup(tables, &format!("{key}.table"), table)?, None),
+            (None, Some(route)) => {
+                let ctx = RouteContext { key: format!("{key}.route"), source: &name, job_id, format: self.format, lake, base };
+                let (routing, progress) = route.resolve(&ctx)?;
+                (progress, Some(routing))
+            }
+            _ => return Err(ConfigError::invalid(key, "give exactly one of table = \"...\" or route = { ... }")),
+        };
+        for t in routing.as_ref().map_or_else(|| vec![&table], |r| r.tables.values().collect()) {
+            self.check_added_columns(key, t)?;
         }
         Ok(RawAppendSource {
             name,
             kind,
             table,
+            routing,
             metadata_columns: self.metadata_columns,
             unknown_fields: self.unknown_fields,
             format: self.format,
         })
+    }
+
+    /// The columns the source adds must not clash with the table's own.
+    fn check_added_columns(&self, key: &str, table: &TableConfig) -> Result<(), ConfigError> {
+        let clash = |setting: &str, column: &str, what: &str| {
+            let of = if self.route.is_some() { format!(" of routed table {}", table.name) } else { String::new() };
+            Err(ConfigError::invalid(format!("{key}.{setting}"), format!("{column}{what} clashes with a schema column{of}")))
+        };
+        if let Some(m) = self.metadata_columns.iter().find(|m| table.schema.column(m.column_name()).is_some()) {
+            return clash("metadata_columns", m.column_name(), "");
+        }
+        if let Some((added, _)) = self.format.added_columns().iter().find(|(c, _)| table.schema.column(c).is_some()) {
+            return clash("format", added, " (added by the format)");
+        }
+        if self.unknown_fields == UnknownFields::Rescue && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
+            return clash("unknown_fields", RESCUED_DATA_COLUMN, "");
+        }
+        Ok(())
     }
 }

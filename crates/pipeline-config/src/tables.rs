@@ -69,9 +69,14 @@ pub enum PartitionSource {
 }
 
 impl TableFile {
-    /// Loads the schema (relative to `base`) and checks the path and partitions.
-    pub(crate) fn resolve(self, name: &str, lake: &LakeConfig, base: &Path) -> Result<TableConfig, ConfigError> {
-        let key = &format!("tables.{name}");
+    /// A table written by the program rather than the file (a routed table).
+    pub(crate) fn new(path: String, schema: PathBuf, partitions: Vec<PartitionSpec>, properties: BTreeMap<String, String>) -> Self {
+        Self { path, schema, partitions, properties }
+    }
+
+    /// Loads the schema (relative to `base`) and checks the path and partitions; `key` names
+    /// the table's setting in errors.
+    pub(crate) fn resolve(self, name: &str, key: &str, lake: &LakeConfig, base: &Path) -> Result<TableConfig, ConfigError> {
         checks::relative_path(&format!("{key}.path"), &self.path)?;
         let schema = TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?;
         for (i, p) in self.partitions.iter().enumerate() {

@@ -3,55 +3,29 @@
 //! `txn` progress of its partitions.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
-use delta_io::{write_files, CommitError, GuardedTxn, ProgressTable, TableWriter};
+use delta_io::{write_files, CommitError, GuardedTxn, TableWriter};
 use job_runtime::{crash_point, RunSummary};
-use kafka_source::{messages_behind, PartitionKey, RawBatch};
+use kafka_source::{messages_behind, PartitionChunk, PartitionKey, RawBatch};
 use kinesis_source::ShardPosition;
-use pipeline_config::{RawAppendConfig, SourceFormat};
+use pipeline_config::SourceFormat;
 
 use crate::dead_letter::{self, DeadLetters};
 use crate::dms;
 use crate::events::{BatchCommitted, BatchDropped, DeadLettered, DmsRecordsSkipped, OffsetsSkipped};
-use crate::handover::{Resume, SkippedRange};
+use crate::handover::SkippedRange;
+use crate::router::Router;
 use crate::routes::Route;
-use crate::shard_positions::ShardPositions;
+use crate::sinks::Sinks;
 use crate::table_rows::{self, ChunkRows};
 use crate::RawAppendError;
 
 /// Name under which the dead-letter table appears in summaries.
 pub const DEAD_LETTER: &str = "dead_letter";
-
-/// The tables a run writes and what it knows of their progress.
-pub struct Sinks {
-    /// Routes, shared with decode workers.
-    pub routes: Arc<Vec<Route>>,
-    /// Route index by topic.
-    pub by_topic: Arc<HashMap<String, usize>>,
-    /// One table per route.
-    pub tables: Vec<ProgressTable>,
-    /// The dead-letter table.
-    pub dead_letter: ProgressTable,
-    /// Where each partition resumed and what its next commit must find in its table.
-    pub resume: Arc<Resume>,
-    /// The job's settings.
-    pub job: RawAppendConfig,
-    /// Latest known high watermark per partition (consumer-lag figures).
-    pub high_watermarks: HashMap<PartitionKey, i64>,
-    /// Per route: where Kinesis shard positions are kept (None for Kafka routes).
-    pub shard_positions: Vec<Option<ShardPositions>>,
-}
-
-impl Sinks {
-    /// The txn app id of a source partition (see [`app_id`]).
-    pub fn app_id(&self, key: &PartitionKey) -> String {
-        key.txn_app_id(&self.job.job_id)
-    }
-}
 
 /// A batch being assembled.
 pub struct Batch {
@@ -69,6 +43,9 @@ pub struct Batch {
     dead: DeadLetters,
     /// Partitions that produced new dead letters in this batch.
     dead_partitions: BTreeMap<PartitionKey, ()>,
+    /// Routed tables: per partition, the table's progress its rows were filtered by (what the
+    /// table's commit expects to replace).
+    floors: BTreeMap<usize, BTreeMap<PartitionKey, Option<i64>>>,
     /// Kinesis shards: the position of the last record (what the commit's counter stands for).
     positions: BTreeMap<PartitionKey, ShardPosition>,
     /// The last slice added, being decoded while the one before it is written.
@@ -94,6 +71,7 @@ impl Batch {
             skips: Vec::new(),
             dead: DeadLetters::default(),
             dead_partitions: BTreeMap::new(),
+            floors: BTreeMap::new(),
             positions: BTreeMap::new(),
             decoding: None,
             skipped: vec![dms::Skipped::default(); routes],
@@ -142,41 +120,83 @@ impl Batch {
         crash_point!("raw_append::after_decode");
         self.decode_ms += took.as_millis() as u64;
         let started = Instant::now();
-        for (((key, chunk), rows), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
-            let idx = sinks.by_topic[key.topic.as_ref()];
-            self.skipped[idx].add(skips);
-            if rows.batch.num_rows() > 0 {
-                let route = &sinks.routes[idx];
-                let writer = self.writers[idx].get_or_insert_with(|| {
-                    TableWriter::new(
-                        sinks.tables[idx].table(),
-                        route.schema().clone(),
-                        &route.spec.partition_columns,
-                        sinks.job.target_file_size.0,
-                    )
-                });
-                match &rows.constant_partition {
-                    Some(values) => writer.write_partition(&rows.batch, values).await?,
-                    None => writer.write(&rows.batch).await?,
-                }
-                self.rows[idx] += rows.batch.num_rows() as u64;
-            }
-            if rows.rejects.is_empty() {
-                continue;
-            }
-            // The dead-letter table may already hold rejects of a batch whose main commit
-            // did not land before a crash: skip what its own progress covers (checked again
-            // against the snapshot the dead letters commit on).
-            let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
-            for reject in rows.rejects {
-                if floor.is_none_or(|f| chunk.offsets[reject.index] > f) {
-                    self.dead.push(key, chunk, reject.index, &reject.reason, &sinks.routes[idx].table_name);
-                    self.dead_partitions.insert(key.clone(), ());
-                }
+        for (((key, chunk), parts), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
+            self.skipped[sinks.by_topic[key.topic.as_ref()]].add(skips);
+            for (idx, rows) in parts {
+                self.write_rows(sinks, idx, key, chunk, rows).await?;
             }
         }
         self.write_ms += started.elapsed().as_millis() as u64;
         Ok(())
+    }
+
+    /// Streams one chunk's rows for route `idx` into its table's writer and keeps its rejects.
+    async fn write_rows(
+        &mut self,
+        sinks: &mut Sinks,
+        idx: usize,
+        key: &PartitionKey,
+        chunk: &PartitionChunk,
+        rows: ChunkRows,
+    ) -> Result<(), RawAppendError> {
+        let ChunkRows { mut batch, constant_partition, rejects, messages } = rows;
+        if sinks.routes[idx].routed && batch.num_rows() > 0 {
+            batch = self.above_floor(sinks, idx, key, chunk, batch, &messages).await?;
+        }
+        if batch.num_rows() > 0 {
+            let (routes, target) = (sinks.routes.clone(), sinks.job.target_file_size.0);
+            let route = &routes[idx];
+            let table = sinks.table(idx).await?;
+            let writer = self.writers[idx]
+                .get_or_insert_with(|| TableWriter::new(table.table(), route.schema().clone(), &route.spec.partition_columns, target));
+            match &constant_partition {
+                Some(values) => writer.write_partition(&batch, values).await?,
+                None => writer.write(&batch).await?,
+            }
+            self.rows[idx] += batch.num_rows() as u64;
+        }
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        // The dead-letter table may already hold rejects of a batch whose main commit did not
+        // land before a crash: skip what its own progress covers (checked again against the
+        // snapshot the dead letters commit on).
+        let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
+        for reject in rejects {
+            if floor.is_none_or(|f| chunk.offsets[reject.index] > f) {
+                self.dead.push(key, chunk, reject.index, &reject.reason, &sinks.routes[idx].table_name);
+                self.dead_partitions.insert(key.clone(), ());
+            }
+        }
+        Ok(())
+    }
+
+    /// A routed table's rows minus those its own progress of the partition covers (written
+    /// by a batch whose source progress did not land before a crash, or by another task).
+    async fn above_floor(
+        &mut self,
+        sinks: &mut Sinks,
+        idx: usize,
+        key: &PartitionKey,
+        chunk: &PartitionChunk,
+        batch: RecordBatch,
+        messages: &[u32],
+    ) -> Result<RecordBatch, RawAppendError> {
+        let floor = match self.floors.get(&idx).and_then(|f| f.get(key)) {
+            Some(floor) => *floor,
+            None => {
+                let app = sinks.app_id(key);
+                let floor = sinks.table(idx).await?.progress(&app).await?;
+                self.floors.entry(idx).or_default().insert(key.clone(), floor);
+                floor
+            }
+        };
+        let Some(floor) = floor else { return Ok(batch) };
+        let keep: BooleanArray = messages.iter().map(|&m| Some(chunk.offsets[m as usize] > floor)).collect();
+        if keep.true_count() == keep.len() {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(&batch, &keep)?)
     }
 
     /// Records Kinesis shard positions (after the slice holding their records was added): the
@@ -192,7 +212,16 @@ impl Batch {
 
     /// Records offsets skipped by configuration: the partition's progress moves past them in
     /// this batch's commit, and a marker row names them in the dead-letter table.
-    pub fn mark_skipped(&mut self, sinks: &Sinks, range: SkippedRange) {
+    /// A routed source's partition whose offsets restarted (a recreated topic) fails: its
+    /// routed tables' floors would hide the new offsets.
+    pub fn mark_skipped(&mut self, sinks: &Sinks, range: SkippedRange) -> Result<(), RawAppendError> {
+        if range.resume_at <= range.next && sinks.routers.contains_key(range.key.topic.as_ref()) {
+            return Err(RawAppendError::RoutedSourceRestarted {
+                topic: range.key.topic.to_string(),
+                partition: range.key.partition,
+                reason: range.reason,
+            });
+        }
         let key = range.key.clone();
         self.start.entry(key.clone()).or_insert(range.progress);
         self.last_offsets.entry(key.clone()).or_insert(range.resume_at - 1);
@@ -200,18 +229,25 @@ impl Batch {
         self.dead.push_marker(&key, range.next, &range.reason, table);
         self.dead_partitions.insert(key, ());
         self.skips.push(range);
+        Ok(())
     }
 
-    /// Commits the batch: dead letters first, then each table with its partitions' progress.
-    /// A crash between any two steps leaves every table consistent with its own progress.
-    /// Returns the partitions of tables whose progress another task moved since the batch
-    /// started (their part of the batch was dropped; they must be re-read from the table).
+    /// Commits the batch: dead letters first, then routed tables, then each source's table
+    /// with its partitions' progress. A crash between any two steps leaves every table
+    /// consistent with its own progress. Returns the partitions whose progress another task
+    /// moved since the batch started (their part of the batch was dropped, or for a routed
+    /// source stopped short of its progress; they must be re-read from the table).
     pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
         self.drain(sinks).await?;
         self.commit_dead_letters(sinks, summary).await?;
-        let mut lost = Vec::new();
-        for idx in 0..sinks.routes.len() {
-            lost.extend(self.commit_table(idx, sinks, summary).await?);
+        let mut routed_lost = BTreeMap::new();
+        for idx in self.floors.keys().copied().collect::<Vec<_>>() {
+            routed_lost.extend(self.commit_routed(idx, sinks, summary).await?.into_iter().map(|k| (k, ())));
+        }
+        let mut lost: Vec<PartitionKey> = routed_lost.keys().cloned().collect();
+        let sources: Vec<usize> = (0..sinks.routes.len()).filter(|i| !sinks.routes[*i].routed).collect();
+        for idx in sources {
+            lost.extend(self.commit_table(idx, &routed_lost, sinks, summary).await?);
         }
         for range in std::mem::take(&mut self.skips) {
             OffsetsSkipped { range: &range }.emit(summary);
@@ -282,10 +318,18 @@ impl Batch {
         Err(RawAppendError::Internal("the dead-letter commit kept losing to concurrent commits of the same partitions".into()))
     }
 
-    /// Commits table `idx`'s rows with its partitions' progress; returns the partitions when
-    /// another task moved their progress (nothing of this table's part landed).
-    async fn commit_table(&mut self, idx: usize, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
-        let keys: Vec<PartitionKey> = self.last_offsets.keys().filter(|k| sinks.by_topic[k.topic.as_ref()] == idx).cloned().collect();
+    /// Commits the rows of source table `idx` with its partitions' progress (but for those a
+    /// routed table `lost`); returns the partitions when another task moved their progress
+    /// (nothing of this table's part landed).
+    async fn commit_table(
+        &mut self,
+        idx: usize,
+        lost: &BTreeMap<PartitionKey, ()>,
+        sinks: &mut Sinks,
+        summary: &mut RunSummary,
+    ) -> Result<Vec<PartitionKey>, RawAppendError> {
+        let mine = |k: &&PartitionKey| sinks.by_topic[k.topic.as_ref()] == idx && !lost.contains_key(*k);
+        let keys: Vec<PartitionKey> = self.last_offsets.keys().filter(mine).cloned().collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -293,6 +337,54 @@ impl Batch {
             .iter()
             .map(|k| GuardedTxn { app_id: sinks.app_id(k), expected: self.start.get(k).copied().flatten(), version: self.last_offsets[k] })
             .collect();
+        if !self.commit_rows(idx, &keys, txns, sinks, summary).await? {
+            return Ok(keys);
+        }
+        DmsRecordsSkipped { table: &sinks.routes[idx].table_name, skipped: self.skipped[idx] }.emit(summary);
+        for key in &keys {
+            sinks.resume.committed(key, self.last_offsets[key]);
+        }
+        crash_point!("raw_append::after_commit");
+        self.forget_superseded_positions(idx, &keys, sinks).await;
+        Ok(Vec::new())
+    }
+
+    /// Commits the rows of routed table `idx` with, per partition they came from, the batch's
+    /// last offset as the table's floor (compare-and-set on the floor they were filtered by);
+    /// returns the partitions when another task moved one (nothing of this table's part landed).
+    async fn commit_routed(
+        &mut self,
+        idx: usize,
+        sinks: &mut Sinks,
+        summary: &mut RunSummary,
+    ) -> Result<Vec<PartitionKey>, RawAppendError> {
+        let floors = self.floors.remove(&idx).unwrap_or_default();
+        if self.writers[idx].is_none() {
+            return Ok(Vec::new()); // every row was below the floor: nothing to record
+        }
+        let keys: Vec<PartitionKey> = floors.keys().cloned().collect();
+        let txns = floors
+            .iter()
+            .map(|(k, floor)| {
+                let last = self.last_offsets[k];
+                GuardedTxn { app_id: sinks.app_id(k), expected: *floor, version: floor.map_or(last, |f| f.max(last)) }
+            })
+            .collect();
+        let landed = self.commit_rows(idx, &keys, txns, sinks, summary).await?;
+        crash_point!("raw_append::after_routed_commit");
+        Ok(if landed { Vec::new() } else { keys })
+    }
+
+    /// Uploads table `idx`'s rows and commits them with `txns`; false when another task moved
+    /// the progress of one of `keys` (the batch's part for this table is dropped).
+    async fn commit_rows(
+        &mut self,
+        idx: usize,
+        keys: &[PartitionKey],
+        txns: Vec<GuardedTxn>,
+        sinks: &mut Sinks,
+        summary: &mut RunSummary,
+    ) -> Result<bool, RawAppendError> {
         let started = Instant::now();
         let adds = match self.writers[idx].take() {
             Some(writer) => writer.close().await?,
@@ -300,23 +392,25 @@ impl Batch {
         };
         self.write_ms += started.elapsed().as_millis() as u64;
         crash_point!("raw_append::after_upload");
-        self.write_positions(idx, &keys, sinks).await?;
+        self.write_positions(idx, keys, sinks).await?;
         let files = adds.len();
         // Partition values of the new files (repeats collapse in the manifest writer).
         let touched: Vec<HashMap<String, Option<String>>> =
             adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
         let started = Instant::now();
-        let route = &sinks.routes[idx];
-        let done = match sinks.tables[idx].commit_append(adds, txns, &sinks.job.job_id, self.number, commit_info(self.number)).await {
+        let routes = sinks.routes.clone();
+        let (job_id, table_name) = (sinks.job.job_id.clone(), &routes[idx].table_name);
+        let table = sinks.table(idx).await?;
+        let done = match table.commit_append(adds, txns, &job_id, self.number, commit_info(self.number)).await {
             Ok(done) => done,
             Err(CommitError::ProgressMoved { moved }) => {
-                BatchDropped { table: &route.table_name, rows: self.rows[idx], moved: &moved }.emit(summary);
-                return Ok(keys);
+                BatchDropped { table: table_name, rows: self.rows[idx], moved: &moved }.emit(summary);
+                return Ok(false);
             }
             Err(e) => return Err(e.into()),
         };
         BatchCommitted {
-            table: &route.table_name,
+            table: table_name,
             version: done.version,
             retries: done.retries,
             rows: self.rows[idx],
@@ -327,14 +421,8 @@ impl Batch {
             commit_ms: started.elapsed().as_millis() as u64,
         }
         .emit(summary);
-        DmsRecordsSkipped { table: &route.table_name, skipped: self.skipped[idx] }.emit(summary);
-        for key in &keys {
-            sinks.resume.committed(key, self.last_offsets[key]);
-        }
-        crash_point!("raw_append::after_commit");
-        self.forget_superseded_positions(idx, &keys, sinks).await;
-        maintenance::update_touched_manifests(sinks.tables[idx].table(), &route.table_name, &touched).await;
-        Ok(Vec::new())
+        maintenance::update_touched_manifests(table.table(), table_name, &touched).await;
+        Ok(true)
     }
 
     /// Writes the Kinesis positions of table `idx`'s shards beside it, before the commit that
@@ -380,8 +468,8 @@ type Decoding = tokio::task::JoinHandle<Result<DecodedSlice, RawAppendError>>;
 /// A slice and its table rows.
 struct DecodedSlice {
     slice: RawBatch,
-    /// One per chunk of the slice, in its order.
-    rows: Vec<ChunkRows>,
+    /// One per chunk of the slice, in its order: the rows of each route the chunk feeds.
+    rows: Vec<Vec<(usize, ChunkRows)>>,
     /// DMS records skipped, one per chunk.
     skipped: Vec<dms::Skipped>,
     /// Time spent decoding.
@@ -391,33 +479,67 @@ struct DecodedSlice {
 /// Decodes a slice's chunks into table rows on a blocking worker (CPU work, kept off the
 /// async workers).
 fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> Decoding {
-    let routes = sinks.routes.clone();
-    let by_topic = sinks.by_topic.clone();
+    let (routes, by_topic, routers) = (sinks.routes.clone(), sinks.by_topic.clone(), sinks.routers.clone());
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut rows: Vec<ChunkRows> = Vec::with_capacity(slice.chunks.len());
+        let mut rows = Vec::with_capacity(slice.chunks.len());
         let mut skipped = Vec::with_capacity(slice.chunks.len());
         for (key, chunk) in &slice.chunks {
-            let route = &routes[by_topic[key.topic.as_ref()]];
-            let (decoded, skips) = decode_chunk(route, &chunk.payloads())?;
-            rows.push(table_rows::build(route, key, chunk, decoded, ingested_at)?);
+            let home = by_topic[key.topic.as_ref()];
+            let payloads = chunk.payloads();
+            let (groups, skips) = select((home, &routes[home]), routers.get(key.topic.as_ref()), &payloads);
+            let mut parts = Vec::with_capacity(groups.len());
+            for (idx, group) in groups {
+                let route = &routes[idx];
+                let decoded = match group {
+                    Group::All => route.decoder.decode(&payloads)?,
+                    Group::Some(kept) => {
+                        let messages: Vec<&[u8]> = kept.iter().map(|&i| payloads[i as usize]).collect();
+                        dms::restore(route.decoder.decode(&messages)?, &kept)
+                    }
+                    Group::Unrouted(rejects) => json_arrow::Decoded {
+                        batch: RecordBatch::new_empty(route.decoder.table_schema().clone()),
+                        rows: Vec::new(),
+                        rejects,
+                    },
+                };
+                parts.push((idx, table_rows::build(route, key, chunk, decoded, ingested_at)?));
+            }
+            rows.push(parts);
             skipped.push(skips);
         }
         Ok(DecodedSlice { slice, rows, skipped, took: started.elapsed() })
     })
 }
 
-/// Decodes a chunk's messages by its route's format.
-fn decode_chunk(route: &Route, payloads: &[&[u8]]) -> Result<(json_arrow::Decoded, dms::Skipped), json_arrow::DecodeError> {
-    match route.format {
-        SourceFormat::Json => Ok((route.decoder.decode(payloads)?, dms::Skipped::default())),
+/// Messages of a chunk bound for one route.
+enum Group {
+    /// Every message (a plain source: no copy of the payload list).
+    All,
+    /// These (chunk indexes).
+    Some(Vec<u32>),
+    /// None: the messages a router could not place, rejected with their reasons.
+    Unrouted(Vec<json_arrow::Reject>),
+}
+
+/// Which messages of a chunk go to which route: DMS control records are skipped, a routed
+/// source's messages are split by table.
+fn select((home_idx, home): (usize, &Route), router: Option<&Router>, payloads: &[&[u8]]) -> (Vec<(usize, Group)>, dms::Skipped) {
+    let (kept, skipped) = match home.format {
+        SourceFormat::Json if router.is_none() => return (vec![(home_idx, Group::All)], dms::Skipped::default()),
+        SourceFormat::Json => ((0..payloads.len() as u32).collect(), dms::Skipped::default()),
         SourceFormat::Dms => {
             let selection = dms::select(payloads);
-            let kept: Vec<&[u8]> = selection.kept.iter().map(|&i| payloads[i as usize]).collect();
-            let decoded = dms::restore(route.decoder.decode(&kept)?, &selection.kept);
-            Ok((decoded, selection.skipped))
+            (selection.kept, selection.skipped)
         }
+    };
+    let Some(router) = router else { return (vec![(home_idx, Group::Some(kept))], skipped) };
+    let split = router.split(payloads, &kept);
+    let mut groups: Vec<(usize, Group)> = split.groups.into_iter().map(|(idx, kept)| (idx, Group::Some(kept))).collect();
+    if !split.unrouted.is_empty() {
+        groups.push((home_idx, Group::Unrouted(split.unrouted)));
     }
+    (groups, skipped)
 }
 
 fn commit_info(batch_no: i64) -> HashMap<String, serde_json::Value> {

@@ -48,6 +48,20 @@ pub enum RawAppendError {
         /// What is wrong with it.
         why: String,
     },
+    /// A routed source's partition restarted its offsets (recreated topic) under `skip`.
+    #[error(
+        "topic {topic} partition {partition}: {reason}. The topic is routed: its routed tables keep the old offsets as \
+         their progress and would hide the new ones. Write the recreated topic under a new raw_append.job_id (progress \
+         starts afresh everywhere), or into new routed tables (route.path) and a new route.progress_path"
+    )]
+    RoutedSourceRestarted {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What the resume found.
+        reason: String,
+    },
     /// Delta access failed.
     #[error(transparent)]
     Delta(#[from] DeltaIoError),
@@ -68,9 +82,9 @@ pub enum RawAppendError {
 impl ExitStatus for RawAppendError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_)) | Self::ShardsExpired { .. } => {
-                ExitCode::SourceDataGone
-            }
+            Self::Kafka(KafkaError::OffsetsGone { .. } | KafkaError::OffsetOutOfRange(_))
+            | Self::ShardsExpired { .. }
+            | Self::RoutedSourceRestarted { .. } => ExitCode::SourceDataGone,
             Self::PositionMissing { .. } => ExitCode::CheckpointBehind,
             _ => ExitCode::Failure,
         }

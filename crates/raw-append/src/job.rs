@@ -13,15 +13,15 @@ use kafka_source::{
 use kinesis_source::{KinesisReader, StartAt};
 use pipeline_config::{PipelineConfig, RawAppendConfig, SaslMechanism, SourceKind, StartingPosition, Trigger};
 
-use crate::batch::{Batch, Sinks};
+use crate::batch::Batch;
 use crate::dead_letter;
 use crate::error::RawAppendError;
 use crate::events::{BatchRead, SourceRead};
 use crate::feed::{BatchLimits, ReaderMsg, SourceNotes};
 use crate::handover::Resume;
 use crate::kinesis_feed::{FeedSettings, KinesisFeed, StreamFeed};
-use crate::routes::{self, Route};
-use crate::shard_positions::ShardPositions;
+use crate::routes::Route;
+use crate::sinks::{SinkParts, Sinks};
 
 /// A raw-append run over a validated configuration.
 pub struct RawAppend {
@@ -94,7 +94,7 @@ impl RawAppend {
         limits: BatchLimits,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<(std::thread::JoinHandle<()>, Option<u64>)>, RawAppendError> {
-        if !sinks.routes.iter().any(|r| r.kind == SourceKind::Kafka) {
+        if !sinks.routes.iter().any(|r| r.kind == SourceKind::Kafka && !r.routed) {
             return Ok(None);
         }
         let msk = match self.config.kafka.sasl_mechanism {
@@ -110,7 +110,7 @@ impl RawAppend {
         let Some((reader, expected_total)) = self.open_reader(sinks, kafka, msk, lookup.clone(), tx.clone()).await? else {
             return Ok(None);
         };
-        let topics = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka).map(|r| r.source.clone()).collect();
+        let topics = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka && !r.routed).map(|r| r.source.clone()).collect();
         let rereads = Rereads { resume: sinks.resume.clone(), lookup, topics };
         Ok(Some((spawn_reader(reader, limits, self.shutdown.flag(), tx, rereads)?, expected_total)))
     }
@@ -122,7 +122,8 @@ impl RawAppend {
         limits: BatchLimits,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, RawAppendError> {
-        let streams: Vec<(usize, &Route)> = sinks.routes.iter().enumerate().filter(|(_, r)| r.kind == SourceKind::Kinesis).collect();
+        let streams: Vec<(usize, &Route)> =
+            sinks.routes.iter().enumerate().filter(|(_, r)| r.kind == SourceKind::Kinesis && !r.routed).collect();
         if streams.is_empty() {
             return Ok(None);
         }
@@ -160,30 +161,13 @@ impl RawAppend {
         Ok(Some(tokio::spawn(feed.run(tx))))
     }
 
-    /// Opens (or creates) every table the run writes.
+    /// Opens (or creates) the tables the run writes (routed tables on first sight).
     async fn open_sinks(&self) -> Result<Sinks, RawAppendError> {
-        let routes = Arc::new(Route::all(&self.config, &self.job));
-        let mut tables = Vec::with_capacity(routes.len());
-        for route in routes.iter() {
-            tables.push(ProgressTable::new(open_or_create(&route.spec).await?));
-        }
-        let shard_positions = routes
-            .iter()
-            .zip(&tables)
-            .map(|(r, t)| (r.kind == SourceKind::Kinesis).then(|| ShardPositions::new(t.table(), &self.job.job_id)))
-            .collect();
+        let (routes, routers) = Route::all(&self.config, &self.job);
         let dlq_spec =
             dead_letter::table_spec(self.config.table_location(&self.job.dead_letter_table), self.config.lake.storage_options.clone());
-        Ok(Sinks {
-            by_topic: Arc::new(routes::by_topic(&routes)),
-            routes,
-            tables,
-            dead_letter: ProgressTable::new(open_or_create(&dlq_spec).await?),
-            resume: Arc::new(Resume::new(self.job.on_missing_offsets)),
-            high_watermarks: HashMap::new(),
-            shard_positions,
-            job: self.job.clone(),
-        })
+        let dead_letter = ProgressTable::new(open_or_create(&dlq_spec).await?);
+        Sinks::open(routes, routers, SinkParts { dead_letter, job: self.job.clone() }).await
     }
 
     /// The Kafka reader: a group member (continuous with `group_id`, resuming each assigned
@@ -198,7 +182,8 @@ impl RawAppend {
         lookup: ProgressLookup,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<(KafkaReader, Option<u64>)>, RawAppendError> {
-        let topics: Vec<&str> = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka).map(|r| r.source.as_str()).collect();
+        let topics: Vec<&str> =
+            sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka && !r.routed).map(|r| r.source.as_str()).collect();
         if let (Some(group), Trigger::Continuous) = (&self.job.group_id, self.trigger) {
             // A subscription to a topic that does not exist would wait forever: refuse it.
             fetch_watermarks(&kafka, LakeContext::new(msk.clone()), &topics)?;
@@ -215,7 +200,7 @@ impl RawAppend {
         let probe = Probe { kafka: kafka.clone(), context: context.clone() };
         for (key, listed) in &watermarks {
             let app = sinks.app_id(key);
-            let progress = sinks.tables[sinks.by_topic[key.topic.as_ref()]].progress(&app).await?;
+            let progress = sinks.table(sinks.by_topic[key.topic.as_ref()]).await?.progress(&app).await?;
             let (low, high) = probe.watermarks(key, progress, *listed)?;
             let next = sinks.resume.resumed(key, progress, (low, high))?;
             pending += (high - next).max(0) as u64;
@@ -247,7 +232,7 @@ impl RawAppend {
         while let Some(msg) = rx.recv().await {
             job_runtime::heartbeat();
             for range in sinks.resume.take_skipped() {
-                pending.batch.mark_skipped(sinks, range);
+                pending.batch.mark_skipped(sinks, range)?;
             }
             let (slice, outcome, end_of_batch, generation, notes) = match msg {
                 ReaderMsg::Slice { slice, outcome, end_of_batch, generation, notes } => (slice, outcome, end_of_batch, generation, notes),
@@ -295,7 +280,7 @@ impl RawAppend {
     fn progress_lookup(&self, routes: &[Route], resume: Arc<Resume>, probe: Probe) -> ProgressLookup {
         let handle = tokio::runtime::Handle::current();
         let locations: HashMap<String, (String, BTreeMap<String, String>)> =
-            routes.iter().map(|r| (r.source.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
+            routes.iter().filter(|r| !r.routed).map(|r| (r.source.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
         let job_id = self.job.job_id.clone();
         Arc::new(move |key: &PartitionKey, watermarks: (i64, i64)| {
             let unreadable = |e: String| KafkaError::Rebalance(format!("{}[{}]: {e}", key.topic, key.partition));

@@ -8,6 +8,11 @@
 //! Rejected messages go to the dead-letter table first, under the same app ids, so that a
 //! restart from the main table's progress re-reads them and the dead-letter table's own
 //! progress filters what it already holds.
+//!
+//! A routed source (`route = { ... }`) splits its messages into many tables ([`router`]): each
+//! routed table commits its rows with the txn of the partitions they came from (a floor: a
+//! re-read skips what it holds, compare-and-set against concurrent writers), and the source's
+//! progress is committed last, to a table of its own, which is where a partition resumes from.
 
 mod batch;
 mod dead_letter;
@@ -18,8 +23,10 @@ mod feed;
 mod handover;
 mod job;
 mod kinesis_feed;
+mod router;
 mod routes;
 pub mod shard_positions;
+mod sinks;
 mod table_rows;
 
 pub use error::RawAppendError;

@@ -8,8 +8,10 @@ use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder};
 use pipeline_config::{
     ColumnType, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
-    UnknownFields,
+    TableConfig, UnknownFields,
 };
+
+use crate::router::Router;
 
 /// One topic or stream routed into one table, with everything needed to turn messages into rows.
 #[derive(Debug)]
@@ -35,16 +37,32 @@ pub struct Route {
     pub table_key_bytes: usize,
     /// How the source's messages are laid out.
     pub format: SourceFormat,
+    /// A table of a routed source: it receives some of the source's messages and keeps its
+    /// own floor of each partition; the source's progress is kept by the source's route.
+    pub routed: bool,
 }
 
 impl Route {
-    /// Resolves every route of the raw-append configuration.
-    pub fn all(config: &PipelineConfig, job: &RawAppendConfig) -> Vec<Route> {
-        job.sources.iter().map(|src| Route::new(src, job.max_message_bytes.0 as usize, &config.lake.storage_options)).collect()
+    /// Resolves every route of the raw-append configuration: one per source (the table it is
+    /// written to, or for a routed source the table keeping its progress), then the routed
+    /// tables, and each routed source's router.
+    pub fn all(config: &PipelineConfig, job: &RawAppendConfig) -> (Vec<Route>, HashMap<String, Router>) {
+        let (max, storage) = (job.max_message_bytes.0 as usize, &config.lake.storage_options);
+        let mut routes: Vec<Route> = job.sources.iter().map(|src| Route::new(src, &src.table, max, storage)).collect();
+        let mut routers = HashMap::new();
+        for src in &job.sources {
+            let Some(routing) = &src.routing else { continue };
+            let mut by_name = HashMap::new();
+            for (name, table) in &routing.tables {
+                by_name.insert(name.clone(), routes.len());
+                routes.push(Route { routed: true, ..Route::new(src, table, max, storage) });
+            }
+            routers.insert(src.name.clone(), Router::new(routing.clone(), by_name));
+        }
+        (routes, routers)
     }
 
-    fn new(src: &RawAppendSource, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
-        let table = &src.table;
+    fn new(src: &RawAppendSource, table: &TableConfig, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
         let message_schema = src.format.message_schema(&table.schema);
         let decoder = MessageDecoder::new(&message_schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -72,6 +90,7 @@ impl Route {
             metadata: src.metadata_columns.clone(),
             rescue,
             format: src.format,
+            routed: false,
         }
     }
 
@@ -87,7 +106,8 @@ fn object_key_bytes(location: &str) -> usize {
     location.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).map_or(0, |(_, key)| key.len() + 1)
 }
 
-/// Route index by source name (the `topic` of partition keys).
+/// Index of the route keeping each source's progress, by source name (the `topic` of
+/// partition keys).
 pub fn by_topic(routes: &[Route]) -> HashMap<String, usize> {
-    routes.iter().enumerate().map(|(i, r)| (r.source.clone(), i)).collect()
+    routes.iter().enumerate().filter(|(_, r)| !r.routed).map(|(i, r)| (r.source.clone(), i)).collect()
 }

@@ -24,6 +24,8 @@ pub struct ChunkRows {
     pub constant_partition: Option<Vec<(String, Option<String>)>>,
     /// Rejected messages (index into the chunk).
     pub rejects: Vec<Reject>,
+    /// For each row of `batch`, the index of its message in the chunk.
+    pub messages: Vec<u32>,
 }
 
 /// Builds table rows from a chunk's decoded messages; `ingested_at` feeds ingestion-time partitions.
@@ -86,14 +88,16 @@ pub fn build(
     }
     reject_unwritable_paths(route, &batch, &rows, &mut keep, &mut rejects);
     let mut out = RecordBatch::try_new(route.schema().clone(), columns)?;
+    let mut messages = rows;
     if let Some(keep) = keep {
         if keep.iter().any(|k| !k) {
+            messages = messages.into_iter().zip(&keep).filter_map(|(m, k)| k.then_some(m)).collect();
             out = filter_record_batch(&out, &BooleanArray::from(keep))?;
             rejects.sort_by_key(|r| r.index);
         }
     }
     let constant_partition = (!ingestion_values.is_empty() && ingestion_values.len() == route.partitions.len()).then_some(ingestion_values);
-    Ok(ChunkRows { batch: out, rejects, constant_partition })
+    Ok(ChunkRows { batch: out, rejects, constant_partition, messages })
 }
 
 /// The source metadata column `m` for the decoded `rows` of a chunk of partition `key`.

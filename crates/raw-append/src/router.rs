@@ -1,0 +1,133 @@
+//! Which table each message of a routed source goes to: the source's name template filled
+//! with the message's field values, renamed, filtered by `when`, else the default table or
+//! (unset) the dead-letter table with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+
+use json_arrow::{raw_value, Reject};
+use pipeline_config::{table_name_problem, Routing, TemplatePart};
+
+/// A routed source's routing over the run's route indexes.
+#[derive(Debug)]
+pub struct Router {
+    routing: Routing,
+    /// Routed table name → route index.
+    by_name: HashMap<String, usize>,
+}
+
+/// A chunk's messages split by table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// Route index → indexes of its messages, in chunk order.
+    pub groups: BTreeMap<usize, Vec<u32>>,
+    /// Messages routed to no table (no default set): index and reason.
+    pub unrouted: Vec<Reject>,
+}
+
+impl Router {
+    /// A router for `routing` whose tables have the route indexes `by_name`.
+    pub fn new(routing: Routing, by_name: HashMap<String, usize>) -> Self {
+        Self { routing, by_name }
+    }
+
+    /// Splits the messages `kept` (indexes into `payloads`) by table.
+    pub fn split(&self, payloads: &[&[u8]], kept: &[u32]) -> Split {
+        let mut split = Split::default();
+        let default = self.routing.default.as_ref().and_then(|d| self.by_name.get(d));
+        for &i in kept {
+            match self.route(payloads[i as usize]) {
+                Ok(idx) => split.groups.entry(idx).or_default().push(i),
+                Err(reason) => match default {
+                    Some(&idx) => split.groups.entry(idx).or_default().push(i),
+                    None => split.unrouted.push(Reject { index: i as usize, reason }),
+                },
+            }
+        }
+        split
+    }
+
+    /// The route index of one message, or why it has none.
+    fn route(&self, payload: &[u8]) -> Result<usize, String> {
+        for (path, wanted) in &self.routing.when {
+            let value = field_text(payload, path)?;
+            if value != *wanted {
+                return Err(format!("not routed: {} is '{value}', routing wants '{wanted}'", path.join(".")));
+            }
+        }
+        let mut name = String::new();
+        for part in &self.routing.template.parts {
+            match part {
+                TemplatePart::Text(t) => name.push_str(t),
+                TemplatePart::Field(path) => name.push_str(&field_text(payload, path)?),
+            }
+        }
+        let name = self.routing.rename.get(&name).cloned().unwrap_or(name);
+        if let Some(problem) = table_name_problem(&name) {
+            return Err(problem);
+        }
+        self.by_name.get(&name).copied().ok_or_else(|| format!("no schema file {name}.schema.toml for routed table '{name}'"))
+    }
+}
+
+/// A scalar field's value as text (strings unescaped, numbers and booleans as written).
+fn field_text(payload: &[u8], path: &[String]) -> Result<String, String> {
+    let missing = || format!("routing field {} is missing or null", path.join("."));
+    let raw = raw_value(payload, path).ok_or_else(missing)?;
+    match raw.first() {
+        Some(b'"') => serde_json::from_slice::<String>(raw).map_err(|e| format!("routing field {}: {e}", path.join("."))),
+        Some(b'{' | b'[') => Err(format!("routing field {} is not a string or number", path.join("."))),
+        Some(b'n') | None => Err(missing()),
+        Some(_) => Ok(String::from_utf8_lossy(raw).into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_config::NameTemplate;
+
+    fn router(default: Option<&str>, when: &[(&str, &str)]) -> Router {
+        let routing = Routing {
+            template: NameTemplate::parse("k", pipeline_config::DMS_TABLE_TEMPLATE).unwrap(),
+            rename: BTreeMap::from([("hr_staff".to_string(), "employees".to_string())]),
+            when: when.iter().map(|(p, v)| (p.split('.').map(str::to_string).collect(), v.to_string())).collect(),
+            default: default.map(str::to_string),
+            tables: BTreeMap::new(),
+        };
+        let names = [("public_orders", 0), ("employees", 1), ("other", 2)];
+        Router::new(routing, names.iter().map(|(n, i)| (n.to_string(), *i)).collect())
+    }
+
+    const MESSAGES: [&[u8]; 6] = [
+        br#"{"metadata": {"schema-name": "public", "table-name": "orders"}}"#,
+        br#"{"metadata": {"schema-name": "hr", "table-name": "staff"}}"#,
+        br#"{"metadata": {"schema-name": "public", "table-name": "unknown"}}"#,
+        br#"{"metadata": {"schema-name": "public"}}"#,
+        br#"{"metadata": {"schema-name": "..", "table-name": "x/y"}}"#,
+        br#"{"metadata": {"schema-name": "pub\u006cic", "table-name": "orders"}}"#,
+    ];
+
+    #[test]
+    fn messages_split_by_template_rename_and_schema_with_reasons_for_the_rest() {
+        let split = router(None, &[]).split(&MESSAGES, &[0, 1, 2, 3, 4, 5]);
+        assert_eq!(split.groups, BTreeMap::from([(0, vec![0, 5]), (1, vec![1])]));
+        let reasons: Vec<(usize, &str)> = split.unrouted.iter().map(|r| (r.index, r.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (2, "no schema file public_unknown.schema.toml for routed table 'public_unknown'"),
+                (3, "routing field metadata.table-name is missing or null"),
+                (4, "routed table name '.._x/y' has '.': only letters, digits, '_' and '-' may name a table"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_default_table_takes_what_routes_nowhere_and_when_filters() {
+        let split = router(Some("other"), &[("metadata.schema-name", "public")]).split(&MESSAGES, &[0, 1, 2, 3]);
+        assert_eq!(split.groups, BTreeMap::from([(0, vec![0]), (2, vec![1, 2, 3])]));
+        assert!(split.unrouted.is_empty());
+        let split = router(None, &[("metadata.schema-name", "public")]).split(&MESSAGES, &[1]);
+        assert_eq!(split.unrouted[0].reason, "not routed: metadata.schema-name is 'hr', routing wants 'public'");
+    }
+}

@@ -1,0 +1,87 @@
+//! The tables a run writes and what it knows of their progress.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use delta_io::{open_or_create, ProgressTable};
+use kafka_source::PartitionKey;
+use pipeline_config::RawAppendConfig;
+
+use crate::handover::Resume;
+use crate::router::Router;
+use crate::routes::Route;
+use crate::shard_positions::ShardPositions;
+use crate::RawAppendError;
+
+/// The tables a run writes and what it knows of their progress.
+pub struct Sinks {
+    /// Routes, shared with decode workers.
+    pub routes: Arc<Vec<Route>>,
+    /// Index of the route keeping each source's progress, by topic.
+    pub by_topic: Arc<HashMap<String, usize>>,
+    /// Routed sources' routers, by topic.
+    pub routers: Arc<HashMap<String, Router>>,
+    /// One table per route: opened at start, routed tables when their first rows come.
+    tables: Vec<Option<ProgressTable>>,
+    /// The dead-letter table.
+    pub dead_letter: ProgressTable,
+    /// Where each partition resumed and what its next commit must find in its table.
+    pub resume: Arc<Resume>,
+    /// The job's settings.
+    pub job: RawAppendConfig,
+    /// Latest known high watermark per partition (consumer-lag figures).
+    pub high_watermarks: HashMap<PartitionKey, i64>,
+    /// Per route: where Kinesis shard positions are kept (None for Kafka and routed routes).
+    pub shard_positions: Vec<Option<ShardPositions>>,
+}
+
+/// What [`Sinks::open`] needs besides the routes.
+pub struct SinkParts {
+    /// The dead-letter table.
+    pub dead_letter: ProgressTable,
+    /// The job's settings.
+    pub job: RawAppendConfig,
+}
+
+impl Sinks {
+    /// Opens (or creates) the table of every route that keeps a source's progress; routed
+    /// tables are created on first sight.
+    pub async fn open(routes: Vec<Route>, routers: HashMap<String, Router>, parts: SinkParts) -> Result<Sinks, RawAppendError> {
+        let mut tables = Vec::with_capacity(routes.len());
+        let mut shard_positions = Vec::with_capacity(routes.len());
+        for route in &routes {
+            let table = match route.routed {
+                true => None,
+                false => Some(ProgressTable::new(open_or_create(&route.spec).await?)),
+            };
+            let kinesis = table.as_ref().filter(|_| route.kind == pipeline_config::SourceKind::Kinesis);
+            shard_positions.push(kinesis.map(|t| ShardPositions::new(t.table(), &parts.job.job_id)));
+            tables.push(table);
+        }
+        Ok(Sinks {
+            by_topic: Arc::new(crate::routes::by_topic(&routes)),
+            routes: Arc::new(routes),
+            routers: Arc::new(routers),
+            tables,
+            dead_letter: parts.dead_letter,
+            resume: Arc::new(Resume::new(parts.job.on_missing_offsets)),
+            high_watermarks: HashMap::new(),
+            shard_positions,
+            job: parts.job,
+        })
+    }
+
+    /// The txn app id of a source partition (`<job-id>:<topic>:<partition>`).
+    pub fn app_id(&self, key: &PartitionKey) -> String {
+        key.txn_app_id(&self.job.job_id)
+    }
+
+    /// Route `idx`'s table, opened (or created) when it is a routed table seen for the first time.
+    pub async fn table(&mut self, idx: usize) -> Result<&mut ProgressTable, RawAppendError> {
+        let slot = &mut self.tables[idx];
+        if slot.is_none() {
+            *slot = Some(ProgressTable::new(open_or_create(&self.routes[idx].spec).await?));
+        }
+        slot.as_mut().ok_or_else(|| RawAppendError::Internal("a table slot emptied while opening".into()))
+    }
+}
