@@ -85,19 +85,6 @@ fn assert_each_offset_once(location: &str) -> u64 {
     total
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-/// Waits for a child and returns its exit code and summary line.
-fn finish(child: Child) -> (Option<i32>, serde_json::Value, String) {
-    let out = child.wait_with_output().expect("exited");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
-    (out.status.code(), summary, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -258,15 +245,6 @@ fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and
     assert_eq!(assert_each_offset_once(&table), produced);
 }
 
-fn child_running(child: &Child) -> bool {
-    // SAFETY: signal 0 only checks that the process exists (it is our unreaped child).
-    let alive = unsafe { libc::kill(child.id() as i32, 0) } == 0;
-    let mut status = 0;
-    // SAFETY: non-blocking waitpid on our own child; a reaped child would have exited.
-    let reaped = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
-    alive && reaped == 0
-}
-
 #[test]
 fn a_zombie_batch_never_lands_and_the_zombie_keeps_running() {
     let services = Services::get();
@@ -402,8 +380,7 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
         .map(|(a, b)| vec![a.to_string(), b.to_string()])
         .collect();
     assert_eq!(order_rows, expected_orders, "integers are exact");
-    let again = run("raw-append", &["--config", config], &[]);
-    assert_eq!(again.code, Some(3), "{}", again.stderr);
+    assert_nothing_new("raw-append", config);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! end against a real tansu broker, crashes included.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use e2e_tests::*;
 
@@ -43,7 +44,7 @@ fn routed_pipeline(services: &Services, topic: &str, extra: &str, tables: &str) 
             r#"{tables}
 [raw_append]
 {extra}
-sources = [{{ topic = "{topic}", format = "dms", metadata_columns = ["offset"], route = {{ schemas = "dms", path = "raw/dms/{{table}}", rename = {{ "hr_staff" = "employees" }}, partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}] }} }}]
+sources = [{{ topic = "{topic}", format = "dms", metadata_columns = ["partition", "offset"], route = {{ schemas = "dms", path = "raw/dms/{{table}}", rename = {{ "hr_staff" = "employees" }}, partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}] }} }}]
 "#
         ),
     );
@@ -103,7 +104,7 @@ key = ["order_id"]
 sequence = "_dms_timestamp"
 operation = "_dms_operation"
 delete_values = ["delete"]
-ignore_columns = ["day", "_kafka_offset"]
+ignore_columns = ["day", "_kafka_partition", "_kafka_offset"]
 "#;
     let pipeline = routed_pipeline(&services, &topic, "", merge);
     pipeline.write_file(
@@ -157,8 +158,7 @@ ignore_columns = ["day", "_kafka_offset"]
         [["1", "alice", "10"], ["2", "bob", "20"], ["4", "dave", "40"]].map(|r| r.map(str::to_string).to_vec()),
         "shop.orders' final state: the update applied, the delete removed the row"
     );
-    let again = run("raw-append", &["--config", config], &[]);
-    assert_eq!(again.code, Some(3), "nothing new: {}", again.stderr);
+    assert_nothing_new("raw-append", config);
 }
 
 #[test]
@@ -225,4 +225,76 @@ fn a_routed_topic_killed_at_any_step_lands_every_record_once_in_its_own_table() 
     );
     assert_eq!(dead.len(), unknown, "each unroutable record dead-lettered: {dead:?}");
     assert!(dead.iter().all(|r| r[1] == "1"), "once: {dead:?}");
+}
+
+/// Records of three routed tables, ids from `first`, keyed so they spread over partitions.
+fn three_tables(first: i64, count: i64) -> Vec<(String, String)> {
+    (first..first + count)
+        .map(|i| {
+            let record = match i % 3 {
+                0 => dms("shop", "orders", "data", "insert", 1, Some(&order(i, "o", 1))),
+                1 => dms("shop", "customers", "data", "insert", 1, Some(&named("customer_id", i, "c"))),
+                _ => dms("hr", "staff", "data", "insert", 1, Some(&named("staff_id", i, "s"))),
+            };
+            (i.to_string(), record)
+        })
+        .collect()
+}
+
+fn produce_keyed(services: &Services, topic: &str, records: &[(String, String)]) {
+    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(k, m)| (Some(k.as_str()), m.as_bytes())).collect();
+    produce_raw(services, topic, &messages);
+}
+
+/// (partition, offset, copies) of every row of the three routed tables.
+fn routed_offsets(pipeline: &Pipeline) -> Vec<Vec<String>> {
+    let tables: Vec<(String, String)> = ["shop_orders", "shop_customers", "employees"]
+        .iter()
+        .map(|t| (t.to_string(), pipeline.table(&format!("raw/dms/{t}"))))
+        .filter(|(_, location)| std::path::Path::new(location).join("_delta_log").exists())
+        .collect();
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let named: Vec<(&str, &str)> = tables.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+    let union = tables.iter().map(|(t, _)| format!("SELECT _kafka_partition AS p, _kafka_offset AS o FROM {t}")).collect::<Vec<_>>();
+    let sql =
+        format!("SELECT CAST(p AS VARCHAR) AS p, CAST(o AS VARCHAR) AS o, COUNT(*) FROM ({}) GROUP BY p, o", union.join(" UNION ALL "));
+    query(&named, &HashMap::new(), &sql)
+}
+
+#[test]
+fn a_zombie_routed_batch_never_lands_and_the_zombie_keeps_running() {
+    let services = Services::get();
+    let topic = unique("dms-routed-zombie");
+    create_topics(&services, &[&topic], 2);
+    produce_keyed(&services, &topic, &three_tables(0, 3_000));
+    let pipeline = routed_pipeline(&services, &topic, "interval = \"500ms\"", "");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    // The zombie reads a batch, uploads its first routed table's files, then stalls before the
+    // commit (a task stuck in an upload while its partitions move to another owner).
+    let zombie = spawn(
+        "raw-append",
+        &["--config", &config, "--trigger", "continuous"],
+        &[("FAILPOINTS".into(), "raw_append::after_upload=1*sleep(12000)".into())],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let other = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(other.code, Some(0), "{}", other.stderr);
+    assert_eq!(routed_offsets(&pipeline).len(), 3_000, "the other writer committed everything");
+    produce_keyed(&services, &topic, &three_tables(3_000, 1_000));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while routed_offsets(&pipeline).len() < 4_000 {
+        assert!(Instant::now() < deadline, "the zombie did not write the new records");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child_running(&zombie), "the zombie exited instead of re-reading its partitions");
+    signal(&zombie, libc::SIGTERM);
+    let (code, summary, stderr) = finish(zombie);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary["batches_dropped"].as_u64().unwrap_or(0) >= 1, "the stale batch was not dropped: {summary}\n{stderr}");
+    let offsets = routed_offsets(&pipeline);
+    assert_eq!(offsets.len(), 4_000, "every record routed");
+    assert!(offsets.iter().all(|r| r[2] == "1"), "a record landed twice: {:?}", offsets.iter().find(|r| r[2] != "1"));
 }

@@ -41,3 +41,20 @@ pub(crate) fn job_command(job: &str) -> Command {
     command.arg(job);
     command
 }
+
+/// Options every raw-append benchmark shares: runs, topic partitions and folders.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RawRunArgs {
+    /// Runs per case; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Partitions (or shards) of the benchmark topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Folder with the schema files.
+    #[arg(long, default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// Scratch folder for lakes (removed after each run).
+    #[arg(long, default_value = "target/bench")]
+    pub work_dir: PathBuf,
+}

@@ -7,6 +7,7 @@ mod maintenance;
 mod merge_upsert;
 mod raw_append;
 mod raw_append_kinesis;
+mod raw_append_routed;
 mod stream_join;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Args {
 enum Command {
     /// Benchmark raw-append against a bare librdkafka consumer (or GetRecords loop) on the same data.
     RawAppend(raw_append::RawAppendBench),
+    /// Benchmark raw-append routing one DMS topic into many tables against one table of the same bytes.
+    RawAppendRouted(raw_append_routed::RoutedBench),
     /// Benchmark manifest generation and compaction against the Python deltalake package.
     Maintenance(maintenance::MaintenanceBench),
     /// Benchmark stream-join against the reference query in PySpark.
@@ -37,6 +40,7 @@ fn main() {
     let args = Args::parse();
     let result = match args.command {
         Command::RawAppend(b) => b.run(),
+        Command::RawAppendRouted(b) => b.run(),
         Command::Maintenance(b) => b.run(),
         Command::StreamJoin(b) => b.run(),
         Command::MergeUpsert(b) => b.run(),

@@ -1,10 +1,10 @@
 //! `lakebench raw-append`: raw-append throughput and peak memory against the consume-only
 //! ceiling of a bare librdkafka consumer, measured in the same run on the same data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::median;
+use crate::common::{median, RawRunArgs};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -21,18 +21,8 @@ pub struct RawAppendBench {
     /// Only time the consume-only ceiling on an existing topic (diagnostics).
     #[arg(long)]
     ceiling_only: Option<String>,
-    /// Runs per size; medians are reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 4)]
-    partitions: i32,
-    /// Folder with the schema files.
-    #[arg(long, default_value = "schemas")]
-    schemas: PathBuf,
-    /// Scratch folder for lakes (removed after each run).
-    #[arg(long, default_value = "target/bench")]
-    work_dir: PathBuf,
+    #[command(flatten)]
+    run: RawRunArgs,
     /// Also measure a backlog with this fraction of malformed orders (0 to 1; 0 skips it).
     #[arg(long, default_value_t = 0.5)]
     bad_fraction: f64,
@@ -81,24 +71,24 @@ impl RawAppendBench {
             }
             return Ok(());
         }
-        std::fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
-        let schemas = std::fs::canonicalize(&self.schemas).map_err(|e| format!("{}: {e}", self.schemas.display()))?;
+        std::fs::create_dir_all(&self.run.work_dir).map_err(|e| e.to_string())?;
+        let schemas = std::fs::canonicalize(&self.run.schemas).map_err(|e| format!("{}: {e}", self.run.schemas.display()))?;
         if self.source == Source::Kinesis {
-            let work_dir = std::fs::canonicalize(&self.work_dir).map_err(|e| e.to_string())?;
+            let work_dir = std::fs::canonicalize(&self.run.work_dir).map_err(|e| e.to_string())?;
             for &n in &self.messages {
-                crate::raw_append_kinesis::run(brokers, &schemas, &work_dir, n, self.partitions, self.runs)?;
+                crate::raw_append_kinesis::run(brokers, &schemas, &work_dir, n, self.run.partitions, self.run.runs)?;
             }
             return Ok(());
         }
         println!(
             "raw-append benchmark: schemas/pipeline.toml on reference orders ({} partitions), median of {} runs",
-            self.partitions, self.runs
+            self.run.partitions, self.run.runs
         );
         for &n in &self.messages {
             let cases = self.produce_cases(brokers, n)?;
             let mut ceiling = Vec::new();
             let mut jobs: Vec<Vec<Measure>> = cases.iter().map(|_| Vec::new()).collect();
-            for run in 0..self.runs {
+            for run in 0..self.run.runs {
                 // The faster of the two consume styles is the ceiling of this run.
                 let poll = consume_only(brokers, &cases[0].orders, n, ConsumeStyle::Poll)?;
                 let batch = consume_only(brokers, &cases[0].orders, n, ConsumeStyle::Batch)?;
@@ -111,7 +101,7 @@ impl RawAppendBench {
                 }
             }
             let c = median(ceiling.iter().map(|m| m.seconds));
-            println!("{n} orders: consume-only ceiling {:.0} msg/s (median of {})", n as f64 / c, self.runs);
+            println!("{n} orders: consume-only ceiling {:.0} msg/s (median of {})", n as f64 / c, self.run.runs);
             println!("{:>34} {:>12} {:>14} {:>16} {:>10}", "backlog", "messages", "msg/s", "% of ceiling", "peak RSS");
             for (case, measures) in cases.iter().zip(&jobs) {
                 let j = median(measures.iter().map(|m| m.seconds));
@@ -135,7 +125,7 @@ impl RawAppendBench {
     fn produce_cases(&self, brokers: &str, n: u64) -> Result<Vec<Case>, String> {
         let name = |what: &str| format!("bench-{what}-{n}-{}", std::process::id());
         let (orders, bad_orders, no_members, members) = (name("orders"), name("bad-orders"), name("no-members"), name("members"));
-        crate::common::tokio_block(create_topics(brokers, &[&orders, &bad_orders], self.partitions)).map_err(|e| e.to_string())?;
+        crate::common::tokio_block(create_topics(brokers, &[&orders, &bad_orders], self.run.partitions)).map_err(|e| e.to_string())?;
         crate::common::tokio_block(create_topics(brokers, &[&no_members, &members], 2)).map_err(|e| e.to_string())?;
         let mut gen = OrderGenerator::reference(7);
         produce(brokers, &orders, &ProduceOptions { count: n, rate: 0, bad_fraction: 0.0 }, || gen.next_message())
@@ -165,20 +155,23 @@ impl RawAppendBench {
             ("topic = \"orders\"".to_string(), format!("topic = \"{}\"", case.orders)),
             ("topic = \"members\"".to_string(), format!("topic = \"{}\"", case.members)),
         ];
-        let (seconds, peak_rss) = shipped_run(&self.work_dir, schemas, &format!("run-{run}"), brokers, &replaced)?;
+        let (seconds, peak_rss) = shipped_run(&self.run.work_dir, schemas, &format!("run-{run}"), brokers, (&replaced, &[]))?;
         Ok(Measure { seconds, peak_rss })
     }
 }
 
+/// `(from, to)` text edits, or `(path, text)` files.
+pub(crate) type Edits = [(String, String)];
+
 /// One trigger-once raw-append of the shipped `schemas/pipeline.toml` in a scratch folder under
-/// `work_dir`, its lake and brokers replaced and the `(from, to)` edits applied; returns the
-/// wall time and the peak RSS.
+/// `work_dir`, its lake and brokers replaced, the `(from, to)` edits applied and the extra
+/// `(path, text)` files written beside it; returns the wall time and the peak RSS.
 pub(crate) fn shipped_run(
     work_dir: &Path,
     schemas: &Path,
     tag: &str,
     brokers: &str,
-    edits: &[(String, String)],
+    (edits, files): (&Edits, &Edits),
 ) -> Result<(f64, u64), String> {
     let dir = work_dir.join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -200,6 +193,13 @@ pub(crate) fn shipped_run(
         body = body.replacen(from.as_str(), to, 1);
     }
     std::fs::write(&config, body).map_err(|e| e.to_string())?;
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    }
     let started = Instant::now();
     let child = crate::common::job_command("raw-append")
         .arg("--config")

@@ -103,5 +103,5 @@ fn raw_append_once(brokers: &str, stream: &str, members: &str, schemas: &Path, w
         ),
         ("topic = \"members\"".to_string(), format!("topic = \"{members}\"")),
     ];
-    crate::raw_append::shipped_run(work_dir, schemas, &format!("kinesis-run-{run}"), brokers, &edits)
+    crate::raw_append::shipped_run(work_dir, schemas, &format!("kinesis-run-{run}"), brokers, (&edits, &[]))
 }

@@ -355,3 +355,33 @@ pub fn order_row(json: &[u8]) -> Vec<String> {
         v["timestamp"].as_str().unwrap_or_default().replace(' ', "T") + "Z",
     ]
 }
+
+/// Sends `sig` to a child.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Waits for a child and returns its exit code, summary line and stderr.
+pub fn finish(child: Child) -> (Option<i32>, serde_json::Value, String) {
+    let out = child.wait_with_output().expect("exited");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), summary, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// True while a child runs (not exited, not reaped).
+pub fn child_running(child: &Child) -> bool {
+    // SAFETY: signal 0 only checks that the process exists (it is our unreaped child).
+    let alive = unsafe { libc::kill(child.id() as i32, 0) } == 0;
+    let mut status = 0;
+    // SAFETY: non-blocking waitpid on our own child; a reaped child would have exited.
+    let reaped = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
+    alive && reaped == 0
+}
+
+/// A trigger-once run of `job` that must find nothing new (exit 3).
+pub fn assert_nothing_new(job: &str, config: &str) {
+    let again = run(job, &["--config", config], &[]);
+    assert_eq!(again.code, Some(3), "{job} found something new: {}", again.stderr);
+}

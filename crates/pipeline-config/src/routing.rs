@@ -149,16 +149,16 @@ impl RouteFile {
     fn load_tables(&self, ctx: &RouteContext<'_>) -> Result<BTreeMap<String, TableConfig>, ConfigError> {
         let key = &format!("{}.schemas", ctx.key);
         let folder = ctx.base.join(&self.schemas);
-        let entries = std::fs::read_dir(&folder).map_err(|source| ConfigError::Read { path: folder.clone(), source })?;
+        let unreadable = |e: std::io::Error| ConfigError::invalid(key, format!("cannot read the folder {}: {e}", folder.display()));
         let mut tables = BTreeMap::new();
-        for entry in entries {
-            let path = entry.map_err(|source| ConfigError::Read { path: folder.clone(), source })?.path();
+        for entry in std::fs::read_dir(&folder).map_err(unreadable)? {
+            let path = entry.map_err(unreadable)?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".schema.toml")) else { continue };
             if let Some(problem) = table_name_problem(name) {
                 return Err(ConfigError::invalid(key, format!("{}: {problem}", path.display())));
             }
             let file = TableFile::new(self.path.replace("{table}", name), path.clone(), self.partitions.clone(), self.properties.clone());
-            tables.insert(name.to_string(), file.resolve(name, &format!("{}.route[{name}]", ctx.key), ctx.lake, Path::new(""))?);
+            tables.insert(name.to_string(), file.resolve(name, &format!("{}[{name}]", ctx.key), ctx.lake, Path::new(""))?);
         }
         if tables.is_empty() {
             return Err(ConfigError::invalid(key, format!("no <table>.schema.toml file in {}", folder.display())));

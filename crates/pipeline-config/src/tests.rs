@@ -197,3 +197,51 @@ fn jobs_reading_raw_tables_may_name_the_columns_raw_append_adds() {
     let e = load(&without).unwrap_err().to_string();
     assert!(e.starts_with("stream_join.left.time: '_kafka_timestamp'"), "{e}");
 }
+
+#[test]
+fn routed_sources_load_a_table_per_schema_file_and_name_what_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("pcfg-route-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("dms")).unwrap();
+    let order = shipped().parent().unwrap().join("order.schema.toml");
+    for name in ["shop_orders", "hr_staff"] {
+        std::fs::copy(&order, dir.join(format!("dms/{name}.schema.toml"))).unwrap();
+    }
+    std::fs::write(dir.join("dms/notes.txt"), "not a schema").unwrap();
+    let load = |route: &str| {
+        let path = dir.join("p.toml");
+        let body = format!(
+            "[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", route = {{ {route} }} }}]\n"
+        );
+        std::fs::write(&path, body).unwrap();
+        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+    };
+    let c = load(r#"schemas = "dms", path = "raw/{table}", default = "hr_staff""#).unwrap();
+    let src = &c.raw_append.as_ref().unwrap().sources[0];
+    let routing = src.routing.as_ref().unwrap();
+    assert_eq!(routing.tables.keys().collect::<Vec<_>>(), ["hr_staff", "shop_orders"]);
+    assert_eq!(routing.tables["shop_orders"].location, "s3://b/lake/raw/shop_orders");
+    assert_eq!(routing.template, NameTemplate::parse("k", DMS_TABLE_TEMPLATE).unwrap(), "DMS sources route by schema and table name");
+    assert_eq!(src.table.location, "s3://b/lake/_progress/raw-append/cdc", "the source's progress has a table of its own");
+    let added = c.raw_append.unwrap().added_columns();
+    assert!(added["shop_orders"].iter().any(|(c, _)| c == DMS_OPERATION_COLUMN), "jobs reading a routed table may name _dms_operation");
+    for (route, error) in [
+        (r#"schemas = "dms", path = "raw/x""#, "raw_append.sources[0].route.path: must contain {table}"),
+        (r#"schemas = "nowhere", path = "raw/{table}""#, "raw_append.sources[0].route.schemas: cannot read the folder"),
+        (
+            r#"schemas = "dms", path = "raw/{table}", default = "other""#,
+            "raw_append.sources[0].route.default: no schema file other.schema.toml",
+        ),
+        (
+            r#"schemas = "dms", path = "raw/{table}", rename = { a = "b" }"#,
+            "raw_append.sources[0].route.rename.a: no schema file b.schema.toml",
+        ),
+        (r#"schemas = "dms", path = "raw/{table}", table = "fixed""#, "raw_append.sources[0].route.table: 'fixed' names no field"),
+        (
+            r#"schemas = "dms", path = "raw/{table}", partitions = [{ column = "nope" }]"#,
+            "raw_append.sources[0].route[hr_staff].partitions[0].column: 'nope' is not a schema column",
+        ),
+    ] {
+        let e = load(route).unwrap_err().to_string();
+        assert!(e.contains(error), "{route}: {e}");
+    }
+}
