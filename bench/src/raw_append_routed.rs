@@ -59,7 +59,7 @@ impl RoutedBench {
         );
         let routed = [(SHIPPED_ORDERS.to_string(), routed_source), members_edit];
         println!(
-            "raw-append routed: {} DMS records over {tables} tables, {} partitions, median of {} runs",
+            "raw-append routed: {} DMS records (topic {topic}) over {tables} tables, {} partitions, median of {} runs",
             self.messages, self.run.partitions, self.run.runs
         );
         let (mut one, mut many) = (Vec::new(), Vec::new());

@@ -2,6 +2,7 @@
 //! with the message's field values, renamed, filtered by `when`, else the default table or
 //! (unset) the dead-letter table with the reason.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use json_arrow::{raw_value, Reject};
@@ -13,6 +14,9 @@ pub struct Router {
     routing: Routing,
     /// Routed table name → route index.
     by_name: HashMap<String, usize>,
+    /// The field paths a message is routed by: the `when` ones, then the template's, sorted by
+    /// parent so a shared parent object (DMS `metadata`) is found once per message.
+    fields: Vec<Vec<String>>,
 }
 
 /// A chunk's messages split by table.
@@ -27,15 +31,23 @@ pub struct Split {
 impl Router {
     /// A router for `routing` whose tables have the route indexes `by_name`.
     pub fn new(routing: Routing, by_name: HashMap<String, usize>) -> Self {
-        Self { routing, by_name }
+        let template = routing.template.parts.iter().filter_map(|p| match p {
+            TemplatePart::Field(path) => Some(path.clone()),
+            TemplatePart::Text(_) => None,
+        });
+        let mut fields: Vec<Vec<String>> = routing.when.iter().map(|(path, _)| path.clone()).chain(template).collect();
+        fields.sort_by(|a, b| a[..a.len() - 1].cmp(&b[..b.len() - 1]));
+        fields.dedup();
+        Self { routing, by_name, fields }
     }
 
     /// Splits the messages `kept` (indexes into `payloads`) by table.
     pub fn split(&self, payloads: &[&[u8]], kept: &[u32]) -> Split {
         let mut split = Split::default();
         let default = self.routing.default.as_ref().and_then(|d| self.by_name.get(d));
+        let mut name = String::new();
         for &i in kept {
-            match self.route(payloads[i as usize]) {
+            match self.route(payloads[i as usize], &mut name) {
                 Ok(idx) => split.groups.entry(idx).or_default().push(i),
                 Err(reason) => match default {
                     Some(&idx) => split.groups.entry(idx).or_default().push(i),
@@ -46,38 +58,69 @@ impl Router {
         split
     }
 
-    /// The route index of one message, or why it has none.
-    fn route(&self, payload: &[u8]) -> Result<usize, String> {
+    /// The route index of one message, or why it has none; `name` is scratch space.
+    fn route(&self, payload: &[u8], name: &mut String) -> Result<usize, String> {
+        let values = field_values(payload, &self.fields);
+        let value = |path: &Vec<String>| -> Result<Cow<'_, str>, String> {
+            let at = self.fields.iter().position(|f| f == path).unwrap_or(usize::MAX);
+            field_text(values.get(at).copied().flatten(), path)
+        };
         for (path, wanted) in &self.routing.when {
-            let value = field_text(payload, path)?;
-            if value != *wanted {
-                return Err(format!("not routed: {} is '{value}', routing wants '{wanted}'", path.join(".")));
+            let found = value(path)?;
+            if found != wanted.as_str() {
+                return Err(format!("not routed: {} is '{found}', routing wants '{wanted}'", path.join(".")));
             }
         }
-        let mut name = String::new();
+        name.clear();
         for part in &self.routing.template.parts {
             match part {
                 TemplatePart::Text(t) => name.push_str(t),
-                TemplatePart::Field(path) => name.push_str(&field_text(payload, path)?),
+                TemplatePart::Field(path) => name.push_str(&value(path)?),
             }
         }
-        let name = self.routing.rename.get(&name).cloned().unwrap_or(name);
-        if let Some(problem) = table_name_problem(&name) {
-            return Err(problem);
+        let renamed = self.routing.rename.get(name.as_str()).map_or(name.as_str(), String::as_str);
+        match self.by_name.get(renamed) {
+            Some(&idx) => Ok(idx),
+            None => Err(table_name_problem(renamed).unwrap_or_else(|| format!("no schema file {renamed}.schema.toml for routed table '{renamed}'"))),
         }
-        self.by_name.get(&name).copied().ok_or_else(|| format!("no schema file {name}.schema.toml for routed table '{name}'"))
     }
 }
 
+/// The raw JSON value of each of `fields` (sorted by parent path) in `payload`; a parent object
+/// shared by neighbours is looked up once.
+fn field_values<'a>(payload: &'a [u8], fields: &[Vec<String>]) -> Vec<Option<&'a [u8]>> {
+    let mut parent: Option<(&[String], Option<&'a [u8]>)> = None;
+    let mut values = Vec::with_capacity(fields.len());
+    for path in fields {
+        let Some((last, head)) = path.split_last() else {
+            values.push(None);
+            continue;
+        };
+        let object = match parent {
+            _ if head.is_empty() => Some(payload),
+            Some((p, object)) if p == head => object,
+            _ => {
+                let object = raw_value(payload, head);
+                parent = Some((head, object));
+                object
+            }
+        };
+        values.push(object.and_then(|o| raw_value(o, std::slice::from_ref(last))));
+    }
+    values
+}
+
 /// A scalar field's value as text (strings unescaped, numbers and booleans as written).
-fn field_text(payload: &[u8], path: &[String]) -> Result<String, String> {
+fn field_text<'a>(raw: Option<&'a [u8]>, path: &[String]) -> Result<Cow<'a, str>, String> {
     let missing = || format!("routing field {} is missing or null", path.join("."));
-    let raw = raw_value(payload, path).ok_or_else(missing)?;
-    match raw.first() {
-        Some(b'"') => serde_json::from_slice::<String>(raw).map_err(|e| format!("routing field {}: {e}", path.join("."))),
-        Some(b'{' | b'[') => Err(format!("routing field {} is not a string or number", path.join("."))),
-        Some(b'n') | None => Err(missing()),
-        Some(_) => Ok(String::from_utf8_lossy(raw).into_owned()),
+    let raw = raw.ok_or_else(missing)?;
+    let text = |bytes: &'a [u8]| std::str::from_utf8(bytes).map_err(|_| format!("routing field {} is not UTF-8", path.join(".")));
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Ok(Cow::Borrowed(text(inner)?)),
+        [b'"', ..] => serde_json::from_slice::<String>(raw).map(Cow::Owned).map_err(|e| format!("routing field {}: {e}", path.join("."))),
+        [b'{' | b'[', ..] => Err(format!("routing field {} is not a string or number", path.join("."))),
+        [] | [b'n', ..] => Err(missing()),
+        _ => Ok(Cow::Borrowed(text(raw)?)),
     }
 }
 
