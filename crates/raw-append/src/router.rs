@@ -81,7 +81,10 @@ impl Router {
         let renamed = self.routing.rename.get(name.as_str()).map_or(name.as_str(), String::as_str);
         match self.by_name.get(renamed) {
             Some(&idx) => Ok(idx),
-            None => Err(table_name_problem(renamed).unwrap_or_else(|| format!("no schema file {renamed}.schema.toml for routed table '{renamed}'"))),
+            None => {
+                Err(table_name_problem(renamed)
+                    .unwrap_or_else(|| format!("no schema file {renamed}.schema.toml for routed table '{renamed}'")))
+            }
         }
     }
 }
