@@ -37,6 +37,11 @@ fn id_name_schema(id: &str) -> String {
 /// A pipeline whose raw-append routes DMS topic `topic` into one table per schema file of
 /// `dms/`: shop_orders, shop_customers, employees (hr.staff renamed) and shop_idle (never sent).
 fn routed_pipeline(services: &Services, topic: &str, extra: &str, tables: &str) -> Pipeline {
+    routed_source_pipeline(services, &format!(r#"topic = "{topic}", metadata_columns = ["partition", "offset"]"#), extra, tables)
+}
+
+/// [`routed_pipeline`] for any source (`topic = ...` or `stream = ...` and its metadata columns).
+fn routed_source_pipeline(services: &Services, source: &str, extra: &str, tables: &str) -> Pipeline {
     let pipeline = Pipeline::new(
         services,
         None,
@@ -44,7 +49,7 @@ fn routed_pipeline(services: &Services, topic: &str, extra: &str, tables: &str) 
             r#"{tables}
 [raw_append]
 {extra}
-sources = [{{ topic = "{topic}", format = "dms", metadata_columns = ["partition", "offset"], route = {{ schemas = "dms", path = "raw/dms/{{table}}", rename = {{ "hr_staff" = "employees" }}, partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}] }} }}]
+sources = [{{ {source}, format = "dms", route = {{ schemas = "dms", path = "raw/dms/{{table}}", rename = {{ "hr_staff" = "employees" }}, partitions = [{{ column = "day", source = "ingestion_time", format = "%d" }}] }} }}]
 "#
         ),
     );
@@ -297,4 +302,37 @@ fn a_zombie_routed_batch_never_lands_and_the_zombie_keeps_running() {
     let offsets = routed_offsets(&pipeline);
     assert_eq!(offsets.len(), 4_000, "every record routed");
     assert!(offsets.iter().all(|r| r[2] == "1"), "a record landed twice: {:?}", offsets.iter().find(|r| r[2] != "1"));
+}
+
+#[test]
+fn a_routed_kinesis_stream_killed_at_any_step_lands_every_record_once() {
+    let services = Services::get();
+    let stream = unique("dms-routed-kinesis");
+    let client = aws_sdk_kinesis::Client::new(&block_on(services.aws_config(&services.s3_endpoint)));
+    block_on(create_stream(&client, &stream, 2));
+    let records: Vec<(String, Vec<u8>)> = three_tables(0, 1_500).into_iter().map(|(k, m)| (k, m.into_bytes())).collect();
+    block_on(put(&client, &stream, &records));
+    let source = format!(r#"stream = "{stream}", metadata_columns = ["shard_id", "sequence_number"]"#);
+    let pipeline = routed_source_pipeline(&services, &source, "max_batch_rows = 200\ninterval = \"300ms\"", "");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let env = services.s3_env();
+    let plan = [
+        Kill::At("raw_append::after_routed_commit", "1*off->return"),
+        Kill::At("raw_append::after_position_write", "return"),
+        Kill::At("raw_append::after_routed_commit", "4*off->return"),
+        Kill::At("raw_append::after_commit", "1*off->return"),
+        Kill::After(1_500),
+    ];
+    let crashes = run_kill_plan("raw-append", &config, &env, &plan);
+    assert!(crashes >= 3, "only {crashes} runs were actually killed");
+    drain("raw-append", &config, &env);
+    let tables = ["shop_orders", "shop_customers", "employees"].map(|t| (t, pipeline.table(&format!("raw/dms/{t}"))));
+    let named: Vec<(&str, &str)> = tables.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    let union =
+        tables.iter().map(|(t, _)| format!("SELECT _kinesis_shard_id AS s, _kinesis_sequence_number AS q FROM {t}")).collect::<Vec<_>>();
+    let sql = format!("SELECT COUNT(*), COUNT(DISTINCT concat(s, '/', q)) FROM ({})", union.join(" UNION ALL "));
+    let counts = query(&named, &HashMap::new(), &sql);
+    assert_eq!(counts[0], ["1500", "1500"], "every record routed once");
+    let orders = query(&named[..1], &HashMap::new(), "SELECT COUNT(DISTINCT order_id), COUNT(*) FROM shop_orders");
+    assert_eq!(orders[0], ["500", "500"], "shop.orders' records in its own table");
 }
