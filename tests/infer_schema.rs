@@ -51,7 +51,7 @@ fn the_reference_topics_give_the_hand_written_schemas_back() {
 fn nested_change_records_on_a_stream_flatten_into_columns_raw_append_fills() {
     let services = Services::get();
     let stream = unique("infer-changes");
-    let client = aws_sdk_kinesis::Client::new(&block_on(services.aws_config(&services.s3_endpoint)));
+    let client = kinesis_client(&services);
     block_on(create_stream(&client, &stream, 1));
     let records: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| {

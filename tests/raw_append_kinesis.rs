@@ -57,10 +57,6 @@ fn aggregates(records: &[(String, Vec<u8>)], per: usize) -> Vec<(String, Vec<u8>
         .collect()
 }
 
-fn kinesis_client(services: &Services) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::new(&block_on(services.aws_config(&services.s3_endpoint)))
-}
-
 fn put_all(services: &Services, stream: &str, records: &[(String, Vec<u8>)]) {
     block_on(put(&kinesis_client(services), stream, records));
 }

@@ -308,7 +308,7 @@ fn a_zombie_routed_batch_never_lands_and_the_zombie_keeps_running() {
 fn a_routed_kinesis_stream_killed_at_any_step_lands_every_record_once() {
     let services = Services::get();
     let stream = unique("dms-routed-kinesis");
-    let client = aws_sdk_kinesis::Client::new(&block_on(services.aws_config(&services.s3_endpoint)));
+    let client = kinesis_client(&services);
     block_on(create_stream(&client, &stream, 2));
     let records: Vec<(String, Vec<u8>)> = three_tables(0, 1_500).into_iter().map(|(k, m)| (k, m.into_bytes())).collect();
     block_on(put(&client, &stream, &records));

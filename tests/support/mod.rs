@@ -16,6 +16,11 @@ mod kinesis;
 pub use fault_proxy::FaultProxy;
 pub use kinesis::{create_stream, put};
 
+/// A Kinesis client of the moto server the services run.
+pub fn kinesis_client(services: &Services) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&block_on(services.aws_config(&services.s3_endpoint)))
+}
+
 /// Loopback addresses of the services `scripts/services.sh` started.
 #[derive(Debug, Clone)]
 pub struct Services {

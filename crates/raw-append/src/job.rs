@@ -94,7 +94,7 @@ impl RawAppend {
         limits: BatchLimits,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<(std::thread::JoinHandle<()>, Option<u64>)>, RawAppendError> {
-        if !sinks.routes.iter().any(|r| r.kind == SourceKind::Kafka && !r.routed) {
+        if !sinks.routes.iter().any(|r| r.reads(SourceKind::Kafka)) {
             return Ok(None);
         }
         let msk = match self.config.kafka.sasl_mechanism {
@@ -110,7 +110,7 @@ impl RawAppend {
         let Some((reader, expected_total)) = self.open_reader(sinks, kafka, msk, lookup.clone(), tx.clone()).await? else {
             return Ok(None);
         };
-        let topics = sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka && !r.routed).map(|r| r.source.clone()).collect();
+        let topics = sinks.routes.iter().filter(|r| r.reads(SourceKind::Kafka)).map(|r| r.source.clone()).collect();
         let rereads = Rereads { resume: sinks.resume.clone(), lookup, topics };
         Ok(Some((spawn_reader(reader, limits, self.shutdown.flag(), tx, rereads)?, expected_total)))
     }
@@ -122,8 +122,7 @@ impl RawAppend {
         limits: BatchLimits,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, RawAppendError> {
-        let streams: Vec<(usize, &Route)> =
-            sinks.routes.iter().enumerate().filter(|(_, r)| r.kind == SourceKind::Kinesis && !r.routed).collect();
+        let streams: Vec<(usize, &Route)> = sinks.routes.iter().enumerate().filter(|(_, r)| r.reads(SourceKind::Kinesis)).collect();
         if streams.is_empty() {
             return Ok(None);
         }
@@ -182,8 +181,7 @@ impl RawAppend {
         lookup: ProgressLookup,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<(KafkaReader, Option<u64>)>, RawAppendError> {
-        let topics: Vec<&str> =
-            sinks.routes.iter().filter(|r| r.kind == SourceKind::Kafka && !r.routed).map(|r| r.source.as_str()).collect();
+        let topics: Vec<&str> = sinks.routes.iter().filter(|r| r.reads(SourceKind::Kafka)).map(|r| r.source.as_str()).collect();
         if let (Some(group), Trigger::Continuous) = (&self.job.group_id, self.trigger) {
             // A subscription to a topic that does not exist would wait forever: refuse it.
             fetch_watermarks(&kafka, LakeContext::new(msk.clone()), &topics)?;

@@ -94,6 +94,12 @@ impl Route {
         }
     }
 
+    /// Whether this route keeps the progress of a source of `kind` (it is not a routed table):
+    /// the routes the readers read.
+    pub fn reads(&self, kind: SourceKind) -> bool {
+        self.kind == kind && !self.routed
+    }
+
     /// The full table schema (message columns, metadata columns, derived partition columns).
     pub fn schema(&self) -> &SchemaRef {
         &self.spec.schema
