@@ -36,6 +36,11 @@ pub enum CommitError {
         /// What it changed.
         overlap: crate::overlap::Overlap,
     },
+    /// A concurrent commit changed the table's metadata (schema evolution by another task):
+    /// nothing of this commit landed; it may be retried on the newest snapshot when our
+    /// columns are still there.
+    #[error("a concurrent commit changed the table's schema or properties: nothing of this commit landed")]
+    MetadataChanged,
     /// Concurrent commits kept landing first.
     #[error("{attempts} attempts lost the race with concurrent commits: nothing was committed; run again")]
     Busy {
@@ -190,6 +195,9 @@ impl AppendCommit {
             Ok(done) => Ok(done),
             Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }) => {
                 Err(CommitError::ProgressConflict)
+            }
+            Err(DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged) }) => {
+                Err(CommitError::MetadataChanged)
             }
             Err(source) => Err(DeltaIoError::delta(&location)(source).into()),
         }

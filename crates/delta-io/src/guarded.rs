@@ -67,6 +67,25 @@ impl ProgressTable {
         Ok(())
     }
 
+    /// The table's schema at the loaded snapshot.
+    pub fn arrow_schema(&self) -> Result<arrow::datatypes::SchemaRef, DeltaIoError> {
+        let location = self.table.table_url().to_string();
+        Ok(self.table.snapshot().map_err(DeltaIoError::delta(&location))?.snapshot().arrow_schema())
+    }
+
+    /// Adds `fields` the table does not hold yet as nullable columns (a metadata-only commit;
+    /// a concurrent one fails it, to be planned again on the refreshed table). Returns the new
+    /// version, None when nothing was missing.
+    pub async fn add_columns(&mut self, fields: &[arrow::datatypes::Field]) -> Result<Option<u64>, DeltaIoError> {
+        let schema = self.arrow_schema()?;
+        let missing: Vec<arrow::datatypes::Field> = fields.iter().filter(|f| schema.field_with_name(f.name()).is_err()).cloned().collect();
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        crate::add_nullable_columns(&mut self.table, &missing).await?;
+        Ok(self.table.version())
+    }
+
     /// The entries of `txns` whose app id does not hold its expected version at the loaded
     /// snapshot.
     async fn moved(&mut self, txns: &[GuardedTxn]) -> Result<Vec<MovedProgress>, DeltaIoError> {
@@ -121,9 +140,24 @@ impl ProgressTable {
                     self.refresh().await?;
                     refreshed = true;
                 }
+                // Another task added columns: our files, written without them, are still rows
+                // of the table as long as every column they hold kept its type.
+                Err(CommitError::MetadataChanged) => {
+                    let before = self.arrow_schema()?;
+                    self.refresh().await?;
+                    refreshed = true;
+                    if !still_holds(self.arrow_schema()?.as_ref(), &before) {
+                        return Err(CommitError::MetadataChanged);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(CommitError::ProgressConflict)
     }
+}
+
+/// Every field of `before` is in `now` with the same type (columns were only added).
+fn still_holds(now: &arrow::datatypes::Schema, before: &arrow::datatypes::Schema) -> bool {
+    before.fields().iter().all(|f| now.field_with_name(f.name()).is_ok_and(|n| n.data_type() == f.data_type()))
 }

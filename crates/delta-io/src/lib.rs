@@ -27,5 +27,5 @@ pub use sidecar::{Sidecar, SIDECAR_FOLDER};
 pub use table::{add_nullable_columns, open_if_exists, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
-pub use deltalake::kernel::Transaction;
+pub use deltalake::kernel::{Add, Transaction};
 pub use deltalake::DeltaTable;

@@ -142,6 +142,22 @@ impl SchemaInference {
 
     /// The inferred columns, in the order their fields were first seen.
     pub fn columns(&self) -> Vec<InferredColumn> {
+        self.columns_by(column_type)
+    }
+
+    /// The columns for schema evolution: like [`Self::columns`], but scalars of different
+    /// kinds make a `string` column (their JSON text, nothing lost) instead of a question
+    /// for a reviewer.
+    pub fn evolution_columns(&self) -> Vec<InferredColumn> {
+        self.columns_by(|kinds| column_type(kinds).or_else(|reason| if kinds.is_empty() { Err(reason) } else { Ok("string".into()) }))
+    }
+
+    /// True when no field was seen.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn columns_by(&self, column_type: impl Fn(&BTreeSet<Kind>) -> Result<String, String>) -> Vec<InferredColumn> {
         let mut names = BTreeSet::new();
         self.fields
             .iter()

@@ -9,12 +9,14 @@
 
 mod decoder;
 pub mod infer;
+mod new_fields;
 mod numbers;
 mod rescue;
 mod timestamps;
 
 pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
+pub use new_fields::NewFields;
 pub use numbers::{convert_numbers, NumberKind};
 pub use rescue::{raw_value, unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

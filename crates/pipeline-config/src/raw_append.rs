@@ -59,6 +59,8 @@ struct SourceFile {
     #[serde(default)]
     unknown_fields: UnknownFields,
     #[serde(default)]
+    flatten: Flatten,
+    #[serde(default)]
     format: SourceFormat,
 }
 
@@ -110,6 +112,8 @@ pub struct RawAppendSource {
     pub metadata_columns: Vec<MetadataColumn>,
     /// What happens to message fields the table's schema does not read.
     pub unknown_fields: UnknownFields,
+    /// How `unknown_fields = "add_columns"` names the columns of nested fields.
+    pub flatten: Flatten,
     /// How messages are laid out (plain JSON objects, AWS DMS records).
     pub format: SourceFormat,
 }
@@ -124,6 +128,37 @@ pub enum UnknownFields {
     /// They are kept, exactly as sent, as a JSON object in the string column `_rescued_data`
     /// (null when a message has none).
     Rescue,
+    /// A new field becomes a new nullable column of the type its values show (nested objects
+    /// flattened per `flatten`), committed to the table as a metadata change before any row
+    /// that carries it; the table's schema, not the file, then holds the column.
+    AddColumns,
+}
+
+/// How nested objects of new fields become columns (`unknown_fields = "add_columns"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flatten {
+    /// Put between the keys of a nested field's column name (`address.city` → `address_city`).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// Levels of nested objects that become columns (1: top-level fields only); deeper
+    /// objects and arrays are `json` columns holding their text as sent.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Self { separator: default_separator(), max_depth: default_max_depth() }
+    }
+}
+
+fn default_separator() -> String {
+    "_".into()
+}
+
+fn default_max_depth() -> usize {
+    3
 }
 
 /// The column that holds rescued fields.
@@ -376,6 +411,7 @@ impl SourceFile {
             }
             _ => return Err(ConfigError::invalid(key, "give exactly one of table = \"...\" or route = { ... }")),
         };
+        self.check_flatten(key)?;
         for t in routing.as_ref().map_or_else(|| vec![&table], |r| r.tables.values().collect()) {
             self.check_added_columns(key, t)?;
         }
@@ -386,8 +422,25 @@ impl SourceFile {
             routing,
             metadata_columns: self.metadata_columns,
             unknown_fields: self.unknown_fields,
+            flatten: self.flatten,
             format: self.format,
         })
+    }
+
+    /// Flattened names must be column names: a separator that a key could hold (`.`) or none
+    /// at all would make two fields one column.
+    fn check_flatten(&self, key: &str) -> Result<(), ConfigError> {
+        let Flatten { separator, max_depth } = &self.flatten;
+        if separator.is_empty() || separator.contains('.') || separator.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                format!("{key}.flatten.separator"),
+                format!("'{separator}': give a non-empty separator without '.' or control characters, such as \"_\""),
+            ));
+        }
+        if *max_depth == 0 {
+            return Err(ConfigError::invalid(format!("{key}.flatten.max_depth"), "give 1 (top-level fields only) or more"));
+        }
+        Ok(())
     }
 
     /// The columns the source adds must not clash with the table's own.

@@ -124,6 +124,41 @@ impl ColumnType {
         })
     }
 
+    /// The column type stored as `data_type` (a string column is `string`, never `json`);
+    /// None for types the pipeline does not write.
+    pub fn from_arrow(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Utf8 => Self::String,
+            DataType::Int64 => Self::Long,
+            DataType::Int32 => Self::Integer,
+            DataType::Int16 => Self::Short,
+            DataType::Float64 => Self::Double,
+            DataType::Float32 => Self::Float,
+            DataType::Boolean => Self::Boolean,
+            DataType::Date32 => Self::Date,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(zone)) if zone.as_ref() == "UTC" => Self::Timestamp,
+            DataType::Decimal128(p, s) => Self::Decimal(*p, *s),
+            _ => return None,
+        })
+    }
+
+    /// The Delta type name, as a schema file writes it.
+    pub fn type_name(self) -> String {
+        match self {
+            Self::String => "string".into(),
+            Self::Long => "long".into(),
+            Self::Integer => "integer".into(),
+            Self::Short => "short".into(),
+            Self::Double => "double".into(),
+            Self::Float => "float".into(),
+            Self::Boolean => "boolean".into(),
+            Self::Date => "date".into(),
+            Self::Timestamp => "timestamp".into(),
+            Self::Decimal(p, s) => format!("decimal({p},{s})"),
+            Self::Json => "json".into(),
+        }
+    }
+
     /// The Arrow type stored in the table.
     pub fn arrow_type(self) -> DataType {
         match self {

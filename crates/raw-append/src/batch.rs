@@ -3,20 +3,23 @@
 //! `txn` progress of its partitions.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
-use delta_io::{write_files, CommitError, GuardedTxn, TableWriter};
+use delta_io::{write_files, Add, CommitError, GuardedTxn, TableWriter};
 use job_runtime::{crash_point, RunSummary};
 use kafka_source::{messages_behind, PartitionChunk, PartitionKey, RawBatch};
 use kinesis_source::ShardPosition;
+use json_arrow::SchemaInference;
 use pipeline_config::SourceFormat;
 
 use crate::dead_letter::{self, DeadLetters};
 use crate::dms;
-use crate::events::{BatchCommitted, BatchDropped, DeadLettered, DmsRecordsSkipped, OffsetsSkipped};
+use crate::events::{BatchCommitted, BatchDropped, DeadLettered, DmsRecordsSkipped, OffsetsSkipped, SchemaEvolved};
+use crate::evolution;
 use crate::handover::SkippedRange;
 use crate::router::Router;
 use crate::routes::Route;
@@ -33,6 +36,8 @@ pub struct Batch {
     /// When the batch's first slice arrived: the value of ingestion-time partitions.
     ingested_at: Option<DateTime<Utc>>,
     writers: Vec<Option<TableWriter>>,
+    /// Files of writers closed before the commit (their table's schema evolved mid-batch).
+    early_adds: Vec<Vec<Add>>,
     rows: Vec<u64>,
     /// Last offset read per partition (the txn versions to commit).
     last_offsets: BTreeMap<PartitionKey, i64>,
@@ -65,6 +70,7 @@ impl Batch {
             number,
             ingested_at: None,
             writers: (0..routes).map(|_| None).collect(),
+            early_adds: vec![Vec::new(); routes],
             rows: vec![0; routes],
             last_offsets: BTreeMap::new(),
             start: BTreeMap::new(),
@@ -89,7 +95,7 @@ impl Batch {
     /// Adds a slice of messages: its decoding starts off the async workers, and the slice
     /// added before it (decoded meanwhile) is streamed into the tables' writers, so decoding
     /// one slice and encoding the previous one overlap.
-    pub async fn add(&mut self, sinks: &mut Sinks, slice: RawBatch) -> Result<(), RawAppendError> {
+    pub async fn add(&mut self, sinks: &mut Sinks, slice: RawBatch, summary: &mut RunSummary) -> Result<(), RawAppendError> {
         self.opened.get_or_insert_with(Instant::now);
         for (key, chunk) in &slice.chunks {
             let Some(last) = chunk.last_offset() else { continue };
@@ -100,25 +106,35 @@ impl Batch {
         let ingested_at = *self.ingested_at.get_or_insert_with(Utc::now);
         let next = spawn_decode(sinks, slice, ingested_at);
         if let Some(previous) = self.decoding.replace(next) {
-            self.write_decoded(sinks, previous).await?;
+            self.write_decoded(sinks, previous, summary).await?;
         }
         Ok(())
     }
 
     /// Writes the slice still being decoded, if any (before the batch commits).
-    async fn drain(&mut self, sinks: &mut Sinks) -> Result<(), RawAppendError> {
+    async fn drain(&mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<(), RawAppendError> {
         match self.decoding.take() {
-            Some(decoding) => self.write_decoded(sinks, decoding).await,
+            Some(decoding) => self.write_decoded(sinks, decoding, summary).await,
             None => Ok(()),
         }
     }
 
-    /// Streams a decoded slice's rows into the tables' writers and keeps its rejects.
-    async fn write_decoded(&mut self, sinks: &mut Sinks, decoding: Decoding) -> Result<(), RawAppendError> {
-        let DecodedSlice { slice, rows: decoded, skipped, took } =
-            decoding.await.map_err(|e| RawAppendError::Internal(format!("decode worker: {e}")))??;
+    /// Streams a decoded slice's rows into the tables' writers and keeps its rejects. New
+    /// fields evolve their tables first, and the slice is decoded again with the new columns
+    /// (as is a slice decoded with routes an evolution replaced meanwhile).
+    async fn write_decoded(&mut self, sinks: &mut Sinks, decoding: Decoding, summary: &mut RunSummary) -> Result<(), RawAppendError> {
+        let mut decoded = joined(decoding).await?;
+        loop {
+            self.decode_ms += decoded.took.as_millis() as u64;
+            let stale = !Arc::ptr_eq(&decoded.routes, &sinks.routes);
+            if !stale && !self.evolve(sinks, std::mem::take(&mut decoded.discovered), summary).await? {
+                break;
+            }
+            let ingested_at = self.ingested_at.unwrap_or_else(Utc::now);
+            decoded = joined(spawn_decode(sinks, decoded.slice, ingested_at)).await?;
+        }
+        let DecodedSlice { slice, rows: decoded, skipped, .. } = decoded;
         crash_point!("raw_append::after_decode");
-        self.decode_ms += took.as_millis() as u64;
         let started = Instant::now();
         for (((key, chunk), parts), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
             self.skipped[sinks.by_topic[key.topic.as_ref()]].add(skips);
@@ -169,6 +185,53 @@ impl Batch {
             }
         }
         Ok(())
+    }
+
+    /// Evolves the tables whose new fields a slice showed: plans their columns against the
+    /// table's current schema, commits the missing ones (metadata only, before any row that
+    /// carries them), and replaces the routes. True when a route changed (the slice must be
+    /// decoded again); the files written so far with the old schema stay in the batch.
+    async fn evolve(
+        &mut self,
+        sinks: &mut Sinks,
+        discovered: Vec<(usize, SchemaInference)>,
+        summary: &mut RunSummary,
+    ) -> Result<bool, RawAppendError> {
+        const ATTEMPTS: usize = 5;
+        let mut changed = false;
+        for (idx, inference) in discovered {
+            let route = sinks.routes[idx].clone();
+            let Some(fields) = &route.evolution else { continue };
+            let mut attempt = 0;
+            let (plan, version) = loop {
+                let table = sinks.table(idx).await?;
+                let plan = evolution::plan(inference.evolution_columns(), fields, route.schema(), table.arrow_schema()?.as_ref());
+                match table.add_columns(&plan.new_in_table).await {
+                    Ok(version) => break (plan, version),
+                    // Another task evolved the table first: plan again on its schema.
+                    Err(_) if attempt + 1 < ATTEMPTS => table.refresh().await?,
+                    Err(e) => return Err(e.into()),
+                }
+                attempt += 1;
+            };
+            if version.is_some() {
+                crash_point!("raw_append::after_schema_commit");
+            }
+            let refused: Vec<(String, String)> =
+                plan.refused.into_iter().filter(|(field, _)| sinks.refused.insert((idx, field.clone()))).collect();
+            let columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+            let added = plan.new_in_table.len();
+            SchemaEvolved { table: &route.table_name, version, columns: &columns, added, refused: &refused }.emit(summary);
+            if plan.columns.is_empty() {
+                continue;
+            }
+            if let Some(writer) = self.writers[idx].take() {
+                self.early_adds[idx].extend(writer.close().await?);
+            }
+            sinks.replace_route(idx, route.evolved(&plan.columns));
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// A routed table's rows minus those its own progress of the partition covers (written
@@ -238,7 +301,7 @@ impl Batch {
     /// moved since the batch started (their part of the batch was dropped, or for a routed
     /// source stopped short of its progress; they must be re-read from the table).
     pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
-        self.drain(sinks).await?;
+        self.drain(sinks, summary).await?;
         self.commit_dead_letters(sinks, summary).await?;
         let mut routed_lost = BTreeMap::new();
         for idx in self.floors.keys().copied().collect::<Vec<_>>() {
@@ -359,7 +422,7 @@ impl Batch {
         summary: &mut RunSummary,
     ) -> Result<Vec<PartitionKey>, RawAppendError> {
         let floors = self.floors.remove(&idx).unwrap_or_default();
-        if self.writers[idx].is_none() {
+        if self.writers[idx].is_none() && self.early_adds[idx].is_empty() {
             return Ok(Vec::new()); // every row was below the floor: nothing to record
         }
         let keys: Vec<PartitionKey> = floors.keys().cloned().collect();
@@ -386,10 +449,10 @@ impl Batch {
         summary: &mut RunSummary,
     ) -> Result<bool, RawAppendError> {
         let started = Instant::now();
-        let adds = match self.writers[idx].take() {
-            Some(writer) => writer.close().await?,
-            None => Vec::new(),
-        };
+        let mut adds = std::mem::take(&mut self.early_adds[idx]);
+        if let Some(writer) = self.writers[idx].take() {
+            adds.extend(writer.close().await?);
+        }
         self.write_ms += started.elapsed().as_millis() as u64;
         crash_point!("raw_append::after_upload");
         self.write_positions(idx, keys, sinks).await?;
@@ -465,9 +528,18 @@ impl Batch {
 /// A slice's decoding, on a blocking worker.
 type Decoding = tokio::task::JoinHandle<Result<DecodedSlice, RawAppendError>>;
 
+/// Waits for a slice's decoding.
+async fn joined(decoding: Decoding) -> Result<DecodedSlice, RawAppendError> {
+    decoding.await.map_err(|e| RawAppendError::Internal(format!("decode worker: {e}")))?
+}
+
 /// A slice and its table rows.
 struct DecodedSlice {
     slice: RawBatch,
+    /// The routes it was decoded with.
+    routes: Arc<Vec<Arc<Route>>>,
+    /// Per route with schema evolution: the fields its rows hold that it does not read yet.
+    discovered: Vec<(usize, SchemaInference)>,
     /// One per chunk of the slice, in its order: the rows of each route the chunk feeds.
     rows: Vec<Vec<(usize, ChunkRows)>>,
     /// DMS records skipped, one per chunk.
@@ -484,6 +556,7 @@ fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> D
         let started = Instant::now();
         let mut rows = Vec::with_capacity(slice.chunks.len());
         let mut skipped = Vec::with_capacity(slice.chunks.len());
+        let mut discovered: BTreeMap<usize, SchemaInference> = BTreeMap::new();
         for (key, chunk) in &slice.chunks {
             let home = by_topic[key.topic.as_ref()];
             let payloads = chunk.payloads();
@@ -503,12 +576,19 @@ fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> D
                         rejects,
                     },
                 };
-                parts.push((idx, table_rows::build(route, key, chunk, decoded, ingested_at)?));
+                let built = table_rows::build(route, key, chunk, decoded, ingested_at)?;
+                if let Some(fields) = &route.evolution {
+                    let flatten = route.flatten();
+                    let inference = discovered.entry(idx).or_insert_with(|| SchemaInference::new(&flatten.separator, flatten.max_depth));
+                    built.messages.iter().for_each(|&m| fields.observe(payloads[m as usize], inference));
+                }
+                parts.push((idx, built));
             }
             rows.push(parts);
             skipped.push(skips);
         }
-        Ok(DecodedSlice { slice, rows, skipped, took: started.elapsed() })
+        let discovered = discovered.into_iter().filter(|(_, found)| !found.is_empty()).collect();
+        Ok(DecodedSlice { slice, routes, discovered, rows, skipped, took: started.elapsed() })
     })
 }
 

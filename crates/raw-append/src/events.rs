@@ -187,3 +187,46 @@ impl DmsRecordsSkipped<'_> {
         }
     }
 }
+
+/// A table's schema evolved (`unknown_fields = "add_columns"`): new fields became columns, or
+/// could not.
+pub struct SchemaEvolved<'a> {
+    /// Table name.
+    pub table: &'a str,
+    /// The version of the metadata commit (None: the table held the columns already, added by
+    /// an earlier run or another task).
+    pub version: Option<u64>,
+    /// Columns the route now writes.
+    pub columns: &'a [String],
+    /// How many of them the metadata commit added.
+    pub added: usize,
+    /// Fields that stay out of the table, with the reason (logged once per run and field).
+    pub refused: &'a [(String, String)],
+}
+
+impl SchemaEvolved<'_> {
+    /// Logs and counts the added columns into the summary's details (`columns_added`).
+    pub fn emit(&self, summary: &mut RunSummary) {
+        if !self.columns.is_empty() {
+            tracing::info!(
+                stage = "evolve",
+                table = self.table,
+                version = self.version,
+                columns = ?self.columns,
+                "new fields became columns; the slice is decoded again with them"
+            );
+        }
+        if let Some(version) = self.version {
+            summary.committed(self.table, version, 0);
+            let total = summary.details.get("columns_added").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            summary.details.insert("columns_added".into(), (total + self.added as u64).into());
+        }
+        if !self.refused.is_empty() {
+            let total = summary.details.get("fields_not_added").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            summary.details.insert("fields_not_added".into(), (total + self.refused.len() as u64).into());
+        }
+        for (field, reason) in self.refused {
+            tracing::warn!(stage = "evolve", error_code = "field_not_added", table = self.table, field, reason, "a new field does not become a column: its values are not stored");
+        }
+    }
+}

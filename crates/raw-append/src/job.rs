@@ -122,7 +122,8 @@ impl RawAppend {
         limits: BatchLimits,
         tx: tokio::sync::mpsc::Sender<ReaderMsg>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, RawAppendError> {
-        let streams: Vec<(usize, &Route)> = sinks.routes.iter().enumerate().filter(|(_, r)| r.reads(SourceKind::Kinesis)).collect();
+        let streams: Vec<(usize, &Route)> =
+            sinks.routes.iter().map(AsRef::as_ref).enumerate().filter(|(_, r)| r.reads(SourceKind::Kinesis)).collect();
         if streams.is_empty() {
             return Ok(None);
         }
@@ -275,7 +276,7 @@ impl RawAppend {
 
     /// Reads a partition's next offset from its table (never from group offsets), checked
     /// against its watermarks; used on group assignments and re-reads.
-    fn progress_lookup(&self, routes: &[Route], resume: Arc<Resume>, probe: Probe) -> ProgressLookup {
+    fn progress_lookup(&self, routes: &[Arc<Route>], resume: Arc<Resume>, probe: Probe) -> ProgressLookup {
         let handle = tokio::runtime::Handle::current();
         let locations: HashMap<String, (String, BTreeMap<String, String>)> =
             routes.iter().filter(|r| !r.routed).map(|r| (r.source.clone(), (r.spec.location.clone(), r.spec.storage.clone()))).collect();
@@ -349,7 +350,7 @@ impl Pending {
         SourceRead { throttles: notes.throttles, millis_behind: &notes.millis_behind }.emit(summary);
         if !slice.is_empty() {
             BatchRead { messages: slice.messages as u64, bytes: slice.bytes as u64 }.emit(summary);
-            self.batch.add(sinks, slice).await?;
+            self.batch.add(sinks, slice, summary).await?;
         }
         self.batch.record_positions(sinks, positions);
         Ok(())

@@ -19,6 +19,7 @@ mod dead_letter;
 mod dms;
 mod error;
 mod events;
+mod evolution;
 mod feed;
 mod handover;
 mod job;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
-use json_arrow::{KnownFields, MessageDecoder};
+use json_arrow::{KnownFields, MessageDecoder, NewFields};
 use pipeline_config::{
-    ColumnType, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat, SourceKind,
-    TableConfig, UnknownFields,
+    ColumnSpec, ColumnType, Flatten, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat,
+    SourceKind, TableConfig, UnknownFields,
 };
 
 use crate::router::Router;
@@ -40,6 +40,21 @@ pub struct Route {
     /// A table of a routed source: it receives some of the source's messages and keeps its
     /// own floor of each partition; the source's progress is kept by the source's route.
     pub routed: bool,
+    /// `unknown_fields = "add_columns"`: where new fields are looked for.
+    pub evolution: Option<NewFields>,
+    /// The source and table it was resolved from (an evolved route is resolved again).
+    origin: Origin,
+    /// When the table's column order differs from the order rows are built in (columns added
+    /// by evolution come last in the table): for each table column, its built position.
+    pub order: Option<Vec<usize>>,
+}
+
+/// What a route was resolved from.
+#[derive(Debug, Clone)]
+struct Origin {
+    src: Arc<RawAppendSource>,
+    table: TableConfig,
+    max_message_bytes: usize,
 }
 
 impl Route {
@@ -48,9 +63,10 @@ impl Route {
     /// tables, and each routed source's router.
     pub fn all(config: &PipelineConfig, job: &RawAppendConfig) -> (Vec<Route>, HashMap<String, Router>) {
         let (max, storage) = (job.max_message_bytes.0 as usize, &config.lake.storage_options);
-        let mut routes: Vec<Route> = job.sources.iter().map(|src| Route::new(src, &src.table, max, storage)).collect();
+        let sources: Vec<Arc<RawAppendSource>> = job.sources.iter().cloned().map(Arc::new).collect();
+        let mut routes: Vec<Route> = sources.iter().map(|src| Route::new(src, &src.table, max, storage)).collect();
         let mut routers = HashMap::new();
-        for src in &job.sources {
+        for src in &sources {
             let Some(routing) = &src.routing else { continue };
             let mut by_name = HashMap::new();
             for (name, table) in &routing.tables {
@@ -62,7 +78,7 @@ impl Route {
         (routes, routers)
     }
 
-    fn new(src: &RawAppendSource, table: &TableConfig, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
+    fn new(src: &Arc<RawAppendSource>, table: &TableConfig, max_message_bytes: usize, storage: &BTreeMap<String, String>) -> Route {
         let message_schema = src.format.message_schema(&table.schema);
         let decoder = MessageDecoder::new(&message_schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -91,6 +107,27 @@ impl Route {
             rescue,
             format: src.format,
             routed: false,
+            evolution: (src.unknown_fields == UnknownFields::AddColumns).then(|| new_fields(src.format, &message_schema.columns)),
+            origin: Origin { src: src.clone(), table: table.clone(), max_message_bytes },
+            order: None,
+        }
+    }
+
+    /// The route with `added` message columns (schema evolution): they come after every
+    /// column the table had, the others keep their places.
+    pub fn evolved(&self, added: &[ColumnSpec]) -> Route {
+        let Origin { src, table, max_message_bytes } = &self.origin;
+        let mut table = table.clone();
+        table.schema.columns.extend(added.iter().cloned());
+        let built = Route::new(src, &table, *max_message_bytes, &self.spec.storage);
+        let names = self.schema().fields().iter().map(|f| f.name().as_str()).chain(added.iter().map(|c| c.name.as_str()));
+        let order: Vec<usize> = names.filter_map(|n| built.schema().index_of(n).ok()).collect();
+        let fields: Vec<Field> = order.iter().map(|&i| built.schema().field(i).clone()).collect();
+        Route {
+            spec: TableSpec { schema: Arc::new(Schema::new(fields)), ..built.spec.clone() },
+            order: Some(order),
+            routed: self.routed,
+            ..built
         }
     }
 
@@ -100,9 +137,23 @@ impl Route {
         self.kind == kind && !self.routed
     }
 
+    /// How new fields' nested objects become columns.
+    pub fn flatten(&self) -> &Flatten {
+        &self.origin.src.flatten
+    }
+
     /// The full table schema (message columns, metadata columns, derived partition columns).
     pub fn schema(&self) -> &SchemaRef {
         &self.spec.schema
+    }
+}
+
+/// Where a source's new fields are looked for: the message's top level, or `data` of AWS DMS
+/// records (their `metadata` is the format's own).
+fn new_fields(format: SourceFormat, columns: &[ColumnSpec]) -> NewFields {
+    match format {
+        SourceFormat::Json => NewFields::new(columns.iter().map(ColumnSpec::json_key), None),
+        SourceFormat::Dms => NewFields::new(columns.iter().filter_map(|c| c.json_key().strip_prefix("data.")), Some("data")),
     }
 }
 

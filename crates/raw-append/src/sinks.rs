@@ -1,6 +1,6 @@
 //! The tables a run writes and what it knows of their progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use delta_io::{open_or_create, ProgressTable};
@@ -15,8 +15,9 @@ use crate::RawAppendError;
 
 /// The tables a run writes and what it knows of their progress.
 pub struct Sinks {
-    /// Routes, shared with decode workers.
-    pub routes: Arc<Vec<Route>>,
+    /// Routes, shared with decode workers (replaced as a whole when a table's schema evolves,
+    /// so a slice decoded with the old ones is known stale).
+    pub routes: Arc<Vec<Arc<Route>>>,
     /// Index of the route keeping each source's progress, by topic.
     pub by_topic: Arc<HashMap<String, usize>>,
     /// Routed sources' routers, by topic.
@@ -29,6 +30,8 @@ pub struct Sinks {
     pub resume: Arc<Resume>,
     /// The job's settings.
     pub job: RawAppendConfig,
+    /// New fields already reported as not becoming columns, per route (warned once per run).
+    pub refused: HashSet<(usize, String)>,
     /// Latest known high watermark per partition (consumer-lag figures).
     pub high_watermarks: HashMap<PartitionKey, i64>,
     /// Per route: where Kinesis shard positions are kept (None for Kafka and routed routes).
@@ -60,7 +63,8 @@ impl Sinks {
         }
         Ok(Sinks {
             by_topic: Arc::new(crate::routes::by_topic(&routes)),
-            routes: Arc::new(routes),
+            routes: Arc::new(routes.into_iter().map(Arc::new).collect()),
+            refused: HashSet::new(),
             routers: Arc::new(routers),
             tables,
             dead_letter: parts.dead_letter,
@@ -74,6 +78,13 @@ impl Sinks {
     /// The txn app id of a source partition (`<job-id>:<topic>:<partition>`).
     pub fn app_id(&self, key: &PartitionKey) -> String {
         key.txn_app_id(&self.job.job_id)
+    }
+
+    /// Replaces route `idx` (its table's schema evolved).
+    pub fn replace_route(&mut self, idx: usize, route: Route) {
+        let mut routes: Vec<Arc<Route>> = self.routes.as_ref().clone();
+        routes[idx] = Arc::new(route);
+        self.routes = Arc::new(routes);
     }
 
     /// Route `idx`'s table, opened (or created) when it is a routed table seen for the first time.

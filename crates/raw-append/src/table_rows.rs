@@ -87,6 +87,9 @@ pub fn build(
         columns.push(col);
     }
     reject_unwritable_paths(route, &batch, &rows, &mut keep, &mut rejects);
+    if let Some(order) = &route.order {
+        columns = order.iter().map(|&i| columns[i].clone()).collect();
+    }
     let mut out = RecordBatch::try_new(route.schema().clone(), columns)?;
     let mut messages = rows;
     if let Some(keep) = keep {

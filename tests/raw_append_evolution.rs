@@ -1,0 +1,248 @@
+//! raw-append schema evolution (`unknown_fields = "add_columns"`): new fields become columns
+//! committed before the rows that carry them, end to end against a real tansu broker, crashes,
+//! a concurrent reader and a second task included.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e_tests::*;
+
+const ITEM_SCHEMA: &str = "[[columns]]\nname = \"id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"name\"\ntype = \"string\"\n";
+
+/// Item `i` as sent: fields appear in three waves (a nested object, a fraction, an array, a
+/// timestamp; a dotted key and an always-null field that cannot become columns).
+fn item(i: i64) -> String {
+    match i {
+        _ if i < 1_000 => format!(r#"{{"id": {i}, "name": "n{i}"}}"#),
+        _ if i < 2_000 => format!(r#"{{"id": {i}, "name": "n{i}", "price": {i}.25, "address": {{"city": "c{}", "zip": "z{i}"}}}}"#, i % 7),
+        _ => format!(
+            r#"{{"id": {i}, "name": "n{i}", "tags": ["t{i}", {i}], "seen": "2026-01-02 03:04:05", "a.b": 1, "note": null, "price": {i}.5, "address": {{"city": "c{}"}}}}"#,
+            i % 7
+        ),
+    }
+}
+
+/// Item `i`'s row: id, name, price, address_city, address_zip, tags, seen.
+fn item_row(i: i64) -> Vec<String> {
+    let null = || "NULL".to_string();
+    match i {
+        _ if i < 1_000 => vec![i.to_string(), format!("n{i}"), null(), null(), null(), null(), null()],
+        _ if i < 2_000 => vec![i.to_string(), format!("n{i}"), format!("{i}.25"), format!("c{}", i % 7), format!("z{i}"), null(), null()],
+        _ => vec![
+            i.to_string(),
+            format!("n{i}"),
+            format!("{i}.5"),
+            format!("c{}", i % 7),
+            null(),
+            format!(r#"["t{i}", {i}]"#),
+            "2026-01-02T03:04:05Z".into(),
+        ],
+    }
+}
+
+const ROWS_SQL: &str = "SELECT CAST(id AS VARCHAR) AS i, name, CAST(price AS VARCHAR) AS p, address_city, address_zip, tags, \
+                        CAST(seen AS VARCHAR) AS s FROM t ORDER BY id";
+
+fn items_pipeline(services: &Services, topic: &str, extra: &str) -> Pipeline {
+    let pipeline = Pipeline::new(
+        services,
+        None,
+        &format!(
+            r#"[tables.items]
+path = "raw/items"
+schema = "item.schema.toml"
+
+[raw_append]
+max_batch_rows = 400
+{extra}
+sources = [{{ topic = "{topic}", table = "items", unknown_fields = "add_columns", metadata_columns = ["partition", "offset"] }}]
+"#
+        ),
+    );
+    pipeline.write_file("item.schema.toml", ITEM_SCHEMA);
+    pipeline
+}
+
+fn produce_items(services: &Services, topic: &str, ids: std::ops::Range<i64>) {
+    let records: Vec<(String, String)> = ids.map(|i| (i.to_string(), item(i))).collect();
+    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(k, m)| (Some(k.as_str()), m.as_bytes())).collect();
+    produce_raw(services, topic, &messages);
+}
+
+/// Reads the whole table every 200 ms until stopped: every read must succeed, whatever the
+/// schema of the files it meets, and the row count never shrinks. Returns the reads made.
+fn spawn_reader(location: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let (mut reads, mut seen) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT * FROM t").len();
+            assert!(rows >= seen, "a reader saw {rows} rows after {seen}");
+            (seen, reads) = (rows, reads + 1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        reads
+    })
+}
+
+#[test]
+fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
+    let services = Services::get();
+    let topic = unique("evolve");
+    create_topics(&services, &[&topic], 3);
+    produce_items(&services, &topic, 0..3_000);
+    let pipeline = items_pipeline(&services, &topic, "");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let table = pipeline.table("raw/items");
+    // The first run dies right after its first schema commit: rows of the first wave landed,
+    // the new columns are in the table, no row that carries them is.
+    let first = run_kill_plan("raw-append", &config, &[], &[Kill::At("raw_append::after_schema_commit", "return")]);
+    assert_eq!(first, 1, "the first run crashed after a schema commit");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reader(table.clone(), stop.clone());
+    let plan = [
+        Kill::At("raw_append::after_decode", "2*off->return"),
+        Kill::At("raw_append::after_schema_commit", "return"),
+        Kill::At("raw_append::after_upload", "1*off->return"),
+        Kill::At("raw_append::after_commit", "1*off->return"),
+        Kill::After(1_500),
+    ];
+    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
+    assert!(crashes >= 3, "only {crashes} runs were killed");
+    drain("raw-append", &config, &[]);
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().expect("every concurrent read succeeded");
+    assert!(reads > 0);
+    let rows = query(&[("t", table.as_str())], &HashMap::new(), ROWS_SQL);
+    let expected: Vec<Vec<String>> = (0..3_000).map(item_row).collect();
+    assert_eq!(rows.len(), expected.len(), "every item once");
+    for (got, want) in rows.iter().zip(&expected) {
+        assert_eq!(got, want, "each value where its field was, nothing else");
+    }
+    let dead = pipeline.table("raw/dead_letter");
+    assert!(!std::path::Path::new(&dead).join("_delta_log").exists(), "no item was dead-lettered");
+    assert_nothing_new("raw-append", &config);
+}
+
+#[test]
+fn a_field_that_cannot_be_a_column_is_reported_and_two_tasks_evolve_one_table() {
+    let services = Services::get();
+    let topic = unique("evolve-group");
+    create_topics(&services, &[&topic], 4);
+    produce_items(&services, &topic, 0..1_000);
+    let pipeline = items_pipeline(&services, &topic, &format!("interval = \"500ms\"\ngroup_id = \"{}\"", unique("evolvers")));
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let table = pipeline.table("raw/items");
+    let tasks: Vec<_> = (0..2).map(|_| spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[])).collect();
+    let count = || query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !std::path::Path::new(&table).join("_delta_log").exists() || count() < n {
+            assert!(std::time::Instant::now() < deadline, "the tasks did not write {n} rows");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for(1_000);
+    // Both tasks meet the new fields, each in its own partitions, and race to add them.
+    produce_items(&services, &topic, 1_000..3_000);
+    wait_for(3_000);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut summaries = Vec::new();
+    for task in tasks {
+        assert!(child_running(&task), "a task exited while the other evolved the table");
+        signal(&task, libc::SIGTERM);
+        let (code, summary, stderr) = finish(task);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stderr.contains("field_not_added") && stderr.contains("a.b"), "the dotted key is reported: {stderr}");
+        summaries.push(summary);
+    }
+    let added: u64 = summaries.iter().map(|s| s["details"]["columns_added"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(added, 5, "price, address_city, address_zip, tags and seen added once between the two tasks: {summaries:?}");
+    let rows = query(&[("t", table.as_str())], &HashMap::new(), ROWS_SQL);
+    assert_eq!(rows, (0..3_000).map(item_row).collect::<Vec<_>>(), "every item once with its values");
+}
+
+/// An AWS DMS record of `shop.orders`.
+fn dms_order(record_type: &str, operation: &str, second: u32, data: Option<&str>) -> String {
+    let data = data.map_or(String::new(), |d| format!(r#""data": {d}, "#));
+    format!(
+        r#"{{{data}"metadata": {{"timestamp": "2026-11-30T10:00:{second:02}.000001Z", "record-type": "{record_type}", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "shop", "table-name": "orders"}}}}"#
+    )
+}
+
+const ORDERS_SCHEMA: &str = "[[columns]]\nname = \"order_id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"order_owner\"\ntype = \"string\"\n";
+
+#[test]
+fn a_dms_column_added_mid_stream_reaches_the_routed_table_and_the_merged_state() {
+    let services = Services::get();
+    let topic = unique("dms-evolve");
+    create_topics(&services, &[&topic], 1);
+    let records = [
+        dms_order("data", "load", 1, Some(r#"{"order_id": 1, "order_owner": "alice"}"#)),
+        dms_order("data", "load", 2, Some(r#"{"order_id": 2, "order_owner": "bob"}"#)),
+        dms_order("control", "add-column", 3, None),
+        dms_order("data", "insert", 4, Some(r#"{"order_id": 3, "order_owner": "carol", "coupon": "C3"}"#)),
+        dms_order("data", "update", 5, Some(r#"{"order_id": 1, "order_owner": "alice", "coupon": "C1"}"#)),
+        dms_order("data", "delete", 6, Some(r#"{"order_id": 2, "order_owner": "bob", "coupon": null}"#)),
+    ];
+    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|m| (None, m.as_bytes())).collect();
+    produce_raw(&services, &topic, &messages);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"[tables.shop_orders]
+path = "raw/dms/shop_orders"
+schema = "dms/shop_orders.schema.toml"
+
+[tables.processed]
+path = "processed"
+schema = "processed.schema.toml"
+
+[raw_append]
+sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns", route = {{ schemas = "dms", path = "raw/dms/{{table}}" }} }}]
+
+[merge_upsert]
+source = "shop_orders"
+target = "processed"
+key = ["order_id"]
+sequence = "_dms_timestamp"
+operation = "_dms_operation"
+delete_values = ["delete"]
+schema_evolution = "add_columns"
+"#
+        ),
+    );
+    std::fs::create_dir(pipeline.dir.path().join("dms")).expect("schema folder");
+    pipeline.write_file("dms/shop_orders.schema.toml", ORDERS_SCHEMA);
+    pipeline.write_file("processed.schema.toml", &format!("{ORDERS_SCHEMA}\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\n"));
+    let config = pipeline.config.to_str().unwrap();
+    let r = run("raw-append", &["--config", config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.summary["details"]["dms_control_records"], 1, "{}", r.summary);
+    assert_eq!(r.summary["details"]["columns_added"], 1, "{}", r.summary);
+    let raw = query(
+        &[("t", pipeline.table("raw/dms/shop_orders").as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, _dms_operation, coupon FROM t ORDER BY _dms_timestamp",
+    );
+    assert_eq!(
+        raw,
+        [["1", "load", "NULL"], ["2", "load", "NULL"], ["3", "insert", "C3"], ["1", "update", "C1"], ["2", "delete", "NULL"]]
+            .map(|r| r.map(str::to_string).to_vec())
+    );
+    let m = run("merge-upsert", &["--config", config], &[]);
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    let target = query(
+        &[("p", pipeline.table("processed").as_str())],
+        &HashMap::new(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, coupon FROM p ORDER BY order_id",
+    );
+    assert_eq!(
+        target,
+        [["1", "alice", "C1"], ["3", "carol", "C3"]].map(|r| r.map(str::to_string).to_vec()),
+        "the source table's final state, the added column included"
+    );
+    assert_nothing_new("raw-append", config);
+}
