@@ -230,3 +230,39 @@ fn dictionaries_are_kept_only_where_values_repeat() {
         vec![vec![ROWS.to_string(), ROWS.to_string(), (ROWS / 4).to_string(), "1000".to_string(), "1000".to_string(), notes.to_string()]]
     );
 }
+
+/// A guarded append loaded before another writer added columns lands on the newest snapshot
+/// (its files, without the new columns, are still rows of the table), with its progress
+/// checked again there; the other writer's stale add of the same column is a no-op.
+#[test]
+fn a_guarded_append_lands_over_columns_another_writer_added() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = dir.path().join("t").display().to_string();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    let spec = TableSpec {
+        location: location.clone(),
+        name: "t".into(),
+        schema: schema.clone(),
+        partition_columns: vec![],
+        properties: Default::default(),
+        storage: Default::default(),
+    };
+    let price = Field::new("price", DataType::Float64, true);
+    let version = block_on(async {
+        let mut stale = delta_io::ProgressTable::new(open_or_create(&spec).await.expect("table"));
+        let mut other = delta_io::ProgressTable::new(open_or_create(&spec).await.expect("table"));
+        assert_eq!(stale.progress("job:t:0").await.expect("progress"), None);
+        other.add_columns(std::slice::from_ref(&price)).await.expect("columns added").expect("a metadata commit");
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).expect("batch");
+        let adds = delta_io::write_files(stale.table(), schema.clone(), &[], &[batch], 128 << 20).await.expect("written");
+        let txn = delta_io::GuardedTxn { app_id: "job:t:0".into(), expected: None, version: 7 };
+        let done = stale.commit_append(adds, vec![txn], "job", 1, HashMap::new()).await.expect("the append lands");
+        assert_eq!(stale.progress("job:t:0").await.expect("progress"), Some(7));
+        let again = stale.add_columns(std::slice::from_ref(&price)).await.expect("nothing to add");
+        assert_eq!(again, None, "the refreshed table holds the column already");
+        done.version
+    });
+    assert_eq!(version, 2, "create, add column, append");
+    let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p FROM t ORDER BY id");
+    assert_eq!(rows, vec![vec!["1".to_string(), "NULL".to_string()], vec!["2".to_string(), "NULL".to_string()]]);
+}

@@ -149,6 +149,7 @@ impl ProgressTable {
                     if !still_holds(self.arrow_schema()?.as_ref(), &before) {
                         return Err(CommitError::MetadataChanged);
                     }
+                    tracing::info!(table = %self.table.table_url(), "a concurrent commit added columns: committing again on the newest snapshot");
                 }
                 Err(e) => return Err(e),
             }
