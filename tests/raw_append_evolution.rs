@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use e2e_tests::*;
 
-const ITEM_SCHEMA: &str = "[[columns]]\nname = \"id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"name\"\ntype = \"string\"\n";
+const ITEM_SCHEMA: &str =
+    "[[columns]]\nname = \"id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"name\"\ntype = \"string\"\n";
 
 /// Item `i` as sent: fields appear in three waves (a nested object, a fraction, an array, a
 /// timestamp; a dotted key and an always-null field that cannot become columns).
@@ -106,11 +107,7 @@ fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
     drain("raw-append", &config, &[]);
     // The third wave: its schema commit, an upload and a continuous run are cut short.
     produce_items(&services, &topic, 2_000..3_000);
-    let plan = [
-        Kill::At("raw_append::after_schema_commit", "return"),
-        Kill::At("raw_append::after_upload", "return"),
-        Kill::After(1_500),
-    ];
+    let plan = [Kill::At("raw_append::after_schema_commit", "return"), Kill::At("raw_append::after_upload", "return"), Kill::After(1_500)];
     crashes += run_kill_plan("raw-append", &config, &[], &plan);
     assert!(crashes >= 4, "only {crashes} runs were killed");
     drain("raw-append", &config, &[]);
@@ -178,7 +175,8 @@ fn dms_order(record_type: &str, operation: &str, second: u32, data: Option<&str>
     )
 }
 
-const ORDERS_SCHEMA: &str = "[[columns]]\nname = \"order_id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"order_owner\"\ntype = \"string\"\n";
+const ORDERS_SCHEMA: &str =
+    "[[columns]]\nname = \"order_id\"\ntype = \"long\"\nrequired = true\n\n[[columns]]\nname = \"order_owner\"\ntype = \"string\"\n";
 
 #[test]
 fn a_dms_column_added_mid_stream_reaches_the_routed_table_and_the_merged_state() {
@@ -223,7 +221,8 @@ schema_evolution = "add_columns"
     );
     std::fs::create_dir(pipeline.dir.path().join("dms")).expect("schema folder");
     pipeline.write_file("dms/shop_orders.schema.toml", ORDERS_SCHEMA);
-    pipeline.write_file("processed.schema.toml", &format!("{ORDERS_SCHEMA}\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\n"));
+    pipeline
+        .write_file("processed.schema.toml", &format!("{ORDERS_SCHEMA}\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\n"));
     let config = pipeline.config.to_str().unwrap();
     let r = run("raw-append", &["--config", config], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -252,4 +251,91 @@ schema_evolution = "add_columns"
         "the source table's final state, the added column included"
     );
     assert_nothing_new("raw-append", config);
+}
+
+/// An AWS DMS record of `schema.table` with `data`.
+fn dms(schema: &str, table: &str, operation: &str, data: &str) -> String {
+    format!(
+        r#"{{"data": {data}, "metadata": {{"timestamp": "2026-11-30T10:00:00.000001Z", "record-type": "data", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "{schema}", "table-name": "{table}"}}}}"#
+    )
+}
+
+/// Record `i` of three source tables in turn, and the row its table gets (as the query
+/// below renders it).
+fn inferred_record(i: i64) -> (&'static str, String, Vec<String>) {
+    match i % 3 {
+        0 => (
+            "shop_orders",
+            dms(
+                "shop",
+                "orders",
+                "insert",
+                &format!(r#"{{"order_id": {i}, "owner": "o{i}", "value": {}, "placed": "2026-11-30 10:00:00"}}"#, i * 2),
+            ),
+            vec![i.to_string(), format!("o{i}"), (i * 2).to_string(), "2026-11-30T10:00:00Z".into()],
+        ),
+        1 => (
+            "shop_customers",
+            dms("shop", "customers", "load", &format!(r#"{{"customer_id": {i}, "name": "c{i}", "address": {{"city": "x{}"}}}}"#, i % 5)),
+            vec![i.to_string(), format!("c{i}"), format!("x{}", i % 5)],
+        ),
+        _ => (
+            "hr_staff",
+            dms("hr", "staff", "insert", &format!(r#"{{"staff_id": {i}, "salary": {i}.5}}"#)),
+            vec![i.to_string(), format!("{i}.5")],
+        ),
+    }
+}
+
+#[test]
+fn tables_without_a_schema_file_are_inferred_from_their_first_records_exactly_once_under_kills() {
+    let services = Services::get();
+    let topic = unique("dms-infer");
+    create_topics(&services, &[&topic], 3);
+    let records: Vec<(String, String)> = (0..1_500).map(|i| (i.to_string(), inferred_record(i).1)).collect();
+    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(k, m)| (Some(k.as_str()), m.as_bytes())).collect();
+    produce_raw(&services, &topic, &messages);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"[raw_append]
+max_batch_rows = 300
+sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns", route = {{ infer = true, path = "raw/dms/{{table}}" }} }}]
+"#
+        ),
+    );
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let plan = [
+        Kill::At("raw_append::after_schema_commit", "return"),
+        Kill::At("raw_append::after_schema_commit", "1*off->return"),
+        Kill::At("raw_append::after_routed_commit", "2*off->return"),
+        Kill::At("raw_append::after_commit", "return"),
+        Kill::After(1_200),
+    ];
+    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
+    assert!(crashes >= 3, "only {crashes} runs were killed");
+    drain("raw-append", &config, &[]);
+    let sql = [
+        ("shop_orders", "SELECT CAST(order_id AS VARCHAR) AS i, owner, CAST(value AS VARCHAR) AS v, CAST(placed AS VARCHAR) AS p FROM t ORDER BY order_id"),
+        ("shop_customers", "SELECT CAST(customer_id AS VARCHAR) AS i, name, address_city FROM t ORDER BY customer_id"),
+        ("hr_staff", "SELECT CAST(staff_id AS VARCHAR) AS i, CAST(salary AS VARCHAR) AS s FROM t ORDER BY staff_id"),
+    ];
+    for (table, sql) in sql {
+        let location = pipeline.table(&format!("raw/dms/{table}"));
+        let rows = query(&[("t", location.as_str())], &HashMap::new(), sql);
+        let expected: Vec<Vec<String>> = (0..1_500).map(inferred_record).filter(|(t, _, _)| *t == table).map(|(_, _, row)| row).collect();
+        assert_eq!(rows, expected, "{table}: each record once, typed from its values");
+    }
+    let types = query(
+        &[("t", pipeline.table("raw/dms/shop_orders").as_str())],
+        &HashMap::new(),
+        "SELECT arrow_typeof(order_id), arrow_typeof(value), arrow_typeof(placed), arrow_typeof(_dms_operation) FROM t LIMIT 1",
+    );
+    assert_eq!(
+        types[0],
+        ["Int64", "Int64", "Timestamp(µs, \"UTC\")", "Utf8View"],
+        "inferred long, long, timestamp; the format's own columns"
+    );
+    assert_nothing_new("raw-append", &config);
 }

@@ -263,6 +263,10 @@ fn a_guarded_append_lands_over_columns_another_writer_added() {
         done.version
     });
     assert_eq!(version, 2, "create, add column, append");
-    let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p FROM t ORDER BY id");
+    let rows = query(
+        &[("t", location.as_str())],
+        &HashMap::new(),
+        "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p FROM t ORDER BY id",
+    );
     assert_eq!(rows, vec![vec!["1".to_string(), "NULL".to_string()], vec!["2".to_string(), "NULL".to_string()]]);
 }

@@ -355,7 +355,9 @@ impl MessageDecoder {
             }
             columns.push(converted);
         }
-        let batch = RecordBatch::try_new(self.table_schema.clone(), columns)?;
+        // A schema without columns (a table still to be inferred) keeps its row count.
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let batch = RecordBatch::try_new_with_options(self.table_schema.clone(), columns, &options)?;
         if bad.is_empty() {
             return Ok((batch, rows));
         }

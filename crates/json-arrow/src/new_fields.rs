@@ -70,7 +70,7 @@ mod tests {
             vec![
                 ("address_zip".into(), Some("address.zip".into()), Ok("string".into())),
                 ("price".into(), None, Ok("double".into())),
-                ("code".into(), None, Ok("string".into()), ),
+                ("code".into(), None, Ok("string".into()),),
                 ("gone".into(), None, Err("only nulls seen: no type to infer".into())),
                 ("tags".into(), None, Ok("json".into())),
             ]

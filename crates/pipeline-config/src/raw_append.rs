@@ -412,6 +412,12 @@ impl SourceFile {
             _ => return Err(ConfigError::invalid(key, "give exactly one of table = \"...\" or route = { ... }")),
         };
         self.check_flatten(key)?;
+        if routing.as_ref().is_some_and(|r| r.inferred.is_some()) && self.unknown_fields != UnknownFields::AddColumns {
+            return Err(ConfigError::invalid(
+                format!("{key}.route.infer"),
+                "inferred tables get their columns from schema evolution: set unknown_fields = \"add_columns\" on the source",
+            ));
+        }
         for t in routing.as_ref().map_or_else(|| vec![&table], |r| r.tables.values().collect()) {
             self.check_added_columns(key, t)?;
         }

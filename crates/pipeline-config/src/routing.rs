@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::dms::SourceFormat;
 use crate::tables::TableFile;
-use crate::{checks, ColumnSpec, ColumnType, ConfigError, LakeConfig, PartitionSpec, TableConfig, TableSchema};
+use crate::{checks, ColumnSpec, ColumnType, ConfigError, LakeConfig, PartitionSource, PartitionSpec, TableConfig, TableSchema};
 
 /// The section as the file writes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,7 +16,10 @@ use crate::{checks, ColumnSpec, ColumnType, ConfigError, LakeConfig, PartitionSp
 pub(crate) struct RouteFile {
     #[serde(default)]
     table: Option<String>,
-    schemas: PathBuf,
+    #[serde(default)]
+    schemas: Option<PathBuf>,
+    #[serde(default)]
+    infer: bool,
     path: String,
     #[serde(default)]
     partitions: Vec<PartitionSpec>,
@@ -45,6 +48,38 @@ pub struct Routing {
     pub default: Option<String>,
     /// The tables messages may be routed to, by name: one per schema file of the folder.
     pub tables: BTreeMap<String, TableConfig>,
+    /// `infer = true`: a name without a schema file is a table of its own, created from the
+    /// fields of its first messages (schema evolution adds the rest).
+    pub inferred: Option<InferredTables>,
+}
+
+/// How tables without a schema file are laid out (`route = { infer = true }`).
+#[derive(Debug, Clone)]
+pub struct InferredTables {
+    /// `path` with `{table}` in it.
+    pub path: String,
+    /// Partitions (from ingestion time) of every inferred table.
+    pub partitions: Vec<PartitionSpec>,
+    /// Table properties of every inferred table.
+    pub properties: BTreeMap<String, String>,
+    /// Where tables live.
+    pub lake: LakeConfig,
+}
+
+impl InferredTables {
+    /// The table named `name` (a valid routed table name), with no columns of its own yet.
+    pub fn table(&self, name: &str) -> TableConfig {
+        let path = self.path.replace("{table}", name);
+        TableConfig {
+            name: name.to_string(),
+            location: self.lake.location(&path),
+            path,
+            schema_file: PathBuf::new(),
+            schema: TableSchema { columns: Vec::new() },
+            partitions: self.partitions.clone(),
+            properties: self.properties.clone(),
+        }
+    }
 }
 
 /// A table-name template: text and `{dotted.field.path}` placeholders.
@@ -130,25 +165,48 @@ impl RouteFile {
         }
         checks::relative_path(&format!("{key}.path"), &self.path)?;
         let tables = self.load_tables(ctx)?;
+        let inferred = self.inferred(ctx)?;
         for (from, to) in &self.rename {
-            if !tables.contains_key(to) {
+            if !tables.contains_key(to) && inferred.is_none() {
                 return Err(ConfigError::invalid(format!("{key}.rename.{from}"), format!("no schema file {to}.schema.toml in the folder")));
             }
         }
-        if let Some(d) = self.default.as_ref().filter(|d| !tables.contains_key(*d)) {
+        if let Some(d) = self.default.as_ref().filter(|d| !tables.contains_key(*d) && inferred.is_none()) {
             return Err(ConfigError::invalid(format!("{key}.default"), format!("no schema file {d}.schema.toml in the folder")));
         }
         let progress_path = self.progress_path.unwrap_or_else(|| default_progress_path(ctx.job_id, ctx.source));
         checks::relative_path(&format!("{key}.progress_path"), &progress_path)?;
         let when = self.when.into_iter().map(|(path, value)| (path.split('.').map(str::to_string).collect(), value)).collect();
-        let routing = Routing { template, rename: self.rename, when, default: self.default, tables };
+        let routing = Routing { template, rename: self.rename, when, default: self.default, tables, inferred };
         Ok((routing, progress_table(ctx, progress_path)))
+    }
+
+    /// `infer = true`: how tables without a schema file are laid out. Their partitions can
+    /// only come from ingestion time (no column is known before the first messages).
+    fn inferred(&self, ctx: &RouteContext<'_>) -> Result<Option<InferredTables>, ConfigError> {
+        if !self.infer {
+            return Ok(None);
+        }
+        if let Some((i, _)) = self.partitions.iter().enumerate().find(|(_, p)| p.source != PartitionSource::IngestionTime) {
+            return Err(ConfigError::invalid(
+                format!("{}.partitions[{i}]", ctx.key),
+                "with infer = true partitions come from ingestion time (source = \"ingestion_time\"): inferred tables have no known column",
+            ));
+        }
+        let (path, partitions, properties) = (self.path.clone(), self.partitions.clone(), self.properties.clone());
+        Ok(Some(InferredTables { path, partitions, properties, lake: ctx.lake.clone() }))
     }
 
     /// One table per `<name>.schema.toml` of the folder (relative to the configuration).
     fn load_tables(&self, ctx: &RouteContext<'_>) -> Result<BTreeMap<String, TableConfig>, ConfigError> {
         let key = &format!("{}.schemas", ctx.key);
-        let folder = ctx.base.join(&self.schemas);
+        let Some(schemas) = &self.schemas else {
+            return match self.infer {
+                true => Ok(BTreeMap::new()),
+                false => Err(ConfigError::invalid(key, "name the folder of <table>.schema.toml files, or set infer = true")),
+            };
+        };
+        let folder = ctx.base.join(schemas);
         let unreadable = |e: std::io::Error| ConfigError::invalid(key, format!("cannot read the folder {}: {e}", folder.display()));
         let mut tables = BTreeMap::new();
         for entry in std::fs::read_dir(&folder).map_err(unreadable)? {
@@ -160,7 +218,7 @@ impl RouteFile {
             let file = TableFile::new(self.path.replace("{table}", name), path.clone(), self.partitions.clone(), self.properties.clone());
             tables.insert(name.to_string(), file.resolve(name, &format!("{}[{name}]", ctx.key), ctx.lake, Path::new(""))?);
         }
-        if tables.is_empty() {
+        if tables.is_empty() && !self.infer {
             return Err(ConfigError::invalid(key, format!("no <table>.schema.toml file in {}", folder.display())));
         }
         Ok(tables)

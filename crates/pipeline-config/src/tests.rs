@@ -240,8 +240,49 @@ fn routed_sources_load_a_table_per_schema_file_and_name_what_is_wrong() {
             r#"schemas = "dms", path = "raw/{table}", partitions = [{ column = "nope" }]"#,
             "raw_append.sources[0].route[hr_staff].partitions[0].column: 'nope' is not a schema column",
         ),
+        (
+            r#"path = "raw/{table}""#,
+            "raw_append.sources[0].route.schemas: name the folder of <table>.schema.toml files, or set infer = true",
+        ),
+        (
+            r#"infer = true, path = "raw/{table}""#,
+            "raw_append.sources[0].route.infer: inferred tables get their columns from schema evolution",
+        ),
     ] {
         let e = load(route).unwrap_err().to_string();
         assert!(e.contains(error), "{route}: {e}");
     }
+}
+
+#[test]
+fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions() {
+    let dir = std::env::temp_dir().join(format!("pcfg-infer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = |route: &str| {
+        let path = dir.join("p.toml");
+        let body = format!(
+            "[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", unknown_fields = \"add_columns\", flatten = {{ separator = \"__\" }}, route = {{ {route} }} }}]\n"
+        );
+        std::fs::write(&path, body).unwrap();
+        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+    };
+    let c = load(r#"infer = true, path = "raw/{table}", default = "rest", partitions = [{ column = "day", source = "ingestion_time" }]"#)
+        .unwrap();
+    let src = &c.raw_append.as_ref().unwrap().sources[0];
+    assert_eq!(src.flatten.separator, "__");
+    assert_eq!(src.flatten.max_depth, 3);
+    let inferred = src.routing.as_ref().unwrap().inferred.as_ref().expect("infer = true");
+    let table = inferred.table("shop_orders");
+    assert_eq!(table.location, "s3://b/lake/raw/shop_orders");
+    assert!(table.schema.columns.is_empty());
+    assert_eq!(table.partition_columns(), ["day"]);
+    let e = load(r#"infer = true, path = "raw/{table}", partitions = [{ column = "owner" }]"#).unwrap_err().to_string();
+    assert!(e.contains("route.partitions[0]: with infer = true partitions come from ingestion time"), "{e}");
+    std::fs::write(
+        dir.join("p.toml"),
+        "[lake]\nroot = \"l\"\n[raw_append]\nsources = [{ topic = \"t\", format = \"dms\", unknown_fields = \"add_columns\", flatten = { separator = \".\" }, route = { infer = true, path = \"r/{table}\" } }]\n",
+    )
+    .unwrap();
+    let e = PipelineConfig::load_with_env(&dir.join("p.toml"), ConfigOverrides::default(), |_| None).unwrap_err().to_string();
+    assert!(e.contains("raw_append.sources[0].flatten.separator: '.'"), "{e}");
 }

@@ -2,7 +2,7 @@
 //! they arrive; at the batch boundary the dead letters are committed, then each table with the
 //! `txn` progress of its partitions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,9 @@ use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use delta_io::{write_files, Add, CommitError, GuardedTxn, TableWriter};
 use job_runtime::{crash_point, RunSummary};
+use json_arrow::SchemaInference;
 use kafka_source::{messages_behind, PartitionChunk, PartitionKey, RawBatch};
 use kinesis_source::ShardPosition;
-use json_arrow::SchemaInference;
 use pipeline_config::SourceFormat;
 
 use crate::dead_letter::{self, DeadLetters};
@@ -126,6 +126,10 @@ impl Batch {
         let mut decoded = joined(decoding).await?;
         loop {
             self.decode_ms += decoded.took.as_millis() as u64;
+            for (source, name) in std::mem::take(&mut decoded.new_tables) {
+                sinks.add_inferred_table(&source, &name)?;
+            }
+            self.grow(sinks.routes.len());
             let stale = !Arc::ptr_eq(&decoded.routes, &sinks.routes);
             if !stale && !self.evolve(sinks, std::mem::take(&mut decoded.discovered), summary).await? {
                 break;
@@ -155,9 +159,15 @@ impl Batch {
         chunk: &PartitionChunk,
         rows: ChunkRows,
     ) -> Result<(), RawAppendError> {
-        let ChunkRows { mut batch, constant_partition, rejects, messages } = rows;
+        let ChunkRows { mut batch, constant_partition, mut rejects, messages } = rows;
         if sinks.routes[idx].routed && batch.num_rows() > 0 {
             batch = self.above_floor(sinks, idx, key, chunk, batch, &messages).await?;
+        }
+        if batch.num_columns() == 0 && batch.num_rows() > 0 {
+            // An inferred table none of whose fields could be a column: nothing to store.
+            let reason = format!("no field of the message can be a column of table {}", sinks.routes[idx].table_name);
+            rejects.extend(messages.iter().map(|&m| json_arrow::Reject { index: m as usize, reason: reason.clone() }));
+            batch = RecordBatch::new_empty(batch.schema());
         }
         if batch.num_rows() > 0 {
             let (routes, target) = (sinks.routes.clone(), sinks.job.target_file_size.0);
@@ -204,13 +214,22 @@ impl Batch {
             let Some(fields) = &route.evolution else { continue };
             let mut attempt = 0;
             let (plan, version) = loop {
-                let table = sinks.table(idx).await?;
-                let plan = evolution::plan(inference.evolution_columns(), fields, route.schema(), table.arrow_schema()?.as_ref());
-                match table.add_columns(&plan.new_in_table).await {
+                let existing = sinks.existing_table(idx).await?;
+                let current = match &existing {
+                    Some(table) => table.arrow_schema()?,
+                    None => route.schema().clone(),
+                };
+                let plan = evolution::plan(inference.evolution_columns(), fields, route.schema(), &current);
+                // A table seen for the first time is created with its new columns at once.
+                let outcome = match existing {
+                    Some(table) => table.add_columns(&plan.new_in_table).await.map_err(RawAppendError::from),
+                    None => sinks.create_table(idx, &route.evolved(&plan.columns).spec).await,
+                };
+                match outcome {
                     Ok(version) => break (plan, version),
-                    // Another task evolved the table first: plan again on its schema.
-                    Err(_) if attempt + 1 < ATTEMPTS => table.refresh().await?,
-                    Err(e) => return Err(e.into()),
+                    // Another task evolved or created the table first: plan again on its schema.
+                    Err(_) if attempt + 1 < ATTEMPTS => sinks.refresh_table(idx).await?,
+                    Err(e) => return Err(e),
                 }
                 attempt += 1;
             };
@@ -232,6 +251,14 @@ impl Batch {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Makes room for routes added since the batch began (inferred tables).
+    fn grow(&mut self, routes: usize) {
+        self.writers.resize_with(routes, || None);
+        self.early_adds.resize_with(routes, Vec::new);
+        self.rows.resize(routes, 0);
+        self.skipped.resize(routes, dms::Skipped::default());
     }
 
     /// A routed table's rows minus those its own progress of the partition covers (written
@@ -540,6 +567,8 @@ struct DecodedSlice {
     routes: Arc<Vec<Arc<Route>>>,
     /// Per route with schema evolution: the fields its rows hold that it does not read yet.
     discovered: Vec<(usize, SchemaInference)>,
+    /// (source, table) of inferred tables without a route yet: their messages wait for it.
+    new_tables: BTreeSet<(String, String)>,
     /// One per chunk of the slice, in its order: the rows of each route the chunk feeds.
     rows: Vec<Vec<(usize, ChunkRows)>>,
     /// DMS records skipped, one per chunk.
@@ -557,10 +586,12 @@ fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> D
         let mut rows = Vec::with_capacity(slice.chunks.len());
         let mut skipped = Vec::with_capacity(slice.chunks.len());
         let mut discovered: BTreeMap<usize, SchemaInference> = BTreeMap::new();
+        let mut new_tables = BTreeSet::new();
         for (key, chunk) in &slice.chunks {
             let home = by_topic[key.topic.as_ref()];
             let payloads = chunk.payloads();
-            let (groups, skips) = select((home, &routes[home]), routers.get(key.topic.as_ref()), &payloads);
+            let (groups, skips, new) = select((home, &routes[home]), routers.get(key.topic.as_ref()), &payloads);
+            new_tables.extend(new.into_iter().map(|name| (key.topic.to_string(), name)));
             let mut parts = Vec::with_capacity(groups.len());
             for (idx, group) in groups {
                 let route = &routes[idx];
@@ -588,7 +619,7 @@ fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> D
             skipped.push(skips);
         }
         let discovered = discovered.into_iter().filter(|(_, found)| !found.is_empty()).collect();
-        Ok(DecodedSlice { slice, routes, discovered, rows, skipped, took: started.elapsed() })
+        Ok(DecodedSlice { slice, routes, discovered, new_tables, rows, skipped, took: started.elapsed() })
     })
 }
 
@@ -604,23 +635,27 @@ enum Group {
 
 /// Which messages of a chunk go to which route: DMS control records are skipped, a routed
 /// source's messages are split by table.
-fn select((home_idx, home): (usize, &Route), router: Option<&Router>, payloads: &[&[u8]]) -> (Vec<(usize, Group)>, dms::Skipped) {
+fn select((home_idx, home): (usize, &Route), router: Option<&Router>, payloads: &[&[u8]]) -> Selection {
     let (kept, skipped) = match home.format {
-        SourceFormat::Json if router.is_none() => return (vec![(home_idx, Group::All)], dms::Skipped::default()),
+        SourceFormat::Json if router.is_none() => return (vec![(home_idx, Group::All)], dms::Skipped::default(), BTreeSet::new()),
         SourceFormat::Json => ((0..payloads.len() as u32).collect(), dms::Skipped::default()),
         SourceFormat::Dms => {
             let selection = dms::select(payloads);
             (selection.kept, selection.skipped)
         }
     };
-    let Some(router) = router else { return (vec![(home_idx, Group::Some(kept))], skipped) };
+    let Some(router) = router else { return (vec![(home_idx, Group::Some(kept))], skipped, BTreeSet::new()) };
     let split = router.split(payloads, &kept);
     let mut groups: Vec<(usize, Group)> = split.groups.into_iter().map(|(idx, kept)| (idx, Group::Some(kept))).collect();
     if !split.unrouted.is_empty() {
         groups.push((home_idx, Group::Unrouted(split.unrouted)));
     }
-    (groups, skipped)
+    (groups, skipped, split.new_tables)
 }
+
+/// A chunk's messages by route, the DMS records skipped, and the inferred tables its
+/// messages need that have no route yet.
+type Selection = (Vec<(usize, Group)>, dms::Skipped, BTreeSet<String>);
 
 fn commit_info(batch_no: i64) -> HashMap<String, serde_json::Value> {
     HashMap::from([("lakehouse.job".to_string(), serde_json::json!({ "name": "raw-append", "batch": batch_no }))])

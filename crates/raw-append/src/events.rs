@@ -226,7 +226,14 @@ impl SchemaEvolved<'_> {
             summary.details.insert("fields_not_added".into(), (total + self.refused.len() as u64).into());
         }
         for (field, reason) in self.refused {
-            tracing::warn!(stage = "evolve", error_code = "field_not_added", table = self.table, field, reason, "a new field does not become a column: its values are not stored");
+            tracing::warn!(
+                stage = "evolve",
+                error_code = "field_not_added",
+                table = self.table,
+                field,
+                reason,
+                "a new field does not become a column: its values are not stored"
+            );
         }
     }
 }

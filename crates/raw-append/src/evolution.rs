@@ -125,7 +125,8 @@ mod tests {
     #[test]
     fn columns_another_writer_added_keep_the_tables_type_and_clashes_are_refused() {
         let route = schema(&[("id", DataType::Int64), ("_kafka_offset", DataType::Int64)]);
-        let table = schema(&[("id", DataType::Int64), ("_kafka_offset", DataType::Int64), ("price", DataType::Utf8), ("Qty", DataType::Int64)]);
+        let table =
+            schema(&[("id", DataType::Int64), ("_kafka_offset", DataType::Int64), ("price", DataType::Utf8), ("Qty", DataType::Int64)]);
         let found = inferred(&[r#"{"id": 1, "price": 2, "qty": 3, "_KAFKA_OFFSET": 4, "a b": 5, "nothing": null}"#]);
         let plan = plan(found, &NewFields::new(["id"], None), &route, &table);
         assert_eq!(columns(&plan), vec![("price", None, "string")]);

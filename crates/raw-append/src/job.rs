@@ -324,14 +324,13 @@ impl Probe {
 /// (slices the readers started before the re-read are stale).
 struct Pending {
     number: i64,
-    routes: usize,
     batch: Batch,
     rereading: HashMap<PartitionKey, u64>,
 }
 
 impl Pending {
     fn new(routes: usize) -> Self {
-        Self { number: 1, routes, batch: Batch::new(1, routes), rereading: HashMap::new() }
+        Self { number: 1, batch: Batch::new(1, routes), rereading: HashMap::new() }
     }
 
     /// Adds a reader's slice and notes, minus what belongs to partitions being re-read.
@@ -363,7 +362,8 @@ impl Pending {
             return Ok(());
         }
         self.number += 1;
-        let full = std::mem::replace(&mut self.batch, Batch::new(self.number, self.routes));
+        // Routes grow when tables are inferred: a new batch is sized for all of them.
+        let full = std::mem::replace(&mut self.batch, Batch::new(self.number, sinks.routes.len()));
         let lost = full.commit(sinks, summary).await?;
         if !lost.is_empty() {
             let generation = sinks.resume.request_reread(&lost);

@@ -3,13 +3,13 @@
 //! (unset) the dead-letter table with the reason.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use json_arrow::{raw_value, Reject};
 use pipeline_config::{table_name_problem, Routing, TemplatePart};
 
 /// A routed source's routing over the run's route indexes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Router {
     routing: Routing,
     /// Routed table name → route index.
@@ -26,6 +26,17 @@ pub struct Split {
     pub groups: BTreeMap<usize, Vec<u32>>,
     /// Messages routed to no table (no default set): index and reason.
     pub unrouted: Vec<Reject>,
+    /// Names of tables to infer (`infer = true`, no schema file, no route yet): their messages
+    /// are placed once the routes exist.
+    pub new_tables: BTreeSet<String>,
+}
+
+/// Why a message has no route yet.
+enum Miss {
+    /// It routes nowhere, for this reason.
+    Nowhere(String),
+    /// Its table is to be inferred.
+    New(String),
 }
 
 impl Router {
@@ -41,50 +52,69 @@ impl Router {
         Self { routing, by_name, fields }
     }
 
+    /// Where tables without a schema file are created (`infer = true`).
+    pub fn inferred(&self) -> Option<&pipeline_config::InferredTables> {
+        self.routing.inferred.as_ref()
+    }
+
+    /// Whether messages of table `name` have a route.
+    pub fn knows(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Routes messages of table `name` (an inferred table) to route `idx` from now on.
+    pub fn add_table(&mut self, name: &str, idx: usize) {
+        self.by_name.insert(name.to_string(), idx);
+    }
+
     /// Splits the messages `kept` (indexes into `payloads`) by table.
     pub fn split(&self, payloads: &[&[u8]], kept: &[u32]) -> Split {
         let mut split = Split::default();
-        let default = self.routing.default.as_ref().and_then(|d| self.by_name.get(d));
+        let default = self.routing.default.as_ref().map(|d| (d, self.by_name.get(d)));
         let mut name = String::new();
         for &i in kept {
-            match self.route(payloads[i as usize], &mut name) {
-                Ok(idx) => split.groups.entry(idx).or_default().push(i),
-                Err(reason) => match default {
-                    Some(&idx) => split.groups.entry(idx).or_default().push(i),
-                    None => split.unrouted.push(Reject { index: i as usize, reason }),
-                },
+            match (self.route(payloads[i as usize], &mut name), default) {
+                (Ok(idx), _) | (Err(Miss::Nowhere(_)), Some((_, Some(&idx)))) => split.groups.entry(idx).or_default().push(i),
+                (Err(Miss::New(table)), _) => {
+                    split.new_tables.insert(table);
+                }
+                (Err(Miss::Nowhere(_)), Some((d, None))) if self.routing.inferred.is_some() => {
+                    split.new_tables.insert(d.clone());
+                }
+                (Err(Miss::Nowhere(reason)), _) => split.unrouted.push(Reject { index: i as usize, reason }),
             }
         }
         split
     }
 
     /// The route index of one message, or why it has none; `name` is scratch space.
-    fn route(&self, payload: &[u8], name: &mut String) -> Result<usize, String> {
+    fn route(&self, payload: &[u8], name: &mut String) -> Result<usize, Miss> {
         let values = field_values(payload, &self.fields);
         let value = |path: &Vec<String>| -> Result<Cow<'_, str>, String> {
             let at = self.fields.iter().position(|f| f == path).unwrap_or(usize::MAX);
             field_text(values.get(at).copied().flatten(), path)
         };
         for (path, wanted) in &self.routing.when {
-            let found = value(path)?;
+            let found = value(path).map_err(Miss::Nowhere)?;
             if found != wanted.as_str() {
-                return Err(format!("not routed: {} is '{found}', routing wants '{wanted}'", path.join(".")));
+                return Err(Miss::Nowhere(format!("not routed: {} is '{found}', routing wants '{wanted}'", path.join("."))));
             }
         }
         name.clear();
         for part in &self.routing.template.parts {
             match part {
                 TemplatePart::Text(t) => name.push_str(t),
-                TemplatePart::Field(path) => name.push_str(&value(path)?),
+                TemplatePart::Field(path) => name.push_str(&value(path).map_err(Miss::Nowhere)?),
             }
         }
         let renamed = self.routing.rename.get(name.as_str()).map_or(name.as_str(), String::as_str);
-        match self.by_name.get(renamed) {
-            Some(&idx) => Ok(idx),
-            None => {
-                Err(table_name_problem(renamed)
-                    .unwrap_or_else(|| format!("no schema file {renamed}.schema.toml for routed table '{renamed}'")))
-            }
+        if let Some(&idx) = self.by_name.get(renamed) {
+            return Ok(idx);
+        }
+        match (table_name_problem(renamed), &self.routing.inferred) {
+            (Some(problem), _) => Err(Miss::Nowhere(problem)),
+            (None, Some(_)) => Err(Miss::New(renamed.to_string())),
+            (None, None) => Err(Miss::Nowhere(format!("no schema file {renamed}.schema.toml for routed table '{renamed}'"))),
         }
     }
 }
@@ -139,6 +169,7 @@ mod tests {
             when: when.iter().map(|(p, v)| (p.split('.').map(str::to_string).collect(), v.to_string())).collect(),
             default: default.map(str::to_string),
             tables: BTreeMap::new(),
+            inferred: None,
         };
         let names = [("public_orders", 0), ("employees", 1), ("other", 2)];
         Router::new(routing, names.iter().map(|(n, i)| (n.to_string(), *i)).collect())
@@ -175,5 +206,24 @@ mod tests {
         assert!(split.unrouted.is_empty());
         let split = router(None, &[("metadata.schema-name", "public")]).split(&MESSAGES, &[1]);
         assert_eq!(split.unrouted[0].reason, "not routed: metadata.schema-name is 'hr', routing wants 'public'");
+    }
+
+    #[test]
+    fn with_inference_a_name_without_a_schema_is_a_new_table_and_bad_names_still_have_reasons() {
+        let mut r = router(None, &[]);
+        r.routing.inferred = Some(inferred_tables());
+        let split = r.split(&MESSAGES, &[0, 1, 2, 3, 4]);
+        assert_eq!(split.groups, BTreeMap::from([(0, vec![0]), (1, vec![1])]));
+        assert_eq!(split.new_tables, BTreeSet::from(["public_unknown".to_string()]));
+        assert_eq!(split.unrouted.iter().map(|r| r.index).collect::<Vec<_>>(), vec![3, 4]);
+        r.add_table("public_unknown", 7);
+        let split = r.split(&MESSAGES, &[2]);
+        assert_eq!(split.groups, BTreeMap::from([(7, vec![2])]));
+        assert!(split.new_tables.is_empty());
+    }
+
+    fn inferred_tables() -> pipeline_config::InferredTables {
+        let lake = pipeline_config::LakeConfig { root: "lake".into(), storage_options: BTreeMap::new(), store: Default::default() };
+        pipeline_config::InferredTables { path: "raw/{table}".into(), partitions: Vec::new(), properties: BTreeMap::new(), lake }
     }
 }

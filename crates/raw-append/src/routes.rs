@@ -7,8 +7,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder, NewFields};
 use pipeline_config::{
-    ColumnSpec, ColumnType, Flatten, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat,
-    SourceKind, TableConfig, UnknownFields,
+    ColumnSpec, ColumnType, Flatten, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource,
+    SourceFormat, SourceKind, TableConfig, UnknownFields,
 };
 
 use crate::router::Router;
@@ -111,6 +111,12 @@ impl Route {
             origin: Origin { src: src.clone(), table: table.clone(), max_message_bytes },
             order: None,
         }
+    }
+
+    /// A routed table of the same source (an inferred table seen for the first time).
+    pub fn sibling(&self, table: &TableConfig) -> Route {
+        let Origin { src, max_message_bytes, .. } = &self.origin;
+        Route { routed: true, ..Route::new(src, table, *max_message_bytes, &self.spec.storage) }
     }
 
     /// The route with `added` message columns (schema evolution): they come after every

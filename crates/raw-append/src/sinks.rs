@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use delta_io::{open_or_create, ProgressTable};
+use delta_io::{open_if_exists, open_or_create, ProgressTable};
 use kafka_source::PartitionKey;
 use pipeline_config::RawAppendConfig;
 
@@ -78,6 +78,53 @@ impl Sinks {
     /// The txn app id of a source partition (`<job-id>:<topic>:<partition>`).
     pub fn app_id(&self, key: &PartitionKey) -> String {
         key.txn_app_id(&self.job.job_id)
+    }
+
+    /// Adds the route of inferred table `name` of routed source `source` (no-op when it has
+    /// one); its table is created when its first fields are known.
+    pub fn add_inferred_table(&mut self, source: &str, name: &str) -> Result<(), RawAppendError> {
+        let router = self.routers.get(source).ok_or_else(|| RawAppendError::Internal(format!("no router for source {source}")))?;
+        if router.knows(name) {
+            return Ok(());
+        }
+        let inferred = router.inferred().ok_or_else(|| RawAppendError::Internal(format!("source {source} infers no table")))?;
+        let route = self.routes[self.by_topic[source]].sibling(&inferred.table(name));
+        let idx = self.routes.len();
+        let mut routers: HashMap<String, Router> = self.routers.as_ref().clone();
+        routers.entry(source.to_string()).and_modify(|r| r.add_table(name, idx));
+        self.routers = Arc::new(routers);
+        let mut routes: Vec<Arc<Route>> = self.routes.as_ref().clone();
+        routes.push(Arc::new(route));
+        self.routes = Arc::new(routes);
+        self.tables.push(None);
+        self.shard_positions.push(None);
+        Ok(())
+    }
+
+    /// Route `idx`'s table if it exists (opened on first call), None before its first commit.
+    pub async fn existing_table(&mut self, idx: usize) -> Result<Option<&mut ProgressTable>, RawAppendError> {
+        if self.tables[idx].is_none() {
+            let spec = &self.routes[idx].spec;
+            self.tables[idx] = open_if_exists(&spec.location, &spec.storage).await?.map(ProgressTable::new);
+        }
+        Ok(self.tables[idx].as_mut())
+    }
+
+    /// Creates route `idx`'s table as `spec` says (or opens it, when another task was first);
+    /// returns the version it was created at.
+    pub async fn create_table(&mut self, idx: usize, spec: &delta_io::TableSpec) -> Result<Option<u64>, RawAppendError> {
+        let table = ProgressTable::new(open_or_create(spec).await?);
+        let version = table.table().version();
+        self.tables[idx] = Some(table);
+        Ok(version)
+    }
+
+    /// Loads the newest version of route `idx`'s table, when it is open.
+    pub async fn refresh_table(&mut self, idx: usize) -> Result<(), RawAppendError> {
+        if let Some(table) = self.tables[idx].as_mut() {
+            table.refresh().await?;
+        }
+        Ok(())
     }
 
     /// Replaces route `idx` (its table's schema evolved).

@@ -90,7 +90,9 @@ pub fn build(
     if let Some(order) = &route.order {
         columns = order.iter().map(|&i| columns[i].clone()).collect();
     }
-    let mut out = RecordBatch::try_new(route.schema().clone(), columns)?;
+    // A route without columns yet (a table still to be inferred) keeps its row count.
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    let mut out = RecordBatch::try_new_with_options(route.schema().clone(), columns, &options)?;
     let mut messages = rows;
     if let Some(keep) = keep {
         if keep.iter().any(|k| !k) {

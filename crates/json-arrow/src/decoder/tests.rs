@@ -160,3 +160,14 @@ fn many_chunks_keep_order() {
     let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
     assert!(ids.values().iter().zip(&out.rows).all(|(id, row)| *id == *row as i64));
 }
+
+#[test]
+fn a_schema_without_columns_still_counts_one_row_per_object() {
+    let decoder = MessageDecoder::new(&TableSchema { columns: vec![] }, 1 << 20);
+    let messages: Vec<&[u8]> = vec![br#"{"a": 1}"#, br#"{}"#, b"not json", br#"{"b": {"c": [1]}}"#];
+    let decoded = decoder.decode(&messages).expect("decoded");
+    assert_eq!(decoded.batch.num_rows(), 3);
+    assert_eq!(decoded.batch.num_columns(), 0);
+    assert_eq!(decoded.rows, vec![0, 1, 3]);
+    assert_eq!(decoded.rejects.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2]);
+}
