@@ -339,3 +339,52 @@ sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns",
     );
     assert_nothing_new("raw-append", &config);
 }
+
+#[test]
+fn a_table_with_schema_infer_is_created_from_its_first_messages_and_keeps_evolving() {
+    let services = Services::get();
+    let topic = unique("infer-table");
+    create_topics(&services, &[&topic], 2);
+    let first: Vec<String> =
+        (0..500).map(|i| format!(r#"{{"id": {i}, "kind": "k{}", "at": "2026-12-01T00:00:0{}Z"}}"#, i % 3, i % 10)).collect();
+    let messages: Vec<(Option<&str>, &[u8])> = first.iter().map(|m| (None, m.as_bytes())).collect();
+    produce_raw(&services, &topic, &messages);
+    let pipeline = Pipeline::new(
+        &services,
+        None,
+        &format!(
+            r#"[tables.events]
+path = "raw/events"
+schema = "infer"
+
+[raw_append]
+sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns" }}]
+"#
+        ),
+    );
+    let config = pipeline.config.to_str().unwrap().to_string();
+    // Killed right after the table's creation (its columns, no rows): the rerun writes each
+    // message once into it.
+    let crashes = run_kill_plan("raw-append", &config, &[], &[Kill::At("raw_append::after_schema_commit", "return")]);
+    assert_eq!(crashes, 1);
+    let table = pipeline.table("raw/events");
+    assert_eq!(query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t"), [["0"]], "created, nothing written yet");
+    let r = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let later: Vec<String> = (500..600).map(|i| format!(r#"{{"id": {i}, "kind": "k", "score": {i}}}"#)).collect();
+    let messages: Vec<(Option<&str>, &[u8])> = later.iter().map(|m| (None, m.as_bytes())).collect();
+    produce_raw(&services, &topic, &messages);
+    let r = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.summary["details"]["columns_added"], 1, "score: {}", r.summary);
+    let rows = query(
+        &[("t", table.as_str())],
+        &HashMap::new(),
+        "SELECT COUNT(*), COUNT(DISTINCT id), COUNT(at), COUNT(score), CAST(MIN(at) AS VARCHAR) AS first_at, SUM(score) AS s FROM t",
+    );
+    let score: i64 = (500..600).sum();
+    assert_eq!(rows[0], ["600", "600", "500", "100", "2026-12-01T00:00:00Z", &score.to_string()], "every message once");
+    let types = query(&[("t", table.as_str())], &HashMap::new(), "SELECT arrow_typeof(at), arrow_typeof(score) FROM t LIMIT 1");
+    assert_eq!(types[0], ["Timestamp(µs, \"UTC\")", "Int64"], "RFC 3339 strings became timestamps, integers longs");
+    assert_nothing_new("raw-append", &config);
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
-use crate::tables::{lookup, AddedColumns};
+use crate::tables::{lookup_declared, AddedColumns};
 use crate::{checks, ConfigError, DurationStr, IncrementalOptions, TableConfig};
 
 /// The section as the file writes it.
@@ -101,8 +101,8 @@ impl MergeUpsertFile {
     pub(crate) fn resolve(self, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<MergeUpsertConfig, ConfigError> {
         checks::no_unknown_keys("merge_upsert", &self.unknown)?;
         let incremental = self.incremental.clone().resolve("merge_upsert", "merge-upsert")?;
-        let source = lookup(tables, "merge_upsert.source", &self.source)?;
-        let target = lookup(tables, "merge_upsert.target", &self.target)?;
+        let source = lookup_declared(tables, "merge_upsert.source", &self.source)?;
+        let target = lookup_declared(tables, "merge_upsert.target", &self.target)?;
         if source.name == target.name {
             return Err(ConfigError::invalid("merge_upsert.target", "must differ from merge_upsert.source"));
         }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::path::Path;
 
 use crate::dms::SourceFormat;
-use crate::routing::{RouteContext, RouteFile, Routing};
+use crate::routing::{single_inferred, RouteContext, RouteFile, Routing};
 use crate::schema::ColumnType;
 
 use crate::incremental::DEFAULT_INTERVAL;
@@ -403,7 +403,17 @@ impl SourceFile {
             return Err(ConfigError::invalid(format!("{key}.metadata_columns"), format!("{}: {other}", m.config_name())));
         }
         let (table, routing) = match (self.table.as_deref(), self.route.clone()) {
-            (Some(table), None) => (lookup(tables, &format!("{key}.table"), table)?, None),
+            (Some(table), None) => {
+                let table = lookup(tables, &format!("{key}.table"), table)?;
+                match table.inferred() {
+                    true => {
+                        let ctx = RouteContext { key: format!("{key}.table"), source: &name, job_id, format: self.format, lake, base };
+                        let (routing, progress) = single_inferred(&ctx, &table);
+                        (progress, Some(routing))
+                    }
+                    false => (table, None),
+                }
+            }
             (None, Some(route)) => {
                 let ctx = RouteContext { key: format!("{key}.route"), source: &name, job_id, format: self.format, lake, base };
                 let (routing, progress) = route.resolve(&ctx)?;
@@ -413,8 +423,9 @@ impl SourceFile {
         };
         self.check_flatten(key)?;
         if routing.as_ref().is_some_and(|r| r.inferred.is_some()) && self.unknown_fields != UnknownFields::AddColumns {
+            let setting = if self.route.is_some() { "route.infer" } else { "table" };
             return Err(ConfigError::invalid(
-                format!("{key}.route.infer"),
+                format!("{key}.{setting}"),
                 "inferred tables get their columns from schema evolution: set unknown_fields = \"add_columns\" on the source",
             ));
         }

@@ -225,6 +225,26 @@ impl RouteFile {
     }
 }
 
+/// A source written to one table with `schema = "infer"`: routed to that one table, inferred
+/// and created with its first messages, its progress kept apart (as for any routed source).
+pub(crate) fn single_inferred(ctx: &RouteContext<'_>, table: &TableConfig) -> (Routing, TableConfig) {
+    let inferred = InferredTables {
+        path: table.path.clone(),
+        partitions: table.partitions.clone(),
+        properties: table.properties.clone(),
+        lake: ctx.lake.clone(),
+    };
+    let routing = Routing {
+        template: NameTemplate { parts: vec![TemplatePart::Text(table.name.clone())] },
+        rename: BTreeMap::new(),
+        when: Vec::new(),
+        default: None,
+        tables: BTreeMap::new(),
+        inferred: Some(inferred),
+    };
+    (routing, progress_table(ctx, default_progress_path(ctx.job_id, ctx.source)))
+}
+
 /// What resolving a route needs from around it.
 pub(crate) struct RouteContext<'a> {
     /// The source's setting, for errors (`raw_append.sources[0].route`).

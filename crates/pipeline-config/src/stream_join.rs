@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::incremental::IncrementalFile;
-use crate::tables::{lookup, AddedColumns};
+use crate::tables::{lookup_declared, AddedColumns};
 use crate::{checks, ColumnType, ConfigError, DurationStr, IncrementalOptions, SignedDuration, TableConfig};
 
 /// The section as the file writes it.
@@ -147,7 +147,7 @@ impl StreamJoinFile {
         if lower.micros > self.upper.micros {
             return Err(ConfigError::invalid("stream_join.lower", "must not exceed stream_join.upper"));
         }
-        let output = lookup(tables, "stream_join.output", &self.output)?;
+        let output = lookup_declared(tables, "stream_join.output", &self.output)?;
         check_columns(&self.columns, [&left, &right], &output, added)?;
         if let Some(late) = &self.late_table {
             checks::relative_path("stream_join.late_table", late)?;
@@ -169,7 +169,7 @@ impl StreamJoinFile {
 
 impl InputFile {
     fn resolve(self, key: &str, tables: &BTreeMap<String, TableConfig>, added: &AddedColumns) -> Result<JoinInput, ConfigError> {
-        let table = lookup(tables, &format!("{key}.table"), &self.table)?;
+        let table = lookup_declared(tables, &format!("{key}.table"), &self.table)?;
         match table.column_type_with(&self.time, added) {
             Some(ColumnType::Timestamp) => {}
             _ => {

@@ -78,7 +78,17 @@ impl TableFile {
     /// the table's setting in errors.
     pub(crate) fn resolve(self, name: &str, key: &str, lake: &LakeConfig, base: &Path) -> Result<TableConfig, ConfigError> {
         checks::relative_path(&format!("{key}.path"), &self.path)?;
-        let schema = TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?;
+        let inferred = self.schema == Path::new(INFER_SCHEMA);
+        let schema = match inferred {
+            true => TableSchema { columns: Vec::new() },
+            false => TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?,
+        };
+        if let Some(i) = self.partitions.iter().position(|p| inferred && p.source != PartitionSource::IngestionTime) {
+            return Err(ConfigError::invalid(
+                format!("{key}.partitions[{i}]"),
+                "with schema = \"infer\" partitions come from ingestion time (source = \"ingestion_time\"): no column is known before the first messages",
+            ));
+        }
         for (i, p) in self.partitions.iter().enumerate() {
             p.validate(&format!("{key}.partitions[{i}]"), &schema)?;
         }
@@ -98,7 +108,16 @@ impl TableFile {
     }
 }
 
+/// `schema = "infer"`: the table's columns come from its first messages (raw-append with
+/// `unknown_fields = "add_columns"`).
+pub const INFER_SCHEMA: &str = "infer";
+
 impl TableConfig {
+    /// True for `schema = "infer"` (no schema file: the columns are in the Delta table only).
+    pub fn inferred(&self) -> bool {
+        self.schema_file == Path::new(INFER_SCHEMA)
+    }
+
     /// Partition column names in directory order.
     pub fn partition_columns(&self) -> Vec<String> {
         self.partitions.iter().map(|p| p.column.clone()).collect()
@@ -135,6 +154,21 @@ impl TableConfig {
 /// The table `name` under `[tables]`, or an error naming `key` (the setting that refers to it).
 pub(crate) fn lookup(tables: &BTreeMap<String, TableConfig>, key: &str, name: &str) -> Result<TableConfig, ConfigError> {
     tables.get(name).cloned().ok_or_else(|| ConfigError::invalid(key, format!("no table '{name}' under [tables]")))
+}
+
+/// [`lookup`] for jobs that read a table's columns by name: its schema must be written down.
+pub(crate) fn lookup_declared(tables: &BTreeMap<String, TableConfig>, key: &str, name: &str) -> Result<TableConfig, ConfigError> {
+    let table = lookup(tables, key, name)?;
+    if table.inferred() {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "table '{name}' has schema = \"infer\": this job names its columns, so give it a schema file \
+                 (`lakectl infer-schema` writes one to review)"
+            ),
+        ));
+    }
+    Ok(table)
 }
 
 impl PartitionSpec {

@@ -286,3 +286,28 @@ fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions
     let e = PipelineConfig::load_with_env(&dir.join("p.toml"), ConfigOverrides::default(), |_| None).unwrap_err().to_string();
     assert!(e.contains("raw_append.sources[0].flatten.separator: '.'"), "{e}");
 }
+
+#[test]
+fn a_table_with_an_inferred_schema_is_written_by_raw_append_only() {
+    let dir = std::env::temp_dir().join(format!("pcfg-infer-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = |tables: &str, rest: &str| {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, format!("[lake]\nroot = \"l\"\n{tables}\n{rest}")).unwrap();
+        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+    };
+    let events = "[tables.events]\npath = \"raw/events\"\nschema = \"infer\"\n";
+    let source = "[raw_append]\nsources = [{ topic = \"t\", table = \"events\", unknown_fields = \"add_columns\" }]\n";
+    let c = load(events, source).unwrap();
+    let src = &c.raw_append.as_ref().unwrap().sources[0];
+    let inferred = src.routing.as_ref().and_then(|r| r.inferred.as_ref()).expect("routed to its one inferred table");
+    assert_eq!(inferred.table("events").location, "l/raw/events");
+    assert_eq!(src.table.location, "l/_progress/raw-append/t", "progress kept apart");
+    let e = load(events, &source.replace(", unknown_fields = \"add_columns\"", "")).unwrap_err().to_string();
+    assert!(e.contains("raw_append.sources[0].table: inferred tables get their columns from schema evolution"), "{e}");
+    let e = load(&format!("{events}partitions = [{{ column = \"kind\" }}]\n"), source).unwrap_err().to_string();
+    assert!(e.contains("tables.events.partitions[0]: with schema = \"infer\" partitions come from ingestion time"), "{e}");
+    let merge = "[tables.p]\npath = \"p\"\nschema = \"infer\"\n[merge_upsert]\nsource = \"events\"\ntarget = \"p\"\nkey = [\"id\"]\nsequence = \"ts\"\n";
+    let e = load(&format!("{events}{merge}"), "").unwrap_err().to_string();
+    assert!(e.contains("merge_upsert.source: table 'events' has schema = \"infer\""), "{e}");
+}
