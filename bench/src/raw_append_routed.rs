@@ -57,30 +57,42 @@ impl RoutedBench {
         let routed_source = format!(
             r#"{{ topic = "{topic}", format = "dms", metadata_columns = ["partition", "offset", "timestamp"], route = {{ schemas = "dms", path = "raw/dms/{{table}}", partitions = {PARTITIONS} }} }}"#
         );
-        let routed = [(SHIPPED_ORDERS.to_string(), routed_source), members_edit];
+        // The same tables without schema files: inferred from their first records, and every
+        // record scanned for new fields (schema evolution's steady-state cost).
+        let inferred_source = format!(
+            r#"{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns", metadata_columns = ["partition", "offset", "timestamp"], route = {{ infer = true, path = "raw/dms/{{table}}", partitions = {PARTITIONS} }} }}"#
+        );
+        let routed = [(SHIPPED_ORDERS.to_string(), routed_source), members_edit.clone()];
+        let inferred = [(SHIPPED_ORDERS.to_string(), inferred_source), members_edit];
         println!(
             "raw-append routed: {} DMS records (topic {topic}) over {tables} tables, {} partitions, median of {} runs",
             self.messages, self.run.partitions, self.run.runs
         );
-        let (mut one, mut many) = (Vec::new(), Vec::new());
+        let (mut one, mut many, mut infer) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..self.run.runs {
             let s = shipped_run(&self.run.work_dir, &schemas, &format!("dms-one-{run}"), brokers, (&single, &[]))?;
             let r = shipped_run(&self.run.work_dir, &schemas, &format!("dms-routed-{run}"), brokers, (&routed, &files))?;
+            let n = shipped_run(&self.run.work_dir, &schemas, &format!("dms-inferred-{run}"), brokers, (&inferred, &[]))?;
+            let mb = |bytes: u64| bytes as f64 / 1e6;
             println!(
-                "    run {}: one table {:.2}s ({:.0} MB), {tables} routed tables {:.2}s ({:.0} MB)",
+                "    run {}: one table {:.2}s ({:.0} MB), {tables} routed tables {:.2}s ({:.0} MB), {tables} inferred {:.2}s ({:.0} MB)",
                 run + 1,
                 s.0,
-                s.1 as f64 / 1e6,
+                mb(s.1),
                 r.0,
-                r.1 as f64 / 1e6
+                mb(r.1),
+                n.0,
+                mb(n.1)
             );
             one.push(s.0);
             many.push(r.0);
+            infer.push(n.0);
         }
-        let (one, many) = (median(one.into_iter()), median(many.into_iter()));
+        let (one, many, infer) = (median(one.into_iter()), median(many.into_iter()), median(infer.into_iter()));
         let rate = |seconds: f64| self.messages as f64 / seconds;
         println!("one table:       {:>10.0} msg/s", rate(one));
         println!("{tables} routed tables: {:>10.0} msg/s, {:.0}% of one table", rate(many), 100.0 * one / many);
+        println!("{tables} inferred tables: {:>10.0} msg/s, {:.0}% of routed with schema files", rate(infer), 100.0 * many / infer);
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! The values are copied byte for byte from the message (a scan of its JSON structure, no
 //! re-serialisation), so numbers of any size and escapes stay exactly as sent.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -44,9 +45,9 @@ fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<
     let mut members = Members::of(bytes, start)?;
     for Member { key: key_range, value } in members.by_ref() {
         let key_raw = &bytes[key_range];
-        let key: String = serde_json::from_slice(key_raw).ok()?;
+        let key = key_text(key_raw)?;
         let raw = |value: &[u8]| format!("{}:{}", String::from_utf8_lossy(key_raw), String::from_utf8_lossy(value));
-        match known.children.get(&key) {
+        match known.children.get(key.as_ref()) {
             None => kept.push(raw(&bytes[value])),
             Some(node) if !node.whole && bytes[value.start] == b'{' => {
                 if let (Some(inner), _) = unknown_in_object(bytes, value.start, node)? {
@@ -57,6 +58,15 @@ fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<
         }
     }
     Some(((!kept.is_empty()).then(|| format!("{{{}}}", kept.join(","))), members.end()?))
+}
+
+/// A member's key as text: borrowed from the message unless it holds escapes (most keys do
+/// not; this runs for every member of every message).
+fn key_text(key_raw: &[u8]) -> Option<Cow<'_, str>> {
+    match key_raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => std::str::from_utf8(inner).ok().map(Cow::Borrowed),
+        _ => serde_json::from_slice::<String>(key_raw).ok().map(Cow::Owned),
+    }
 }
 
 /// The JSON text of the value at `path` (keys of nested objects) in the message's object,
