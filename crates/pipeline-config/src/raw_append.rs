@@ -402,25 +402,8 @@ impl SourceFile {
             };
             return Err(ConfigError::invalid(format!("{key}.metadata_columns"), format!("{}: {other}", m.config_name())));
         }
-        let (table, routing) = match (self.table.as_deref(), self.route.clone()) {
-            (Some(table), None) => {
-                let table = lookup(tables, &format!("{key}.table"), table)?;
-                match table.inferred() {
-                    true => {
-                        let ctx = RouteContext { key: format!("{key}.table"), source: &name, job_id, format: self.format, lake, base };
-                        let (routing, progress) = single_inferred(&ctx, &table);
-                        (progress, Some(routing))
-                    }
-                    false => (table, None),
-                }
-            }
-            (None, Some(route)) => {
-                let ctx = RouteContext { key: format!("{key}.route"), source: &name, job_id, format: self.format, lake, base };
-                let (routing, progress) = route.resolve(&ctx)?;
-                (progress, Some(routing))
-            }
-            _ => return Err(ConfigError::invalid(key, "give exactly one of table = \"...\" or route = { ... }")),
-        };
+        let ctx = RouteContext { key: key.to_string(), source: &name, job_id, format: self.format, lake, base };
+        let (table, routing) = self.target(&ctx, tables)?;
         self.check_flatten(key)?;
         if routing.as_ref().is_some_and(|r| r.inferred.is_some()) && self.unknown_fields != UnknownFields::AddColumns {
             let setting = if self.route.is_some() { "route.infer" } else { "table" };
@@ -442,6 +425,31 @@ impl SourceFile {
             flatten: self.flatten,
             format: self.format,
         })
+    }
+
+    /// The table the source's rows go to and, for a routed or inferred source, its routing
+    /// (the table then keeps the source's progress).
+    fn target(
+        &self,
+        ctx: &RouteContext<'_>,
+        tables: &BTreeMap<String, TableConfig>,
+    ) -> Result<(TableConfig, Option<Routing>), ConfigError> {
+        let at = |setting: &str| RouteContext { key: format!("{}.{setting}", ctx.key), ..*ctx };
+        match (self.table.as_deref(), self.route.clone()) {
+            (Some(table), None) => {
+                let table = lookup(tables, &format!("{}.table", ctx.key), table)?;
+                if !table.inferred() {
+                    return Ok((table, None));
+                }
+                let (routing, progress) = single_inferred(&at("table"), &table);
+                Ok((progress, Some(routing)))
+            }
+            (None, Some(route)) => {
+                let (routing, progress) = route.resolve(&at("route"))?;
+                Ok((progress, Some(routing)))
+            }
+            _ => Err(ConfigError::invalid(&ctx.key, "give exactly one of table = \"...\" or route = { ... }")),
+        }
     }
 
     /// Flattened names must be column names: a separator that a key could hold (`.`) or none
