@@ -388,3 +388,41 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
     assert_eq!(types[0], ["Timestamp(µs, \"UTC\")", "Int64"], "RFC 3339 strings became timestamps, integers longs");
     assert_nothing_new("raw-append", &config);
 }
+
+#[test]
+fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
+    let services = Services::get();
+    let topic = unique("evolve-mid-batch");
+    create_topics(&services, &[&topic], 1);
+    let pipeline = items_pipeline(&services, &topic, "interval = \"6s\"");
+    pipeline.edit("max_batch_rows = 400", "max_batch_rows = 100000");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let task = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
+    // Two slices of one batch: the first written with the file's columns, the second after the
+    // table gained the new ones; one commit holds both.
+    produce_items(&services, &topic, 0..1_000);
+    std::thread::sleep(Duration::from_millis(1_500));
+    produce_items(&services, &topic, 1_000..2_000);
+    let table = pipeline.table("raw/items");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = || query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
+    while !std::path::Path::new(&table).join("_delta_log").exists() || count() < 2_000 {
+        assert!(std::time::Instant::now() < deadline, "the batch did not land");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    signal(&task, libc::SIGTERM);
+    let (code, summary, stderr) = finish(task);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(summary["details"]["columns_added"], 3, "{summary}");
+    let sql = "SELECT CAST(id AS VARCHAR) AS i, name, CAST(price AS VARCHAR) AS p, address_city, address_zip FROM t ORDER BY id";
+    let rows = query(&[("t", table.as_str())], &HashMap::new(), sql);
+    let expected: Vec<Vec<String>> = (0..2_000).map(|i| item_row(i)[..5].to_vec()).collect();
+    assert_eq!(rows, expected, "both slices' rows, once");
+    let log = std::path::Path::new(&table).join("_delta_log");
+    let data_commits = std::fs::read_dir(&log)
+        .expect("log")
+        .filter_map(|e| std::fs::read_to_string(e.expect("entry").path()).ok())
+        .filter(|commit| commit.contains("\"add\":"))
+        .count();
+    assert_eq!(data_commits, 1, "one batch: the files of both slices in one commit");
+}
