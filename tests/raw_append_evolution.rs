@@ -2,7 +2,6 @@
 //! committed before the rows that carry them, end to end against a real tansu broker, crashes,
 //! a concurrent reader and a second task included.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +77,7 @@ fn spawn_reader(location: String, stop: Arc<AtomicBool>) -> std::thread::JoinHan
     std::thread::spawn(move || {
         let (mut reads, mut seen) = (0, 0);
         while !stop.load(Ordering::Relaxed) {
-            let rows = query(&[("t", location.as_str())], &HashMap::new(), "SELECT * FROM t").len();
+            let rows = query_table(location.as_str(), "SELECT * FROM t").len();
             assert!(rows >= seen, "a reader saw {rows} rows after {seen}");
             (seen, reads) = (rows, reads + 1);
             std::thread::sleep(Duration::from_millis(200));
@@ -114,13 +113,13 @@ fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("every concurrent read succeeded");
     assert!(reads > 0);
-    let rows = query(&[("t", table.as_str())], &HashMap::new(), ROWS_SQL);
+    let rows = query_table(table.as_str(), ROWS_SQL);
     let expected: Vec<Vec<String>> = (0..3_000).map(item_row).collect();
     assert_eq!(rows.len(), expected.len(), "every item once");
     for (got, want) in rows.iter().zip(&expected) {
         assert_eq!(got, want, "each value where its field was, nothing else");
     }
-    let dead = query(&[("d", pipeline.table("raw/dead_letter").as_str())], &HashMap::new(), "SELECT error FROM d");
+    let dead = query_table(pipeline.table("raw/dead_letter").as_str(), "SELECT error FROM t");
     assert!(dead.is_empty(), "no item was dead-lettered: {dead:?}");
     assert_nothing_new("raw-append", &config);
 }
@@ -139,7 +138,7 @@ fn a_field_that_cannot_be_a_column_is_reported_and_two_tasks_evolve_one_table() 
     let slow = [("FAILPOINTS".to_string(), "raw_append::after_upload=sleep(1500)".to_string())];
     let tasks: Vec<_> =
         [&slow[..], &[]].iter().map(|env| spawn("raw-append", &["--config", &config, "--trigger", "continuous"], env)).collect();
-    let count = || query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
+    let count = || query_table(table.as_str(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
     let wait_for = |n: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while !std::path::Path::new(&table).join("_delta_log").exists() || count() < n {
@@ -163,16 +162,8 @@ fn a_field_that_cannot_be_a_column_is_reported_and_two_tasks_evolve_one_table() 
     }
     let added: u64 = summaries.iter().map(|s| s["details"]["columns_added"].as_u64().unwrap_or(0)).sum();
     assert_eq!(added, 5, "price, address_city, address_zip, tags and seen added once between the two tasks: {summaries:?}");
-    let rows = query(&[("t", table.as_str())], &HashMap::new(), ROWS_SQL);
+    let rows = query_table(table.as_str(), ROWS_SQL);
     assert_eq!(rows, (0..3_000).map(item_row).collect::<Vec<_>>(), "every item once with its values");
-}
-
-/// An AWS DMS record of `shop.orders`.
-fn dms_order(record_type: &str, operation: &str, second: u32, data: Option<&str>) -> String {
-    let data = data.map_or(String::new(), |d| format!(r#""data": {d}, "#));
-    format!(
-        r#"{{{data}"metadata": {{"timestamp": "2026-11-30T10:00:{second:02}.000001Z", "record-type": "{record_type}", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "shop", "table-name": "orders"}}}}"#
-    )
 }
 
 const ORDERS_SCHEMA: &str =
@@ -184,12 +175,12 @@ fn a_dms_column_added_mid_stream_reaches_the_routed_table_and_the_merged_state()
     let topic = unique("dms-evolve");
     create_topics(&services, &[&topic], 1);
     let records = [
-        dms_order("data", "load", 1, Some(r#"{"order_id": 1, "order_owner": "alice"}"#)),
-        dms_order("data", "load", 2, Some(r#"{"order_id": 2, "order_owner": "bob"}"#)),
-        dms_order("control", "add-column", 3, None),
-        dms_order("data", "insert", 4, Some(r#"{"order_id": 3, "order_owner": "carol", "coupon": "C3"}"#)),
-        dms_order("data", "update", 5, Some(r#"{"order_id": 1, "order_owner": "alice", "coupon": "C1"}"#)),
-        dms_order("data", "delete", 6, Some(r#"{"order_id": 2, "order_owner": "bob", "coupon": null}"#)),
+        dms("shop", "orders", "data", "load", 1, Some(r#"{"order_id": 1, "order_owner": "alice"}"#)),
+        dms("shop", "orders", "data", "load", 2, Some(r#"{"order_id": 2, "order_owner": "bob"}"#)),
+        dms("shop", "orders", "control", "add-column", 3, None),
+        dms("shop", "orders", "data", "insert", 4, Some(r#"{"order_id": 3, "order_owner": "carol", "coupon": "C3"}"#)),
+        dms("shop", "orders", "data", "update", 5, Some(r#"{"order_id": 1, "order_owner": "alice", "coupon": "C1"}"#)),
+        dms("shop", "orders", "data", "delete", 6, Some(r#"{"order_id": 2, "order_owner": "bob", "coupon": null}"#)),
     ];
     let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|m| (None, m.as_bytes())).collect();
     produce_raw(&services, &topic, &messages);
@@ -228,63 +219,42 @@ schema_evolution = "add_columns"
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.summary["details"]["dms_control_records"], 1, "{}", r.summary);
     assert_eq!(r.summary["details"]["columns_added"], 1, "{}", r.summary);
-    let raw = query(
-        &[("t", pipeline.table("raw/dms/shop_orders").as_str())],
-        &HashMap::new(),
+    let raw = query_table(
+        pipeline.table("raw/dms/shop_orders").as_str(),
         "SELECT CAST(order_id AS VARCHAR) AS id, _dms_operation, coupon FROM t ORDER BY _dms_timestamp",
     );
     assert_eq!(
         raw,
-        [["1", "load", "NULL"], ["2", "load", "NULL"], ["3", "insert", "C3"], ["1", "update", "C1"], ["2", "delete", "NULL"]]
-            .map(|r| r.map(str::to_string).to_vec())
+        rows(&[["1", "load", "NULL"], ["2", "load", "NULL"], ["3", "insert", "C3"], ["1", "update", "C1"], ["2", "delete", "NULL"]])
     );
     let m = run("merge-upsert", &["--config", config], &[]);
     assert_eq!(m.code, Some(0), "{}", m.stderr);
-    let target = query(
-        &[("p", pipeline.table("processed").as_str())],
-        &HashMap::new(),
-        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, coupon FROM p ORDER BY order_id",
+    let target = query_table(
+        pipeline.table("processed").as_str(),
+        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, coupon FROM t ORDER BY order_id",
     );
-    assert_eq!(
-        target,
-        [["1", "alice", "C1"], ["3", "carol", "C3"]].map(|r| r.map(str::to_string).to_vec()),
-        "the source table's final state, the added column included"
-    );
+    assert_eq!(target, rows(&[["1", "alice", "C1"], ["3", "carol", "C3"]]), "the source table's final state, the added column included");
     assert_nothing_new("raw-append", config);
-}
-
-/// An AWS DMS record of `schema.table` with `data`.
-fn dms(schema: &str, table: &str, operation: &str, data: &str) -> String {
-    format!(
-        r#"{{"data": {data}, "metadata": {{"timestamp": "2026-11-30T10:00:00.000001Z", "record-type": "data", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "{schema}", "table-name": "{table}"}}}}"#
-    )
 }
 
 /// Record `i` of three source tables in turn, and the row its table gets (as the query
 /// below renders it).
 fn inferred_record(i: i64) -> (&'static str, String, Vec<String>) {
-    match i % 3 {
+    let (table, data, row) = match i % 3 {
         0 => (
             "shop_orders",
-            dms(
-                "shop",
-                "orders",
-                "insert",
-                &format!(r#"{{"order_id": {i}, "owner": "o{i}", "value": {}, "placed": "2026-11-30 10:00:00"}}"#, i * 2),
-            ),
+            format!(r#"{{"order_id": {i}, "owner": "o{i}", "value": {}, "placed": "2026-11-30 10:00:00"}}"#, i * 2),
             vec![i.to_string(), format!("o{i}"), (i * 2).to_string(), "2026-11-30T10:00:00Z".into()],
         ),
         1 => (
             "shop_customers",
-            dms("shop", "customers", "load", &format!(r#"{{"customer_id": {i}, "name": "c{i}", "address": {{"city": "x{}"}}}}"#, i % 5)),
+            format!(r#"{{"customer_id": {i}, "name": "c{i}", "address": {{"city": "x{}"}}}}"#, i % 5),
             vec![i.to_string(), format!("c{i}"), format!("x{}", i % 5)],
         ),
-        _ => (
-            "hr_staff",
-            dms("hr", "staff", "insert", &format!(r#"{{"staff_id": {i}, "salary": {i}.5}}"#)),
-            vec![i.to_string(), format!("{i}.5")],
-        ),
-    }
+        _ => ("hr_staff", format!(r#"{{"staff_id": {i}, "salary": {i}.5}}"#), vec![i.to_string(), format!("{i}.5")]),
+    };
+    let (schema, source) = table.split_once('_').unwrap_or_default();
+    (table, dms(schema, source, "data", "insert", 0, Some(&data)), row)
 }
 
 #[test]
@@ -323,13 +293,12 @@ sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns",
     ];
     for (table, sql) in sql {
         let location = pipeline.table(&format!("raw/dms/{table}"));
-        let rows = query(&[("t", location.as_str())], &HashMap::new(), sql);
+        let rows = query_table(location.as_str(), sql);
         let expected: Vec<Vec<String>> = (0..1_500).map(inferred_record).filter(|(t, _, _)| *t == table).map(|(_, _, row)| row).collect();
         assert_eq!(rows, expected, "{table}: each record once, typed from its values");
     }
-    let types = query(
-        &[("t", pipeline.table("raw/dms/shop_orders").as_str())],
-        &HashMap::new(),
+    let types = query_table(
+        pipeline.table("raw/dms/shop_orders").as_str(),
         "SELECT arrow_typeof(order_id), arrow_typeof(value), arrow_typeof(placed), arrow_typeof(_dms_operation) FROM t LIMIT 1",
     );
     assert_eq!(
@@ -368,7 +337,7 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
     let crashes = run_kill_plan("raw-append", &config, &[], &[Kill::At("raw_append::after_schema_commit", "return")]);
     assert_eq!(crashes, 1);
     let table = pipeline.table("raw/events");
-    assert_eq!(query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t"), [["0"]], "created, nothing written yet");
+    assert_eq!(query_table(table.as_str(), "SELECT COUNT(*) FROM t"), [["0"]], "created, nothing written yet");
     let r = run("raw-append", &["--config", &config], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let later: Vec<String> = (500..600).map(|i| format!(r#"{{"id": {i}, "kind": "k", "score": {i}}}"#)).collect();
@@ -377,14 +346,13 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
     let r = run("raw-append", &["--config", &config], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.summary["details"]["columns_added"], 1, "score: {}", r.summary);
-    let rows = query(
-        &[("t", table.as_str())],
-        &HashMap::new(),
+    let rows = query_table(
+        table.as_str(),
         "SELECT COUNT(*), COUNT(DISTINCT id), COUNT(at), COUNT(score), CAST(MIN(at) AS VARCHAR) AS first_at, SUM(score) AS s FROM t",
     );
     let score: i64 = (500..600).sum();
     assert_eq!(rows[0], ["600", "600", "500", "100", "2026-12-01T00:00:00Z", &score.to_string()], "every message once");
-    let types = query(&[("t", table.as_str())], &HashMap::new(), "SELECT arrow_typeof(at), arrow_typeof(score) FROM t LIMIT 1");
+    let types = query_table(table.as_str(), "SELECT arrow_typeof(at), arrow_typeof(score) FROM t LIMIT 1");
     assert_eq!(types[0], ["Timestamp(µs, \"UTC\")", "Int64"], "RFC 3339 strings became timestamps, integers longs");
     assert_nothing_new("raw-append", &config);
 }
@@ -405,7 +373,7 @@ fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
     produce_items(&services, &topic, 1_000..2_000);
     let table = pipeline.table("raw/items");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let count = || query(&[("t", table.as_str())], &HashMap::new(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
+    let count = || query_table(table.as_str(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
     while !std::path::Path::new(&table).join("_delta_log").exists() || count() < 2_000 {
         assert!(std::time::Instant::now() < deadline, "the batch did not land");
         std::thread::sleep(Duration::from_millis(300));
@@ -415,7 +383,7 @@ fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(summary["details"]["columns_added"], 3, "{summary}");
     let sql = "SELECT CAST(id AS VARCHAR) AS i, name, CAST(price AS VARCHAR) AS p, address_city, address_zip FROM t ORDER BY id";
-    let rows = query(&[("t", table.as_str())], &HashMap::new(), sql);
+    let rows = query_table(table.as_str(), sql);
     let expected: Vec<Vec<String>> = (0..2_000).map(|i| item_row(i)[..5].to_vec()).collect();
     assert_eq!(rows, expected, "both slices' rows, once");
     let log = std::path::Path::new(&table).join("_delta_log");

@@ -6,14 +6,6 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::*;
 
-/// An AWS DMS record of `schema.table` (`data` left out when None).
-fn dms(schema: &str, table: &str, record_type: &str, operation: &str, second: u32, data: Option<&str>) -> String {
-    let data = data.map_or(String::new(), |d| format!(r#""data": {d}, "#));
-    format!(
-        r#"{{{data}"metadata": {{"timestamp": "2026-11-30T10:00:{second:02}.000001Z", "record-type": "{record_type}", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "{schema}", "table-name": "{table}"}}}}"#
-    )
-}
-
 const ORDERS_SCHEMA: &str = r#"
 [[columns]]
 name = "order_id"

@@ -390,3 +390,22 @@ pub fn assert_nothing_new(job: &str, config: &str) {
     let again = run(job, &["--config", config], &[]);
     assert_eq!(again.code, Some(3), "{job} found something new: {}", again.stderr);
 }
+
+/// An AWS DMS record of `schema.table` (`data` left out when None), committed at second
+/// `second` of 2026-11-30T10:00.
+pub fn dms(schema: &str, table: &str, record_type: &str, operation: &str, second: u32, data: Option<&str>) -> String {
+    let data = data.map_or(String::new(), |d| format!(r#""data": {d}, "#));
+    format!(
+        r#"{{{data}"metadata": {{"timestamp": "2026-11-30T10:00:{second:02}.000001Z", "record-type": "{record_type}", "operation": "{operation}", "partition-key-type": "schema-table", "schema-name": "{schema}", "table-name": "{table}"}}}}"#
+    )
+}
+
+/// [`query`] over one table, named `t` in `sql`.
+pub fn query_table(location: &str, sql: &str) -> Vec<Vec<String>> {
+    query(&[("t", location)], &HashMap::new(), sql)
+}
+
+/// Expected rows written as string literals.
+pub fn rows<const N: usize>(rows: &[[&str; N]]) -> Vec<Vec<String>> {
+    rows.iter().map(|r| r.iter().map(|v| v.to_string()).collect()).collect()
+}
