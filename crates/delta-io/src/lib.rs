@@ -24,7 +24,7 @@ pub use partitions::{format_timestamps, with_derived_partitions, write_derived_p
 pub use path_limits::{partition_path_problem, segment_bytes, MAX_KEY_BYTES, MAX_SEGMENT_BYTES};
 pub use rewrite::{commit_rewrite, MergeCommit};
 pub use sidecar::{Sidecar, SIDECAR_FOLDER};
-pub use table::{add_nullable_columns, open_if_exists, open_or_create, open_table, table_handle, TableSpec};
+pub use table::{add_nullable_columns, open_existing, open_if_exists, open_or_create, open_table, table_handle, TableSpec};
 pub use writer::{write_files, writer_properties, TableWriter, STATS_COLUMNS};
 
 pub use deltalake::kernel::{Add, Transaction};

@@ -69,6 +69,16 @@ pub async fn open_if_exists(location: &str, storage: &BTreeMap<String, String>) 
     Ok(table.version().is_some().then_some(table))
 }
 
+/// The table `spec` describes if it exists, checked like [`open_or_create`] checks it; None
+/// before its first commit (nothing is created).
+pub async fn open_existing(spec: &TableSpec) -> Result<Option<DeltaTable>, DeltaIoError> {
+    let table = open_if_exists(&spec.location, &spec.storage).await?;
+    if let Some(table) = &table {
+        check_schema(table, spec)?;
+    }
+    Ok(table)
+}
+
 /// A handle on the table at `location` without reading its log (for operations that read the
 /// log their own way).
 pub fn table_handle(location: &str, storage: &BTreeMap<String, String>) -> Result<DeltaTable, DeltaIoError> {

@@ -74,7 +74,7 @@ impl InferredTables {
             name: name.to_string(),
             location: self.lake.location(&path),
             path,
-            schema_file: PathBuf::new(),
+            schema_file: PathBuf::from(crate::tables::INFER_SCHEMA),
             schema: TableSchema { columns: Vec::new() },
             partitions: self.partitions.clone(),
             properties: self.properties.clone(),
@@ -192,6 +192,9 @@ impl RouteFile {
                 format!("{}.partitions[{i}]", ctx.key),
                 "with infer = true partitions come from ingestion time (source = \"ingestion_time\"): inferred tables have no known column",
             ));
+        }
+        for (i, p) in self.partitions.iter().enumerate() {
+            p.validate(&format!("{}.partitions[{i}]", ctx.key), &TableSchema { columns: Vec::new() })?;
         }
         let (path, partitions, properties) = (self.path.clone(), self.partitions.clone(), self.properties.clone());
         Ok(Some(InferredTables { path, partitions, properties, lake: ctx.lake.clone() }))

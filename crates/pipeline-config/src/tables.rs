@@ -172,7 +172,8 @@ pub(crate) fn lookup_declared(tables: &BTreeMap<String, TableConfig>, key: &str,
 }
 
 impl PartitionSpec {
-    fn validate(&self, key: &str, schema: &TableSchema) -> Result<(), ConfigError> {
+    /// Checks the partition against the table's schema; `key` names it in errors.
+    pub(crate) fn validate(&self, key: &str, schema: &TableSchema) -> Result<(), ConfigError> {
         let derived_clash = || ConfigError::invalid(format!("{key}.column"), "a derived partition column must not also be a schema column");
         match self.source {
             PartitionSource::Column => {

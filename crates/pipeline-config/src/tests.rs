@@ -266,7 +266,7 @@ fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions
         std::fs::write(&path, body).unwrap();
         PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
     };
-    let c = load(r#"infer = true, path = "raw/{table}", default = "rest", partitions = [{ column = "day", source = "ingestion_time" }]"#)
+    let c = load(r#"infer = true, path = "raw/{table}", default = "rest", partitions = [{ column = "day", source = "ingestion_time", format = "%d" }]"#)
         .unwrap();
     let src = &c.raw_append.as_ref().unwrap().sources[0];
     assert_eq!(src.flatten.separator, "__");

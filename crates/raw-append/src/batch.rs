@@ -228,7 +228,10 @@ impl Batch {
                 match outcome {
                     Ok(version) => break (plan, version),
                     // Another task evolved or created the table first: plan again on its schema.
-                    Err(_) if attempt + 1 < ATTEMPTS => sinks.refresh_table(idx).await?,
+                    Err(e) if attempt + 1 < ATTEMPTS => {
+                        tracing::info!(stage = "evolve", table = %route.table_name, error = %e, "schema change not committed: planning again on the newest table");
+                        sinks.refresh_table(idx).await?;
+                    }
                     Err(e) => return Err(e),
                 }
                 attempt += 1;

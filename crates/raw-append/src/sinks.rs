@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use delta_io::{open_if_exists, open_or_create, ProgressTable};
+use delta_io::{open_existing, open_or_create, ProgressTable};
 use kafka_source::PartitionKey;
 use pipeline_config::RawAppendConfig;
 
@@ -104,8 +104,7 @@ impl Sinks {
     /// Route `idx`'s table if it exists (opened on first call), None before its first commit.
     pub async fn existing_table(&mut self, idx: usize) -> Result<Option<&mut ProgressTable>, RawAppendError> {
         if self.tables[idx].is_none() {
-            let spec = &self.routes[idx].spec;
-            self.tables[idx] = open_if_exists(&spec.location, &spec.storage).await?.map(ProgressTable::new);
+            self.tables[idx] = open_existing(&self.routes[idx].spec).await?.map(ProgressTable::new);
         }
         Ok(self.tables[idx].as_mut())
     }
