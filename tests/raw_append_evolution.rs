@@ -394,3 +394,31 @@ fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
         .count();
     assert_eq!(data_commits, 1, "one batch: the files of both slices in one commit");
 }
+
+#[test]
+fn fields_that_cannot_be_columns_are_rescued_when_asked() {
+    let services = Services::get();
+    let topic = unique("evolve-rescue");
+    create_topics(&services, &[&topic], 1);
+    let messages: [&[u8]; 3] = [
+        br#"{"id": 1, "name": "a"}"#,
+        br#"{"id": 2, "name": "b", "price": 3, "a.b": {"c": 1}, "x y": "z"}"#,
+        br#"{"id": 3, "name": "c", "price": 4, "_RESCUED_DATA": 5}"#,
+    ];
+    produce_raw(&services, &topic, &messages.iter().map(|m| (None, *m)).collect::<Vec<_>>());
+    let pipeline = items_pipeline(&services, &topic, "");
+    pipeline.edit("unknown_fields = \"add_columns\"", "unknown_fields = \"add_columns\", rescue_refused = true");
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let r = run("raw-append", &["--config", &config], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.summary["details"]["columns_added"], 1, "price: {}", r.summary);
+    let got = query_table(
+        pipeline.table("raw/items").as_str(),
+        "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p, _rescued_data FROM t ORDER BY id",
+    );
+    assert_eq!(
+        got,
+        rows(&[["1", "NULL", "NULL"], ["2", "3", r#"{"a.b":{"c": 1},"x y":"z"}"#], ["3", "4", r#"{"_RESCUED_DATA":5}"#]]),
+        "the added column holds its values; what could not be a column is kept as sent"
+    );
+}

@@ -61,6 +61,8 @@ struct SourceFile {
     #[serde(default)]
     flatten: Flatten,
     #[serde(default)]
+    rescue_refused: bool,
+    #[serde(default)]
     format: SourceFormat,
 }
 
@@ -114,6 +116,8 @@ pub struct RawAppendSource {
     pub unknown_fields: UnknownFields,
     /// How `unknown_fields = "add_columns"` names the columns of nested fields.
     pub flatten: Flatten,
+    /// With `add_columns`: fields that cannot become columns are kept in `_rescued_data`.
+    pub rescue_refused: bool,
     /// How messages are laid out (plain JSON objects, AWS DMS records).
     pub format: SourceFormat,
 }
@@ -359,12 +363,18 @@ impl RawAppendSource {
     /// their types (None: binary).
     pub fn appended_columns(&self) -> Vec<(String, Option<ColumnType>)> {
         let metadata = self.metadata_columns.iter().map(|m| (m.column_name().to_string(), m.column_type()));
-        let rescued = (self.unknown_fields == UnknownFields::Rescue).then(|| (RESCUED_DATA_COLUMN.to_string(), Some(ColumnType::String)));
+        let rescued = self.rescues().then(|| (RESCUED_DATA_COLUMN.to_string(), Some(ColumnType::String)));
         metadata.chain(rescued).collect()
     }
 }
 
 impl RawAppendSource {
+    /// Whether fields the table does not read end in `_rescued_data` (`rescue`, or under
+    /// `add_columns` with `rescue_refused` those that cannot become columns).
+    pub fn rescues(&self) -> bool {
+        self.unknown_fields == UnknownFields::Rescue || self.rescue_refused
+    }
+
     /// The tables the source's rows are written to (the routed ones, or its one table).
     pub fn tables(&self) -> Vec<&TableConfig> {
         match &self.routing {
@@ -405,6 +415,12 @@ impl SourceFile {
         let ctx = RouteContext { key: key.to_string(), source: &name, job_id, format: self.format, lake, base };
         let (table, routing) = self.target(&ctx, tables)?;
         self.check_flatten(key)?;
+        if self.rescue_refused && self.unknown_fields != UnknownFields::AddColumns {
+            return Err(ConfigError::invalid(
+                format!("{key}.rescue_refused"),
+                "keeps the fields schema evolution cannot add: it goes with unknown_fields = \"add_columns\" (\"rescue\" keeps every unknown field already)",
+            ));
+        }
         if routing.as_ref().is_some_and(|r| r.inferred.is_some()) && self.unknown_fields != UnknownFields::AddColumns {
             let setting = if self.route.is_some() { "route.infer" } else { "table" };
             return Err(ConfigError::invalid(
@@ -423,6 +439,7 @@ impl SourceFile {
             metadata_columns: self.metadata_columns,
             unknown_fields: self.unknown_fields,
             flatten: self.flatten,
+            rescue_refused: self.rescue_refused,
             format: self.format,
         })
     }
@@ -480,7 +497,7 @@ impl SourceFile {
         if let Some((added, _)) = self.format.added_columns().iter().find(|(c, _)| table.schema.column(c).is_some()) {
             return clash("format", added, " (added by the format)");
         }
-        if self.unknown_fields == UnknownFields::Rescue && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
+        if (self.unknown_fields == UnknownFields::Rescue || self.rescue_refused) && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
             return clash("unknown_fields", RESCUED_DATA_COLUMN, "");
         }
         Ok(())

@@ -305,6 +305,8 @@ fn a_table_with_an_inferred_schema_is_written_by_raw_append_only() {
     assert_eq!(src.table.location, "l/_progress/raw-append/t", "progress kept apart");
     let e = load(events, &source.replace(", unknown_fields = \"add_columns\"", "")).unwrap_err().to_string();
     assert!(e.contains("raw_append.sources[0].table: inferred tables get their columns from schema evolution"), "{e}");
+    let e = load(events, &source.replace("\"add_columns\"", "\"rescue\", rescue_refused = true")).unwrap_err().to_string();
+    assert!(e.contains("raw_append.sources[0].rescue_refused: keeps the fields schema evolution cannot add"), "{e}");
     let e = load(&format!("{events}partitions = [{{ column = \"kind\" }}]\n"), source).unwrap_err().to_string();
     assert!(e.contains("tables.events.partitions[0]: with schema = \"infer\" partitions come from ingestion time"), "{e}");
     let merge = "[tables.p]\npath = \"p\"\nschema = \"infer\"\n[merge_upsert]\nsource = \"events\"\ntarget = \"p\"\nkey = [\"id\"]\nsequence = \"ts\"\n";

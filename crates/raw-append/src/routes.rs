@@ -84,8 +84,9 @@ impl Route {
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let appended = src.appended_columns().into_iter();
         fields.extend(appended.map(|(name, ty)| Field::new(name, ty.map_or(DataType::Binary, ColumnType::arrow_type), true)));
-        let rescue = (src.unknown_fields == UnknownFields::Rescue)
-            .then(|| KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key())));
+        // A DMS record's `metadata` is the format's envelope, never a field to rescue.
+        let envelope = (src.format == SourceFormat::Dms).then_some("metadata");
+        let rescue = src.rescues().then(|| KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key()).chain(envelope)));
         let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
         Route {
