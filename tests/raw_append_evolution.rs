@@ -138,14 +138,7 @@ fn a_field_that_cannot_be_a_column_is_reported_and_two_tasks_evolve_one_table() 
     let slow = [("FAILPOINTS".to_string(), "raw_append::after_upload=sleep(1500)".to_string())];
     let tasks: Vec<_> =
         [&slow[..], &[]].iter().map(|env| spawn("raw-append", &["--config", &config, "--trigger", "continuous"], env)).collect();
-    let count = || query_table(table.as_str(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
-    let wait_for = |n: usize| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !std::path::Path::new(&table).join("_delta_log").exists() || count() < n {
-            assert!(std::time::Instant::now() < deadline, "the tasks did not write {n} rows");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
+    let wait_for = |n: usize| wait_for_rows(&table, n, Duration::from_secs(120), &format!("the tasks did not write {n} rows"));
     wait_for(1_000);
     // Both tasks meet the new fields, each in its own partitions, and race to add them.
     produce_items(&services, &topic, 1_000..3_000);
@@ -372,12 +365,7 @@ fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
     std::thread::sleep(Duration::from_millis(1_500));
     produce_items(&services, &topic, 1_000..2_000);
     let table = pipeline.table("raw/items");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let count = || query_table(table.as_str(), "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
-    while !std::path::Path::new(&table).join("_delta_log").exists() || count() < 2_000 {
-        assert!(std::time::Instant::now() < deadline, "the batch did not land");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_rows(&table, 2_000, Duration::from_secs(60), "the batch did not land");
     signal(&task, libc::SIGTERM);
     let (code, summary, stderr) = finish(task);
     assert_eq!(code, Some(0), "{stderr}");

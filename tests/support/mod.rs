@@ -409,3 +409,14 @@ pub fn query_table(location: &str, sql: &str) -> Vec<Vec<String>> {
 pub fn rows<const N: usize>(rows: &[[&str; N]]) -> Vec<Vec<String>> {
     rows.iter().map(|r| r.iter().map(|v| v.to_string()).collect()).collect()
 }
+
+/// Waits until the table at `location` exists and holds at least `rows` rows; fails with
+/// `what` after `within`.
+pub fn wait_for_rows(location: &str, rows: usize, within: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + within;
+    let count = || query_table(location, "SELECT COUNT(*) FROM t")[0][0].parse::<usize>().unwrap_or(0);
+    while !Path::new(location).join("_delta_log").exists() || count() < rows {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

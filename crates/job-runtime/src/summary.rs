@@ -153,6 +153,12 @@ impl RunSummary {
         metrics::gauge!(TABLE_VERSION, "table" => table.to_string()).set(version as f64);
     }
 
+    /// Adds `count` to the counter `name` of the summary's details (job-specific figures).
+    pub fn count_detail(&mut self, name: &str, count: u64) {
+        let total = self.details.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0) + count;
+        self.details.insert(name.into(), total.into());
+    }
+
     /// Records the memory the job's state holds after a batch.
     pub fn state_size(&mut self, bytes: u64) {
         self.details.insert("state_bytes".into(), bytes.into());

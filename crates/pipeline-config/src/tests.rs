@@ -54,6 +54,13 @@ fn error_for(body: &str, env: &[(&str, &str)]) -> String {
     err.to_string()
 }
 
+/// Writes `body` as `p.toml` in `dir` and loads it without environment overrides.
+fn load_in(dir: &Path, body: &str) -> Result<PipelineConfig, ConfigError> {
+    let path = dir.join("p.toml");
+    std::fs::write(&path, body).unwrap();
+    PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+}
+
 #[test]
 fn errors_name_the_key() {
     let base = "[lake]\nroot = \"lake\"\n[tables.t]\npath = \"t\"\nschema = \"order.schema.toml\"\n";
@@ -179,11 +186,7 @@ fn jobs_reading_raw_tables_may_name_the_columns_raw_append_adds() {
     for f in ["order.schema.toml", "member.schema.toml", "curated.schema.toml", "processed.schema.toml"] {
         std::fs::copy(shipped().parent().unwrap().join(f), dir.join(f)).unwrap();
     }
-    let load = |body: &str| {
-        let path = dir.join("p.toml");
-        std::fs::write(&path, body).unwrap();
-        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
-    };
+    let load = |body: &str| load_in(&dir, body);
     // The orders' Kafka timestamp as the join's event time: a metadata column raw-append adds.
     let left = r#"left = { table = "raw_order", key = ["order_owner"], time = "timestamp", delay = "3h" }"#;
     let edited = text.replace(left, r#"left = { table = "raw_order", key = ["order_owner"], time = "_kafka_timestamp", delay = "3h" }"#);
@@ -208,12 +211,7 @@ fn routed_sources_load_a_table_per_schema_file_and_name_what_is_wrong() {
     }
     std::fs::write(dir.join("dms/notes.txt"), "not a schema").unwrap();
     let load = |route: &str| {
-        let path = dir.join("p.toml");
-        let body = format!(
-            "[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", route = {{ {route} }} }}]\n"
-        );
-        std::fs::write(&path, body).unwrap();
-        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+        load_in(&dir, &format!("[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", route = {{ {route} }} }}]\n"))
     };
     let c = load(r#"schemas = "dms", path = "raw/{table}", default = "hr_staff""#).unwrap();
     let src = &c.raw_append.as_ref().unwrap().sources[0];
@@ -259,12 +257,12 @@ fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions
     let dir = std::env::temp_dir().join(format!("pcfg-infer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let load = |route: &str| {
-        let path = dir.join("p.toml");
-        let body = format!(
-            "[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", unknown_fields = \"add_columns\", flatten = {{ separator = \"__\" }}, route = {{ {route} }} }}]\n"
-        );
-        std::fs::write(&path, body).unwrap();
-        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
+        load_in(
+            &dir,
+            &format!(
+                "[lake]\nroot = \"s3://b/lake\"\n[raw_append]\nsources = [{{ topic = \"cdc\", format = \"dms\", unknown_fields = \"add_columns\", flatten = {{ separator = \"__\" }}, route = {{ {route} }} }}]\n"
+            ),
+        )
     };
     let c = load(r#"infer = true, path = "raw/{table}", default = "rest", partitions = [{ column = "day", source = "ingestion_time", format = "%d" }]"#)
         .unwrap();
@@ -278,12 +276,12 @@ fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions
     assert_eq!(table.partition_columns(), ["day"]);
     let e = load(r#"infer = true, path = "raw/{table}", partitions = [{ column = "owner" }]"#).unwrap_err().to_string();
     assert!(e.contains("route.partitions[0]: with infer = true partitions come from ingestion time"), "{e}");
-    std::fs::write(
-        dir.join("p.toml"),
+    let e = load_in(
+        &dir,
         "[lake]\nroot = \"l\"\n[raw_append]\nsources = [{ topic = \"t\", format = \"dms\", unknown_fields = \"add_columns\", flatten = { separator = \".\" }, route = { infer = true, path = \"r/{table}\" } }]\n",
     )
-    .unwrap();
-    let e = PipelineConfig::load_with_env(&dir.join("p.toml"), ConfigOverrides::default(), |_| None).unwrap_err().to_string();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("raw_append.sources[0].flatten.separator: '.'"), "{e}");
 }
 
@@ -291,11 +289,7 @@ fn inferred_routed_tables_need_no_schema_file_and_only_ingestion_time_partitions
 fn a_table_with_an_inferred_schema_is_written_by_raw_append_only() {
     let dir = std::env::temp_dir().join(format!("pcfg-infer-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let load = |tables: &str, rest: &str| {
-        let path = dir.join("p.toml");
-        std::fs::write(&path, format!("[lake]\nroot = \"l\"\n{tables}\n{rest}")).unwrap();
-        PipelineConfig::load_with_env(&path, ConfigOverrides::default(), |_| None)
-    };
+    let load = |tables: &str, rest: &str| load_in(&dir, &format!("[lake]\nroot = \"l\"\n{tables}\n{rest}"));
     let events = "[tables.events]\npath = \"raw/events\"\nschema = \"infer\"\n";
     let source = "[raw_append]\nsources = [{ topic = \"t\", table = \"events\", unknown_fields = \"add_columns\" }]\n";
     let c = load(events, source).unwrap();

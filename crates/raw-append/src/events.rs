@@ -181,10 +181,8 @@ impl DmsRecordsSkipped<'_> {
             return;
         }
         tracing::info!(stage = "commit", table = self.table, control, without_data, "DMS control records and records without data skipped");
-        for (name, count) in [("dms_control_records", control), ("dms_records_without_data", without_data)] {
-            let total = summary.details.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0) + count;
-            summary.details.insert(name.into(), total.into());
-        }
+        summary.count_detail("dms_control_records", control);
+        summary.count_detail("dms_records_without_data", without_data);
     }
 }
 
@@ -218,12 +216,10 @@ impl SchemaEvolved<'_> {
         }
         if let Some(version) = self.version {
             summary.committed(self.table, version, 0);
-            let total = summary.details.get("columns_added").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            summary.details.insert("columns_added".into(), (total + self.added as u64).into());
+            summary.count_detail("columns_added", self.added as u64);
         }
         if !self.refused.is_empty() {
-            let total = summary.details.get("fields_not_added").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            summary.details.insert("fields_not_added".into(), (total + self.refused.len() as u64).into());
+            summary.count_detail("fields_not_added", self.refused.len() as u64);
         }
         for (field, reason) in self.refused {
             tracing::warn!(
