@@ -66,7 +66,7 @@ fn nested_change_records_on_a_stream_flatten_into_columns_raw_append_fills() {
         .collect();
     block_on(put(&client, &stream, &records));
 
-    let pipeline = Pipeline::new(&services, None, "");
+    let pipeline = Pipeline::local(&services, "");
     let schema = pipeline.dir.path().join("change.schema.toml");
     let r =
         run("lakectl", &["infer-schema", "--stream", &stream, "--max-depth", "2", "--out", schema.to_str().unwrap()], &services.s3_env());
@@ -91,8 +91,7 @@ fn nested_change_records_on_a_stream_flatten_into_columns_raw_append_fills() {
             "[tables.changes]\npath = \"raw/changes\"\nschema = \"change.schema.toml\"\n\n[raw_append]\nsources = [{{ stream = \"{stream}\", table = \"changes\" }}]\n\n[kafka]"
         ),
     );
-    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &services.s3_env());
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", pipeline.config.to_str().unwrap(), &services.s3_env());
     let table = pipeline.table("raw/changes");
     let rows = query(
         &[("c", table.as_str())],

@@ -58,10 +58,9 @@ fn maintenance(args: &[&str]) -> RunResult {
 #[test]
 fn compaction_keeps_every_row_bin_packs_and_loses_nothing_beside_a_running_append() {
     let services = Services::get();
-    let topic = unique("compact-orders");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "compact-orders", 2);
     let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }}]");
-    let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
+    let pipeline = Pipeline::local(&services, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
 
@@ -114,10 +113,9 @@ fn compaction_keeps_every_row_bin_packs_and_loses_nothing_beside_a_running_appen
 #[test]
 fn zorder_compaction_rewrites_without_changing_rows() {
     let services = Services::get();
-    let topic = unique("zorder-orders");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "zorder-orders", 2);
     let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }}]");
-    let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
+    let pipeline = Pipeline::local(&services, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 500\n{sources}\n"));
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
     produce_orders(&services, &topic, 13, 5_000, 0, 0.0);
@@ -143,10 +141,9 @@ fn zorder_compaction_rewrites_without_changing_rows() {
 #[test]
 fn vacuum_guards_retention_dry_runs_and_keeps_time_travel_inside_the_window() {
     let services = Services::get();
-    let topic = unique("vacuum-orders");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "vacuum-orders", 1);
     let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }}]");
-    let pipeline = Pipeline::new(&services, None, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 1000\n{sources}\n"));
+    let pipeline = Pipeline::local(&services, &format!("{ORDERS}\n[raw_append]\nmax_batch_rows = 1000\n{sources}\n"));
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/order");
     produce_orders(&services, &topic, 21, 5_000, 0, 0.0);
@@ -295,8 +292,7 @@ fn offsets_in_table(table: &str, owner: Option<&str>) -> BTreeSet<i64> {
 #[test]
 fn manifests_follow_delta_spark_layout_list_exactly_the_current_rows_and_drop_emptied_partitions() {
     let services = Services::get();
-    let topic = unique("manifest-members");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "manifest-members", 1);
     let pipeline = members_pipeline(&services, MEMBERS, &topic, "\"offset\"");
     let config = pipeline.config.to_str().unwrap();
     let table = pipeline.table("raw/member");
@@ -340,8 +336,7 @@ fn manifests_follow_delta_spark_layout_list_exactly_the_current_rows_and_drop_em
 #[test]
 fn writers_keep_manifests_current_when_the_table_asks_for_it() {
     let services = Services::get();
-    let topic = unique("manifest-incremental");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "manifest-incremental", 1);
     let table_cfg = MEMBERS.replace(
         "partitions = [{ column = \"order_owner\" }]",
         "partitions = [{ column = \"order_owner\" }]\nproperties = { \"delta.compatibility.symlinkFormatManifest.enabled\" = \"true\" }",
@@ -368,8 +363,7 @@ fn writers_keep_manifests_current_when_the_table_asks_for_it() {
 #[test]
 fn catalog_ddl_parses_as_hive_and_names_every_column_with_its_type() {
     let services = Services::get();
-    let topic = unique("catalog-members");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "catalog-members", 1);
     let pipeline = members_pipeline(&services, MEMBERS, &topic, "\"partition\", \"offset\", \"timestamp\"");
     let config = pipeline.config.to_str().unwrap();
     let messages = member_messages(0);
@@ -431,8 +425,7 @@ fn every_operation_works_on_s3() {
     let root = format!("s3://{bucket}/lake");
     let env = services.s3_env();
     let storage = services.s3_options();
-    let topic = unique("s3-members");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "s3-members", 1);
     let pipeline = Pipeline::new(
         &services,
         Some(&root),
@@ -583,8 +576,7 @@ fn catalog_apply_keeps_glue_equal_to_the_ddl_through_a_removed_partition_and_an_
     let root = format!("s3://{bucket}/lake");
     let env = services.s3_env();
     let storage: BTreeMap<String, String> = services.s3_options().into_iter().collect();
-    let topic = unique("glue-members");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "glue-members", 1);
     let sources = format!("sources = [{{ topic = \"{topic}\", table = \"raw_member\", metadata_columns = [\"offset\"] }}]");
     let pipeline = Pipeline::new(&services, Some(&root), &format!("{MEMBERS}\n[raw_append]\n{sources}\n"));
     pipeline.write_file("member_any_owner.schema.toml", MEMBER_SCHEMA);

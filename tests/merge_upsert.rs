@@ -168,8 +168,7 @@ fn processed_equals_the_latest_change_per_key_whatever_the_batch_sizes_and_runs(
 #[test]
 fn late_older_changes_never_win_and_deletes_leave_tombstones() {
     let services = Services::get();
-    let topic = unique("mu-order");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "mu-order", 1);
     let p = pipeline(&services, &topic, "");
     let config = p.config.to_str().unwrap();
     // Rounds of changes, each `key sequence value op`.
@@ -222,8 +221,7 @@ fn late_older_changes_never_win_and_deletes_leave_tombstones() {
 #[test]
 fn killed_at_any_step_and_restarted_the_target_equals_the_oracle() {
     let services = Services::get();
-    let topic = unique("mu-crash");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "mu-crash", 2);
     let p = pipeline(&services, &topic, "max_files_per_batch = 1");
     let config = p.config.to_str().unwrap();
     let mut changes = Changes::new(5, 300);
@@ -345,11 +343,9 @@ fn a_new_source_column_is_added_only_when_configured() {
 #[test]
 fn aws_dms_change_records_are_merged_through_configuration() {
     let services = Services::get();
-    let topic = unique("mu-dms");
-    create_topics(&services, &[&topic], 1);
-    let p = Pipeline::new(
+    let topic = new_topic(&services, "mu-dms", 1);
+    let p = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"
 [tables.dms_orders]
@@ -434,8 +430,7 @@ fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
     services.create_bucket(&bucket);
     let root = format!("s3://{bucket}/lake");
     let (env, storage) = (services.s3_env(), services.s3_options());
-    let topic = unique("mu-s3");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "mu-s3", 1);
     let p = pipeline(&services, &topic, "");
     // The same pipeline on S3, with symlink manifests kept up to date by the job.
     let body = std::fs::read_to_string(&p.config).unwrap();
@@ -462,10 +457,8 @@ fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
     for messages in &rounds {
         let refs: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
         produce_raw(&services, &topic, &refs);
-        let r = run("raw-append", &["--config", config], &env);
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
-        let r = run("merge-upsert", &["--config", config], &env);
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        run_succeeds("raw-append", config, &env);
+        run_succeeds("merge-upsert", config, &env);
     }
     let target = format!("{root}/processed");
     let rows = query(&[("p", target.as_str())], &storage, "SELECT order_id, hour FROM p ORDER BY order_id");
@@ -493,8 +486,7 @@ fn works_on_s3_and_a_merge_that_empties_a_partition_removes_its_manifest() {
 #[test]
 fn continuous_runs_merge_new_commits_and_stop_cleanly_on_sigterm() {
     let services = Services::get();
-    let topic = unique("mu-continuous");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "mu-continuous", 1);
     let p = pipeline(&services, &topic, "interval = \"1s\"");
     let config = p.config.to_str().unwrap();
     let mut changes = Changes::new(21, 100);
@@ -638,8 +630,7 @@ fn a_vacuumed_or_recreated_source_stops_with_exit_4_and_the_fix_never_no_new_dat
 #[test]
 fn continuous_merges_survive_compactions_of_the_target_and_re_plan_a_batch_whose_files_were_compacted() {
     let services = Services::get();
-    let topic = unique("mu-compact");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "mu-compact", 1);
     let p = pipeline(&services, &topic, "interval = \"1s\"");
     let config = p.config.to_str().unwrap();
     let compact = || run("maintenance", &["--config", config, "compact", "target", "--min-commit-interval", "0s"], &[]);

@@ -65,9 +65,8 @@ fn end_to_end_local_tables_hold_exactly_what_was_produced() {
     reference_data::produce(&services.brokers, &members, &ProduceOptions { count: 200, rate: 0, bad_fraction: 0.0 }, || gen.next_message())
         .expect("members");
 
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"{ORDERS_TABLE}
 [tables.raw_member]
@@ -152,11 +151,9 @@ fn chrono_now() -> (String, String) {
 #[test]
 fn bad_input_lands_in_the_dead_letter_table_and_partitions_are_escaped() {
     let services = Services::get();
-    let topic = unique("events");
-    create_topics(&services, &[&topic], 1);
-    let pipeline = Pipeline::new(
+    let topic = new_topic(&services, "events", 1);
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"[tables.events]
 path = "raw/events"
@@ -274,8 +271,7 @@ format = "%y-%m-%d %H:%M:%S"
 #[test]
 fn killed_at_any_step_and_restarted_nothing_is_lost_or_doubled() {
     let services = Services::get();
-    let topic = unique("crash-orders");
-    create_topics(&services, &[&topic], 3);
+    let topic = new_topic(&services, "crash-orders", 3);
     const TOTAL: u64 = 24_000;
     const BAD: f64 = 0.02;
     let producer = {
@@ -331,13 +327,11 @@ fn on_moto_s3_end_to_end_and_two_writers_lose_no_commit() {
     let env = services.s3_env();
     let storage = services.s3_options();
 
-    let topic = unique("s3-orders");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "s3-orders", 2);
     produce_orders(&services, &topic, 21, 1500, 0, 0.0);
     let pipeline = orders_pipeline(&services, Some(&root), &topic, "max_batch_rows = 500");
     let config = pipeline.config.to_str().unwrap();
-    let r = run("raw-append", &["--config", config], &env);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", config, &env);
     let table = format!("{root}/raw/order");
     let rows = query(
         &[("o", table.as_str())],
@@ -377,8 +371,7 @@ fn on_moto_s3_end_to_end_and_two_writers_lose_no_commit() {
 #[test]
 fn continuous_mode_commits_by_interval_and_stops_cleanly_on_sigterm() {
     let services = Services::get();
-    let topic = unique("cont-orders");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "cont-orders", 2);
     let pipeline = orders_pipeline(&services, None, &topic, "interval = \"1s\"\nshutdown_timeout = \"20s\"");
     let config = pipeline.config.to_str().unwrap().to_string();
     let mut child = spawn("raw-append", &["--config", &config, "--trigger", "continuous"], &[]);
@@ -410,9 +403,8 @@ fn continuous_mode_commits_by_interval_and_stops_cleanly_on_sigterm() {
 #[test]
 fn invalid_configuration_names_the_key_and_exits_78() {
     let services = Services::get();
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::local(
         &services,
-        None,
         r#"[tables.raw_order]
 path = "raw/order"
 schema = "order.schema.toml"
@@ -432,8 +424,7 @@ sources = [{ topic = "t", table = "raw_order" }]
 #[test]
 fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
     let services = Services::get();
-    let topic = unique("group-orders");
-    create_topics(&services, &[&topic], 4);
+    let topic = new_topic(&services, "group-orders", 4);
     // 30 s of production: long enough for tansu's ~20 s group join to hand the second task
     // partitions while data still flows.
     const TOTAL: u64 = 9_000;
@@ -483,8 +474,7 @@ fn two_continuous_tasks_in_one_consumer_group_share_partitions_exactly_once() {
 #[test]
 fn rescue_keeps_fields_the_schema_does_not_read_exactly_as_sent() {
     let services = Services::get();
-    let topic = unique("rescue");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "rescue", 1);
     let messages: [&[u8]; 3] = [
         br#"{"order_id": 1, "order_owner": "alice", "order_value": 5, "timestamp": "2022-04-04 11:30:00"}"#,
         br#"{"order_id": 2, "order_owner": "bob", "order_value": 6, "timestamp": "2022-04-04 11:31:00", "coupon": {"code": "X1", "pct": 12345678901234567890.25}, "tags": ["a", "\u00e9"]}"#,
@@ -492,16 +482,14 @@ fn rescue_keeps_fields_the_schema_does_not_read_exactly_as_sent() {
     ];
     let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, *m)).collect();
     produce_raw(&services, &topic, &with_keys);
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             "{}\n[raw_append]\nsources = [{{ topic = \"{topic}\", table = \"raw_order\", unknown_fields = \"rescue\" }}]\n",
             include_str!("fixtures/raw_order_daily.tables.toml")
         ),
     );
-    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", pipeline.config.to_str().unwrap(), &[]);
     let table = pipeline.table("raw/order");
     let rows = query(&[("o", table.as_str())], &HashMap::new(), "SELECT CAST(order_id AS VARCHAR) AS id, _rescued_data FROM o ORDER BY id");
     assert_eq!(
@@ -530,8 +518,7 @@ fn dms_order(id: i64, owner: &str, value: i64) -> Option<String> {
 #[test]
 fn dms_records_skip_control_records_and_merge_to_the_source_tables_state() {
     let services = Services::get();
-    let topic = unique("dms");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "dms", 1);
     let messages = [
         dms_record("control", "create-table", 0, None),
         dms_record("data", "load", 1, dms_order(1, "alice", 10)),
@@ -546,9 +533,8 @@ fn dms_records_skip_control_records_and_merge_to_the_source_tables_state() {
     ];
     let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
     produce_raw(&services, &topic, &with_keys);
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"{}
 [tables.processed]
@@ -629,8 +615,7 @@ ignore_columns = ["day"]
 #[test]
 fn dms_records_killed_at_any_step_land_once_and_skipped_records_never() {
     let services = Services::get();
-    let topic = unique("dms-crash");
-    create_topics(&services, &[&topic], 3);
+    let topic = new_topic(&services, "dms-crash", 3);
     // Every 25th record a control record, every 40th a data record without data.
     // (order id of a data record, the record)
     let records: Vec<(Option<u32>, String)> = (0..4_000u32)
@@ -643,10 +628,7 @@ fn dms_records_killed_at_any_step_land_once_and_skipped_records_never() {
     let expected: Vec<String> = records.iter().filter_map(|(id, _)| id.map(|i| i.to_string())).collect();
     let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(_, m)| (None, m.as_bytes())).collect();
     produce_raw(&services, &topic, &messages);
-    let pipeline = Pipeline::new(
-        &services,
-        None,
-        &format!(
+    let pipeline = Pipeline::local(&services, &format!(
             "{ORDERS_TABLE}\n[raw_append]\nmax_batch_rows = 300\ninterval = \"200ms\"\nsources = [{{ topic = \"{topic}\", table = \"raw_order\", format = \"dms\" }}]\n"
         ),
     );
@@ -659,9 +641,7 @@ fn dms_records_killed_at_any_step_land_once_and_skipped_records_never() {
         Kill::At("raw_append::after_upload", "return"),
         Kill::After(250),
     ];
-    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
-    assert!(crashes >= 4, "only {crashes} runs were actually killed");
-    drain("raw-append", &config, &[]);
+    kill_then_drain("raw-append", &config, &[], &plan, 4);
     let rows = query(
         &[("o", pipeline.table("raw/order").as_str())],
         &HashMap::new(),
@@ -683,8 +663,7 @@ fn a_run_resumed_inside_the_brokers_last_record_batch_reads_to_the_partitions_en
     // tansu lists a partition's high watermark as the base offset of its last record batch + 1;
     // progress inside one large batch is past that listing while messages still follow.
     let services = Services::get();
-    let topic = unique("big-batch");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "big-batch", 1);
     let mut generator = OrderGenerator::reference(11);
     let messages: Vec<Vec<u8>> = (0..2_000).map(|_| generator.next_message().1.into_bytes()).collect();
     let with_keys: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_slice())).collect();
@@ -693,8 +672,7 @@ fn a_run_resumed_inside_the_brokers_last_record_batch_reads_to_the_partitions_en
     let config = pipeline.config.to_str().unwrap();
     let crashed = run("raw-append", &["--config", config], &[("FAILPOINTS".into(), "raw_append::after_commit=2*off->return".into())]);
     assert_eq!(crashed.code, None, "killed after its third commit: {}", crashed.stderr);
-    let r = run("raw-append", &["--config", config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", config, &[]);
     assert_eq!(r.summary["rows_in"], 2_000 - 900, "one run reads the rest: {}", r.summary);
     let again = run("raw-append", &["--config", config], &[]);
     assert_eq!(again.code, Some(3), "{}", again.stderr);

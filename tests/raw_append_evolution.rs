@@ -89,8 +89,7 @@ fn spawn_reader(location: String, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 #[test]
 fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
     let services = Services::get();
-    let topic = unique("evolve");
-    create_topics(&services, &[&topic], 3);
+    let topic = new_topic(&services, "evolve", 3);
     produce_items(&services, &topic, 0..2_000);
     let pipeline = items_pipeline(&services, &topic, "");
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -119,7 +118,7 @@ fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
     for (got, want) in rows.iter().zip(&expected) {
         assert_eq!(got, want, "each value where its field was, nothing else");
     }
-    let dead = query_table(pipeline.table("raw/dead_letter").as_str(), "SELECT error FROM t");
+    let dead = pipeline.query("raw/dead_letter", "SELECT error FROM t");
     assert!(dead.is_empty(), "no item was dead-lettered: {dead:?}");
     assert_nothing_new("raw-append", &config);
 }
@@ -127,8 +126,7 @@ fn new_fields_become_columns_exactly_once_under_kills_and_concurrent_readers() {
 #[test]
 fn a_field_that_cannot_be_a_column_is_reported_and_two_tasks_evolve_one_table() {
     let services = Services::get();
-    let topic = unique("evolve-group");
-    create_topics(&services, &[&topic], 4);
+    let topic = new_topic(&services, "evolve-group", 4);
     produce_items(&services, &topic, 0..1_000);
     let pipeline = items_pipeline(&services, &topic, &format!("interval = \"500ms\"\ngroup_id = \"{}\"", unique("evolvers")));
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -165,8 +163,7 @@ const ORDERS_SCHEMA: &str =
 #[test]
 fn a_dms_column_added_mid_stream_reaches_the_routed_table_and_the_merged_state() {
     let services = Services::get();
-    let topic = unique("dms-evolve");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "dms-evolve", 1);
     let records = [
         dms("shop", "orders", "data", "load", 1, Some(r#"{"order_id": 1, "order_owner": "alice"}"#)),
         dms("shop", "orders", "data", "load", 2, Some(r#"{"order_id": 2, "order_owner": "bob"}"#)),
@@ -175,32 +172,14 @@ fn a_dms_column_added_mid_stream_reaches_the_routed_table_and_the_merged_state()
         dms("shop", "orders", "data", "update", 5, Some(r#"{"order_id": 1, "order_owner": "alice", "coupon": "C1"}"#)),
         dms("shop", "orders", "data", "delete", 6, Some(r#"{"order_id": 2, "order_owner": "bob", "coupon": null}"#)),
     ];
-    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|m| (None, m.as_bytes())).collect();
-    produce_raw(&services, &topic, &messages);
-    let pipeline = Pipeline::new(
+    produce_unkeyed(&services, &topic, &records);
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
-            r#"[tables.shop_orders]
-path = "raw/dms/shop_orders"
-schema = "dms/shop_orders.schema.toml"
-
-[tables.processed]
-path = "processed"
-schema = "processed.schema.toml"
-
-[raw_append]
+            r#"[raw_append]
 sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns", route = {{ schemas = "dms", path = "raw/dms/{{table}}" }} }}]
-
-[merge_upsert]
-source = "shop_orders"
-target = "processed"
-key = ["order_id"]
-sequence = "_dms_timestamp"
-operation = "_dms_operation"
-delete_values = ["delete"]
-schema_evolution = "add_columns"
-"#
+{}"#,
+            dms_orders_merge("schema_evolution = \"add_columns\"")
         ),
     );
     std::fs::create_dir(pipeline.dir.path().join("dms")).expect("schema folder");
@@ -208,24 +187,18 @@ schema_evolution = "add_columns"
     pipeline
         .write_file("processed.schema.toml", &format!("{ORDERS_SCHEMA}\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\n"));
     let config = pipeline.config.to_str().unwrap();
-    let r = run("raw-append", &["--config", config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", config, &[]);
     assert_eq!(r.summary["details"]["dms_control_records"], 1, "{}", r.summary);
     assert_eq!(r.summary["details"]["columns_added"], 1, "{}", r.summary);
-    let raw = query_table(
-        pipeline.table("raw/dms/shop_orders").as_str(),
-        "SELECT CAST(order_id AS VARCHAR) AS id, _dms_operation, coupon FROM t ORDER BY _dms_timestamp",
-    );
+    let raw = pipeline
+        .query("raw/dms/shop_orders", "SELECT CAST(order_id AS VARCHAR) AS id, _dms_operation, coupon FROM t ORDER BY _dms_timestamp");
     assert_eq!(
         raw,
         rows(&[["1", "load", "NULL"], ["2", "load", "NULL"], ["3", "insert", "C3"], ["1", "update", "C1"], ["2", "delete", "NULL"]])
     );
     let m = run("merge-upsert", &["--config", config], &[]);
     assert_eq!(m.code, Some(0), "{}", m.stderr);
-    let target = query_table(
-        pipeline.table("processed").as_str(),
-        "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, coupon FROM t ORDER BY order_id",
-    );
+    let target = pipeline.query("processed", "SELECT CAST(order_id AS VARCHAR) AS id, order_owner, coupon FROM t ORDER BY order_id");
     assert_eq!(target, rows(&[["1", "alice", "C1"], ["3", "carol", "C3"]]), "the source table's final state, the added column included");
     assert_nothing_new("raw-append", config);
 }
@@ -253,14 +226,12 @@ fn inferred_record(i: i64) -> (&'static str, String, Vec<String>) {
 #[test]
 fn tables_without_a_schema_file_are_inferred_from_their_first_records_exactly_once_under_kills() {
     let services = Services::get();
-    let topic = unique("dms-infer");
-    create_topics(&services, &[&topic], 3);
+    let topic = new_topic(&services, "dms-infer", 3);
     let records: Vec<(String, String)> = (0..1_500).map(|i| (i.to_string(), inferred_record(i).1)).collect();
     let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|(k, m)| (Some(k.as_str()), m.as_bytes())).collect();
     produce_raw(&services, &topic, &messages);
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"[raw_append]
 max_batch_rows = 300
@@ -276,9 +247,7 @@ sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns",
         Kill::At("raw_append::after_commit", "return"),
         Kill::After(1_200),
     ];
-    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
-    assert!(crashes >= 3, "only {crashes} runs were killed");
-    drain("raw-append", &config, &[]);
+    kill_then_drain("raw-append", &config, &[], &plan, 3);
     let sql = [
         ("shop_orders", "SELECT CAST(order_id AS VARCHAR) AS i, owner, CAST(value AS VARCHAR) AS v, CAST(placed AS VARCHAR) AS p FROM t ORDER BY order_id"),
         ("shop_customers", "SELECT CAST(customer_id AS VARCHAR) AS i, name, address_city FROM t ORDER BY customer_id"),
@@ -290,8 +259,8 @@ sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns",
         let expected: Vec<Vec<String>> = (0..1_500).map(inferred_record).filter(|(t, _, _)| *t == table).map(|(_, _, row)| row).collect();
         assert_eq!(rows, expected, "{table}: each record once, typed from its values");
     }
-    let types = query_table(
-        pipeline.table("raw/dms/shop_orders").as_str(),
+    let types = pipeline.query(
+        "raw/dms/shop_orders",
         "SELECT arrow_typeof(order_id), arrow_typeof(value), arrow_typeof(placed), arrow_typeof(_dms_operation) FROM t LIMIT 1",
     );
     assert_eq!(
@@ -305,15 +274,9 @@ sources = [{{ topic = "{topic}", format = "dms", unknown_fields = "add_columns",
 #[test]
 fn a_table_with_schema_infer_is_created_from_its_first_messages_and_keeps_evolving() {
     let services = Services::get();
-    let topic = unique("infer-table");
-    create_topics(&services, &[&topic], 2);
-    let first: Vec<String> =
-        (0..500).map(|i| format!(r#"{{"id": {i}, "kind": "k{}", "at": "2026-12-01T00:00:0{}Z"}}"#, i % 3, i % 10)).collect();
-    let messages: Vec<(Option<&str>, &[u8])> = first.iter().map(|m| (None, m.as_bytes())).collect();
-    produce_raw(&services, &topic, &messages);
-    let pipeline = Pipeline::new(
+    let topic = new_topic(&services, "infer-table", 2);
+    let pipeline = Pipeline::local(
         &services,
-        None,
         &format!(
             r#"[tables.events]
 path = "raw/events"
@@ -324,6 +287,10 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
 "#
         ),
     );
+    // The first messages: their fields become the table's columns.
+    let first: Vec<String> =
+        (0..500).map(|i| format!(r#"{{"id": {i}, "kind": "k{}", "at": "2026-12-01T00:00:0{}Z"}}"#, i % 3, i % 10)).collect();
+    produce_unkeyed(&services, &topic, &first);
     let config = pipeline.config.to_str().unwrap().to_string();
     // Killed right after the table's creation (its columns, no rows): the rerun writes each
     // message once into it.
@@ -331,13 +298,10 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
     assert_eq!(crashes, 1);
     let table = pipeline.table("raw/events");
     assert_eq!(query_table(table.as_str(), "SELECT COUNT(*) FROM t"), [["0"]], "created, nothing written yet");
-    let r = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", &config, &[]);
     let later: Vec<String> = (500..600).map(|i| format!(r#"{{"id": {i}, "kind": "k", "score": {i}}}"#)).collect();
-    let messages: Vec<(Option<&str>, &[u8])> = later.iter().map(|m| (None, m.as_bytes())).collect();
-    produce_raw(&services, &topic, &messages);
-    let r = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    produce_unkeyed(&services, &topic, &later);
+    let r = run_succeeds("raw-append", &config, &[]);
     assert_eq!(r.summary["details"]["columns_added"], 1, "score: {}", r.summary);
     let rows = query_table(
         table.as_str(),
@@ -353,8 +317,7 @@ sources = [{{ topic = "{topic}", table = "events", unknown_fields = "add_columns
 #[test]
 fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
     let services = Services::get();
-    let topic = unique("evolve-mid-batch");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "evolve-mid-batch", 1);
     let pipeline = items_pipeline(&services, &topic, "interval = \"6s\"");
     pipeline.edit("max_batch_rows = 400", "max_batch_rows = 100000");
     let config = pipeline.config.to_str().unwrap().to_string();
@@ -386,8 +349,7 @@ fn a_batch_whose_later_slices_bring_new_fields_commits_its_earlier_files_too() {
 #[test]
 fn fields_that_cannot_be_columns_are_rescued_when_asked() {
     let services = Services::get();
-    let topic = unique("evolve-rescue");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "evolve-rescue", 1);
     let messages: [&[u8]; 3] = [
         br#"{"id": 1, "name": "a"}"#,
         br#"{"id": 2, "name": "b", "price": 3, "a.b": {"c": 1}, "x y": "z"}"#,
@@ -397,13 +359,9 @@ fn fields_that_cannot_be_columns_are_rescued_when_asked() {
     let pipeline = items_pipeline(&services, &topic, "");
     pipeline.edit("unknown_fields = \"add_columns\"", "unknown_fields = \"add_columns\", rescue_refused = true");
     let config = pipeline.config.to_str().unwrap().to_string();
-    let r = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", &config, &[]);
     assert_eq!(r.summary["details"]["columns_added"], 1, "price: {}", r.summary);
-    let got = query_table(
-        pipeline.table("raw/items").as_str(),
-        "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p, _rescued_data FROM t ORDER BY id",
-    );
+    let got = pipeline.query("raw/items", "SELECT CAST(id AS VARCHAR) AS i, CAST(price AS VARCHAR) AS p, _rescued_data FROM t ORDER BY id");
     assert_eq!(
         got,
         rows(&[["1", "NULL", "NULL"], ["2", "3", r#"{"a.b":{"c": 1},"x y":"z"}"#], ["3", "4", r#"{"_RESCUED_DATA":5}"#]]),

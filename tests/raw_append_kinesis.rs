@@ -277,8 +277,7 @@ fn throttled_reads_are_retried_and_counted_in_the_summary() {
     let pipeline = kinesis_pipeline(&services, &stream, "max_batch_rows = 20");
     // The lake is a local folder: only Kinesis goes through the proxy.
     let env = proxy.s3_env(&services);
-    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &env);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", pipeline.config.to_str().unwrap(), &env);
     let injected = proxy.counts(None)["throttle"].as_u64().unwrap_or(0);
     assert!(injected > 0, "the proxy throttled: {}", proxy.counts(None));
     assert_eq!(r.summary["source_throttles"].as_u64(), Some(injected), "every throttle counted: {}", r.summary);
@@ -390,15 +389,11 @@ fn one_run_reads_a_kafka_topic_and_a_kinesis_stream_together() {
     block_on(create_stream(&kinesis_client(&services), &stream, 2));
     let records = orders(82, 400);
     put_all(&services, &stream, &records);
-    let pipeline = Pipeline::new(
-        &services,
-        None,
-        &format!(
+    let pipeline = Pipeline::local(&services, &format!(
             "{ORDERS_TABLE}\n[tables.stream_order]\npath = \"raw/stream_order\"\nschema = \"order.schema.toml\"\n\n[raw_append]\nmax_batch_rows = 150\nsources = [\n  {{ topic = \"{topic}\", table = \"raw_order\", metadata_columns = [\"partition\", \"offset\"] }},\n  {{ stream = \"{stream}\", table = \"stream_order\", {METADATA} }},\n]\n"
         ),
     );
-    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &services.s3_env());
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", pipeline.config.to_str().unwrap(), &services.s3_env());
     assert_eq!((r.summary["rows_out"]["raw_order"].as_u64(), r.summary["rows_out"]["stream_order"].as_u64()), (Some(500), Some(400)));
     let kafka_rows = query(
         &[("o", pipeline.table("raw/order").as_str())],

@@ -171,8 +171,7 @@ fn group_pipeline(services: &Services, topic: &str) -> Pipeline {
 #[test]
 fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and_writes_each_message_once() {
     let services = Services::get();
-    let topic = unique("scale-orders");
-    create_topics(&services, &[&topic], 6);
+    let topic = new_topic(&services, "scale-orders", 6);
     // Steady production until the last step: every task below joins (or leaves) while data flows.
     let (producing, producer) = steady_producer(&services, &topic);
     let pipeline = group_pipeline(&services, &topic);
@@ -248,33 +247,17 @@ fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and
 #[test]
 fn a_zombie_batch_never_lands_and_the_zombie_keeps_running() {
     let services = Services::get();
-    let topic = unique("zombie-orders");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "zombie-orders", 2);
     let first = produce_orders(&services, &topic, 71, 3_000, 0);
     let pipeline = orders_only(&services, &topic, "interval = \"500ms\"");
     let config = pipeline.config.to_str().unwrap().to_string();
     let table = pipeline.table("raw/order");
-    // The zombie reads a batch, uploads it, then stalls before its commit (as a task stuck in
-    // an upload while its partitions move to another owner).
-    let zombie = spawn(
-        "raw-append",
-        &["--config", &config, "--trigger", "continuous"],
-        &[("FAILPOINTS".into(), "raw_append::after_upload=1*sleep(12000)".into())],
-    );
-    std::thread::sleep(Duration::from_secs(5));
-    // Meanwhile another writer of the same job takes the same partitions and commits them.
-    let other = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(other.code, Some(0), "{}", other.stderr);
+    let zombie = zombie_beside_a_rival(&config);
     assert_eq!(count(&table), first, "the other writer committed everything");
     // The zombie wakes up: its stale batch must be dropped, and it must keep serving.
     let second = produce_orders(&services, &topic, 72, 1_000, 0);
     wait_until("the zombie to write the new messages", Duration::from_secs(90), || count(&table) >= first + second);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(child_running(&zombie), "the zombie exited instead of re-reading its partitions");
-    signal(&zombie, libc::SIGTERM);
-    let (code, summary, stderr) = finish(zombie);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(summary["batches_dropped"].as_u64().unwrap_or(0) >= 1, "the stale batch was not dropped: {summary}\n{stderr}");
+    let stderr = zombie_kept_serving(zombie);
     assert!(stderr.contains("progress_moved"), "the drop is logged with its error code");
     assert_eq!(assert_each_offset_once(&table), first + second);
 }
@@ -282,8 +265,7 @@ fn a_zombie_batch_never_lands_and_the_zombie_keeps_running() {
 #[test]
 fn an_idle_task_stays_healthy_and_a_stopped_one_does_not() {
     let services = Services::get();
-    let topic = unique("idle-orders");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "idle-orders", 1);
     let pipeline = orders_only(&services, &topic, "interval = \"1s\"");
     let health = pipeline.dir.path().join("health.json");
     let env = [("LAKEHOUSE_HEALTH_FILE".to_string(), health.display().to_string())];
@@ -319,7 +301,7 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
     let services = Services::get();
     let (orders, members) = (unique("edge-orders"), unique("edge-members"));
     create_topics(&services, &[&orders, &members], 1);
-    let pipeline = Pipeline::new(&services, None, &reference_tables(&orders, &members, "dead_letter_table = \"raw/dead_letter\""));
+    let pipeline = Pipeline::local(&services, &reference_tables(&orders, &members, "dead_letter_table = \"raw/dead_letter\""));
     let member =
         |owner: &str| serde_json::json!({"order_owner": owner, "membership": "gold", "timestamp": "2022-04-04 11:30:00"}).to_string();
     let long = "x".repeat(300);
@@ -352,8 +334,7 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
         produce_raw(&services, topic, &refs);
     }
     let config = pipeline.config.to_str().unwrap();
-    let r = run("raw-append", &["--config", config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", config, &[]);
     let none = HashMap::new();
     let dlq = pipeline.table("raw/dead_letter");
     let dead = query(&[("d", dlq.as_str())], &none, "SELECT topic, \"offset\", error FROM d ORDER BY topic, \"offset\"");
@@ -386,13 +367,11 @@ fn hostile_values_are_dead_lettered_with_reasons_and_their_neighbours_land() {
 #[test]
 fn offsets_gone_with_a_recreated_topic_stop_the_run_unless_skipping_is_configured() {
     let services = Services::get();
-    let topic = unique("recreated-orders");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "recreated-orders", 1);
     produce_orders(&services, &topic, 91, 50, 0);
     let pipeline = orders_only(&services, &topic, "dead_letter_table = \"raw/dead_letter\"");
     let config = pipeline.config.to_str().unwrap().to_string();
-    let r = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    run_succeeds("raw-append", &config, &[]);
     // The topic is deleted and created again with fewer messages than the table has read.
     block_on(reference_data::delete_topics(&services.brokers, &[&topic])).expect("topic deleted");
     std::thread::sleep(Duration::from_secs(1));
@@ -430,9 +409,8 @@ fn an_idle_second_source_does_not_hold_up_the_busy_one() {
     create_topics(&services, &[&orders], 3);
     create_topics(&services, &[&members], 2);
     let produced = produce_orders(&services, &orders, 101, 30_000, 0);
-    let pipeline = Pipeline::new(&services, None, &reference_tables(&orders, &members, "max_batch_rows = 5000"));
-    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let pipeline = Pipeline::local(&services, &reference_tables(&orders, &members, "max_batch_rows = 5000"));
+    let r = run_succeeds("raw-append", pipeline.config.to_str().unwrap(), &[]);
     assert_eq!(r.summary["rows_out"]["raw_order"], produced);
     assert_eq!(assert_each_offset_once(&pipeline.table("raw/order")), produced);
 }

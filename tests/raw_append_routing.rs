@@ -64,8 +64,7 @@ fn named(id_column: &str, id: i64, name: &str) -> String {
 #[test]
 fn one_dms_topic_becomes_one_table_per_source_table_and_merges_to_its_final_state() {
     let services = Services::get();
-    let topic = unique("dms-routed");
-    create_topics(&services, &[&topic], 1);
+    let topic = new_topic(&services, "dms-routed", 1);
     let records = [
         dms("shop", "orders", "control", "create-table", 0, None),
         dms("shop", "orders", "data", "load", 1, Some(&order(1, "alice", 10))),
@@ -83,34 +82,15 @@ fn one_dms_topic_becomes_one_table_per_source_table_and_merges_to_its_final_stat
         dms("shop", "orders", "control", "add-column", 9, None),
         dms("hr", "staff", "data", "insert", 9, Some(&named("staff_id", 101, "ida"))),
     ];
-    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|m| (None, m.as_bytes())).collect();
-    produce_raw(&services, &topic, &messages);
-    let merge = r#"
-[tables.shop_orders]
-path = "raw/dms/shop_orders"
-schema = "dms/shop_orders.schema.toml"
-
-[tables.processed]
-path = "processed"
-schema = "processed.schema.toml"
-
-[merge_upsert]
-source = "shop_orders"
-target = "processed"
-key = ["order_id"]
-sequence = "_dms_timestamp"
-operation = "_dms_operation"
-delete_values = ["delete"]
-ignore_columns = ["day", "_kafka_partition", "_kafka_offset"]
-"#;
-    let pipeline = routed_pipeline(&services, &topic, "", merge);
+    produce_unkeyed(&services, &topic, &records);
+    let merge = dms_orders_merge(r#"ignore_columns = ["day", "_kafka_partition", "_kafka_offset"]"#);
+    let pipeline = routed_pipeline(&services, &topic, "", &merge);
     pipeline.write_file(
         "processed.schema.toml",
         &format!("{ORDERS_SCHEMA}\n[[columns]]\nname = \"_dms_timestamp\"\ntype = \"timestamp\"\nrequired = true\n"),
     );
     let config = pipeline.config.to_str().unwrap();
-    let r = run("raw-append", &["--config", config], &[]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run_succeeds("raw-append", config, &[]);
     assert_eq!(r.summary["details"]["dms_control_records"], 2, "{}", r.summary);
     assert_eq!(r.summary["dead_letters"], 2, "the unknown table and the order without id: {}", r.summary);
     let rows = |table: &str, sql: &str| query(&[("t", pipeline.table(&format!("raw/dms/{table}")).as_str())], &HashMap::new(), sql);
@@ -161,8 +141,7 @@ ignore_columns = ["day", "_kafka_partition", "_kafka_offset"]
 #[test]
 fn a_routed_topic_killed_at_any_step_lands_every_record_once_in_its_own_table() {
     let services = Services::get();
-    let topic = unique("dms-routed-crash");
-    create_topics(&services, &[&topic], 3);
+    let topic = new_topic(&services, "dms-routed-crash", 3);
     // Four tables interleaved, a control record every 25th, an unknown table every 60th.
     let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut records = Vec::new();
@@ -184,8 +163,7 @@ fn a_routed_topic_killed_at_any_step_lands_every_record_once_in_its_own_table() 
         records.push(record);
     }
     let unknown = (0..4_000).filter(|i| i % 60 == 1 && i % 25 != 0).count();
-    let messages: Vec<(Option<&str>, &[u8])> = records.iter().map(|m| (None, m.as_bytes())).collect();
-    produce_raw(&services, &topic, &messages);
+    produce_unkeyed(&services, &topic, &records);
     let pipeline = routed_pipeline(&services, &topic, "max_batch_rows = 100\ninterval = \"200ms\"", "");
     let config = pipeline.config.to_str().unwrap().to_string();
     let plan = [
@@ -198,9 +176,7 @@ fn a_routed_topic_killed_at_any_step_lands_every_record_once_in_its_own_table() 
         Kill::After(300),
         Kill::After(250),
     ];
-    let crashes = run_kill_plan("raw-append", &config, &[], &plan);
-    assert!(crashes >= 6, "only {crashes} runs were actually killed");
-    drain("raw-append", &config, &[]);
+    kill_then_drain("raw-append", &config, &[], &plan, 6);
     for (table, ids) in &expected {
         let id = match *table {
             "shop_orders" => "order_id",
@@ -263,21 +239,12 @@ fn routed_offsets(pipeline: &Pipeline) -> Vec<Vec<String>> {
 #[test]
 fn a_zombie_routed_batch_never_lands_and_the_zombie_keeps_running() {
     let services = Services::get();
-    let topic = unique("dms-routed-zombie");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "dms-routed-zombie", 2);
     produce_keyed(&services, &topic, &three_tables(0, 3_000));
     let pipeline = routed_pipeline(&services, &topic, "interval = \"500ms\"", "");
     let config = pipeline.config.to_str().unwrap().to_string();
-    // The zombie reads a batch, uploads its first routed table's files, then stalls before the
-    // commit (a task stuck in an upload while its partitions move to another owner).
-    let zombie = spawn(
-        "raw-append",
-        &["--config", &config, "--trigger", "continuous"],
-        &[("FAILPOINTS".into(), "raw_append::after_upload=1*sleep(12000)".into())],
-    );
-    std::thread::sleep(Duration::from_secs(5));
-    let other = run("raw-append", &["--config", &config], &[]);
-    assert_eq!(other.code, Some(0), "{}", other.stderr);
+    // The zombie stalls after uploading its first routed table's files.
+    let zombie = zombie_beside_a_rival(&config);
     assert_eq!(routed_offsets(&pipeline).len(), 3_000, "the other writer committed everything");
     produce_keyed(&services, &topic, &three_tables(3_000, 1_000));
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -285,12 +252,7 @@ fn a_zombie_routed_batch_never_lands_and_the_zombie_keeps_running() {
         assert!(Instant::now() < deadline, "the zombie did not write the new records");
         std::thread::sleep(Duration::from_millis(500));
     }
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(child_running(&zombie), "the zombie exited instead of re-reading its partitions");
-    signal(&zombie, libc::SIGTERM);
-    let (code, summary, stderr) = finish(zombie);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(summary["batches_dropped"].as_u64().unwrap_or(0) >= 1, "the stale batch was not dropped: {summary}\n{stderr}");
+    zombie_kept_serving(zombie);
     let offsets = routed_offsets(&pipeline);
     assert_eq!(offsets.len(), 4_000, "every record routed");
     assert!(offsets.iter().all(|r| r[2] == "1"), "a record landed twice: {:?}", offsets.iter().find(|r| r[2] != "1"));
@@ -315,9 +277,7 @@ fn a_routed_kinesis_stream_killed_at_any_step_lands_every_record_once() {
         Kill::At("raw_append::after_commit", "1*off->return"),
         Kill::After(1_500),
     ];
-    let crashes = run_kill_plan("raw-append", &config, &env, &plan);
-    assert!(crashes >= 3, "only {crashes} runs were actually killed");
-    drain("raw-append", &config, &env);
+    kill_then_drain("raw-append", &config, &env, &plan, 3);
     let tables = ["shop_orders", "shop_customers", "employees"].map(|t| (t, pipeline.table(&format!("raw/dms/{t}"))));
     let named: Vec<(&str, &str)> = tables.iter().map(|(t, l)| (*t, l.as_str())).collect();
     let union =

@@ -45,8 +45,7 @@ fn healthcheck(file: &Path, max_age: &str) -> std::process::Output {
 #[test]
 fn continuous_run_serves_prometheus_metrics_and_a_heartbeat_that_agree_with_its_tables() {
     let services = Services::get();
-    let topic = unique("telemetry");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "telemetry", 2);
     let p = pipeline(&services, &topic, "interval = \"1s\"");
     let config = p.config.to_str().unwrap().to_string();
     let health = p.dir.path().join("health/raw-append.json");
@@ -136,8 +135,7 @@ fn a_metrics_address_in_use_is_a_configuration_error() {
 #[test]
 fn emf_records_add_up_to_the_summary() {
     let services = Services::get();
-    let topic = unique("emf");
-    create_topics(&services, &[&topic], 2);
+    let topic = new_topic(&services, "emf", 2);
     let p = pipeline(&services, &topic, "max_batch_rows = 150");
     let malformed = produce_orders(&services, &topic, 7, 600, 0, 0.1).malformed;
     let r = run("raw-append", &["--config", p.config.to_str().unwrap(), "--emf", "--emf-namespace", "LakehouseTest"], &[]);

@@ -120,6 +120,13 @@ pub fn create_topics(services: &Services, topics: &[&str], partitions: i32) {
     block_on(reference_data::create_topics(&services.brokers, topics, partitions)).expect("topics created");
 }
 
+/// A topic named after `prefix` (made unique), created with `partitions` partitions.
+pub fn new_topic(services: &Services, prefix: &str, partitions: i32) -> String {
+    let topic = unique(prefix);
+    create_topics(services, &[&topic], partitions);
+    topic
+}
+
 /// Produces `count` reference orders (generator seed `seed`, `rate` per second or 0 for as fast
 /// as possible, `bad_fraction` malformed) and waits for acknowledgement.
 pub fn produce_orders(
@@ -148,6 +155,12 @@ pub fn produce_raw(services: &Services, topic: &str, messages: &[(Option<&str>, 
         producer.send(record).map_err(|(e, _)| e).expect("queued");
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// Produces `messages` without keys and waits for acknowledgement.
+pub fn produce_unkeyed(services: &Services, topic: &str, messages: &[String]) {
+    let messages: Vec<(Option<&str>, &[u8])> = messages.iter().map(|m| (None, m.as_bytes())).collect();
+    produce_raw(services, topic, &messages);
 }
 
 /// A pipeline configuration in a temp folder, with the repository's schema files.
@@ -179,6 +192,11 @@ impl Pipeline {
         std::fs::write(&config, format!("[lake]\nroot = \"{lake_root}\"\n\n[kafka]\nbrokers = \"{}\"\n\n{body}", services.brokers))
             .expect("config written");
         Self { dir, config, lake_root }
+    }
+
+    /// A pipeline of configuration `body` whose lake is a local folder.
+    pub fn local(services: &Services, body: &str) -> Self {
+        Self::new(services, None, body)
     }
 
     /// The shipped pipeline (`schemas/pipeline.toml`, the reference shape) with its lake at
@@ -213,6 +231,11 @@ impl Pipeline {
     pub fn table(&self, path: &str) -> String {
         format!("{}/{path}", self.lake_root)
     }
+
+    /// [`query_table`] over the table at `path` under the lake root.
+    pub fn query(&self, path: &str, sql: &str) -> Vec<Vec<String>> {
+        query_table(self.table(path).as_str(), sql)
+    }
 }
 
 /// The outcome of a job run.
@@ -245,6 +268,13 @@ pub fn run(binary: &str, args: &[&str], env: &[(String, String)]) -> RunResult {
     let summary = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     RunResult { code: out.status.code(), summary, stderr, stdout: stdout.into_owned() }
+}
+
+/// A trigger-once run of `binary` over `config` that must exit 0.
+pub fn run_succeeds(binary: &str, config: &str, env: &[(String, String)]) -> RunResult {
+    let r = run(binary, &["--config", config], env);
+    assert_eq!(r.code, Some(0), "{binary}: {}", r.stderr);
+    r
 }
 
 /// Starts a job without waiting.
@@ -334,6 +364,66 @@ pub fn run_kill_plan(job: &str, config: &str, env: &[(String, String)], plan: &[
         crashes += usize::from(killed);
     }
     crashes
+}
+
+/// [`run_kill_plan`], at least `killed` of whose runs must really be killed, then [`drain`].
+pub fn kill_then_drain(job: &str, config: &str, env: &[(String, String)], plan: &[Kill], killed: usize) {
+    let crashes = run_kill_plan(job, config, env, plan);
+    assert!(crashes >= killed, "only {crashes} runs were actually killed");
+    drain(job, config, env);
+}
+
+/// A zombie writer: a continuous run that uploads its first batch and then stalls 12 s before
+/// the commit (as a task stuck in an upload while its partitions move to another owner), and,
+/// meanwhile, a trigger-once run of the same job that takes the same partitions and commits.
+/// Returns the zombie, still asleep.
+pub fn zombie_beside_a_rival(config: &str) -> Child {
+    let zombie = spawn(
+        "raw-append",
+        &["--config", config, "--trigger", "continuous"],
+        &[("FAILPOINTS".into(), "raw_append::after_upload=1*sleep(12000)".into())],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let rival = run("raw-append", &["--config", config], &[]);
+    assert_eq!(rival.code, Some(0), "{}", rival.stderr);
+    zombie
+}
+
+/// Checks that a zombie from [`zombie_beside_a_rival`] still runs a while after catching up,
+/// then stops it: it must exit 0 having dropped its stale batch. Returns its stderr.
+pub fn zombie_kept_serving(zombie: Child) -> String {
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child_running(&zombie), "the zombie exited instead of re-reading its partitions");
+    signal(&zombie, libc::SIGTERM);
+    let (code, summary, stderr) = finish(zombie);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary["batches_dropped"].as_u64().unwrap_or(0) >= 1, "the stale batch was not dropped: {summary}\n{stderr}");
+    stderr
+}
+
+/// The routed DMS table `shop_orders`, the `processed` table and a merge-upsert of the first
+/// into the second (deletes applied), with `extra` lines in `[merge_upsert]`.
+pub fn dms_orders_merge(extra: &str) -> String {
+    format!(
+        r#"
+[tables.shop_orders]
+path = "raw/dms/shop_orders"
+schema = "dms/shop_orders.schema.toml"
+
+[tables.processed]
+path = "processed"
+schema = "processed.schema.toml"
+
+[merge_upsert]
+source = "shop_orders"
+target = "processed"
+key = ["order_id"]
+sequence = "_dms_timestamp"
+operation = "_dms_operation"
+delete_values = ["delete"]
+{extra}
+"#
+    )
 }
 
 /// Trigger-once runs of `job` until one finds nothing new (exit 3), for at most 5 minutes.

@@ -1,10 +1,6 @@
+# A module states the minimum it needs; the root module (../../versions.tf) pins the range.
 terraform {
-  required_version = ">= 1.6"
-
   required_providers {
-    aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.80, < 7.0"
-    }
+    aws = { source = "hashicorp/aws", version = ">= 5.80" }
   }
 }
