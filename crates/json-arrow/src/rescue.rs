@@ -176,8 +176,8 @@ fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// The index after the JSON value starting at `i`.
-fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
+/// The index after the JSON value starting at `i` (None when the input ends inside it).
+pub(crate) fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
     match bytes.get(i)? {
         b'"' => skip_string(bytes, i),
         b'{' | b'[' => {

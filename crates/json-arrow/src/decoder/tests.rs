@@ -148,6 +148,27 @@ fn a_truncated_message_does_not_swallow_the_next() {
 }
 
 #[test]
+fn truncated_messages_among_good_ones_are_rejected_alike_and_spare_their_neighbours() {
+    let d = MessageDecoder::new(&order_schema(), 1 << 20);
+    let owned: Vec<String> = (0..9_000)
+        .map(|i| match i % 3 {
+            0 => format!(r#"{{"order_id": {i}, "order_owner": "a\"}}{{", "#),
+            1 => format!(r#"{{"order_id": {i}, "tags": [{{"x": "]"}}], "timestamp": "2022-04-04 12:00:01"}}"#),
+            _ => format!(r#"{{"order_id": {i}, "order_owner": "o\"]", "timestamp": "2022-04-04 12:00:01"}}"#),
+        })
+        .collect();
+    let msgs: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rejects.len(), 3_000);
+    assert!(out.rejects.iter().all(|r| r.index % 3 == 0 && r.reason == TRUNCATED), "{:?}", out.rejects.first());
+    let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(ids.len(), 6_000);
+    assert!(ids.values().iter().zip(&out.rows).all(|(id, row)| *id == *row as i64 && row % 3 != 0));
+    let owners = out.batch.column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!(owners.value(1), "o\"]", "escaped quotes and brackets inside strings are text");
+}
+
+#[test]
 fn many_chunks_keep_order() {
     let d = MessageDecoder::new(&order_schema(), 1 << 20);
     let owned: Vec<String> = (0..10_000)
