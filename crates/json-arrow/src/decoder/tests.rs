@@ -164,7 +164,7 @@ fn truncated_messages_among_good_ones_are_rejected_alike_and_spare_their_neighbo
     let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(ids.len(), 6_000);
     assert!(ids.values().iter().zip(&out.rows).all(|(id, row)| *id == *row as i64 && row % 3 != 0));
-    let owners = out.batch.column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    let owners = out.batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
     assert_eq!(owners.value(1), "o\"]", "escaped quotes and brackets inside strings are text");
 }
 
