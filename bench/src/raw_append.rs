@@ -18,7 +18,8 @@ pub struct RawAppendBench {
     /// Backlog sizes to measure (messages); several sizes show whether memory follows the backlog.
     #[arg(long, value_delimiter = ',', default_value = "5000000")]
     messages: Vec<u64>,
-    /// Only time the consume-only ceiling on an existing topic (diagnostics).
+    /// Only time the consume-only ceiling on an existing topic (diagnostics); it reads the first
+    /// `--messages` count, so pass the topic's size.
     #[arg(long)]
     ceiling_only: Option<String>,
     #[command(flatten)]
