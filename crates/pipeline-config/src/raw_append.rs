@@ -138,6 +138,14 @@ pub enum UnknownFields {
     AddColumns,
 }
 
+impl UnknownFields {
+    /// Whether fields the table does not read end in `_rescued_data`: all of them under
+    /// `rescue`, those schema evolution cannot add under `add_columns` with `rescue_refused`.
+    fn rescues(self, rescue_refused: bool) -> bool {
+        self == UnknownFields::Rescue || rescue_refused
+    }
+}
+
 /// How nested objects of new fields become columns (`unknown_fields = "add_columns"`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -372,7 +380,7 @@ impl RawAppendSource {
     /// Whether fields the table does not read end in `_rescued_data` (`rescue`, or under
     /// `add_columns` with `rescue_refused` those that cannot become columns).
     pub fn rescues(&self) -> bool {
-        self.unknown_fields == UnknownFields::Rescue || self.rescue_refused
+        self.unknown_fields.rescues(self.rescue_refused)
     }
 
     /// The tables the source's rows are written to (the routed ones, or its one table).
@@ -497,7 +505,7 @@ impl SourceFile {
         if let Some((added, _)) = self.format.added_columns().iter().find(|(c, _)| table.schema.column(c).is_some()) {
             return clash("format", added, " (added by the format)");
         }
-        if (self.unknown_fields == UnknownFields::Rescue || self.rescue_refused) && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
+        if self.unknown_fields.rescues(self.rescue_refused) && table.schema.column(RESCUED_DATA_COLUMN).is_some() {
             return clash("unknown_fields", RESCUED_DATA_COLUMN, "");
         }
         Ok(())

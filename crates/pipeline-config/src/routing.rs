@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::dms::SourceFormat;
 use crate::tables::TableFile;
-use crate::{checks, ColumnSpec, ColumnType, ConfigError, LakeConfig, PartitionSource, PartitionSpec, TableConfig, TableSchema};
+use crate::{checks, ColumnSpec, ColumnType, ConfigError, LakeConfig, PartitionSpec, TableConfig, TableSchema};
 
 /// The section as the file writes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,15 +187,7 @@ impl RouteFile {
         if !self.infer {
             return Ok(None);
         }
-        if let Some((i, _)) = self.partitions.iter().enumerate().find(|(_, p)| p.source != PartitionSource::IngestionTime) {
-            return Err(ConfigError::invalid(
-                format!("{}.partitions[{i}]", ctx.key),
-                "with infer = true partitions come from ingestion time (source = \"ingestion_time\"): inferred tables have no known column",
-            ));
-        }
-        for (i, p) in self.partitions.iter().enumerate() {
-            p.validate(&format!("{}.partitions[{i}]", ctx.key), &TableSchema { columns: Vec::new() })?;
-        }
+        crate::tables::check_inferred_partitions(&ctx.key, "infer = true", &self.partitions)?;
         let (path, partitions, properties) = (self.path.clone(), self.partitions.clone(), self.properties.clone());
         Ok(Some(InferredTables { path, partitions, properties, lake: ctx.lake.clone() }))
     }

@@ -78,20 +78,16 @@ impl TableFile {
     /// the table's setting in errors.
     pub(crate) fn resolve(self, name: &str, key: &str, lake: &LakeConfig, base: &Path) -> Result<TableConfig, ConfigError> {
         checks::relative_path(&format!("{key}.path"), &self.path)?;
-        let inferred = self.schema == Path::new(INFER_SCHEMA);
-        let schema = match inferred {
-            true => TableSchema { columns: Vec::new() },
-            false => TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?,
+        let schema = if self.schema == Path::new(INFER_SCHEMA) {
+            check_inferred_partitions(key, "schema = \"infer\"", &self.partitions)?;
+            TableSchema { columns: Vec::new() }
+        } else {
+            let schema = TableSchema::load(&base.join(&self.schema), &format!("{key}.schema"))?;
+            for (i, p) in self.partitions.iter().enumerate() {
+                p.validate(&format!("{key}.partitions[{i}]"), &schema)?;
+            }
+            schema
         };
-        if let Some(i) = self.partitions.iter().position(|p| inferred && p.source != PartitionSource::IngestionTime) {
-            return Err(ConfigError::invalid(
-                format!("{key}.partitions[{i}]"),
-                "with schema = \"infer\" partitions come from ingestion time (source = \"ingestion_time\"): no column is known before the first messages",
-            ));
-        }
-        for (i, p) in self.partitions.iter().enumerate() {
-            p.validate(&format!("{key}.partitions[{i}]"), &schema)?;
-        }
         let mut seen = HashSet::new();
         if let Some((i, p)) = self.partitions.iter().enumerate().find(|(_, p)| !seen.insert(&p.column)) {
             return Err(ConfigError::invalid(format!("{key}.partitions[{i}].column"), format!("'{}' is listed twice", p.column)));
@@ -154,6 +150,23 @@ impl TableConfig {
 /// The table `name` under `[tables]`, or an error naming `key` (the setting that refers to it).
 pub(crate) fn lookup(tables: &BTreeMap<String, TableConfig>, key: &str, name: &str) -> Result<TableConfig, ConfigError> {
     tables.get(name).cloned().ok_or_else(|| ConfigError::invalid(key, format!("no table '{name}' under [tables]")))
+}
+
+/// Partitions of tables whose columns are inferred (`setting` names how, for errors): they can
+/// only come from ingestion time, since no column is known before the first messages.
+pub(crate) fn check_inferred_partitions(key: &str, setting: &str, partitions: &[PartitionSpec]) -> Result<(), ConfigError> {
+    let no_columns = TableSchema { columns: Vec::new() };
+    for (i, p) in partitions.iter().enumerate() {
+        let key = format!("{key}.partitions[{i}]");
+        if p.source != PartitionSource::IngestionTime {
+            return Err(ConfigError::invalid(
+                key,
+                format!("with {setting} partitions come from ingestion time (source = \"ingestion_time\"): no column is known before the first messages"),
+            ));
+        }
+        p.validate(&key, &no_columns)?;
+    }
+    Ok(())
 }
 
 /// [`lookup`] for jobs that read a table's columns by name: its schema must be written down.
