@@ -84,6 +84,13 @@ fn nested_change_records_on_a_stream_flatten_into_columns_raw_append_fills() {
         ("metadata_source", "json"),
     ];
     assert_eq!(columns(&inferred), expected.map(|(n, t)| (n.to_string(), t.to_string())));
+    // With --nested typed the same fields become array and struct columns.
+    let typed = pipeline.dir.path().join("typed.schema.toml");
+    let args = ["infer-schema", "--stream", &stream, "--max-depth", "2", "--nested", "typed", "--out", typed.to_str().unwrap()];
+    assert_eq!(run("lakectl", &args, &services.s3_env()).code, Some(0));
+    let typed = columns(&TableSchema::load(&typed, "schema").expect("valid"));
+    assert_eq!(typed[3], ("data_tags".to_string(), "array<string>".to_string()));
+    assert_eq!(typed[6], ("metadata_source".to_string(), "struct<db:string>".to_string()));
 
     pipeline.edit(
         "[kafka]",

@@ -57,19 +57,9 @@ enum Conversion {
     Number(NumberKind),
     /// Not decoded: the value's JSON text, copied from the message.
     Json,
-}
-
-/// The exact-number conversion of a numeric column type.
-fn number_kind(column: ColumnType) -> Option<NumberKind> {
-    Some(match column {
-        ColumnType::Long => NumberKind::Long,
-        ColumnType::Integer => NumberKind::Integer,
-        ColumnType::Short => NumberKind::Short,
-        ColumnType::Double => NumberKind::Double,
-        ColumnType::Float => NumberKind::Float,
-        ColumnType::Decimal(p, s) => NumberKind::Decimal(p, s),
-        _ => return None,
-    })
+    /// An array or struct: decoded with numbers and timestamps as text, converted per value
+    /// (see [`crate::nested`]).
+    Nested(ColumnType),
 }
 
 /// Decodes JSON messages into record batches of a table schema.
@@ -162,7 +152,8 @@ impl MessageDecoder {
                     (ty, Conversion::Timestamp(parser))
                 }
                 ColumnType::Json => (DataType::Null, Conversion::Json),
-                other => match number_kind(other) {
+                nested if nested.is_nested() => (crate::nested::wire_type(&nested), Conversion::Nested(nested)),
+                other => match NumberKind::of(&other) {
                     Some(kind) => (DataType::Utf8, Conversion::Number(kind)),
                     None => (other.arrow_type(), Conversion::None),
                 },
@@ -353,6 +344,7 @@ impl MessageDecoder {
                     let values = col.as_any().downcast_ref::<StringArray>().expect("wire type is Utf8");
                     convert_numbers(&path.join("."), *kind, values, &mut bad)?
                 }
+                Conversion::Nested(ty) => crate::nested::convert(&path.join("."), ty, col, &mut bad)?,
             };
             if self.required[idx] && col.null_count() > 0 {
                 let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");

@@ -9,6 +9,7 @@
 
 mod decoder;
 pub mod infer;
+mod nested;
 mod new_fields;
 mod numbers;
 mod rescue;

@@ -11,13 +11,27 @@ pub struct NewFields {
     /// Keys from the top to the object holding the fields (empty: the message itself; `data`
     /// for AWS DMS records).
     root: Vec<String>,
+    /// Dotted paths (under the root) of array and struct columns: their types are fixed.
+    nested: Vec<String>,
 }
 
 impl NewFields {
     /// Fields under `root` (dotted; None: the top level) minus the dotted `paths` read there.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>, root: Option<&str>) -> Self {
         let root = root.map(|r| r.split('.').map(str::to_string).collect()).unwrap_or_default();
-        Self { known: KnownFields::from_paths(paths), root }
+        Self { known: KnownFields::from_paths(paths), root, nested: Vec::new() }
+    }
+
+    /// Declares the dotted paths of array and struct columns (see [`NewFields::inside_nested`]).
+    pub fn with_nested(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.nested = paths.into_iter().collect();
+        self
+    }
+
+    /// The array or struct column a found field sits in (its own path or a parent's): such a
+    /// field is one the column's type does not name, and evolution does not change nested types.
+    pub fn inside_nested(&self, path: &str) -> Option<&str> {
+        self.nested.iter().map(String::as_str).find(|n| path == *n || path.starts_with(&format!("{n}.")))
     }
 
     /// Takes the unread members of `message` into account in `inference` (nothing when every

@@ -12,6 +12,7 @@ use arrow::array::{ArrayRef, Decimal128Array, Float32Array, Float64Array, Int16A
 use arrow::compute::kernels::cast_utils::parse_decimal;
 use arrow::datatypes::Decimal128Type;
 use arrow::error::ArrowError;
+use pipeline_config::ColumnType;
 
 /// A numeric column type numbers are converted into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,21 @@ pub enum NumberKind {
     Float,
     /// Decimal with precision and scale.
     Decimal(u8, i8),
+}
+
+impl NumberKind {
+    /// The exact-number conversion of a numeric column type (None for other types).
+    pub fn of(column: &ColumnType) -> Option<Self> {
+        Some(match column {
+            ColumnType::Long => Self::Long,
+            ColumnType::Integer => Self::Integer,
+            ColumnType::Short => Self::Short,
+            ColumnType::Double => Self::Double,
+            ColumnType::Float => Self::Float,
+            ColumnType::Decimal(p, s) => Self::Decimal(*p, *s),
+            _ => return None,
+        })
+    }
 }
 
 /// Largest integer every `f64` below it represents exactly (2^53).

@@ -14,16 +14,23 @@ pub struct KnownFields {
     children: HashMap<String, KnownFields>,
     /// The whole value at this path is read by a column.
     whole: bool,
+    /// For an array of objects (a path segment `key[]`): what is read of each element.
+    elements: Option<Box<KnownFields>>,
 }
 
 impl KnownFields {
-    /// The tree of dotted `paths` (`order_id`, `data.id`).
+    /// The tree of dotted `paths` (`order_id`, `data.id`; `items[].sku` reads the `sku` of each
+    /// object in the array `items`).
     pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
         let mut root = Self::default();
         for path in paths {
             let mut node = &mut root;
             for key in path.split('.') {
-                node = node.children.entry(key.to_string()).or_default();
+                let name = key.trim_end_matches("[]");
+                node = node.children.entry(name.to_string()).or_default();
+                for _ in 0..(key.len() - name.len()) / 2 {
+                    node = node.elements.get_or_insert_with(Box::default);
+                }
             }
             node.whole = true;
         }
@@ -54,10 +61,41 @@ fn unknown_in_object(bytes: &[u8], start: usize, known: &KnownFields) -> Option<
                     kept.push(raw(inner.as_bytes()));
                 }
             }
+            Some(KnownFields { elements: Some(elements), .. }) if bytes[value.start] == b'[' => {
+                if let Some(inner) = unknown_in_array(bytes, value.start, elements)? {
+                    kept.push(raw(inner.as_bytes()));
+                }
+            }
             Some(_) => {}
         }
     }
     Some(((!kept.is_empty()).then(|| format!("{{{}}}", kept.join(","))), members.end()?))
+}
+
+/// The unknown members of each object in the array starting at `start`, as an array aligned
+/// with it (`null` for elements with none); None inside when no element has any.
+fn unknown_in_array(bytes: &[u8], start: usize, known: &KnownFields) -> Option<Option<String>> {
+    let mut kept: Vec<Option<String>> = Vec::new();
+    let mut at = skip_ws(bytes, start + 1);
+    if bytes.get(at) == Some(&b']') {
+        return Some(None);
+    }
+    loop {
+        let unknown = match bytes.get(at)? {
+            b'{' => unknown_in_object(bytes, at, known)?.0,
+            b'[' if known.elements.is_some() => unknown_in_array(bytes, at, known.elements.as_deref()?)?,
+            _ => None,
+        };
+        kept.push(unknown);
+        let after = skip_ws(bytes, skip_value(bytes, at)?);
+        match bytes.get(after)? {
+            b',' => at = skip_ws(bytes, after + 1),
+            b']' => break,
+            _ => return None,
+        }
+    }
+    let texts: Vec<&str> = kept.iter().map(|k| k.as_deref().unwrap_or("null")).collect();
+    Some(kept.iter().any(Option::is_some).then(|| format!("[{}]", texts.join(","))))
 }
 
 /// A member's key as text: borrowed from the message unless it holds escapes (most keys do
@@ -243,6 +281,19 @@ mod tests {
         );
         let rescued: serde_json::Value = serde_json::from_str(&unknown_fields(message, &known).unwrap()).expect("valid JSON");
         assert_eq!(rescued["data"]["new"], "é");
+    }
+
+    #[test]
+    fn unknown_members_of_array_elements_are_kept_aligned_with_their_elements() {
+        let known = KnownFields::from_paths(["id", "items[].sku", "items[].qty", "grid[][].x"]);
+        let message = br#"{"id": 1, "items": [{"sku": "a", "qty": 1}, {"sku": "b", "color": "red"}, null, 7],
+            "grid": [[{"x": 1, "y": 2}], []]}"#;
+        assert_eq!(
+            unknown_fields(message, &known).as_deref(),
+            Some(r#"{"items":[null,{"color":"red"},null,null],"grid":[[{"y":2}],null]}"#)
+        );
+        assert_eq!(unknown_fields(br#"{"id": 1, "items": [{"sku": "a"}, []]}"#, &known), None);
+        assert_eq!(unknown_fields(br#"{"items": [{"sku": "a"}, "#, &known), None, "truncated");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use lake::{LakeConfig, StoreConfig};
 pub use merge_upsert::{MergeUpsertConfig, SchemaEvolution};
 pub use pipeline::{ConfigOverrides, PipelineConfig, ENV_OVERRIDES};
 pub use raw_append::{
-    Flatten, MetadataColumn, OnMissingOffsets, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields, RESCUED_DATA_COLUMN,
+    Flatten, MetadataColumn, NestedAs, OnMissingOffsets, RawAppendConfig, RawAppendSource, SourceKind, UnknownFields, RESCUED_DATA_COLUMN,
 };
 pub use routing::{table_name_problem, InferredTables, NameTemplate, Routing, TemplatePart, DMS_TABLE_TEMPLATE, MAX_TABLE_NAME};
 pub use schema::{ColumnSpec, ColumnType, EpochUnit, TableSchema, TimestampSpec};

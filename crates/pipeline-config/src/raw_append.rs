@@ -154,14 +154,29 @@ pub struct Flatten {
     #[serde(default = "default_separator")]
     pub separator: String,
     /// Levels of nested objects that become columns (1: top-level fields only); deeper
-    /// objects and arrays are `json` columns holding their text as sent.
+    /// objects and arrays become columns as `nested` says.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
+    /// What arrays and objects deeper than `max_depth` become.
+    #[serde(default)]
+    pub nested: NestedAs,
+}
+
+/// What arrays and objects deeper than `flatten.max_depth` become when they are new columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NestedAs {
+    /// A `json` column: the value's text as sent (any shape fits, nothing is typed).
+    #[default]
+    Json,
+    /// Delta `array` and `struct` columns of the types their values show; a field whose values
+    /// disagree in shape is a `json` column instead.
+    Typed,
 }
 
 impl Default for Flatten {
     fn default() -> Self {
-        Self { separator: default_separator(), max_depth: default_max_depth() }
+        Self { separator: default_separator(), max_depth: default_max_depth(), nested: NestedAs::Json }
     }
 }
 
@@ -358,7 +373,7 @@ impl RawAppendConfig {
         for src in &self.sources {
             for table in src.tables() {
                 let columns = out.entry(table.name.clone()).or_default();
-                columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(*t))));
+                columns.extend(src.format.added_columns().iter().map(|(c, t)| (c.to_string(), Some(t.clone()))));
                 columns.extend(src.appended_columns());
             }
         }
@@ -480,7 +495,7 @@ impl SourceFile {
     /// Flattened names must be column names: a separator that a key could hold (`.`) or none
     /// at all would make two fields one column.
     fn check_flatten(&self, key: &str) -> Result<(), ConfigError> {
-        let Flatten { separator, max_depth } = &self.flatten;
+        let Flatten { separator, max_depth, .. } = &self.flatten;
         if separator.is_empty() || separator.contains('.') || separator.chars().any(char::is_control) {
             return Err(ConfigError::invalid(
                 format!("{key}.flatten.separator"),

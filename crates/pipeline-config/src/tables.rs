@@ -142,7 +142,7 @@ impl TableConfig {
     pub(crate) fn column_type_with(&self, name: &str, added: &AddedColumns) -> Option<ColumnType> {
         match self.schema.column(name) {
             Some(c) => Some(c.kind()),
-            None => added.get(&self.name)?.iter().find(|(c, _)| c == name).and_then(|(_, t)| *t),
+            None => added.get(&self.name)?.iter().find(|(c, _)| c == name).and_then(|(_, t)| t.clone()),
         }
     }
 }
@@ -190,13 +190,19 @@ impl PartitionSpec {
         let derived_clash = || ConfigError::invalid(format!("{key}.column"), "a derived partition column must not also be a schema column");
         match self.source {
             PartitionSource::Column => {
-                if schema.column(&self.column).is_none() {
+                let Some(column) = schema.column(&self.column) else {
                     return Err(ConfigError::invalid(
                         format!("{key}.column"),
                         format!(
                             "'{}' is not a schema column; for derived values set source = \"ingestion_time\" or \"field\"",
                             self.column
                         ),
+                    ));
+                };
+                if column.kind().is_nested() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.column"),
+                        format!("'{}' is an array or struct column, which cannot be a partition value", self.column),
                     ));
                 }
                 if self.format.is_some() || self.field.is_some() {

@@ -307,3 +307,31 @@ fn a_table_with_an_inferred_schema_is_written_by_raw_append_only() {
     let e = load(&format!("{events}{merge}"), "").unwrap_err().to_string();
     assert!(e.contains("merge_upsert.source: table 'events' has schema = \"infer\""), "{e}");
 }
+
+#[test]
+fn nested_columns_are_declared_by_type_and_never_partition_a_table() {
+    let dir = std::env::temp_dir().join(format!("pcfg-nested-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema =
+        "[[columns]]\nname = \"id\"\ntype = \"long\"\n\n[[columns]]\nname = \"address\"\ntype = \"struct<city:string,zip:string>\"\n";
+    std::fs::write(dir.join("nested.schema.toml"), schema).unwrap();
+    std::fs::write(dir.join("bad.schema.toml"), "[[columns]]\nname = \"tags\"\ntype = \"array<json>\"\n").unwrap();
+    let load = |schema: &str, partitions: &str, flatten: &str| {
+        load_in(
+            &dir,
+            &format!(
+                "[lake]\nroot = \"l\"\n[tables.t]\npath = \"raw/t\"\nschema = \"{schema}\"\npartitions = [{partitions}]\n[raw_append]\nsources = [{{ topic = \"t\", table = \"t\", unknown_fields = \"add_columns\"{flatten} }}]\n"
+            ),
+        )
+    };
+    let c = load("nested.schema.toml", "", ", flatten = { nested = \"typed\" }").unwrap();
+    let src = &c.raw_append.as_ref().unwrap().sources[0];
+    assert_eq!(src.flatten.nested, crate::NestedAs::Typed);
+    assert_eq!(src.table.schema.columns[1].kind().type_name(), "struct<city:string,zip:string>");
+    let e = load("nested.schema.toml", "{ column = \"address\" }", "").unwrap_err().to_string();
+    assert!(e.contains("tables.t.partitions[0].column") && e.contains("array or struct column"), "{e}");
+    let e = load("bad.schema.toml", "", "").unwrap_err().to_string();
+    assert!(e.contains("columns[0].type") && e.contains("json cannot sit inside array or struct"), "{e}");
+    let e = load("nested.schema.toml", "", ", flatten = { nested = \"deep\" }").unwrap_err().to_string();
+    assert!(e.contains("unknown variant `deep`"), "{e}");
+}

@@ -31,8 +31,13 @@ pub fn plan(inferred: Vec<InferredColumn>, fields: &NewFields, route: &Schema, t
         let parent = paths.iter().find(|p| path.starts_with(&format!("{p}.")));
         let has_children = paths.iter().any(|p| p.starts_with(&format!("{path}.")));
         let decided = match (parent, column.type_name) {
+            _ if fields.inside_nested(path).is_some() => Err(format!(
+                "'{}' is an array or struct column whose type does not name this field; evolution adds columns, not fields of nested types: add it to the type by hand",
+                fields.inside_nested(path).unwrap_or_default()
+            )),
             (Some(parent), _) => Err(format!("'{parent}' is sometimes a value: the whole of it is kept in its own json column")),
-            (None, Err(reason)) => Err(reason),
+            // Nothing to infer from (only nulls, only `[]`), but the table already has the column.
+            (None, Err(reason)) => table_type(&column.name, table).ok_or(reason),
             (None, Ok(_)) if has_children => Ok(ColumnType::Json),
             (None, Ok(name)) => ColumnType::parse(&name).ok_or_else(|| format!("inferred type {name} is not a column type")),
         };
@@ -56,6 +61,11 @@ pub fn plan(inferred: Vec<InferredColumn>, fields: &NewFields, route: &Schema, t
         }
     }
     out
+}
+
+/// The type of the table's column `name`, when it has one that raw-append writes.
+fn table_type(name: &str, table: &Schema) -> Option<ColumnType> {
+    ColumnType::from_arrow(table.field_with_name(name).ok()?.data_type())
 }
 
 /// The type of new column `name` (the table's when it holds one of that name already, then
@@ -143,6 +153,35 @@ mod tests {
         assert_eq!(columns(&plan), vec![("size", None, "json")]);
         assert_eq!(plan.refused.len(), 1);
         assert_eq!(plan.refused[0].0, "size.w");
+    }
+
+    #[test]
+    fn typed_nested_fields_become_array_and_struct_columns_whose_fields_are_then_fixed() {
+        let route = schema(&[("id", DataType::Int64)]);
+        let mut inference = SchemaInference::new("_", 1).nested_as(pipeline_config::NestedAs::Typed);
+        let fields = NewFields::new(["id"], None);
+        fields.observe(br#"{"id": 1, "items": [{"sku": "a", "qty": 2}], "address": {"city": "Oslo"}}"#, &mut inference);
+        let first = plan(inference.evolution_columns(), &fields, &route, &route);
+        assert_eq!(columns(&first), vec![("items", None, "array<struct<sku:string,qty:long>>"), ("address", None, "struct<city:string>")]);
+        assert_eq!(first.new_in_table[0].data_type(), &ColumnType::parse("array<struct<sku:string,qty:long>>").unwrap().arrow_type());
+
+        // The evolved route reads those columns; a field their types do not name is refused.
+        let evolved = schema(&[("id", DataType::Int64), ("address", first.columns[1].kind().arrow_type())]);
+        let fields = NewFields::new(["id", "address.city"], None).with_nested(["address".to_string()]);
+        let mut inference = SchemaInference::new("_", 2).nested_as(pipeline_config::NestedAs::Typed);
+        fields.observe(br#"{"id": 2, "address": {"city": "Oslo", "zip": "0150"}}"#, &mut inference);
+        let second = plan(inference.evolution_columns(), &fields, &evolved, &evolved);
+        assert!(second.columns.is_empty());
+        assert_eq!(second.refused[0].0, "address.zip");
+        assert!(second.refused[0].1.contains("'address' is an array or struct column"), "{}", second.refused[0].1);
+
+        // After a restart, a field seen only as `[]` takes the type the table gave it.
+        let table = schema(&[("id", DataType::Int64), ("items", first.columns[0].kind().arrow_type())]);
+        let mut inference = SchemaInference::new("_", 1).nested_as(pipeline_config::NestedAs::Typed);
+        NewFields::new(["id"], None).observe(br#"{"id": 3, "items": []}"#, &mut inference);
+        let restarted = plan(inference.evolution_columns(), &NewFields::new(["id"], None), &route, &table);
+        assert_eq!(columns(&restarted), vec![("items", None, "array<struct<sku:string,qty:long>>")]);
+        assert!(restarted.new_in_table.is_empty() && restarted.refused.is_empty());
     }
 
     #[test]

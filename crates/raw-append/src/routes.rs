@@ -7,8 +7,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use delta_io::TableSpec;
 use json_arrow::{KnownFields, MessageDecoder, NewFields};
 use pipeline_config::{
-    ColumnSpec, ColumnType, Flatten, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource,
-    SourceFormat, SourceKind, TableConfig, UnknownFields,
+    ColumnSpec, Flatten, MetadataColumn, PartitionSource, PartitionSpec, PipelineConfig, RawAppendConfig, RawAppendSource, SourceFormat,
+    SourceKind, TableConfig, UnknownFields,
 };
 
 use crate::router::Router;
@@ -83,10 +83,11 @@ impl Route {
         let decoder = MessageDecoder::new(&message_schema, max_message_bytes);
         let mut fields: Vec<Field> = decoder.table_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let appended = src.appended_columns().into_iter();
-        fields.extend(appended.map(|(name, ty)| Field::new(name, ty.map_or(DataType::Binary, ColumnType::arrow_type), true)));
+        fields.extend(appended.map(|(name, ty)| Field::new(name, ty.map_or(DataType::Binary, |t| t.arrow_type()), true)));
         // A DMS record's `metadata` is the format's envelope, never a field to rescue.
         let envelope = (src.format == SourceFormat::Dms).then_some("metadata");
-        let rescue = src.rescues().then(|| KnownFields::from_paths(message_schema.columns.iter().map(|c| c.json_key()).chain(envelope)));
+        let read: Vec<String> = message_schema.columns.iter().flat_map(ColumnSpec::read_paths).collect();
+        let rescue = src.rescues().then(|| KnownFields::from_paths(read.iter().map(String::as_str).chain(envelope)));
         let derived = table.partitions.iter().filter(|p| p.source != PartitionSource::Column);
         fields.extend(derived.map(|p| Field::new(&p.column, DataType::Utf8, true)));
         Route {
@@ -158,10 +159,14 @@ impl Route {
 /// Where a source's new fields are looked for: the message's top level, or `data` of AWS DMS
 /// records (their `metadata` is the format's own).
 fn new_fields(format: SourceFormat, columns: &[ColumnSpec]) -> NewFields {
-    match format {
-        SourceFormat::Json => NewFields::new(columns.iter().map(ColumnSpec::json_key), None),
-        SourceFormat::Dms => NewFields::new(columns.iter().filter_map(|c| c.json_key().strip_prefix("data.")), Some("data")),
-    }
+    let (prefix, root) = match format {
+        SourceFormat::Json => ("", None),
+        SourceFormat::Dms => ("data.", Some("data")),
+    };
+    let under_root = |path: &str| path.strip_prefix(prefix).map(str::to_string);
+    let read: Vec<String> = columns.iter().flat_map(ColumnSpec::read_paths).filter_map(|p| under_root(&p)).collect();
+    let nested = columns.iter().filter(|c| c.kind().is_nested()).filter_map(|c| under_root(c.json_key()));
+    NewFields::new(read.iter().map(String::as_str), root).with_nested(nested)
 }
 
 /// Bytes of the object key prefix of `location` (`s3://bucket/<key>`); 0 for local paths,

@@ -188,6 +188,10 @@ enum Command {
         /// Levels of nested objects flattened into columns (1: top-level fields only).
         #[arg(long, default_value_t = 3)]
         max_depth: usize,
+        /// What arrays and objects deeper than --max-depth become: json (their text) or typed
+        /// (array and struct columns of the types their values show).
+        #[arg(long, default_value = "json", value_parser = ["json", "typed"])]
+        nested: String,
     },
 }
 
@@ -239,8 +243,10 @@ pub fn main(args: Vec<OsString>) -> ! {
             print_status(&config, table.as_deref(), &heartbeats, json, &thresholds)
         }
         Command::Report { config, out } => write_report(&config, &out),
-        Command::InferSchema { topic, stream, messages, out, separator, max_depth } => {
-            infer_schema(&args.kafka.brokers, topic, stream, messages, out, (&separator, max_depth))
+        Command::InferSchema { topic, stream, messages, out, separator, max_depth, nested } => {
+            let nested = if nested == "typed" { pipeline_config::NestedAs::Typed } else { pipeline_config::NestedAs::Json };
+            let flatten = pipeline_config::Flatten { separator, max_depth, nested };
+            infer_schema(&args.kafka.brokers, topic, stream, messages, out, &flatten)
         }
         Command::Soak { config, duration, kill_min, kill_max, min_kills, orders_per_second, partitions, seed } => {
             let executable = std::env::current_exe().map_err(|e| format!("the lakehouse executable: {e}"));
@@ -317,7 +323,7 @@ fn infer_schema(
     stream: Option<String>,
     limit: usize,
     out: Option<PathBuf>,
-    (separator, max_depth): (&str, usize),
+    flatten: &pipeline_config::Flatten,
 ) -> Result<(), String> {
     let (origin, samples) = match (topic, stream) {
         (Some(topic), _) => {
@@ -337,7 +343,7 @@ fn infer_schema(
     if samples.is_empty() {
         return Err(format!("{origin} holds no message to infer a schema from"));
     }
-    let mut inference = json_arrow::SchemaInference::new(separator, max_depth);
+    let mut inference = json_arrow::SchemaInference::for_flatten(flatten);
     for message in &samples {
         inference.observe(message);
     }

@@ -1,6 +1,6 @@
 //! Unit tests of the message decoder.
 use super::*;
-use arrow::array::{Int64Array, TimestampMicrosecondArray};
+use arrow::array::{AsArray, Int64Array, TimestampMicrosecondArray};
 use pipeline_config::ColumnSpec;
 
 /// A column read from `json` (its own name when None).
@@ -191,4 +191,44 @@ fn a_schema_without_columns_still_counts_one_row_per_object() {
     assert_eq!(decoded.batch.num_columns(), 0);
     assert_eq!(decoded.rows, vec![0, 1, 3]);
     assert_eq!(decoded.rejects.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn array_and_struct_columns_hold_exact_values_and_a_bad_one_rejects_its_message() {
+    let col = |name: &str, ty: &str| column(name, None, ty, false);
+    let schema = TableSchema {
+        columns: vec![
+            col("order_id", "long"),
+            col("items", "array<struct<sku:string,qty:integer,price:decimal(20,2)>>"),
+            col("address", "struct<city:string,seen:timestamp>"),
+            col("tags", "array<long>"),
+        ],
+    };
+    let d = MessageDecoder::new(&schema, 1 << 20);
+    let msgs: Vec<&[u8]> = vec![
+        br#"{"order_id": 1, "items": [{"sku": "a", "qty": 2, "price": 1.50}, {"sku": "b", "qty": 1, "price": 9007199254740993.25}], "address": {"city": "Oslo", "seen": "2026-01-02 03:04:05"}, "tags": [9223372036854775807]}"#,
+        br#"{"order_id": 2, "items": [{"sku": "c", "qty": 2.5}]}"#,
+        br#"{"order_id": 3, "address": {"city": "Bergen", "seen": "yesterday"}}"#,
+        br#"{"order_id": 4, "tags": "not an array"}"#,
+        br#"{"order_id": 5, "items": [], "address": null, "tags": [1, null, 3]}"#,
+    ];
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rows, vec![0, 4]);
+    let reasons: Vec<(usize, &str)> = out.rejects.iter().map(|r| (r.index, r.reason.as_str())).collect();
+    assert_eq!(reasons[0], (1, "field 'items[].qty': 2.5 is not an integer (column type integer)"));
+    assert!(reasons[1].0 == 2 && reasons[1].1.contains("field 'address.seen': cannot read \"yesterday\" as a timestamp"), "{reasons:?}");
+    assert!(reasons[2].0 == 3 && reasons[2].1.starts_with("invalid value"), "{reasons:?}");
+    assert_eq!(out.batch.schema().as_ref(), schema.arrow_schema().as_ref());
+    let items = out.batch.column(1).as_list::<i32>();
+    let first = items.value(0);
+    let prices = first.as_struct().column(2).as_primitive::<arrow::datatypes::Decimal128Type>();
+    assert_eq!(prices.values().to_vec(), vec![150, 900719925474099325], "decimals exact beyond 2^53");
+    assert_eq!(items.value(1).len(), 0);
+    let tags = out.batch.column(3).as_list::<i32>();
+    assert_eq!(tags.value(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), i64::MAX);
+    assert_eq!(tags.value(1).null_count(), 1);
+    assert!(out.batch.column(2).is_null(1));
+    let address = out.batch.column(2).as_struct();
+    let seen = address.column(1).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    assert_eq!(seen.value(0), 1_767_323_045_000_000);
 }

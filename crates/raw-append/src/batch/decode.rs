@@ -75,8 +75,7 @@ pub(super) fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime
                 };
                 let built = table_rows::build(route, key, chunk, decoded, ingested_at)?;
                 if let Some(fields) = &route.evolution {
-                    let flatten = route.flatten();
-                    let inference = discovered.entry(idx).or_insert_with(|| SchemaInference::new(&flatten.separator, flatten.max_depth));
+                    let inference = discovered.entry(idx).or_insert_with(|| SchemaInference::for_flatten(route.flatten()));
                     built.messages.iter().for_each(|&m| fields.observe(payloads[m as usize], inference));
                 }
                 parts.push((idx, built));

@@ -6,20 +6,24 @@
 //! as dates (`YYYY-MM-DD`) or timestamps (`YYYY-MM-DD HH:MM:SS[.ffffff]` or RFC 3339, as the
 //! decoder reads them), other strings. Nested objects are flattened into `<parent><sep><child>`
 //! columns read through dotted `json_name` paths, down to a depth; arrays and deeper objects
-//! become `json` columns (their text as sent); what cannot be a column (keys with dots,
+//! become `json` columns (their text as sent) or, with [`NestedAs::Typed`], `array` and
+//! `struct` columns of the types their values show; what cannot be a column (keys with dots,
 //! conflicting types, only nulls) is listed as a comment with the reason rather than guessed.
 //! A field is `required` when every sampled message held a non-null value for it.
 
 use std::collections::{BTreeSet, HashMap};
 
-use pipeline_config::TimestampSpec;
+use pipeline_config::{Flatten, NestedAs, TimestampSpec};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::timestamps::TimestampParser;
+use shape::Shape;
+
+mod shape;
 
 /// What one value looked like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     Bool,
     Long,
     BigInteger,
@@ -39,6 +43,8 @@ struct Field {
     /// Messages with a non-null value.
     present: usize,
     kinds: BTreeSet<Kind>,
+    /// With [`NestedAs::Typed`]: the merged shape of its arrays and deep objects.
+    shape: Shape,
 }
 
 /// One column of an inferred schema, or a field that could not become one.
@@ -64,6 +70,7 @@ pub struct SchemaInference {
     samples: usize,
     not_objects: usize,
     timestamps: TimestampParser,
+    nested: NestedAs,
 }
 
 impl SchemaInference {
@@ -78,7 +85,19 @@ impl SchemaInference {
             samples: 0,
             not_objects: 0,
             timestamps: TimestampParser::from_spec(&TimestampSpec::default()),
+            nested: NestedAs::Json,
         }
+    }
+
+    /// Inference as a source's `flatten` settings say (separator, depth, nested values).
+    pub fn for_flatten(flatten: &Flatten) -> Self {
+        Self::new(&flatten.separator, flatten.max_depth).nested_as(flatten.nested)
+    }
+
+    /// What arrays and objects deeper than the depth become (`json` columns by default).
+    pub fn nested_as(mut self, nested: NestedAs) -> Self {
+        self.nested = nested;
+        self
     }
 
     /// Takes one message into account (messages that are not JSON objects are counted apart).
@@ -103,9 +122,14 @@ impl SchemaInference {
                 Value::Object(inner) if path.len() < self.max_depth => self.observe_object(inner, path),
                 _ => {
                     let kind = self.kind(value);
+                    let typed = self.nested == NestedAs::Typed && matches!(kind, Kind::Array | Kind::DeepObject);
+                    let shape = typed.then(|| Shape::of(value, &|v| self.kind(v)));
                     let field = self.field(path);
                     field.present += 1;
                     field.kinds.insert(kind);
+                    if let Some(shape) = shape {
+                        field.shape = std::mem::take(&mut field.shape).merged(shape);
+                    }
                 }
             }
             path.pop();
@@ -130,7 +154,7 @@ impl SchemaInference {
             Value::String(s) if is_date(s) => Kind::Date,
             Value::String(s) if self.timestamps.parses(s) => Kind::Timestamp,
             Value::String(_) => Kind::Text,
-            Value::Array => Kind::Array,
+            Value::Array(_) => Kind::Array,
             Value::Object(_) | Value::Null => Kind::DeepObject,
         }
     }
@@ -142,14 +166,27 @@ impl SchemaInference {
 
     /// The inferred columns, in the order their fields were first seen.
     pub fn columns(&self) -> Vec<InferredColumn> {
-        self.columns_by(column_type)
+        self.columns_by(|f| self.field_type(f))
     }
 
     /// The columns for schema evolution: like [`Self::columns`], but scalars of different
     /// kinds make a `string` column (their JSON text, nothing lost) instead of a question
     /// for a reviewer.
     pub fn evolution_columns(&self) -> Vec<InferredColumn> {
-        self.columns_by(|kinds| column_type(kinds).or_else(|reason| if kinds.is_empty() { Err(reason) } else { Ok("string".into()) }))
+        self.columns_by(|f| {
+            let scalars = !f.kinds.is_empty() && !f.kinds.contains(&Kind::Array) && !f.kinds.contains(&Kind::DeepObject);
+            self.field_type(f).or_else(|reason| if scalars { Ok("string".into()) } else { Err(reason) })
+        })
+    }
+
+    /// The type of a field: nested values typed by their shape when so configured (JSON text
+    /// when their shapes disagree or scalars are among them), the rest by their kinds.
+    fn field_type(&self, field: &Field) -> Result<String, String> {
+        let nested_only = field.kinds.iter().all(|k| matches!(k, Kind::Array | Kind::DeepObject));
+        if self.nested == NestedAs::Typed && !field.kinds.is_empty() && nested_only {
+            return field.shape.column_type().map(|named| named.unwrap_or_else(|| "json".into()));
+        }
+        scalar_type(&field.kinds)
     }
 
     /// True when no field was seen.
@@ -157,7 +194,7 @@ impl SchemaInference {
         self.fields.is_empty()
     }
 
-    fn columns_by(&self, column_type: impl Fn(&BTreeSet<Kind>) -> Result<String, String>) -> Vec<InferredColumn> {
+    fn columns_by(&self, column_type: impl Fn(&Field) -> Result<String, String>) -> Vec<InferredColumn> {
         let mut names = BTreeSet::new();
         self.fields
             .iter()
@@ -169,7 +206,7 @@ impl SchemaInference {
                 } else if !names.insert(name.clone()) {
                     Err(format!("its flattened name {name} is taken by an earlier field; choose another --separator"))
                 } else {
-                    column_type(&f.kinds)
+                    column_type(f)
                 };
                 InferredColumn { name, json_name, type_name, required: self.samples > 0 && f.present == self.samples }
             })
@@ -191,10 +228,11 @@ impl SchemaInference {
             match &column.type_name {
                 Ok(type_name) => {
                     if type_name == "json" {
-                        out.push_str(&format!(
-                            "\n# an array or an object deeper than --max-depth {}: its JSON text as sent",
-                            self.max_depth
-                        ));
+                        let why = match self.nested {
+                            NestedAs::Json => format!("an array or an object deeper than --max-depth {}", self.max_depth),
+                            NestedAs::Typed => "arrays or objects whose shapes disagree".to_string(),
+                        };
+                        out.push_str(&format!("\n# {why}: its JSON text as sent"));
                     }
                     out.push_str(&format!("\n[[columns]]\nname = {}\n", quoted(&column.name)));
                     if let Some(path) = &column.json_name {
@@ -214,8 +252,9 @@ impl SchemaInference {
     }
 }
 
-/// The Delta type of a field from the kinds of its values, or why it has none.
-fn column_type(kinds: &BTreeSet<Kind>) -> Result<String, String> {
+/// The Delta type of a field from the kinds of its values (arrays and deep objects: `json`),
+/// or why it has none.
+fn scalar_type(kinds: &BTreeSet<Kind>) -> Result<String, String> {
     use Kind::*;
     let only = |allowed: &[Kind]| kinds.iter().all(|k| allowed.contains(k));
     let named = match () {
@@ -235,16 +274,16 @@ fn column_type(kinds: &BTreeSet<Kind>) -> Result<String, String> {
 }
 
 /// A JSON value as inference needs it: object fields in message order (serde_json's own map
-/// sorts them), strings kept, numbers and arrays only by kind.
+/// sorts them), strings and array elements kept, numbers only by kind.
 #[derive(Debug)]
-enum Value {
+pub(crate) enum Value {
     Null,
     Bool,
     Long,
     BigInteger,
     Double,
     String(String),
-    Array,
+    Array(Vec<Value>),
     Object(Vec<(String, Value)>),
 }
 
@@ -284,8 +323,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::String(v.to_string()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Value::Array)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut fields = Vec::new();
@@ -353,6 +395,21 @@ mod tests {
         assert!(columns[4].2.as_ref().unwrap_err().contains("only nulls"));
         assert!(columns[5].2.as_ref().unwrap_err().contains("different kinds"));
         assert!(columns[6].2.as_ref().unwrap_err().contains("taken by an earlier field"));
+    }
+
+    #[test]
+    fn typed_nesting_makes_array_and_struct_columns_and_json_where_shapes_disagree() {
+        let mut inference = SchemaInference::new("_", 1).nested_as(NestedAs::Typed);
+        inference.observe(br#"{"id": 1, "items": [{"sku": "a", "qty": 2}], "address": {"city": "Oslo"}, "odd": [1], "none": []}"#);
+        inference.observe(br#"{"id": 2, "items": [], "address": {"city": "Bergen", "zip": "5003"}, "odd": {"a": 1}, "none": []}"#);
+        let columns: Vec<(String, Result<String, String>)> = inference.columns().into_iter().map(|c| (c.name, c.type_name)).collect();
+        assert_eq!(columns[1], ("items".into(), Ok("array<struct<sku:string,qty:long>>".into())));
+        assert_eq!(columns[2], ("address".into(), Ok("struct<city:string,zip:string>".into())));
+        assert_eq!(columns[3], ("odd".into(), Ok("json".into())));
+        assert!(columns[4].1.as_ref().unwrap_err().contains("only nulls or empty arrays"));
+        assert!(inference.evolution_columns()[4].type_name.is_err(), "no string column for an array yet untyped");
+        let schema = toml_like(&inference.render("topic t"));
+        assert_eq!(schema.columns[1].kind(), pipeline_config::ColumnType::parse("array<struct<sku:string,qty:long>>").unwrap());
     }
 
     #[test]
