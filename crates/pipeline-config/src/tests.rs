@@ -326,7 +326,7 @@ fn nested_columns_are_declared_by_type_and_never_partition_a_table() {
     };
     let c = load("nested.schema.toml", "", ", flatten = { nested = \"typed\" }").unwrap();
     let src = &c.raw_append.as_ref().unwrap().sources[0];
-    assert_eq!(src.flatten.nested, crate::NestedAs::Typed);
+    assert_eq!(src.flatten.nested, NestedAs::Typed);
     assert_eq!(src.table.schema.columns[1].kind().type_name(), "struct<city:string,zip:string>");
     let e = load("nested.schema.toml", "{ column = \"address\" }", "").unwrap_err().to_string();
     assert!(e.contains("tables.t.partitions[0].column") && e.contains("array or struct column"), "{e}");
