@@ -425,11 +425,13 @@ mod tests {
         assert_eq!((schema.columns[2].name.as_str(), schema.columns[2].type_name.as_str()), ("tags", "json"), "{text}");
     }
 
-    /// Parses the rendered text as the configuration loader would.
+    /// Parses the rendered text as the configuration loader would (a file per call: tests
+    /// run in parallel).
     fn toml_like(text: &str) -> pipeline_config::TableSchema {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("infer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.schema.toml");
+        let path = dir.join(format!("t{}.schema.toml", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         std::fs::write(&path, text).unwrap();
         pipeline_config::TableSchema::load(&path, "tables.t.schema").unwrap()
     }
