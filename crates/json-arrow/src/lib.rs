@@ -19,5 +19,5 @@ pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
 pub use new_fields::NewFields;
 pub use numbers::{convert_numbers, NumberKind};
-pub use rescue::{raw_value, unknown_fields, KnownFields};
+pub use rescue::{raw_members, raw_value, unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

@@ -120,6 +120,26 @@ pub fn raw_value<'a>(message: &'a [u8], path: &[String]) -> Option<&'a [u8]> {
     }
 }
 
+/// [`raw_value`] of several top-level `keys` in one pass over the message's members (a
+/// message is scanned once, not once per key).
+pub fn raw_members<'a, const N: usize>(message: &'a [u8], keys: [&str; N]) -> [Option<&'a [u8]>; N] {
+    let mut found = [None; N];
+    let mut seen = [false; N];
+    let Some(members) = Members::of(message, skip_ws(message, 0)) else { return found };
+    for member in members {
+        let key = &message[member.key.start + 1..member.key.end - 1];
+        let Some(i) = keys.iter().position(|k| k.as_bytes() == key) else { continue };
+        if !seen[i] {
+            seen[i] = true;
+            found[i] = Some(&message[member.value]).filter(|v| *v != b"null");
+        }
+        if seen.iter().all(|s| *s) {
+            break;
+        }
+    }
+    found
+}
+
 /// One member of an object: its key as written (quotes included) and its value, as byte ranges.
 struct Member {
     key: Range<usize>,
@@ -199,17 +219,18 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index after the string starting at `i` (its opening quote).
+/// The index after the string starting at `i` (its opening quote). Jumps from quote or
+/// backslash to the next with `memchr` (routing and rescue scan every message's strings).
 fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
     if bytes.get(i) != Some(&b'"') {
         return None;
     }
     let mut j = i + 1;
     loop {
-        match bytes.get(j)? {
+        j += memchr::memchr2(b'"', b'\\', bytes.get(j..)?)?;
+        match bytes[j] {
             b'\\' => j += 2,
-            b'"' => return Some(j + 1),
-            _ => j += 1,
+            _ => return Some(j + 1),
         }
     }
 }
@@ -268,6 +289,15 @@ mod tests {
         assert_eq!(raw_value(m, &path("id.deeper")), None, "a scalar has no members");
         assert_eq!(raw_value(b"[1, 2]", &path("id")), None);
         assert_eq!(raw_value(br#"{"a": [1, "#, &path("a")), None, "truncated");
+    }
+
+    #[test]
+    fn several_members_are_found_in_one_pass_like_raw_value_finds_each() {
+        let m = br#"{"data": {"id": 1}, "gone": null, "metadata": {"record-type": "data"}, "data": 2}"#;
+        let [data, gone, metadata, missing] = raw_members(m, ["data", "gone", "metadata", "missing"]);
+        assert_eq!((data, gone, missing), (Some(&br#"{"id": 1}"#[..]), None, None));
+        assert_eq!(metadata, raw_value(m, &path("metadata")));
+        assert_eq!(raw_members(b"[1]", ["data"]), [None]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! AWS DMS records: which messages of a chunk are rows (control records and records without
 //! `data` are counted and skipped, never dead-lettered: DMS sends them by design).
 
-use json_arrow::{raw_value, Decoded};
+use json_arrow::{raw_members, raw_value, Decoded};
 
 /// The messages of a chunk that are rows, and what was skipped.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -32,12 +32,14 @@ impl Skipped {
 /// Chooses the messages that are rows. A message that is not a DMS record at all (not JSON,
 /// no `metadata`) is kept: decoding rejects it with a reason.
 pub fn select(payloads: &[&[u8]]) -> Selection {
-    let (record_type, data) = (["metadata".to_string(), "record-type".to_string()], ["data".to_string()]);
+    let record_type = ["record-type".to_string()];
     let mut selection = Selection::default();
     for (i, payload) in payloads.iter().enumerate() {
-        match raw_value(payload, &record_type) {
+        // One pass over the record's members: `data` comes first and is the long one.
+        let [data, metadata] = raw_members(payload, ["data", "metadata"]);
+        match metadata.and_then(|m| raw_value(m, &record_type)) {
             Some(br#""control""#) => selection.skipped.control += 1,
-            Some(_) if raw_value(payload, &data).is_none() => selection.skipped.without_data += 1,
+            Some(_) if data.is_none() => selection.skipped.without_data += 1,
             _ => selection.kept.push(i as u32),
         }
     }
