@@ -31,9 +31,8 @@ pub fn plan(inferred: Vec<InferredColumn>, fields: &NewFields, route: &Schema, t
         let parent = paths.iter().find(|p| path.starts_with(&format!("{p}.")));
         let has_children = paths.iter().any(|p| p.starts_with(&format!("{path}.")));
         let decided = match (parent, column.type_name) {
-            _ if fields.inside_nested(path).is_some() => Err(format!(
-                "'{}' is an array or struct column whose type does not name this field; evolution adds columns, not fields of nested types: add it to the type by hand",
-                fields.inside_nested(path).unwrap_or_default()
+            _ if let Some(nested) = fields.inside_nested(path) => Err(format!(
+                "'{nested}' is an array or struct column whose type does not name this field; evolution adds columns, not fields of nested types: add it to the type by hand"
             )),
             (Some(parent), _) => Err(format!("'{parent}' is sometimes a value: the whole of it is kept in its own json column")),
             // Nothing to infer from (only nulls, only `[]`), but the table already has the column.
