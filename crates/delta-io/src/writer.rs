@@ -143,19 +143,22 @@ impl TableWriter {
     }
 }
 
-/// Rows a dictionary decision looks at.
+/// Rows a dictionary decision looks at, at most.
 const DICTIONARY_SAMPLE_ROWS: usize = 4096;
+/// Rows a dictionary decision needs: a routed table's first write is its share of one chunk,
+/// often under [`DICTIONARY_SAMPLE_ROWS`].
+const DICTIONARY_SAMPLE_MIN_ROWS: usize = 1024;
 
-/// Top-level columns (not partition columns) of unbounded cardinality in a sample of
+/// Top-level columns (not partition columns) of unbounded cardinality in a sample of up to
 /// [`DICTIONARY_SAMPLE_ROWS`] rows: on average fewer than 8 rows per value, and four times the
 /// rows bring at least three times the distinct values (ids, event times; a column of a few
 /// thousand values saturates instead). parquet-rs interns every value until a column chunk's
 /// dictionary page is full, which for such columns is most of a file and buys nothing;
 /// parquet-mr (Spark, Hudi) drops the dictionary after a first page that does not compress.
-/// Smaller samples keep the defaults.
+/// Samples under [`DICTIONARY_SAMPLE_MIN_ROWS`] keep the defaults.
 fn plain_columns(sample: &RecordBatch, partition_columns: &[String]) -> Vec<String> {
-    let n = DICTIONARY_SAMPLE_ROWS;
-    if sample.num_rows() < n {
+    let n = sample.num_rows().min(DICTIONARY_SAMPLE_ROWS);
+    if n < DICTIONARY_SAMPLE_MIN_ROWS {
         return Vec::new();
     }
     let schema = sample.schema();
@@ -213,4 +216,33 @@ pub async fn write_files(
         }
     }
     writer.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// `rows` rows: a unique id, one of 20 categories, a unique partition value.
+    fn sample(rows: i64) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("category", DataType::Utf8, false),
+            Field::new("day", DataType::Utf8, false),
+        ]);
+        let ids = Int64Array::from_iter_values(0..rows);
+        let categories = StringArray::from_iter_values((0..rows).map(|i| format!("c{}", i % 20)));
+        let days = StringArray::from_iter_values((0..rows).map(|i| format!("d{i}")));
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ids), Arc::new(categories), Arc::new(days)]).expect("sample")
+    }
+
+    #[test]
+    fn unique_columns_lose_the_dictionary_from_a_short_first_write_on() {
+        let partitions = ["day".to_string()];
+        assert_eq!(plain_columns(&sample(10_000), &partitions), vec!["id".to_string()]);
+        assert_eq!(plain_columns(&sample(1_500), &partitions), vec!["id".to_string()], "a routed table's share of a chunk");
+        assert!(plain_columns(&sample(1_000), &partitions).is_empty(), "too few rows to tell: the defaults");
+    }
 }

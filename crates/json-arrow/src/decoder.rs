@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{make_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow::buffer::NullBuffer;
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_json::reader::{Decoder, ReaderBuilder};
@@ -12,14 +12,6 @@ use pipeline_config::{ColumnType, TableSchema};
 
 use crate::numbers::{convert_numbers, NumberKind};
 use crate::TimestampParser;
-
-/// Messages are decoded this many at a time (one flush per chunk unless a value has the wrong type).
-const CHUNK: usize = 4096;
-/// Records a probe decoder checks before it is replaced (small: it is replaced after every
-/// malformed message).
-const PROBE: usize = 64;
-/// Why a message that ends inside a value is rejected.
-const TRUNCATED: &str = "malformed JSON: truncated value";
 
 /// Failure of the decoder itself (not of a message: bad messages become [`Reject`]s).
 #[derive(Debug, thiserror::Error)]
@@ -181,10 +173,6 @@ impl MessageDecoder {
         &self.table_schema
     }
 
-    fn new_decoder(&self) -> Result<Decoder, ArrowError> {
-        self.decoder_of(CHUNK + 1)
-    }
-
     /// A decoder with room for `rows` records (its buffers are sized for them up front).
     fn decoder_of(&self, rows: usize) -> Result<Decoder, ArrowError> {
         // Numbers reach numeric columns as their text (converted exactly afterwards); string
@@ -194,116 +182,20 @@ impl MessageDecoder {
 
     /// Decodes `messages`; each becomes exactly one row or one [`Reject`].
     pub fn decode(&self, messages: &[&[u8]]) -> Result<Decoded, DecodeError> {
-        let mut rejects = Vec::new();
-        let mut wire_batches = Vec::new();
-        let mut rows: Vec<u32> = Vec::with_capacity(messages.len());
-        let mut decoder = self.new_decoder()?;
-        // Once a message has failed the decoder, later ones are first checked for ending
-        // inside a value (a cheap scan), so truncated messages, the usual kind of a dirty
-        // producer, no longer cost a fresh decoder and a second decode of their chunk.
-        let mut prescan = false;
-
-        for (chunk_no, chunk) in messages.chunks(CHUNK).enumerate() {
-            let mut run = ChunkRun { chunk, base: chunk_no * CHUNK, pending: Vec::with_capacity(chunk.len()) };
-            // A malformed message may leave part of itself in the decoder, which must then be
-            // replaced. After the first one, the rest of the chunk is checked with a small
-            // probe decoder (cheap to replace), and the good messages are fed to a fresh
-            // decoder once at the end: rejects cost about what accepted messages cost.
-            let mut probe: Option<Decoder> = None;
-            for (i, msg) in chunk.iter().enumerate() {
-                if let Some(reason) = self.precheck(msg) {
-                    rejects.push(Reject { index: run.base + i, reason });
-                    continue;
-                }
-                if let Some(reason) = not_an_object(msg) {
-                    // Caught before the decoder saw a byte of it: nothing to replace.
-                    rejects.push(Reject { index: run.base + i, reason: reason.into() });
-                    continue;
-                }
-                if prescan && ends_inside_a_value(msg) {
-                    rejects.push(Reject { index: run.base + i, reason: TRUNCATED.into() });
-                    continue;
-                }
-                let target = probe.as_mut().unwrap_or(&mut decoder);
-                match feed_one(target, msg) {
-                    Ok(()) => run.pending.push(i),
-                    Err(reason) => {
-                        rejects.push(Reject { index: run.base + i, reason });
-                        probe = Some(self.decoder_of(PROBE)?);
-                        prescan = true;
-                    }
-                }
-                if probe.as_ref().is_some_and(|p| p.len() >= PROBE) {
-                    probe = Some(self.decoder_of(PROBE)?);
-                }
-            }
-            if probe.is_some() {
-                decoder = self.new_decoder()?;
-                for &j in &run.pending {
-                    decoder.decode(chunk[j])?;
-                }
-            }
-            self.flush_run(&mut decoder, &mut run, &mut wire_batches, &mut rows, &mut rejects)?;
+        let mut run = self.run()?;
+        for (i, msg) in messages.iter().enumerate() {
+            run.push(i as u32, msg)?;
         }
-
-        let wire = concat_batches(&self.wire_schema, &wire_batches)?;
-        let (batch, rows) = self.to_table_rows(messages, wire, rows, &mut rejects)?;
-        rejects.sort_by_key(|r| r.index);
-        Ok(Decoded { batch, rows, rejects })
+        run.finish(messages)
     }
 
-    /// Flushes the messages fed since the last flush; when a value of the wrong type fails the
-    /// flush, finds the culprits by halving.
-    fn flush_run(
-        &self,
-        decoder: &mut Decoder,
-        run: &mut ChunkRun<'_>,
-        wire_batches: &mut Vec<RecordBatch>,
-        rows: &mut Vec<u32>,
-        rejects: &mut Vec<Reject>,
-    ) -> Result<(), DecodeError> {
-        let pending = std::mem::take(&mut run.pending);
-        let flushed = decoder.flush();
-        match flushed {
-            Ok(Some(batch)) => {
-                wire_batches.push(batch);
-                rows.extend(pending.iter().map(|&i| (run.base + i) as u32));
-            }
-            Ok(None) => {}
-            Err(_) => {
-                let mut out = Flushed { wire_batches, rows, rejects };
-                self.flush_halves(decoder, run, &pending, &mut out)?;
-            }
-        }
-        Ok(())
+    /// A decoding fed one message at a time (e.g. the messages of one routed table while a
+    /// chunk is read in order, each decoded while its bytes are still in cache).
+    pub fn run(&self) -> Result<DecodeRun<'_, '_>, DecodeError> {
+        DecodeRun::new(self)
     }
 
-    /// Decodes and flushes `items` of the chunk; a failing set is split in two until the
-    /// messages with a wrong-typed value are found (O(bad · log n) flushes, not one per message).
-    fn flush_halves(&self, decoder: &mut Decoder, run: &ChunkRun<'_>, items: &[usize], out: &mut Flushed<'_>) -> Result<(), DecodeError> {
-        *decoder = self.new_decoder()?;
-        for &i in items {
-            decoder.decode(run.chunk[i])?;
-        }
-        match decoder.flush() {
-            Ok(Some(batch)) => {
-                out.wire_batches.push(batch);
-                out.rows.extend(items.iter().map(|&i| (run.base + i) as u32));
-            }
-            Ok(None) => {}
-            Err(e) if items.len() == 1 => {
-                out.rejects.push(Reject { index: run.base + items[0], reason: describe_arrow_error(&e) });
-                *decoder = self.new_decoder()?;
-            }
-            Err(_) => {
-                let (first, second) = items.split_at(items.len() / 2);
-                self.flush_halves(decoder, run, first, out)?;
-                self.flush_halves(decoder, run, second, out)?;
-            }
-        }
-        Ok(())
-    }
-
+    /// Why a message is rejected before any decoder sees it (too large or blank).
     fn precheck(&self, msg: &[u8]) -> Option<String> {
         if msg.len() > self.max_message_bytes {
             return Some(format!("message of {} bytes exceeds max_message_bytes ({})", msg.len(), self.max_message_bytes));
@@ -387,56 +279,6 @@ fn json_texts(messages: &[&[u8]], rows: &[u32], path: &[String], bad: &mut Vec<(
     Arc::new(StringArray::from_iter(texts))
 }
 
-/// The messages of one chunk being decoded.
-struct ChunkRun<'a> {
-    chunk: &'a [&'a [u8]],
-    /// Index of the chunk's first message in the input.
-    base: usize,
-    /// Messages fed to the decoder since its last flush.
-    pending: Vec<usize>,
-}
-
-/// Where a chunk's flushes go.
-struct Flushed<'a> {
-    wire_batches: &'a mut Vec<RecordBatch>,
-    rows: &'a mut Vec<u32>,
-    rejects: &'a mut Vec<Reject>,
-}
-
-/// Why a message that does not start like a JSON object is rejected (None when it does).
-fn not_an_object(msg: &[u8]) -> Option<&'static str> {
-    match msg.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | None => None,
-        Some(_) => Some("malformed JSON: the message is not a JSON object"),
-    }
-}
-
-/// True when a message (starting like an object) ends before its value does: an unclosed
-/// string, object or array.
-fn ends_inside_a_value(msg: &[u8]) -> bool {
-    let start = msg.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
-    crate::rescue::skip_value(msg, start).is_none()
-}
-
-/// Feeds one message that starts like an object; it must add exactly one complete record
-/// (anything else would fail the whole chunk's flush).
-fn feed_one(decoder: &mut Decoder, msg: &[u8]) -> Result<(), String> {
-    let expected_before = decoder.len();
-    let consumed = decoder.decode(msg).map_err(|e| format!("malformed JSON: {}", strip_prefix(&e)))?;
-    if consumed != msg.len() {
-        // Only happens when the decoder's batch is full, which CHUNK rules out.
-        return Err("message holds more JSON values than the decoder accepts at once".into());
-    }
-    if decoder.has_partial_record() {
-        return Err(TRUNCATED.into());
-    }
-    match decoder.len() - expected_before {
-        1 => Ok(()),
-        0 => Err("empty message (no JSON value)".into()),
-        n => Err(format!("message holds {n} JSON values; expected one object")),
-    }
-}
-
 fn strip_prefix(e: &ArrowError) -> String {
     let s = e.to_string();
     s.strip_prefix("Json error: ").map(str::to_string).unwrap_or(s)
@@ -446,5 +288,8 @@ fn describe_arrow_error(e: &ArrowError) -> String {
     format!("invalid value: {}", strip_prefix(e))
 }
 
+mod run;
 #[cfg(test)]
 mod tests;
+
+pub use run::DecodeRun;

@@ -15,9 +15,9 @@ mod numbers;
 mod rescue;
 mod timestamps;
 
-pub use decoder::{DecodeError, Decoded, MessageDecoder, Reject};
+pub use decoder::{DecodeError, DecodeRun, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
 pub use new_fields::NewFields;
 pub use numbers::{convert_numbers, NumberKind};
-pub use rescue::{raw_members, raw_value, unknown_fields, KnownFields};
+pub use rescue::{raw_members, raw_members_into, raw_value, unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

@@ -124,20 +124,37 @@ pub fn raw_value<'a>(message: &'a [u8], path: &[String]) -> Option<&'a [u8]> {
 /// message is scanned once, not once per key).
 pub fn raw_members<'a, const N: usize>(message: &'a [u8], keys: [&str; N]) -> [Option<&'a [u8]>; N] {
     let mut found = [None; N];
-    let mut seen = [false; N];
-    let Some(members) = Members::of(message, skip_ws(message, 0)) else { return found };
+    raw_members_into(message, &keys, &mut found);
+    found
+}
+
+/// [`raw_members`] for keys known at run time: `found[i]` becomes the value of `keys[i]`
+/// (`None` when missing or `null`).
+pub fn raw_members_into<'a, K: AsRef<str>>(message: &'a [u8], keys: &[K], found: &mut [Option<&'a [u8]>]) {
+    found.fill(None);
+    let mut missing = keys.len();
+    let Some(members) = Members::of(message, skip_ws(message, 0)) else { return };
+    // A few keys (the usual case) are tracked without allocating.
+    let (mut few, mut many) = ([false; 16], Vec::new());
+    let seen: &mut [bool] = match keys.len() {
+        n if n <= few.len() => &mut few[..n],
+        n => {
+            many.resize(n, false);
+            &mut many
+        }
+    };
     for member in members {
         let key = &message[member.key.start + 1..member.key.end - 1];
-        let Some(i) = keys.iter().position(|k| k.as_bytes() == key) else { continue };
+        let Some(i) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else { continue };
         if !seen[i] {
             seen[i] = true;
             found[i] = Some(&message[member.value]).filter(|v| *v != b"null");
+            missing -= 1;
         }
-        if seen.iter().all(|s| *s) {
+        if missing == 0 {
             break;
         }
     }
-    found
 }
 
 /// One member of an object: its key as written (quotes included) and its value, as byte ranges.
@@ -298,6 +315,13 @@ mod tests {
         assert_eq!((data, gone, missing), (Some(&br#"{"id": 1}"#[..]), None, None));
         assert_eq!(metadata, raw_value(m, &path("metadata")));
         assert_eq!(raw_members(b"[1]", ["data"]), [None]);
+        // Keys known at run time, more than are tracked without allocating, and stale output
+        // overwritten.
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).chain(["metadata".to_string()]).collect();
+        let mut found = vec![Some(&b"stale"[..]); keys.len()];
+        raw_members_into(m, &keys, &mut found);
+        assert_eq!(found[..20], [None; 20]);
+        assert_eq!(found[20], metadata);
     }
 
     #[test]

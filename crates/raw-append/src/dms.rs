@@ -1,16 +1,7 @@
 //! AWS DMS records: which messages of a chunk are rows (control records and records without
 //! `data` are counted and skipped, never dead-lettered: DMS sends them by design).
 
-use json_arrow::{raw_members, raw_value, Decoded};
-
-/// The messages of a chunk that are rows, and what was skipped.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// Indexes of the messages to decode.
-    pub kept: Vec<u32>,
-    /// Skipped counts.
-    pub skipped: Skipped,
-}
+use json_arrow::{raw_members, raw_value};
 
 /// DMS records skipped, by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -29,30 +20,52 @@ impl Skipped {
     }
 }
 
-/// Chooses the messages that are rows. A message that is not a DMS record at all (not JSON,
-/// no `metadata`) is kept: decoding rejects it with a reason.
-pub fn select(payloads: &[&[u8]]) -> Selection {
-    let record_type = ["record-type".to_string()];
-    let mut selection = Selection::default();
-    for (i, payload) in payloads.iter().enumerate() {
-        // One pass over the record's members: `data` comes first and is the long one.
-        let [data, metadata] = raw_members(payload, ["data", "metadata"]);
-        match metadata.and_then(|m| raw_value(m, &record_type)) {
-            Some(br#""control""#) => selection.skipped.control += 1,
-            Some(_) if data.is_none() => selection.skipped.without_data += 1,
-            _ => selection.kept.push(i as u32),
-        }
-    }
-    selection
+/// What one DMS record is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// A row, with its raw `metadata` object if it has one. A message that is not a DMS record
+    /// at all (not JSON, no `metadata`) is a row too: decoding rejects it with a reason.
+    Row {
+        /// The record's `metadata` member (what routing reads).
+        metadata: Option<&'a [u8]>,
+    },
+    /// `metadata.record-type = "control"`: skipped.
+    Control,
+    /// A data record without `data` (or with `"data": null`): skipped.
+    WithoutData,
 }
 
-/// Decoding of the kept messages, with rows and rejects pointing at the chunk's messages again.
-pub fn restore(decoded: Decoded, kept: &[u32]) -> Decoded {
-    let Decoded { batch, rows, mut rejects } = decoded;
-    for reject in &mut rejects {
-        reject.index = kept[reject.index] as usize;
+/// Tells a record's kind in one pass over its members (`data` comes first and is the long one).
+pub fn classify(payload: &[u8]) -> Record<'_> {
+    let record_type = ["record-type".to_string()];
+    let [data, metadata] = raw_members(payload, ["data", "metadata"]);
+    match metadata.and_then(|m| raw_value(m, &record_type)) {
+        Some(br#""control""#) => Record::Control,
+        Some(_) if data.is_none() => Record::WithoutData,
+        _ => Record::Row { metadata },
     }
-    Decoded { batch, rows: rows.into_iter().map(|r| kept[r as usize]).collect(), rejects }
+}
+
+impl<'a> Record<'a> {
+    /// The record's raw `metadata` object (None for skipped records or when it has none).
+    pub fn metadata(&self) -> Option<&'a [u8]> {
+        match self {
+            Record::Row { metadata } => *metadata,
+            Record::Control | Record::WithoutData => None,
+        }
+    }
+}
+
+impl Skipped {
+    /// Counts `record` if it is skipped; true when it is.
+    pub fn count(&mut self, record: &Record<'_>) -> bool {
+        match record {
+            Record::Row { .. } => return false,
+            Record::Control => self.control += 1,
+            Record::WithoutData => self.without_data += 1,
+        }
+        true
+    }
 }
 
 #[cfg(test)]
@@ -69,8 +82,12 @@ mod tests {
             b"not json",
             br#"{"data": {"id": 2}}"#,
         ];
-        let s = select(&messages);
-        assert_eq!(s.kept, vec![0, 4, 5], "records that are not DMS-shaped are kept for decoding to reject or read");
-        assert_eq!(s.skipped, Skipped { control: 1, without_data: 2 });
+        let mut skipped = Skipped::default();
+        let kept: Vec<usize> = (0..messages.len()).filter(|&i| !skipped.count(&classify(messages[i]))).collect();
+        assert_eq!(kept, vec![0, 4, 5], "records that are not DMS-shaped are kept for decoding to reject or read");
+        assert_eq!(skipped, Skipped { control: 1, without_data: 2 });
+        let metadata = br#"{"record-type": "data", "operation": "load"}"#;
+        assert_eq!(classify(messages[0]), Record::Row { metadata: Some(&metadata[..]) });
+        assert_eq!(classify(messages[5]), Record::Row { metadata: None });
     }
 }

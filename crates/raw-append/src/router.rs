@@ -3,32 +3,53 @@
 //! (unset) the dead-letter table with the reason.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use json_arrow::{raw_value, Reject};
+use json_arrow::{raw_members_into, raw_value};
 use pipeline_config::{table_name_problem, Routing, TemplatePart};
 
 /// A routed source's routing over the run's route indexes.
 #[derive(Debug, Clone)]
 pub struct Router {
     routing: Routing,
-    /// Routed table name → route index.
-    by_name: HashMap<String, usize>,
-    /// The field paths a message is routed by: the `when` ones, then the template's, sorted by
-    /// parent so a shared parent object (DMS `metadata`) is found once per message.
-    fields: Vec<Vec<String>>,
+    /// Routed table name → route index (looked up once per message: a fast hash; the map only
+    /// ever holds configured or created tables, never names taken from messages).
+    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// The fields a message is routed by (the `when` ones and the template's), grouped by
+    /// parent object so each parent (DMS `metadata`) is scanned once per message.
+    groups: Vec<FieldGroup>,
+    /// Where the value of each `when` field sits among the fields of `groups`, in order.
+    when_at: Vec<usize>,
+    /// Likewise for each field of the name template, in order.
+    template_at: Vec<usize>,
 }
 
-/// A chunk's messages split by table.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Split {
-    /// Route index → indexes of its messages, in chunk order.
-    pub groups: BTreeMap<usize, Vec<u32>>,
-    /// Messages routed to no table (no default set): index and reason.
-    pub unrouted: Vec<Reject>,
-    /// Names of tables to infer (`infer = true`, no schema file, no route yet): their messages
-    /// are placed once the routes exist.
-    pub new_tables: BTreeSet<String>,
+/// Routing fields that share a parent object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldGroup {
+    /// The parent's path (empty: the message itself).
+    parent: Vec<String>,
+    /// The fields' names in the parent.
+    names: Vec<String>,
+}
+
+/// Per-chunk scratch space of [`Router::place`], reused across its messages.
+#[derive(Debug, Default)]
+pub struct PlaceScratch<'a> {
+    name: String,
+    values: Vec<Option<&'a [u8]>>,
+}
+
+/// Where one message of a routed source goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// To the route with this index.
+    Route(usize),
+    /// To the table of this name, to be inferred (`infer = true`, no schema file, no route
+    /// yet): the message is placed once the route exists.
+    New(String),
+    /// Nowhere (no default set), for this reason.
+    Nowhere(String),
 }
 
 /// Why a message has no route yet.
@@ -39,17 +60,37 @@ enum Miss {
     New(String),
 }
 
+/// A top-level member of a message already found by the caller (name and raw value, `None`
+/// when the message has none), so the router does not look for it again.
+pub type FoundMember<'a> = Option<(&'a str, Option<&'a [u8]>)>;
+
 impl Router {
     /// A router for `routing` whose tables have the route indexes `by_name`.
     pub fn new(routing: Routing, by_name: HashMap<String, usize>) -> Self {
-        let template = routing.template.parts.iter().filter_map(|p| match p {
-            TemplatePart::Field(path) => Some(path.clone()),
-            TemplatePart::Text(_) => None,
-        });
-        let mut fields: Vec<Vec<String>> = routing.when.iter().map(|(path, _)| path.clone()).chain(template).collect();
-        fields.sort_by(|a, b| a[..a.len() - 1].cmp(&b[..b.len() - 1]));
+        let template: Vec<&Vec<String>> = routing
+            .template
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                TemplatePart::Field(path) => Some(path),
+                TemplatePart::Text(_) => None,
+            })
+            .collect();
+        let when: Vec<&Vec<String>> = routing.when.iter().map(|(path, _)| path).collect();
+        let mut fields: Vec<&Vec<String>> = when.iter().chain(&template).copied().filter(|p| !p.is_empty()).collect();
+        fields.sort_by(|a, b| a[..a.len() - 1].cmp(&b[..b.len() - 1]).then_with(|| a.cmp(b)));
         fields.dedup();
-        Self { routing, by_name, fields }
+        let at = |path: &Vec<String>| fields.iter().position(|f| *f == path).unwrap_or(usize::MAX);
+        let (when_at, template_at) = (when.iter().map(|p| at(p)).collect(), template.iter().map(|p| at(p)).collect());
+        let mut groups: Vec<FieldGroup> = Vec::new();
+        for path in &fields {
+            let Some((name, parent)) = path.split_last() else { continue };
+            match groups.last_mut() {
+                Some(g) if g.parent == parent => g.names.push(name.clone()),
+                _ => groups.push(FieldGroup { parent: parent.to_vec(), names: vec![name.clone()] }),
+            }
+        }
+        Self { by_name: by_name.into_iter().collect(), groups, when_at, template_at, routing }
     }
 
     /// Where tables without a schema file are created (`infer = true`).
@@ -67,44 +108,44 @@ impl Router {
         self.by_name.insert(name.to_string(), idx);
     }
 
-    /// Splits the messages `kept` (indexes into `payloads`) by table.
-    pub fn split(&self, payloads: &[&[u8]], kept: &[u32]) -> Split {
-        let mut split = Split::default();
-        let default = self.routing.default.as_ref().map(|d| (d, self.by_name.get(d)));
-        let mut name = String::new();
-        for &i in kept {
-            match (self.route(payloads[i as usize], &mut name), default) {
-                (Ok(idx), _) | (Err(Miss::Nowhere(_)), Some((_, Some(&idx)))) => split.groups.entry(idx).or_default().push(i),
-                (Err(Miss::New(table)), _) => {
-                    split.new_tables.insert(table);
-                }
-                (Err(Miss::Nowhere(_)), Some((d, None))) if self.routing.inferred.is_some() => {
-                    split.new_tables.insert(d.clone());
-                }
-                (Err(Miss::Nowhere(reason)), _) => split.unrouted.push(Reject { index: i as usize, reason }),
-            }
+    /// Where `payload` goes: its table's route, else the default table's, else nowhere with
+    /// the reason; `found` is a member the caller already found.
+    pub fn place<'a>(&self, payload: &'a [u8], found: FoundMember<'a>, scratch: &mut PlaceScratch<'a>) -> Placement {
+        match self.route(payload, found, scratch) {
+            Ok(idx) => Placement::Route(idx),
+            Err(Miss::New(table)) => Placement::New(table),
+            Err(Miss::Nowhere(reason)) => match &self.routing.default {
+                Some(d) => match self.by_name.get(d) {
+                    Some(&idx) => Placement::Route(idx),
+                    None if self.routing.inferred.is_some() => Placement::New(d.clone()),
+                    None => Placement::Nowhere(reason),
+                },
+                None => Placement::Nowhere(reason),
+            },
         }
-        split
     }
 
-    /// The route index of one message, or why it has none; `name` is scratch space.
-    fn route(&self, payload: &[u8], name: &mut String) -> Result<usize, Miss> {
-        let values = field_values(payload, &self.fields);
-        let value = |path: &Vec<String>| -> Result<Cow<'_, str>, String> {
-            let at = self.fields.iter().position(|f| f == path).unwrap_or(usize::MAX);
-            field_text(values.get(at).copied().flatten(), path)
-        };
-        for (path, wanted) in &self.routing.when {
-            let found = value(path).map_err(Miss::Nowhere)?;
+    /// The route index of one message, or why it has none.
+    fn route<'a>(&self, payload: &'a [u8], found: FoundMember<'a>, scratch: &mut PlaceScratch<'a>) -> Result<usize, Miss> {
+        field_values(payload, found, &self.groups, &mut scratch.values);
+        let values = &scratch.values;
+        let value = |at: usize, path: &[String]| field_text(values.get(at).copied().flatten(), path);
+        for (&at, (path, wanted)) in self.when_at.iter().zip(&self.routing.when) {
+            let found = value(at, path).map_err(Miss::Nowhere)?;
             if found != wanted.as_str() {
                 return Err(Miss::Nowhere(format!("not routed: {} is '{found}', routing wants '{wanted}'", path.join("."))));
             }
         }
+        let name = &mut scratch.name;
         name.clear();
+        let mut fields = self.template_at.iter();
         for part in &self.routing.template.parts {
             match part {
                 TemplatePart::Text(t) => name.push_str(t),
-                TemplatePart::Field(path) => name.push_str(&value(path).map_err(Miss::Nowhere)?),
+                TemplatePart::Field(path) => {
+                    let at = fields.next().copied().unwrap_or(usize::MAX);
+                    name.push_str(&value(at, path).map_err(Miss::Nowhere)?);
+                }
             }
         }
         let renamed = self.routing.rename.get(name.as_str()).map_or(name.as_str(), String::as_str);
@@ -119,28 +160,23 @@ impl Router {
     }
 }
 
-/// The raw JSON value of each of `fields` (sorted by parent path) in `payload`; a parent object
-/// shared by neighbours is looked up once.
-fn field_values<'a>(payload: &'a [u8], fields: &[Vec<String>]) -> Vec<Option<&'a [u8]>> {
-    let mut parent: Option<(&[String], Option<&'a [u8]>)> = None;
-    let mut values = Vec::with_capacity(fields.len());
-    for path in fields {
-        let Some((last, head)) = path.split_last() else {
-            values.push(None);
-            continue;
+/// The raw JSON value of each routing field of `groups` in `payload`, into `values` (in the
+/// groups' order): each parent object is scanned once, and not looked up at all when it is
+/// the `found` member.
+fn field_values<'a>(payload: &'a [u8], found: FoundMember<'a>, groups: &[FieldGroup], values: &mut Vec<Option<&'a [u8]>>) {
+    values.clear();
+    for group in groups {
+        let object = match (group.parent.as_slice(), found) {
+            ([], _) => Some(payload),
+            ([member], Some((name, object))) if member == name => object,
+            (parent, _) => raw_value(payload, parent),
         };
-        let object = match parent {
-            _ if head.is_empty() => Some(payload),
-            Some((p, object)) if p == head => object,
-            _ => {
-                let object = raw_value(payload, head);
-                parent = Some((head, object));
-                object
-            }
-        };
-        values.push(object.and_then(|o| raw_value(o, std::slice::from_ref(last))));
+        let start = values.len();
+        values.resize(start + group.names.len(), None);
+        if let Some(object) = object {
+            raw_members_into(object, &group.names, &mut values[start..]);
+        }
     }
-    values
 }
 
 /// A scalar field's value as text (strings unescaped, numbers and booleans as written).
@@ -161,6 +197,7 @@ fn field_text<'a>(raw: Option<&'a [u8]>, path: &[String]) -> Result<Cow<'a, str>
 mod tests {
     use super::*;
     use pipeline_config::NameTemplate;
+    use std::collections::BTreeMap;
 
     fn router(default: Option<&str>, when: &[(&str, &str)]) -> Router {
         let routing = Routing {
@@ -184,42 +221,64 @@ mod tests {
         br#"{"metadata": {"schema-name": "pub\u006cic", "table-name": "orders"}}"#,
     ];
 
+    /// Where each of `MESSAGES[indexes]` goes, looked up by the router itself.
+    fn places(r: &Router, indexes: &[usize]) -> Vec<Placement> {
+        indexes.iter().map(|&i| r.place(MESSAGES[i], None, &mut PlaceScratch::default())).collect()
+    }
+
+    fn nowhere(reason: &str) -> Placement {
+        Placement::Nowhere(reason.to_string())
+    }
+
     #[test]
-    fn messages_split_by_template_rename_and_schema_with_reasons_for_the_rest() {
-        let split = router(None, &[]).split(&MESSAGES, &[0, 1, 2, 3, 4, 5]);
-        assert_eq!(split.groups, BTreeMap::from([(0, vec![0, 5]), (1, vec![1])]));
-        let reasons: Vec<(usize, &str)> = split.unrouted.iter().map(|r| (r.index, r.reason.as_str())).collect();
+    fn messages_are_placed_by_template_rename_and_schema_with_reasons_for_the_rest() {
+        use Placement::Route;
         assert_eq!(
-            reasons,
+            places(&router(None, &[]), &[0, 1, 2, 3, 4, 5]),
             vec![
-                (2, "no schema file public_unknown.schema.toml for routed table 'public_unknown'"),
-                (3, "routing field metadata.table-name is missing or null"),
-                (4, "routed table name '.._x/y' has '.': only letters, digits, '_' and '-' may name a table"),
+                Route(0),
+                Route(1),
+                nowhere("no schema file public_unknown.schema.toml for routed table 'public_unknown'"),
+                nowhere("routing field metadata.table-name is missing or null"),
+                nowhere("routed table name '.._x/y' has '.': only letters, digits, '_' and '-' may name a table"),
+                Route(0),
             ]
         );
     }
 
     #[test]
+    fn a_member_the_caller_found_is_not_looked_up_again_and_places_alike() {
+        let r = router(None, &[]);
+        for (i, message) in MESSAGES.iter().enumerate() {
+            let [metadata] = json_arrow::raw_members(message, ["metadata"]);
+            assert_eq!(r.place(message, Some(("metadata", metadata)), &mut PlaceScratch::default()), places(&r, &[i]).remove(0));
+        }
+        // What the caller found is what counts: a message without the member has no table.
+        let placed = r.place(MESSAGES[0], Some(("metadata", None)), &mut PlaceScratch::default());
+        assert_eq!(placed, nowhere("routing field metadata.schema-name is missing or null"));
+    }
+
+    #[test]
     fn a_default_table_takes_what_routes_nowhere_and_when_filters() {
-        let split = router(Some("other"), &[("metadata.schema-name", "public")]).split(&MESSAGES, &[0, 1, 2, 3]);
-        assert_eq!(split.groups, BTreeMap::from([(0, vec![0]), (2, vec![1, 2, 3])]));
-        assert!(split.unrouted.is_empty());
-        let split = router(None, &[("metadata.schema-name", "public")]).split(&MESSAGES, &[1]);
-        assert_eq!(split.unrouted[0].reason, "not routed: metadata.schema-name is 'hr', routing wants 'public'");
+        use Placement::Route;
+        let r = router(Some("other"), &[("metadata.schema-name", "public")]);
+        assert_eq!(places(&r, &[0, 1, 2, 3]), vec![Route(0), Route(2), Route(2), Route(2)]);
+        let r = router(None, &[("metadata.schema-name", "public")]);
+        assert_eq!(places(&r, &[1]), vec![nowhere("not routed: metadata.schema-name is 'hr', routing wants 'public'")]);
     }
 
     #[test]
     fn with_inference_a_name_without_a_schema_is_a_new_table_and_bad_names_still_have_reasons() {
+        use Placement::{New, Nowhere, Route};
         let mut r = router(None, &[]);
         r.routing.inferred = Some(inferred_tables());
-        let split = r.split(&MESSAGES, &[0, 1, 2, 3, 4]);
-        assert_eq!(split.groups, BTreeMap::from([(0, vec![0]), (1, vec![1])]));
-        assert_eq!(split.new_tables, BTreeSet::from(["public_unknown".to_string()]));
-        assert_eq!(split.unrouted.iter().map(|r| r.index).collect::<Vec<_>>(), vec![3, 4]);
+        let placed = places(&r, &[0, 1, 2, 3, 4]);
+        assert_eq!(placed[..3], [Route(0), Route(1), New("public_unknown".to_string())]);
+        assert!(matches!(placed[3..], [Nowhere(_), Nowhere(_)]), "{placed:?}");
         r.add_table("public_unknown", 7);
-        let split = r.split(&MESSAGES, &[2]);
-        assert_eq!(split.groups, BTreeMap::from([(7, vec![2])]));
-        assert!(split.new_tables.is_empty());
+        assert_eq!(places(&r, &[2]), vec![Route(7)]);
+        r.routing.default = Some("catch_all".to_string());
+        assert_eq!(places(&r, &[3]), vec![New("catch_all".to_string())], "an inferred default table is created too");
     }
 
     fn inferred_tables() -> pipeline_config::InferredTables {

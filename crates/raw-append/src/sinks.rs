@@ -1,6 +1,6 @@
 //! The tables a run writes and what it knows of their progress.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use delta_io::{open_existing, open_or_create, ProgressTable};
@@ -131,6 +131,30 @@ impl Sinks {
         let mut routes: Vec<Arc<Route>> = self.routes.as_ref().clone();
         routes[idx] = Arc::new(route);
         self.routes = Arc::new(routes);
+    }
+
+    /// Opens (or creates) the tables of routes `idxs` not open yet, side by side: a routed
+    /// source's first slice sees many tables at once.
+    pub async fn open_tables(&mut self, idxs: impl IntoIterator<Item = usize>) -> Result<(), RawAppendError> {
+        let closed: BTreeSet<usize> = idxs.into_iter().filter(|&i| self.tables[i].is_none()).collect();
+        let routes = self.routes.clone();
+        let opened = futures::future::try_join_all(closed.iter().map(|&i| open_or_create(&routes[i].spec))).await?;
+        for (i, table) in closed.into_iter().zip(opened) {
+            self.tables[i] = Some(ProgressTable::new(table));
+        }
+        Ok(())
+    }
+
+    /// The tables of routes `idxs`, in ascending route order with their indexes, for commits
+    /// side by side; every one must be open (see [`Sinks::open_tables`]).
+    pub fn tables_mut(&mut self, idxs: impl IntoIterator<Item = usize>) -> Result<Vec<(usize, &mut ProgressTable)>, RawAppendError> {
+        let wanted: BTreeSet<usize> = idxs.into_iter().collect();
+        let tables: Vec<(usize, &mut ProgressTable)> =
+            self.tables.iter_mut().enumerate().filter(|(i, _)| wanted.contains(i)).filter_map(|(i, t)| Some((i, t.as_mut()?))).collect();
+        match tables.len() == wanted.len() {
+            true => Ok(tables),
+            false => Err(RawAppendError::Internal("a table to commit is not open".into())),
+        }
     }
 
     /// Route `idx`'s table, opened (or created) when it is a routed table seen for the first time.

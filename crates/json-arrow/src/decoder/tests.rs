@@ -2,6 +2,7 @@
 use super::*;
 use arrow::array::{AsArray, Int64Array, TimestampMicrosecondArray};
 use pipeline_config::ColumnSpec;
+use run::TRUNCATED;
 
 /// A column read from `json` (its own name when None).
 fn column(name: &str, json: Option<&str>, ty: &str, required: bool) -> ColumnSpec {
@@ -136,6 +137,39 @@ fn good_and_bad_messages_are_separated() {
     let ts = out.batch.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
     assert_eq!(ts.value(0), 1_649_073_601_000_000);
     assert_eq!(out.batch.schema().field(3).data_type(), &ColumnType::Timestamp.arrow_type());
+}
+
+#[test]
+fn a_run_fed_part_of_the_input_keeps_the_inputs_indexes_across_flushes() {
+    // Two tables' runs over one chunk (every other message each), as routing feeds them:
+    // rows, rejects and the JSON text all refer to the chunk's own indexes.
+    let col = |name: &str, ty: &str, required: bool| column(name, None, ty, required);
+    let schema = TableSchema { columns: vec![col("order_id", "long", true), col("meta", "json", false)] };
+    let d = MessageDecoder::new(&schema, 1 << 20);
+    let owned: Vec<String> = (0..10_000)
+        .map(|i| match i % 7 {
+            0 => format!(r#"{{"order_id": {i}, "meta": "#),
+            1 => format!(r#"{{"order_id": {i}.5}}"#),
+            _ => format!(r#"{{"order_id": {i}, "meta": [{i}]}}"#),
+        })
+        .collect();
+    let msgs: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
+    let (mut even, mut odd) = (d.run().unwrap(), d.run().unwrap());
+    for (i, msg) in msgs.iter().enumerate() {
+        let run = if i % 2 == 0 { &mut even } else { &mut odd };
+        run.push(i as u32, msg).unwrap();
+    }
+    for (out, parity) in [(even.finish(&msgs).unwrap(), 0), (odd.finish(&msgs).unwrap(), 1)] {
+        let expected: Vec<u32> = (0..10_000).filter(|i| i % 2 == parity && i % 7 > 1).collect();
+        assert_eq!(out.rows, expected);
+        let rejected: Vec<usize> = out.rejects.iter().map(|r| r.index).collect();
+        assert_eq!(rejected, (0..10_000).filter(|i| i % 2 == parity as usize && i % 7 <= 1).collect::<Vec<_>>());
+        let ids = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let texts = out.batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        for (row, &i) in out.rows.iter().enumerate() {
+            assert_eq!((ids.value(row), texts.value(row)), (i as i64, format!("[{i}]").as_str()));
+        }
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use arrow::compute::filter_record_batch;
 use chrono::Utc;
-use delta_io::{write_files, CommitError, GuardedTxn};
+use delta_io::{write_files, Add, CommitError, CommitOutcome, GuardedTxn, ProgressTable};
+use futures::future::{join_all, try_join_all};
 use job_runtime::{crash_point, RunSummary};
 use kafka_source::{messages_behind, PartitionKey};
 
@@ -25,10 +26,7 @@ impl Batch {
     pub async fn commit(mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<Vec<PartitionKey>, RawAppendError> {
         self.drain(sinks, summary).await?;
         self.commit_dead_letters(sinks, summary).await?;
-        let mut routed_lost = BTreeMap::new();
-        for idx in self.floors.keys().copied().collect::<Vec<_>>() {
-            routed_lost.extend(self.commit_routed(idx, sinks, summary).await?.into_iter().map(|k| (k, ())));
-        }
+        let routed_lost = self.commit_routed(sinks, summary).await?;
         let mut lost: Vec<PartitionKey> = routed_lost.keys().cloned().collect();
         let sources: Vec<usize> = (0..sinks.routes.len()).filter(|i| !sinks.routes[*i].routed).collect();
         for idx in sources {
@@ -134,30 +132,92 @@ impl Batch {
         Ok(Vec::new())
     }
 
-    /// Commits the rows of routed table `idx` with, per partition they came from, the batch's
-    /// last offset as the table's floor (compare-and-set on the floor they were filtered by);
-    /// returns the partitions when another task moved one (nothing of this table's part landed).
-    async fn commit_routed(
-        &mut self,
-        idx: usize,
-        sinks: &mut Sinks,
-        summary: &mut RunSummary,
-    ) -> Result<Vec<PartitionKey>, RawAppendError> {
-        let floors = self.floors.remove(&idx).unwrap_or_default();
-        if self.writers[idx].is_none() && self.early_adds[idx].is_empty() {
-            return Ok(Vec::new()); // every row was below the floor: nothing to record
+    /// Commits the routed tables side by side (each its own compare-and-set, the commits of
+    /// one batch do not depend on each other): the rows of each with, per partition they came
+    /// from, the batch's last offset as the table's floor, expected to be still the floor they
+    /// were filtered by. Returns the partitions of the tables whose floor another task moved
+    /// (nothing of that table's part landed).
+    async fn commit_routed(&mut self, sinks: &mut Sinks, summary: &mut RunSummary) -> Result<BTreeMap<PartitionKey, ()>, RawAppendError> {
+        let mut commits = Vec::new();
+        for (idx, floors) in std::mem::take(&mut self.floors) {
+            if self.writers[idx].is_none() && self.early_adds[idx].is_empty() {
+                continue; // every row was below the floor: nothing to record
+            }
+            let keys: Vec<PartitionKey> = floors.keys().cloned().collect();
+            let txns = floors
+                .iter()
+                .map(|(k, floor)| {
+                    let last = self.last_offsets[k];
+                    GuardedTxn { app_id: sinks.app_id(k), expected: *floor, version: floor.map_or(last, |f| f.max(last)) }
+                })
+                .collect();
+            commits.push(TableCommit { idx, keys, txns, adds: std::mem::take(&mut self.early_adds[idx]) });
         }
-        let keys: Vec<PartitionKey> = floors.keys().cloned().collect();
-        let txns = floors
-            .iter()
-            .map(|(k, floor)| {
-                let last = self.last_offsets[k];
-                GuardedTxn { app_id: sinks.app_id(k), expected: *floor, version: floor.map_or(last, |f| f.max(last)) }
-            })
-            .collect();
-        let landed = self.commit_rows(idx, &keys, txns, sinks, summary).await?;
+        let started = Instant::now();
+        let writers: Vec<_> = commits.iter().map(|c| self.writers[c.idx].take()).collect();
+        let closed = try_join_all(writers.into_iter().map(|w| async move {
+            match w {
+                Some(writer) => writer.close().await,
+                None => Ok(Vec::new()),
+            }
+        }))
+        .await?;
+        commits.iter_mut().zip(closed).for_each(|(c, adds)| c.adds.extend(adds));
+        self.write_ms += started.elapsed().as_millis() as u64;
+        crash_point!("raw_append::after_upload");
+        sinks.open_tables(commits.iter().map(|c| c.idx)).await?;
+        let routes = sinks.routes.clone();
+        let (job_id, number) = (sinks.job.job_id.clone(), self.number);
+        // Both in ascending route order (`floors` is a BTreeMap).
+        let tables = sinks.tables_mut(commits.iter().map(|c| c.idx))?;
+        let outcomes = join_all(tables.into_iter().zip(commits).map(|((idx, table), commit)| {
+            debug_assert_eq!(idx, commit.idx);
+            commit.run(table, routes[idx].table_name.as_str(), &job_id, number)
+        }))
+        .await;
+        let mut lost = BTreeMap::new();
+        for (commit, files, outcome, took) in outcomes {
+            if !self.report(&routes[commit.idx].table_name, &commit, files, outcome, took, summary)? {
+                lost.extend(commit.keys.into_iter().map(|k| (k, ())));
+            }
+        }
         crash_point!("raw_append::after_routed_commit");
-        Ok(if landed { Vec::new() } else { keys })
+        Ok(lost)
+    }
+
+    /// Logs and counts a table's commit; false when another task moved the progress the
+    /// commit expected (the batch's part for this table is dropped).
+    fn report(
+        &self,
+        table: &str,
+        commit: &TableCommit,
+        files: usize,
+        outcome: Result<CommitOutcome, CommitError>,
+        took: Duration,
+        summary: &mut RunSummary,
+    ) -> Result<bool, RawAppendError> {
+        let rows = self.rows[commit.idx];
+        let done = match outcome {
+            Ok(done) => done,
+            Err(CommitError::ProgressMoved { moved }) => {
+                BatchDropped { table, rows, moved: &moved }.emit(summary);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        BatchCommitted {
+            table,
+            version: done.version,
+            retries: done.retries,
+            rows,
+            files,
+            partitions: commit.keys.len(),
+            decode_ms: self.decode_ms,
+            write_ms: self.write_ms,
+            commit_ms: took.as_millis() as u64,
+        }
+        .emit(summary);
+        Ok(true)
     }
 
     /// Uploads table `idx`'s rows and commits them with `txns`; false when another task moved
@@ -178,36 +238,12 @@ impl Batch {
         self.write_ms += started.elapsed().as_millis() as u64;
         crash_point!("raw_append::after_upload");
         self.write_positions(idx, keys, sinks).await?;
-        let files = adds.len();
-        // Partition values of the new files (repeats collapse in the manifest writer).
-        let touched: Vec<HashMap<String, Option<String>>> =
-            adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
-        let started = Instant::now();
+        let commit = TableCommit { idx, keys: keys.to_vec(), txns, adds };
         let routes = sinks.routes.clone();
-        let (job_id, table_name) = (sinks.job.job_id.clone(), &routes[idx].table_name);
+        let job_id = sinks.job.job_id.clone();
         let table = sinks.table(idx).await?;
-        let done = match table.commit_append(adds, txns, &job_id, self.number, commit_info(self.number)).await {
-            Ok(done) => done,
-            Err(CommitError::ProgressMoved { moved }) => {
-                BatchDropped { table: table_name, rows: self.rows[idx], moved: &moved }.emit(summary);
-                return Ok(false);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        BatchCommitted {
-            table: table_name,
-            version: done.version,
-            retries: done.retries,
-            rows: self.rows[idx],
-            files,
-            partitions: keys.len(),
-            decode_ms: self.decode_ms,
-            write_ms: self.write_ms,
-            commit_ms: started.elapsed().as_millis() as u64,
-        }
-        .emit(summary);
-        maintenance::update_touched_manifests(table.table(), table_name, &touched).await;
-        Ok(true)
+        let (commit, files, outcome, took) = commit.run(table, &routes[idx].table_name, &job_id, self.number).await;
+        self.report(&routes[idx].table_name, &commit, files, outcome, took, summary)
     }
 
     /// Writes the Kinesis positions of table `idx`'s shards beside it, before the commit that
@@ -234,6 +270,41 @@ impl Batch {
                 }
             }
         }
+    }
+}
+
+/// One table's part of a batch, ready to commit.
+struct TableCommit {
+    idx: usize,
+    /// The partitions whose progress the commit records.
+    keys: Vec<PartitionKey>,
+    txns: Vec<GuardedTxn>,
+    adds: Vec<Add>,
+}
+
+impl TableCommit {
+    /// Commits the files with the progress; on success updates the table's symlink manifests
+    /// (when enabled). Returns itself (files moved out), the file count, the outcome and the time.
+    async fn run(
+        mut self,
+        table: &mut ProgressTable,
+        name: &str,
+        job_id: &str,
+        batch: i64,
+    ) -> (Self, usize, Result<CommitOutcome, CommitError>, Duration) {
+        let started = Instant::now();
+        let adds = std::mem::take(&mut self.adds);
+        let files = adds.len();
+        // Partition values of the new files (repeats collapse in the manifest writer).
+        let touched: Vec<HashMap<String, Option<String>>> =
+            adds.iter().map(|a| a.partition_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
+        let txns = std::mem::take(&mut self.txns);
+        let outcome = table.commit_append(adds, txns, job_id, batch, commit_info(batch)).await;
+        let took = started.elapsed();
+        if outcome.is_ok() {
+            maintenance::update_touched_manifests(table.table(), name, &touched).await;
+        }
+        (self, files, outcome, took)
     }
 }
 

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
-use json_arrow::SchemaInference;
+use json_arrow::{DecodeRun, SchemaInference};
 use kafka_source::RawBatch;
 use pipeline_config::SourceFormat;
 
 use crate::dms;
-use crate::router::Router;
+use crate::router::{PlaceScratch, Placement, Router};
 use crate::routes::Route;
 use crate::sinks::Sinks;
 use crate::table_rows::{self, ChunkRows};
@@ -56,23 +56,12 @@ pub(super) fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime
         for (key, chunk) in &slice.chunks {
             let home = by_topic[key.topic.as_ref()];
             let payloads = chunk.payloads();
-            let (groups, skips, new) = select((home, &routes[home]), routers.get(key.topic.as_ref()), &payloads);
+            let ChunkDecoded { parts: decoded, skipped: skips, new_tables: new } =
+                decode_chunk(home, &routes, routers.get(key.topic.as_ref()), &payloads)?;
             new_tables.extend(new.into_iter().map(|name| (key.topic.to_string(), name)));
-            let mut parts = Vec::with_capacity(groups.len());
-            for (idx, group) in groups {
+            let mut parts = Vec::with_capacity(decoded.len());
+            for (idx, decoded) in decoded {
                 let route = &routes[idx];
-                let decoded = match group {
-                    Group::All => route.decoder.decode(&payloads)?,
-                    Group::Some(kept) => {
-                        let messages: Vec<&[u8]> = kept.iter().map(|&i| payloads[i as usize]).collect();
-                        dms::restore(route.decoder.decode(&messages)?, &kept)
-                    }
-                    Group::Unrouted(rejects) => json_arrow::Decoded {
-                        batch: RecordBatch::new_empty(route.decoder.table_schema().clone()),
-                        rows: Vec::new(),
-                        rejects,
-                    },
-                };
                 let built = table_rows::build(route, key, chunk, decoded, ingested_at)?;
                 if let Some(fields) = &route.evolution {
                     let inference = discovered.entry(idx).or_insert_with(|| SchemaInference::for_flatten(route.flatten()));
@@ -88,36 +77,62 @@ pub(super) fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime
     })
 }
 
-/// Messages of a chunk bound for one route.
-enum Group {
-    /// Every message (a plain source: no copy of the payload list).
-    All,
-    /// These (chunk indexes).
-    Some(Vec<u32>),
-    /// None: the messages a router could not place, rejected with their reasons.
-    Unrouted(Vec<json_arrow::Reject>),
+/// A chunk decoded: the rows of each route it feeds, the DMS records skipped, and the inferred
+/// tables its messages need that have no route yet.
+#[derive(Default)]
+struct ChunkDecoded {
+    parts: Vec<(usize, json_arrow::Decoded)>,
+    skipped: dms::Skipped,
+    new_tables: BTreeSet<String>,
 }
 
-/// Which messages of a chunk go to which route: DMS control records are skipped, a routed
-/// source's messages are split by table.
-fn select((home_idx, home): (usize, &Route), router: Option<&Router>, payloads: &[&[u8]]) -> Selection {
-    let (kept, skipped) = match home.format {
-        SourceFormat::Json if router.is_none() => return (vec![(home_idx, Group::All)], dms::Skipped::default(), BTreeSet::new()),
-        SourceFormat::Json => ((0..payloads.len() as u32).collect(), dms::Skipped::default()),
-        SourceFormat::Dms => {
-            let selection = dms::select(payloads);
-            (selection.kept, selection.skipped)
-        }
-    };
-    let Some(router) = router else { return (vec![(home_idx, Group::Some(kept))], skipped, BTreeSet::new()) };
-    let split = router.split(payloads, &kept);
-    let mut groups: Vec<(usize, Group)> = split.groups.into_iter().map(|(idx, kept)| (idx, Group::Some(kept))).collect();
-    if !split.unrouted.is_empty() {
-        groups.push((home_idx, Group::Unrouted(split.unrouted)));
+/// Decodes a chunk of the source whose table is route `home`: DMS control records are skipped,
+/// a routed source's messages are placed by table, each message classified, placed and fed to
+/// its table's decoder in one go while its bytes are in cache.
+fn decode_chunk(home: usize, routes: &[Arc<Route>], router: Option<&Router>, payloads: &[&[u8]]) -> Result<ChunkDecoded, RawAppendError> {
+    let mut out = ChunkDecoded::default();
+    if routes[home].format == SourceFormat::Json && router.is_none() {
+        out.parts.push((home, routes[home].decoder.decode(payloads)?));
+        return Ok(out);
     }
-    (groups, skipped, split.new_tables)
+    let mut runs: Vec<Option<DecodeRun<'_, '_>>> = (0..routes.len()).map(|_| None).collect();
+    let mut unrouted = Vec::new();
+    let mut scratch = PlaceScratch::default();
+    for (i, &payload) in payloads.iter().enumerate() {
+        let found = match routes[home].format {
+            SourceFormat::Dms => match dms::classify(payload) {
+                record if out.skipped.count(&record) => continue,
+                record => Some(("metadata", record.metadata())),
+            },
+            SourceFormat::Json => None,
+        };
+        let idx = match router.map(|r| r.place(payload, found, &mut scratch)) {
+            None => home,
+            Some(Placement::Route(idx)) => idx,
+            Some(Placement::New(table)) => {
+                out.new_tables.insert(table);
+                continue;
+            }
+            Some(Placement::Nowhere(reason)) => {
+                unrouted.push(json_arrow::Reject { index: i, reason });
+                continue;
+            }
+        };
+        let run = match &mut runs[idx] {
+            Some(run) => run,
+            empty => empty.insert(routes[idx].decoder.run()?),
+        };
+        run.push(i as u32, payload)?;
+    }
+    for (idx, run) in runs.into_iter().enumerate() {
+        if let Some(run) = run {
+            out.parts.push((idx, run.finish(payloads)?));
+        }
+    }
+    if !unrouted.is_empty() {
+        // The reasons are dead-lettered with the source's own table.
+        let batch = RecordBatch::new_empty(routes[home].decoder.table_schema().clone());
+        out.parts.push((home, json_arrow::Decoded { batch, rows: Vec::new(), rejects: unrouted }));
+    }
+    Ok(out)
 }
-
-/// A chunk's messages by route, the DMS records skipped, and the inferred tables its
-/// messages need that have no route yet.
-type Selection = (Vec<(usize, Group)>, dms::Skipped, BTreeSet<String>);

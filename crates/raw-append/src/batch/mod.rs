@@ -141,6 +141,7 @@ impl Batch {
         }
         let DecodedSlice { slice, rows: decoded, skipped, .. } = decoded;
         crash_point!("raw_append::after_decode");
+        sinks.open_tables(decoded.iter().flatten().filter(|(_, rows)| rows.batch.num_rows() > 0).map(|(idx, _)| *idx)).await?;
         let started = Instant::now();
         for (((key, chunk), parts), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
             self.skipped[sinks.by_topic[key.topic.as_ref()]].add(skips);
