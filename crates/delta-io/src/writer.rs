@@ -34,8 +34,8 @@ pub fn writer_properties() -> WriterProperties {
 /// `close` uploads what is buffered and returns the `add` actions to commit.
 ///
 /// The Parquet settings are fixed by a sample ([`TableWriter::with_sample`]) or else the first
-/// rows written: columns of unbounded cardinality are written without a dictionary (see
-/// [`plain_columns`]).
+/// rows written, held until there are enough of them to judge: columns of unbounded
+/// cardinality are written without a dictionary (see [`plain_columns`]).
 pub struct TableWriter {
     writer: Option<DeltaWriter>,
     store: deltalake::logstore::ObjectStoreRef,
@@ -43,10 +43,17 @@ pub struct TableWriter {
     partition_columns: Vec<String>,
     target_file_size: u64,
     stats_columns: Option<Vec<String>>,
-    /// Columns written without a dictionary, when decided before the first write.
+    /// Columns written without a dictionary, once decided (before the writer exists).
     plain: Option<Vec<String>>,
+    /// Rows written before the settings are decided (with their partition values when
+    /// given), and how many.
+    held: Vec<(RecordBatch, Option<PartitionValues>)>,
+    held_rows: usize,
     location: String,
 }
+
+/// Partition column name → value, in partition order.
+type PartitionValues = IndexMap<String, Scalar>;
 
 impl TableWriter {
     /// A writer for `table` with the given full schema and partition columns; statistics
@@ -65,6 +72,8 @@ impl TableWriter {
             target_file_size,
             stats_columns,
             plain: None,
+            held: Vec::new(),
+            held_rows: 0,
             location: table.table_url().to_string(),
         }
     }
@@ -76,12 +85,13 @@ impl TableWriter {
         self
     }
 
-    /// The delta-rs writer, created with settings fitted to `first` rows, and the table's
-    /// location (for errors).
-    fn writer(&mut self, first: &RecordBatch) -> (&mut DeltaWriter, &str) {
+    /// The delta-rs writer, created with the decided settings, and the table's location (for errors).
+    fn writer(&mut self) -> (&mut DeltaWriter, &str) {
         let writer = self.writer.get_or_insert_with(|| {
-            let plain = self.plain.take().unwrap_or_else(|| plain_columns(first, &self.partition_columns));
-            let props = plain
+            let props = self
+                .plain
+                .take()
+                .unwrap_or_default()
                 .into_iter()
                 .fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false))
                 .build();
@@ -101,11 +111,7 @@ impl TableWriter {
 
     /// Adds rows (encoded now; uploaded when a file reaches the target size or at close).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), DeltaIoError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let (writer, location) = self.writer(batch);
-        writer.write(batch).await.map_err(DeltaIoError::delta(location))
+        self.put(batch.clone(), None).await
     }
 
     /// Adds rows that all share `partition_values` (column name → value, in partition order),
@@ -115,19 +121,54 @@ impl TableWriter {
         batch: &RecordBatch,
         partition_values: &[(String, Option<String>)],
     ) -> Result<(), DeltaIoError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let values: IndexMap<String, Scalar> = partition_values
+        let values: PartitionValues = partition_values
             .iter()
             .map(|(k, v)| (k.clone(), v.as_ref().map_or(Scalar::Null(DataType::STRING), |s| Scalar::String(s.clone()))))
             .collect();
-        let (writer, location) = self.writer(batch);
-        writer.write_partition(batch.clone(), &values).await.map_err(DeltaIoError::delta(location))
+        self.put(batch.clone(), Some(values)).await
+    }
+
+    /// Encodes rows, or holds them while the settings are not decided and too few rows came
+    /// to decide them on.
+    async fn put(&mut self, batch: RecordBatch, values: Option<PartitionValues>) -> Result<(), DeltaIoError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.writer.is_some() || self.plain.is_some() {
+            return self.encode(batch, values).await;
+        }
+        self.held_rows += batch.num_rows();
+        self.held.push((batch, values));
+        match self.held_rows >= DICTIONARY_SAMPLE_MIN_ROWS {
+            true => self.release_held().await,
+            false => Ok(()),
+        }
+    }
+
+    /// Decides the settings on the held rows and encodes them.
+    async fn release_held(&mut self) -> Result<(), DeltaIoError> {
+        let held = std::mem::take(&mut self.held);
+        let batches: Vec<RecordBatch> = held.iter().map(|(b, _)| b.clone()).collect();
+        self.plain = Some(dictionary_sample(&batches).map(|s| plain_columns(&s, &self.partition_columns)).unwrap_or_default());
+        for (batch, values) in held {
+            self.encode(batch, values).await?;
+        }
+        Ok(())
+    }
+
+    async fn encode(&mut self, batch: RecordBatch, values: Option<PartitionValues>) -> Result<(), DeltaIoError> {
+        let (writer, location) = self.writer();
+        match values {
+            Some(values) => writer.write_partition(batch, &values).await.map_err(DeltaIoError::delta(location)),
+            None => writer.write(&batch).await.map_err(DeltaIoError::delta(location)),
+        }
     }
 
     /// Uploads the remaining files and returns their `add` actions.
-    pub async fn close(self) -> Result<Vec<Add>, DeltaIoError> {
+    pub async fn close(mut self) -> Result<Vec<Add>, DeltaIoError> {
+        if !self.held.is_empty() {
+            self.release_held().await?;
+        }
         match self.writer {
             Some(writer) => writer.close().await.map_err(DeltaIoError::delta(&self.location)),
             None => Ok(Vec::new()),

@@ -1,6 +1,6 @@
 //! Chunked arrow-json decoding with per-message rejection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{make_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow::buffer::NullBuffer;
@@ -66,7 +66,13 @@ pub struct MessageDecoder {
     conversions: Vec<Conversion>,
     required: Vec<bool>,
     max_message_bytes: usize,
+    /// Decoders of finished runs, kept for the next ones: a fresh decoder's buffers grow by
+    /// reallocation through its first records, page faults included.
+    spare: Mutex<Vec<Decoder>>,
 }
+
+/// Spare decoders kept per [`MessageDecoder`] (one per concurrent run is enough).
+const SPARE_DECODERS: usize = 4;
 
 /// The wire schema as a tree: leaves are decoded values, inner nodes JSON objects.
 #[derive(Debug, Default)]
@@ -165,6 +171,7 @@ impl MessageDecoder {
             conversions,
             required: schema.columns.iter().map(|c| c.required).collect(),
             max_message_bytes,
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -178,6 +185,23 @@ impl MessageDecoder {
         // Numbers reach numeric columns as their text (converted exactly afterwards); string
         // columns likewise keep a number's or boolean's JSON text.
         ReaderBuilder::new(self.wire_schema.clone()).with_batch_size(rows).with_coerce_primitive(true).build_decoder()
+    }
+
+    /// A decoder with room for a chunk of records: a spare one when there is one.
+    fn chunk_decoder(&self, rows: usize) -> Result<Decoder, ArrowError> {
+        match self.spare.lock().ok().and_then(|mut spare| spare.pop()) {
+            Some(decoder) => Ok(decoder),
+            None => self.decoder_of(rows),
+        }
+    }
+
+    /// Keeps a flushed (empty) chunk decoder for the next run.
+    fn keep_spare(&self, decoder: Decoder) {
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < SPARE_DECODERS {
+                spare.push(decoder);
+            }
+        }
     }
 
     /// Decodes `messages`; each becomes exactly one row or one [`Reject`].

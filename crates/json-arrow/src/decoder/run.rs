@@ -12,6 +12,9 @@ const CHUNK: usize = 4096;
 /// Records a probe decoder checks before it is replaced (small: it is replaced after every
 /// malformed message).
 const PROBE: usize = 64;
+/// A decoder that held more message bytes than this at once is not kept as a spare (its
+/// buffers stay that large).
+const SPARE_MAX_BYTES: usize = 32 << 20;
 /// Why a message that ends inside a value is rejected.
 pub(super) const TRUNCATED: &str = "malformed JSON: truncated value";
 
@@ -29,6 +32,9 @@ pub struct DecodeRun<'d, 'm> {
     prescan: bool,
     /// Messages fed since the last flush: index and bytes.
     pending: Vec<(u32, &'m [u8])>,
+    /// Bytes of the messages fed since the last flush, and the most of any flush.
+    pending_bytes: usize,
+    peak_bytes: usize,
     wire_batches: Vec<RecordBatch>,
     rows: Vec<u32>,
     rejects: Vec<Reject>,
@@ -38,10 +44,12 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     pub(super) fn new(schema: &'d MessageDecoder) -> Result<Self, DecodeError> {
         Ok(Self {
             schema,
-            decoder: schema.decoder_of(CHUNK + 1)?,
+            decoder: schema.chunk_decoder(CHUNK + 1)?,
             probe: None,
             prescan: false,
             pending: Vec::new(),
+            pending_bytes: 0,
+            peak_bytes: 0,
             wire_batches: Vec::new(),
             rows: Vec::new(),
             rejects: Vec::new(),
@@ -57,7 +65,10 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
         }
         let target = self.probe.as_mut().unwrap_or(&mut self.decoder);
         match feed_one(target, msg) {
-            Ok(()) => self.pending.push((index, msg)),
+            Ok(()) => {
+                self.pending.push((index, msg));
+                self.pending_bytes += msg.len();
+            }
             Err(reason) => {
                 // A malformed message may leave part of itself in the decoder, which must then
                 // be replaced: the rest of the chunk goes to a probe until the flush.
@@ -79,10 +90,15 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     /// columns copied as JSON text).
     pub fn finish(mut self, messages: &[&[u8]]) -> Result<Decoded, DecodeError> {
         self.flush()?;
-        let wire = concat_batches(&self.schema.wire_schema, &self.wire_batches)?;
-        let (batch, rows) = self.schema.to_table_rows(messages, wire, self.rows, &mut self.rejects)?;
-        self.rejects.sort_by_key(|r| r.index);
-        Ok(Decoded { batch, rows, rejects: self.rejects })
+        let DecodeRun { schema, decoder, peak_bytes, wire_batches, rows, mut rejects, .. } = self;
+        if peak_bytes <= SPARE_MAX_BYTES {
+            // Flushed: empty, its buffers grown to a chunk's size.
+            schema.keep_spare(decoder);
+        }
+        let wire = concat_batches(&schema.wire_schema, &wire_batches)?;
+        let (batch, rows) = schema.to_table_rows(messages, wire, rows, &mut rejects)?;
+        rejects.sort_by_key(|r| r.index);
+        Ok(Decoded { batch, rows, rejects })
     }
 
     /// Why `msg` is rejected by a check before decoding, if it is.
@@ -100,6 +116,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     /// flush, finds the culprits by halving.
     fn flush(&mut self) -> Result<(), DecodeError> {
         let pending = std::mem::take(&mut self.pending);
+        self.peak_bytes = self.peak_bytes.max(std::mem::take(&mut self.pending_bytes));
         if self.probe.take().is_some() {
             self.decoder = self.schema.decoder_of(CHUNK + 1)?;
             for (_, msg) in &pending {
