@@ -137,6 +137,9 @@ impl Sinks {
     /// source's first slice sees many tables at once.
     pub async fn open_tables(&mut self, idxs: impl IntoIterator<Item = usize>) -> Result<(), RawAppendError> {
         let closed: BTreeSet<usize> = idxs.into_iter().filter(|&i| self.tables[i].is_none()).collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
         let routes = self.routes.clone();
         let opened = futures::future::try_join_all(closed.iter().map(|&i| open_or_create(&routes[i].spec))).await?;
         for (i, table) in closed.into_iter().zip(opened) {
@@ -159,10 +162,7 @@ impl Sinks {
 
     /// Route `idx`'s table, opened (or created) when it is a routed table seen for the first time.
     pub async fn table(&mut self, idx: usize) -> Result<&mut ProgressTable, RawAppendError> {
-        let slot = &mut self.tables[idx];
-        if slot.is_none() {
-            *slot = Some(ProgressTable::new(open_or_create(&self.routes[idx].spec).await?));
-        }
-        slot.as_mut().ok_or_else(|| RawAppendError::Internal("a table slot emptied while opening".into()))
+        self.open_tables([idx]).await?;
+        self.tables[idx].as_mut().ok_or_else(|| RawAppendError::Internal("a table slot emptied while opening".into()))
     }
 }

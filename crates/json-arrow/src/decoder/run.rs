@@ -32,8 +32,7 @@ pub struct DecodeRun<'d, 'm> {
     prescan: bool,
     /// Messages fed since the last flush: index and bytes.
     pending: Vec<(u32, &'m [u8])>,
-    /// Bytes of the messages fed since the last flush, and the most of any flush.
-    pending_bytes: usize,
+    /// The most message bytes any flush held.
     peak_bytes: usize,
     wire_batches: Vec<RecordBatch>,
     rows: Vec<u32>,
@@ -48,7 +47,6 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
             probe: None,
             prescan: false,
             pending: Vec::new(),
-            pending_bytes: 0,
             peak_bytes: 0,
             wire_batches: Vec::new(),
             rows: Vec::new(),
@@ -65,10 +63,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
         }
         let target = self.probe.as_mut().unwrap_or(&mut self.decoder);
         match feed_one(target, msg) {
-            Ok(()) => {
-                self.pending.push((index, msg));
-                self.pending_bytes += msg.len();
-            }
+            Ok(()) => self.pending.push((index, msg)),
             Err(reason) => {
                 // A malformed message may leave part of itself in the decoder, which must then
                 // be replaced: the rest of the chunk goes to a probe until the flush.
@@ -116,7 +111,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     /// flush, finds the culprits by halving.
     fn flush(&mut self) -> Result<(), DecodeError> {
         let pending = std::mem::take(&mut self.pending);
-        self.peak_bytes = self.peak_bytes.max(std::mem::take(&mut self.pending_bytes));
+        self.peak_bytes = self.peak_bytes.max(pending.iter().map(|(_, msg)| msg.len()).sum());
         if self.probe.take().is_some() {
             self.decoder = self.schema.decoder_of(CHUNK + 1)?;
             for (_, msg) in &pending {
