@@ -66,6 +66,8 @@ pub struct MessageDecoder {
     conversions: Vec<Conversion>,
     required: Vec<bool>,
     max_message_bytes: usize,
+    /// The one-pass reader of flat messages, when every column can take it (see [`flat`]).
+    flat: Option<flat::FlatSchema>,
     /// Decoders of finished runs, kept for the next ones: a fresh decoder's buffers grow by
     /// reallocation through its first records, page faults included.
     spare: Mutex<Vec<Decoder>>,
@@ -171,6 +173,7 @@ impl MessageDecoder {
             conversions,
             required: schema.columns.iter().map(|c| c.required).collect(),
             max_message_bytes,
+            flat: flat::FlatSchema::of(schema),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -312,6 +315,7 @@ fn describe_arrow_error(e: &ArrowError) -> String {
     format!("invalid value: {}", strip_prefix(e))
 }
 
+mod flat;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -64,7 +64,7 @@ impl TimestampParser {
         self.parse_str(s).is_some()
     }
 
-    fn parse_str(&self, s: &str) -> Option<i64> {
+    pub(crate) fn parse_str(&self, s: &str) -> Option<i64> {
         match self {
             Self::DefaultUtc => {
                 naive_utc_micros(s.as_bytes()).or_else(|| string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_micros()))

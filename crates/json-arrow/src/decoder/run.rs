@@ -1,10 +1,12 @@
 //! One decoding fed a message at a time: arrow-json decodes up to [`CHUNK`] accepted messages
 //! per flush; malformed ones are rejected on the way without costing their neighbours.
 
-use arrow::compute::concat_batches;
+use arrow::array::UInt32Array;
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::record_batch::RecordBatch;
 use arrow_json::reader::Decoder;
 
+use super::flat::FlatRows;
 use super::{describe_arrow_error, strip_prefix, DecodeError, Decoded, MessageDecoder, Reject};
 
 /// Messages are decoded this many at a time (one flush per chunk unless a value has the wrong type).
@@ -22,6 +24,8 @@ pub(super) const TRUNCATED: &str = "malformed JSON: truncated value";
 /// caller's input (rows and rejects refer to those indexes).
 pub struct DecodeRun<'d, 'm> {
     schema: &'d MessageDecoder,
+    /// Rows of the messages the flat path read (the others go to arrow-json).
+    flat: Option<FlatRows<'d, 'm>>,
     decoder: Decoder,
     /// After a malformed message, a small decoder that checks the rest of the chunk (cheap to
     /// replace); the good messages are then fed to a fresh `decoder` once, at the flush.
@@ -43,6 +47,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     pub(super) fn new(schema: &'d MessageDecoder) -> Result<Self, DecodeError> {
         Ok(Self {
             schema,
+            flat: schema.flat.as_ref().map(FlatRows::new),
             decoder: schema.chunk_decoder(CHUNK + 1)?,
             probe: None,
             prescan: false,
@@ -59,6 +64,9 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
         if let Some(reason) = self.scan(msg) {
             // Caught before the decoder saw a byte of it: nothing to replace.
             self.rejects.push(Reject { index: index as usize, reason });
+            return Ok(());
+        }
+        if self.flat.as_mut().is_some_and(|flat| flat.push(index, msg)) {
             return Ok(());
         }
         let target = self.probe.as_mut().unwrap_or(&mut self.decoder);
@@ -85,13 +93,17 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     /// columns copied as JSON text).
     pub fn finish(mut self, messages: &[&[u8]]) -> Result<Decoded, DecodeError> {
         self.flush()?;
-        let DecodeRun { schema, decoder, peak_bytes, wire_batches, rows, mut rejects, .. } = self;
+        let DecodeRun { schema, flat, decoder, peak_bytes, wire_batches, rows, mut rejects, .. } = self;
         if peak_bytes <= SPARE_MAX_BYTES {
             // Flushed: empty, its buffers grown to a chunk's size.
             schema.keep_spare(decoder);
         }
         let wire = concat_batches(&schema.wire_schema, &wire_batches)?;
-        let (batch, rows) = schema.to_table_rows(messages, wire, rows, &mut rejects)?;
+        let general = schema.to_table_rows(messages, wire, rows, &mut rejects)?;
+        let (batch, rows) = match flat {
+            Some(flat) => in_input_order(flat.finish(&schema.table_schema)?, general)?,
+            None => general,
+        };
         rejects.sort_by_key(|r| r.index);
         Ok(Decoded { batch, rows, rejects })
     }
@@ -154,6 +166,25 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
         }
         Ok(())
     }
+}
+
+/// The rows of both paths as one batch in input order.
+fn in_input_order(
+    (flat, flat_rows): (RecordBatch, Vec<u32>),
+    (general, general_rows): (RecordBatch, Vec<u32>),
+) -> Result<(RecordBatch, Vec<u32>), DecodeError> {
+    if general_rows.is_empty() {
+        return Ok((flat, flat_rows));
+    }
+    if flat_rows.is_empty() {
+        return Ok((general, general_rows));
+    }
+    let both = concat_batches(&flat.schema(), [&flat, &general])?;
+    let rows: Vec<u32> = flat_rows.into_iter().chain(general_rows).collect();
+    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| rows[i as usize]);
+    let batch = take_record_batch(&both, &UInt32Array::from(order.clone()))?;
+    Ok((batch, order.into_iter().map(|i| rows[i as usize]).collect()))
 }
 
 /// Why a message that does not start like a JSON object is rejected (None when it does).

@@ -266,3 +266,131 @@ fn array_and_struct_columns_hold_exact_values_and_a_bad_one_rejects_its_message(
     let seen = address.column(1).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
     assert_eq!(seen.value(0), 1_767_323_045_000_000);
 }
+
+/// Every column kind the flat path takes, one required.
+fn flat_schema() -> TableSchema {
+    let col = |name: &str, ty: &str, required: bool| column(name, None, ty, required);
+    TableSchema {
+        columns: vec![
+            col("order_id", "long", true),
+            col("order_owner", "string", false),
+            col("timestamp", "timestamp", false),
+            col("flag", "boolean", false),
+            col("small", "short", false),
+            col("mid", "integer", false),
+        ],
+    }
+}
+
+/// Random messages over the flat schema's keys and an unknown one, with values of every JSON
+/// type and the edge cases of each (escapes, control characters, lone surrogates, invalid
+/// UTF-8, numbers at and past each width, notations that are integers, duplicate keys, nested
+/// values, truncation, trailing text), from a fixed seed.
+fn hostile_messages(count: usize) -> Vec<Vec<u8>> {
+    const KEYS: &[&str] = &["order_id", "order_owner", "timestamp", "flag", "small", "mid", "extra", "order\\u005fid"];
+    const VALUES: &[&[u8]] = &[
+        b"0",
+        b"-0",
+        b"42",
+        b"-7",
+        b"9223372036854775807",
+        b"9223372036854775808",
+        b"-9223372036854775808",
+        b"-9223372036854775809",
+        b"32767",
+        b"32768",
+        b"-32769",
+        b"2147483648",
+        b"1e3",
+        b"870.0",
+        b"870.9",
+        b"1.5e2",
+        b"1e400",
+        b"\"alice\"",
+        b"\"caf\\u00e9\"",
+        b"\"tab\\there\"",
+        b"\"\"",
+        b"\"12\"",
+        b"\"true\"",
+        b"\"2022-04-04 11:30:00\"",
+        b"\"2022-04-04T11:30:00.123456Z\"",
+        b"\"2022-04-04 11:30:00+02:00\"",
+        b"\"04/04/2022\"",
+        b"\"\\ud83d\\ude00\"",
+        b"\"\\ud800\"",
+        b"\"a\nb\"",
+        b"\"bad \xff byte\"",
+        b"true",
+        b"false",
+        b"null",
+        b"{\"a\": 1}",
+        b"[1, 2]",
+        b"[]",
+        b"{}",
+        b"\"unterminated",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let mut msg = b"{".to_vec();
+            for field in 0..next(6) + 1 {
+                if field > 0 {
+                    msg.extend_from_slice(if next(2) == 0 { b", " } else { b"," });
+                }
+                // Mostly the required key first, so many messages are whole and clean.
+                let key = if field == 0 && next(4) > 0 { "order_id" } else { KEYS[next(KEYS.len())] };
+                msg.extend_from_slice(format!("\"{key}\"").as_bytes());
+                msg.extend_from_slice(if next(3) == 0 { b" : " } else { b":" });
+                let value = match key {
+                    "order_id" if next(3) > 0 => b"17".as_slice(),
+                    "timestamp" if next(2) > 0 => b"\"2022-04-04 11:30:00\"".as_slice(),
+                    _ => VALUES[next(VALUES.len())],
+                };
+                msg.extend_from_slice(value);
+            }
+            msg.extend_from_slice(b"}");
+            match next(12) {
+                0 => msg.truncate(next(msg.len()) + 1),
+                1 => msg.extend_from_slice(b" {}"),
+                2 => msg.extend_from_slice(b" \n"),
+                _ => {}
+            }
+            msg
+        })
+        .collect()
+}
+
+#[test]
+fn the_flat_path_takes_rows_exactly_as_the_general_path_would() {
+    let schema = flat_schema();
+    let flat = MessageDecoder::new(&schema, 1 << 20);
+    let mut general = MessageDecoder::new(&schema, 1 << 20);
+    assert!(flat.flat.is_some(), "every column of this schema takes the flat path");
+    general.flat = None;
+    let owned = hostile_messages(20_000);
+    let msgs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+    let (a, b) = (flat.decode(&msgs).unwrap(), general.decode(&msgs).unwrap());
+    let differ: Vec<String> = a
+        .rows
+        .iter()
+        .filter(|r| !b.rows.contains(r))
+        .chain(b.rows.iter().filter(|r| !a.rows.contains(r)))
+        .take(5)
+        .map(|&r| String::from_utf8_lossy(msgs[r as usize]).into_owned())
+        .collect();
+    assert!(differ.is_empty(), "taken by one path only: {differ:#?}");
+    assert_eq!(a.rows, b.rows);
+    assert_eq!(a.rejects, b.rejects);
+    assert_eq!(a.batch, b.batch);
+    // Both paths and both outcomes were exercised.
+    let mut run = flat::FlatRows::new(flat.flat.as_ref().unwrap());
+    let taken = msgs.iter().enumerate().filter(|(i, m)| run.push(*i as u32, m)).count();
+    assert!(taken > 2_000 && taken < a.rows.len(), "flat rows {taken} of {} rows", a.rows.len());
+    assert!(a.rejects.len() > 2_000, "{} rejects", a.rejects.len());
+}

@@ -1,0 +1,428 @@
+//! The flat path: for a table whose columns are all top-level strings, integers, booleans or
+//! formatted timestamps, each message is read in one pass (serde_json) straight into the
+//! table's columns, without arrow-json's tape, its per-column passes and our conversions.
+//!
+//! It only takes what it reads exactly as the general path would. A message with anything
+//! else (malformed JSON, a duplicate key, a value of another type, a number that is not a
+//! plain integer in range, a timestamp that does not parse, a required field missing) is left
+//! whole to the general path, so rows, values and reject reasons are always the general
+//! path's; the flat path only makes the common message cheaper.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use pipeline_config::{ColumnType, TableSchema};
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
+
+use crate::TimestampParser;
+
+/// The columns of a table the flat path can fill.
+#[derive(Debug)]
+pub(super) struct FlatSchema {
+    columns: Vec<FlatColumn>,
+    /// JSON key → column.
+    by_key: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+}
+
+#[derive(Debug)]
+struct FlatColumn {
+    key: Box<str>,
+    kind: FlatKind,
+    required: bool,
+}
+
+/// What a column accepts on the flat path.
+#[derive(Debug)]
+enum FlatKind {
+    Utf8,
+    /// An integer column, with its bounds.
+    Integer(Width),
+    Boolean,
+    Timestamp(TimestampParser),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Width {
+    Long,
+    Integer,
+    Short,
+}
+
+impl Width {
+    fn holds(self, v: i64) -> bool {
+        match self {
+            Width::Long => true,
+            Width::Integer => i32::try_from(v).is_ok(),
+            Width::Short => i16::try_from(v).is_ok(),
+        }
+    }
+}
+
+impl FlatSchema {
+    /// The flat path of `schema`, when every column can take it: a top-level key (no dotted
+    /// path) of type string, long, integer, short, boolean, or timestamp read from strings.
+    pub(super) fn of(schema: &TableSchema) -> Option<Self> {
+        let mut columns = Vec::with_capacity(schema.columns.len());
+        for col in &schema.columns {
+            let key = col.json_key();
+            let kind = match col.kind() {
+                _ if key.contains('.') => return None,
+                ColumnType::String => FlatKind::Utf8,
+                ColumnType::Long => FlatKind::Integer(Width::Long),
+                ColumnType::Integer => FlatKind::Integer(Width::Integer),
+                ColumnType::Short => FlatKind::Integer(Width::Short),
+                ColumnType::Boolean => FlatKind::Boolean,
+                ColumnType::Timestamp => match TimestampParser::from_spec(&col.timestamp) {
+                    parser if parser.is_epoch() => return None,
+                    parser => FlatKind::Timestamp(parser),
+                },
+                _ => return None,
+            };
+            columns.push(FlatColumn { key: key.into(), kind, required: col.required });
+        }
+        let by_key: HashMap<_, _, _> = columns.iter().enumerate().map(|(i, c)| (c.key.clone(), i)).collect();
+        // Two columns of one key would need both filled from one value: leave that to arrow-json.
+        (!columns.is_empty() && by_key.len() == columns.len()).then_some(Self { columns, by_key })
+    }
+
+    fn column_of(&self, key: &str, hint: usize) -> Option<usize> {
+        // Producers mostly write keys in one order: try the column after the last one first.
+        match self.columns.get(hint) {
+            Some(c) if *c.key == *key => Some(hint),
+            _ => self.by_key.get(key).copied(),
+        }
+    }
+}
+
+/// One message's value of a column, before the message is known to read whole.
+#[derive(Debug, Default)]
+enum Slot<'m> {
+    #[default]
+    Missing,
+    Null,
+    Str(Cow<'m, str>),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A column being built.
+enum Builder {
+    Utf8(StringBuilder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Int16(Int16Builder),
+    Boolean(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn of(kind: &FlatKind) -> Self {
+        match kind {
+            FlatKind::Utf8 => Self::Utf8(StringBuilder::new()),
+            FlatKind::Integer(Width::Long) => Self::Int64(Int64Builder::new()),
+            FlatKind::Integer(Width::Integer) => Self::Int32(Int32Builder::new()),
+            FlatKind::Integer(Width::Short) => Self::Int16(Int16Builder::new()),
+            FlatKind::Boolean => Self::Boolean(BooleanBuilder::new()),
+            FlatKind::Timestamp(_) => Self::Timestamp(TimestampMicrosecondBuilder::new()),
+        }
+    }
+
+    /// Appends a slot the visitor filled for this column's kind (so the casts are in range).
+    fn append(&mut self, slot: &Slot<'_>) {
+        match (self, slot) {
+            (Self::Utf8(b), Slot::Str(s)) => b.append_value(s),
+            (Self::Int64(b), Slot::Int(v)) => b.append_value(*v),
+            (Self::Timestamp(b), Slot::Int(v)) => b.append_value(*v),
+            (Self::Int32(b), Slot::Int(v)) => b.append_value(*v as i32),
+            (Self::Int16(b), Slot::Int(v)) => b.append_value(*v as i16),
+            (Self::Boolean(b), Slot::Bool(v)) => b.append_value(*v),
+            (Self::Utf8(b), _) => b.append_null(),
+            (Self::Int64(b), _) => b.append_null(),
+            (Self::Timestamp(b), _) => b.append_null(),
+            (Self::Int32(b), _) => b.append_null(),
+            (Self::Int16(b), _) => b.append_null(),
+            (Self::Boolean(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Self::Utf8(mut b) => Arc::new(b.finish()),
+            Self::Int64(mut b) => Arc::new(b.finish()),
+            Self::Int32(mut b) => Arc::new(b.finish()),
+            Self::Int16(mut b) => Arc::new(b.finish()),
+            Self::Boolean(mut b) => Arc::new(b.finish()),
+            Self::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+}
+
+/// Rows read by the flat path.
+pub(super) struct FlatRows<'d, 'm> {
+    schema: &'d FlatSchema,
+    slots: Vec<Slot<'m>>,
+    builders: Vec<Builder>,
+    /// The input index of each row.
+    rows: Vec<u32>,
+}
+
+impl<'d, 'm> FlatRows<'d, 'm> {
+    pub(super) fn new(schema: &'d FlatSchema) -> Self {
+        Self {
+            schema,
+            slots: schema.columns.iter().map(|_| Slot::Missing).collect(),
+            builders: schema.columns.iter().map(|c| Builder::of(&c.kind)).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Reads message `index` into a row; false (nothing kept) when the general path must judge it.
+    pub(super) fn push(&mut self, index: u32, msg: &'m [u8]) -> bool {
+        self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
+        // One UTF-8 check of the whole message (invalid UTF-8 is arrow-json's to reject)
+        // instead of one per string.
+        let Ok(text) = std::str::from_utf8(msg) else { return false };
+        let mut reader = serde_json::Deserializer::from_str(text);
+        let read = (&mut reader).deserialize_map(ObjectVisitor { schema: self.schema, slots: &mut self.slots }).and_then(|()| reader.end());
+        let complete = |(slot, col): (&Slot<'_>, &FlatColumn)| !col.required || !matches!(slot, Slot::Missing | Slot::Null);
+        if read.is_err() || !self.slots.iter().zip(&self.schema.columns).all(complete) {
+            return false;
+        }
+        for (builder, slot) in self.builders.iter_mut().zip(&self.slots) {
+            builder.append(slot);
+        }
+        self.rows.push(index);
+        true
+    }
+
+    /// The rows read, in `table_schema`, with their input indexes.
+    pub(super) fn finish(self, table_schema: &SchemaRef) -> Result<(RecordBatch, Vec<u32>), ArrowError> {
+        let columns: Vec<ArrayRef> = self.builders.into_iter().map(Builder::finish).collect();
+        Ok((RecordBatch::try_new(table_schema.clone(), columns)?, self.rows))
+    }
+}
+
+/// Reads one JSON object into the slots of the columns its keys name.
+struct ObjectVisitor<'a, 'm> {
+    schema: &'a FlatSchema,
+    slots: &'a mut [Slot<'m>],
+}
+
+impl<'m> Visitor<'m> for ObjectVisitor<'_, 'm> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'m>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut hint = 0;
+        while let Some(column) = map.next_key_seed(KeySeed { schema: self.schema, hint })? {
+            let Some(i) = column else {
+                map.next_value::<Checked>()?;
+                continue;
+            };
+            if !matches!(self.slots[i], Slot::Missing) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            self.slots[i] = map.next_value_seed(ValueSeed(&self.schema.columns[i].kind))?;
+            hint = i + 1;
+        }
+        Ok(())
+    }
+}
+
+/// A value of a field the table does not read, checked as arrow-json checks it (UTF-8,
+/// escapes) rather than skipped unread.
+struct Checked;
+
+impl<'de> de::Deserialize<'de> for Checked {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// A key, looked up as a column (None: a field the table does not read).
+struct KeySeed<'a> {
+    schema: &'a FlatSchema,
+    hint: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.schema.column_of(key, self.hint))
+    }
+}
+
+/// A value of a column's kind; any other JSON type is an error (the general path judges it).
+struct ValueSeed<'a>(&'a FlatKind);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value of the column's type")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Slot::Null)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        match self.0 {
+            FlatKind::Utf8 => Ok(Slot::Str(Cow::Borrowed(s))),
+            _ => self.visit_str(s),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        match self.0 {
+            FlatKind::Utf8 => Ok(Slot::Str(Cow::Owned(s.to_string()))),
+            FlatKind::Timestamp(parser) => parser.parse_str(s).map(Slot::Int).ok_or_else(|| E::custom("not a timestamp")),
+            _ => Err(E::custom("a string")),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match self.0 {
+            FlatKind::Integer(width) if width.holds(v) => Ok(Slot::Int(v)),
+            _ => Err(E::custom("a number the flat path does not take")),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        let v = i64::try_from(v).map_err(|_| E::custom("out of range"))?;
+        self.visit_i64(v)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        match self.0 {
+            FlatKind::Boolean => Ok(Slot::Bool(v)),
+            _ => Err(E::custom("a boolean")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Array;
+    use pipeline_config::{ColumnSpec, TimestampSpec};
+
+    fn col(name: &str, json: Option<&str>, ty: &str, timestamp: TimestampSpec) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            json_name: json.map(str::to_string),
+            type_name: ty.into(),
+            required: false,
+            timestamp,
+            column_type: ColumnType::parse(ty),
+        }
+    }
+
+    #[test]
+    fn only_top_level_scalars_of_the_kinds_it_reads_exactly_take_the_flat_path() {
+        let plain = |name: &str, ty: &str| col(name, None, ty, TimestampSpec::default());
+        let flat = |columns: Vec<ColumnSpec>| FlatSchema::of(&TableSchema { columns }).is_some();
+        assert!(flat(vec![plain("a", "long"), plain("b", "string"), plain("c", "timestamp"), plain("d", "boolean")]));
+        assert!(!flat(vec![plain("a", "long"), col("b", Some("data.b"), "long", TimestampSpec::default())]), "a dotted path");
+        for ty in ["double", "float", "decimal(10,2)", "date", "json", "array<long>", "struct<a:long>"] {
+            assert!(!flat(vec![plain("a", "long"), plain("b", ty)]), "{ty}");
+        }
+        let epoch = TimestampSpec { epoch_unit: Some(pipeline_config::EpochUnit::Millis), ..Default::default() };
+        assert!(!flat(vec![col("t", None, "timestamp", epoch)]), "epoch numbers");
+        assert!(!flat(vec![plain("a", "long"), col("b", Some("a"), "string", TimestampSpec::default())]), "one key, two columns");
+        assert!(!flat(Vec::new()));
+    }
+
+    #[test]
+    fn a_message_it_cannot_read_whole_leaves_no_trace() {
+        let columns = vec![col("id", None, "long", TimestampSpec::default()), col("name", None, "string", TimestampSpec::default())];
+        let schema = FlatSchema::of(&TableSchema { columns: columns.clone() }).unwrap();
+        let mut rows = FlatRows::new(&schema);
+        assert!(rows.push(0, br#"{"id": 1, "name": "a\u00e9", "other": {"x": [1]}}"#));
+        assert!(!rows.push(1, br#"{"id": 2, "name": 3}"#), "a number for a string column");
+        assert!(!rows.push(2, br#"{"id": 2.5, "name": "b"}"#));
+        assert!(!rows.push(3, br#"{"id": 3, "id": 4}"#), "a duplicate key");
+        assert!(!rows.push(4, br#"{"id": 5, "name": "c"} {}"#), "a second value");
+        assert!(rows.push(5, br#"{"name": null}"#));
+        let table = TableSchema { columns }.arrow_schema();
+        let (batch, indexes) = rows.finish(&table).unwrap();
+        assert_eq!(indexes, vec![0, 5]);
+        let ids = batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        assert_eq!((ids.value(0), ids.is_null(1)), (1, true));
+        let names = batch.column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        assert_eq!((names.value(0), names.is_null(1)), ("aé", true));
+    }
+}
