@@ -11,7 +11,7 @@ use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::{Add, DataType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::DeltaTable;
 use indexmap::IndexMap;
@@ -88,12 +88,17 @@ impl TableWriter {
     /// The delta-rs writer, created with the decided settings, and the table's location (for errors).
     fn writer(&mut self) -> (&mut DeltaWriter, &str) {
         let writer = self.writer.get_or_insert_with(|| {
-            let props = self
-                .plain
-                .take()
-                .unwrap_or_default()
+            let plain = self.plain.take().unwrap_or_default();
+            let props = plain
                 .into_iter()
-                .fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false))
+                .fold(writer_properties().into_builder(), |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c), false));
+            // Columns outside the table's statistics columns (raw payload bytes, say) get no
+            // Parquet statistics either: nothing reads them, and min/max of long values is
+            // a comparison per value.
+            let unindexed = unindexed_columns(&self.schema, self.stats_columns.as_deref(), &self.partition_columns);
+            let props = unindexed
+                .into_iter()
+                .fold(props, |b, c| b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None))
                 .build();
             let config = WriterConfig::new(
                 self.schema.clone(),
@@ -182,6 +187,18 @@ impl TableWriter {
             tracing::warn!(error = %e, table = %self.location, "aborting uploads failed; vacuum removes orphans");
         }
     }
+}
+
+/// Top-level, non-nested columns a table keeps no statistics of (all have them without a
+/// statistics column list).
+fn unindexed_columns(schema: &SchemaRef, stats_columns: Option<&[String]>, partition_columns: &[String]) -> Vec<String> {
+    let Some(indexed) = stats_columns else { return Vec::new() };
+    schema
+        .fields()
+        .iter()
+        .filter(|f| !f.data_type().is_nested() && !indexed.contains(f.name()) && !partition_columns.contains(f.name()))
+        .map(|f| f.name().clone())
+        .collect()
 }
 
 /// Rows a dictionary decision looks at, at most.
@@ -277,6 +294,19 @@ mod tests {
         let categories = StringArray::from_iter_values((0..rows).map(|i| format!("c{}", i % 20)));
         let days = StringArray::from_iter_values((0..rows).map(|i| format!("d{i}")));
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ids), Arc::new(categories), Arc::new(days)]).expect("sample")
+    }
+
+    #[test]
+    fn columns_outside_the_statistics_columns_get_no_parquet_statistics() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("offset", DataType::Int64, false),
+            Field::new("payload", DataType::Binary, true),
+            Field::new("tags", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), true),
+            Field::new("day", DataType::Utf8, false),
+        ]));
+        let (indexed, partitions) = (["offset".to_string()], ["day".to_string()]);
+        assert_eq!(unindexed_columns(&schema, Some(&indexed), &partitions), vec!["payload".to_string()]);
+        assert!(unindexed_columns(&schema, None, &partitions).is_empty(), "no list: every column keeps statistics");
     }
 
     #[test]

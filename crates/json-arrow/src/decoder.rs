@@ -267,13 +267,7 @@ impl MessageDecoder {
             };
             if self.required[idx] && col.null_count() > 0 {
                 let nulls = col.logical_nulls().expect("null_count > 0 implies a null buffer");
-                bad.extend(
-                    nulls
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, valid)| !valid)
-                        .map(|(row, _)| (row, format!("required field '{}' is missing or null", path.join(".")))),
-                );
+                bad.extend(nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(row, _)| (row, required_reason(&path.join(".")))));
             }
             columns.push(converted);
         }
@@ -294,6 +288,11 @@ impl MessageDecoder {
         let batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
         Ok((batch, kept_rows))
     }
+}
+
+/// Why a message without a value for required field `path` is rejected.
+fn required_reason(path: &str) -> String {
+    format!("required field '{path}' is missing or null")
 }
 
 /// The JSON text at `path` of each decoded message (null when missing or `null`); text that

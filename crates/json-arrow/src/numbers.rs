@@ -103,6 +103,29 @@ fn narrow<T: TryFrom<i64>>(text: &str) -> Result<T, String> {
     parse_integer(text)?.try_into().map_err(|_| format!("{text} is out of range"))
 }
 
+/// Why a value of field `column` does not fit its `kind` of column.
+pub(crate) fn reject_reason(column: &str, kind: NumberKind, reason: &str) -> String {
+    let type_name = match kind {
+        NumberKind::Long => "long".to_string(),
+        NumberKind::Integer => "integer".to_string(),
+        NumberKind::Short => "short".to_string(),
+        NumberKind::Double => "double".to_string(),
+        NumberKind::Float => "float".to_string(),
+        NumberKind::Decimal(p, s) => format!("decimal({p},{s})"),
+    };
+    format!("field '{column}': {reason} (column type {type_name})")
+}
+
+/// A number's text as an integer column of `kind` reads it (None for other kinds).
+pub(crate) fn integer_of(kind: NumberKind, text: &str) -> Option<Result<i64, String>> {
+    Some(match kind {
+        NumberKind::Long => parse_integer(text),
+        NumberKind::Integer => narrow::<i32>(text).map(i64::from),
+        NumberKind::Short => narrow::<i16>(text).map(i64::from),
+        _ => return None,
+    })
+}
+
 /// Parses every text of `texts`; a text `parse` refuses goes to `reject` and becomes null.
 fn parse_column<T>(
     texts: &StringArray,
@@ -132,15 +155,7 @@ pub fn convert_numbers(
     texts: &StringArray,
     bad: &mut Vec<(usize, String)>,
 ) -> Result<ArrayRef, ArrowError> {
-    let type_name = match kind {
-        NumberKind::Long => "long".to_string(),
-        NumberKind::Integer => "integer".to_string(),
-        NumberKind::Short => "short".to_string(),
-        NumberKind::Double => "double".to_string(),
-        NumberKind::Float => "float".to_string(),
-        NumberKind::Decimal(p, s) => format!("decimal({p},{s})"),
-    };
-    let mut reject = |row: usize, reason: String| bad.push((row, format!("field '{column}': {reason} (column type {type_name})")));
+    let mut reject = |row: usize, reason: String| bad.push((row, reject_reason(column, kind, &reason)));
     Ok(match kind {
         NumberKind::Long => Arc::new(Int64Array::from(parse_column(texts, parse_integer, &mut reject))),
         NumberKind::Integer => Arc::new(Int32Array::from(parse_column(texts, narrow::<i32>, &mut reject))),

@@ -84,6 +84,11 @@ impl TimestampParser {
         }
     }
 
+    /// Why `s` is not a timestamp of column `column`.
+    pub(crate) fn reject_reason(&self, column: &str, s: &str) -> String {
+        format!("field '{column}': cannot read \"{}\" as a timestamp ({})", truncate(s, 64), self.describe())
+    }
+
     /// Converts strings; `bad` receives (row, reason) for values that do not parse.
     pub fn convert_strings(&self, column: &str, values: &StringArray, bad: &mut Vec<(usize, String)>) -> TimestampMicrosecondArray {
         let out: TimestampMicrosecondArray = values
@@ -93,7 +98,7 @@ impl TimestampParser {
                 let s = v?;
                 let parsed = self.parse_str(s);
                 if parsed.is_none() {
-                    bad.push((row, format!("field '{column}': cannot read \"{}\" as a timestamp ({})", truncate(s, 64), self.describe())));
+                    bad.push((row, self.reject_reason(column, s)));
                 }
                 parsed
             })

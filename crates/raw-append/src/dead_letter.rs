@@ -124,8 +124,9 @@ impl DeadLetters {
             .collect()
     }
 
-    /// The rows as a record batch.
-    pub fn to_batch(&self, job_id: &str, now: DateTime<Utc>) -> Result<RecordBatch, arrow::error::ArrowError> {
+    /// The rows as a record batch; the byte columns move into it (once per batch: a batch
+    /// of mostly bad messages holds hundreds of megabytes of them).
+    pub fn to_batch(&mut self, job_id: &str, now: DateTime<Utc>) -> Result<RecordBatch, arrow::error::ArrowError> {
         let n = self.len();
         let date = now.format("%Y-%m-%d").to_string();
         RecordBatch::try_new(
@@ -136,10 +137,10 @@ impl DeadLetters {
                 Arc::new(Int32Array::from_iter_values(self.partitions.iter().map(|k| k.partition))),
                 Arc::new(Int64Array::from(self.offset.clone())),
                 Arc::new(TimestampMicrosecondArray::from(self.kafka_ts.clone()).with_timezone("UTC")),
-                Arc::new(self.key.finish_cloned()),
-                Arc::new(self.payload.finish_cloned()),
-                Arc::new(self.error.finish_cloned()),
-                Arc::new(self.target.finish_cloned()),
+                Arc::new(self.key.finish()),
+                Arc::new(self.payload.finish()),
+                Arc::new(self.error.finish()),
+                Arc::new(self.target.finish()),
                 Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); n]).with_timezone("UTC")),
                 Arc::new(StringArray::from_iter_values(std::iter::repeat_n(date.as_str(), n))),
             ],

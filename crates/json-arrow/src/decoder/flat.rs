@@ -2,11 +2,12 @@
 //! formatted timestamps, each message is read in one pass (serde_json) straight into the
 //! table's columns, without arrow-json's tape, its per-column passes and our conversions.
 //!
-//! It only takes what it reads exactly as the general path would. A message with anything
-//! else (malformed JSON, a duplicate key, a value of another type, a number that is not a
-//! plain integer in range, a timestamp that does not parse, a required field missing) is left
-//! whole to the general path, so rows, values and reject reasons are always the general
-//! path's; the flat path only makes the common message cheaper.
+//! It decides only what it decides exactly as the general path would: a row, or a reject for
+//! a value its column cannot hold or a required field missing, with the general path's reason.
+//! A message with anything else (malformed JSON, a duplicate key, a value of a JSON type the
+//! column does not take, a number in a notation it cannot see the text of) is left whole to
+//! the general path. The differential test in `decoder::tests` holds the two paths to the same
+//! rows and reasons.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use arrow::error::ArrowError;
 use pipeline_config::{ColumnType, TableSchema};
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
 
+use super::required_reason;
+use crate::numbers::{integer_of, reject_reason, NumberKind};
 use crate::TimestampParser;
 
 /// The columns of a table the flat path can fill.
@@ -33,7 +36,10 @@ pub(super) struct FlatSchema {
 
 #[derive(Debug)]
 struct FlatColumn {
+    /// The JSON key (reasons about values name it, as the general path does).
     key: Box<str>,
+    /// The table column (reasons about timestamps name it).
+    name: Box<str>,
     kind: FlatKind,
     required: bool,
 }
@@ -42,27 +48,10 @@ struct FlatColumn {
 #[derive(Debug)]
 enum FlatKind {
     Utf8,
-    /// An integer column, with its bounds.
-    Integer(Width),
+    /// `long`, `integer` or `short`.
+    Integer(NumberKind),
     Boolean,
     Timestamp(TimestampParser),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Width {
-    Long,
-    Integer,
-    Short,
-}
-
-impl Width {
-    fn holds(self, v: i64) -> bool {
-        match self {
-            Width::Long => true,
-            Width::Integer => i32::try_from(v).is_ok(),
-            Width::Short => i16::try_from(v).is_ok(),
-        }
-    }
 }
 
 impl FlatSchema {
@@ -75,9 +64,9 @@ impl FlatSchema {
             let kind = match col.kind() {
                 _ if key.contains('.') => return None,
                 ColumnType::String => FlatKind::Utf8,
-                ColumnType::Long => FlatKind::Integer(Width::Long),
-                ColumnType::Integer => FlatKind::Integer(Width::Integer),
-                ColumnType::Short => FlatKind::Integer(Width::Short),
+                ColumnType::Long => FlatKind::Integer(NumberKind::Long),
+                ColumnType::Integer => FlatKind::Integer(NumberKind::Integer),
+                ColumnType::Short => FlatKind::Integer(NumberKind::Short),
                 ColumnType::Boolean => FlatKind::Boolean,
                 ColumnType::Timestamp => match TimestampParser::from_spec(&col.timestamp) {
                     parser if parser.is_epoch() => return None,
@@ -85,7 +74,7 @@ impl FlatSchema {
                 },
                 _ => return None,
             };
-            columns.push(FlatColumn { key: key.into(), kind, required: col.required });
+            columns.push(FlatColumn { key: key.into(), name: col.name.as_str().into(), kind, required: col.required });
         }
         let by_key: HashMap<_, _, _> = columns.iter().enumerate().map(|(i, c)| (c.key.clone(), i)).collect();
         // Two columns of one key would need both filled from one value: leave that to arrow-json.
@@ -110,6 +99,19 @@ enum Slot<'m> {
     Str(Cow<'m, str>),
     Int(i64),
     Bool(bool),
+    /// A value its column cannot hold: the message is rejected for this reason.
+    Bad(String),
+}
+
+/// What the flat path made of a message.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FlatOutcome {
+    /// A row was added.
+    Row,
+    /// Rejected, with the general path's reason.
+    Reject(String),
+    /// Left to the general path (nothing was kept).
+    General,
 }
 
 /// A column being built.
@@ -126,9 +128,9 @@ impl Builder {
     fn of(kind: &FlatKind) -> Self {
         match kind {
             FlatKind::Utf8 => Self::Utf8(StringBuilder::new()),
-            FlatKind::Integer(Width::Long) => Self::Int64(Int64Builder::new()),
-            FlatKind::Integer(Width::Integer) => Self::Int32(Int32Builder::new()),
-            FlatKind::Integer(Width::Short) => Self::Int16(Int16Builder::new()),
+            FlatKind::Integer(NumberKind::Integer) => Self::Int32(Int32Builder::new()),
+            FlatKind::Integer(NumberKind::Short) => Self::Int16(Int16Builder::new()),
+            FlatKind::Integer(_) => Self::Int64(Int64Builder::new()),
             FlatKind::Boolean => Self::Boolean(BooleanBuilder::new()),
             FlatKind::Timestamp(_) => Self::Timestamp(TimestampMicrosecondBuilder::new()),
         }
@@ -183,23 +185,31 @@ impl<'d, 'm> FlatRows<'d, 'm> {
         }
     }
 
-    /// Reads message `index` into a row; false (nothing kept) when the general path must judge it.
-    pub(super) fn push(&mut self, index: u32, msg: &'m [u8]) -> bool {
+    /// Reads message `index`: a row, a reject, or (nothing kept) the general path's to judge.
+    pub(super) fn push(&mut self, index: u32, msg: &'m [u8]) -> FlatOutcome {
         self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
         // One UTF-8 check of the whole message (invalid UTF-8 is arrow-json's to reject)
         // instead of one per string.
-        let Ok(text) = std::str::from_utf8(msg) else { return false };
+        let Ok(text) = std::str::from_utf8(msg) else { return FlatOutcome::General };
         let mut reader = serde_json::Deserializer::from_str(text);
         let read = (&mut reader).deserialize_map(ObjectVisitor { schema: self.schema, slots: &mut self.slots }).and_then(|()| reader.end());
-        let complete = |(slot, col): (&Slot<'_>, &FlatColumn)| !col.required || !matches!(slot, Slot::Missing | Slot::Null);
-        if read.is_err() || !self.slots.iter().zip(&self.schema.columns).all(complete) {
-            return false;
+        if read.is_err() {
+            return FlatOutcome::General;
+        }
+        // The general path's reason: the first column, in schema order, with a value it cannot
+        // hold or without a required value.
+        for (slot, col) in self.slots.iter_mut().zip(&self.schema.columns) {
+            match slot {
+                Slot::Bad(reason) => return FlatOutcome::Reject(std::mem::take(reason)),
+                Slot::Missing | Slot::Null if col.required => return FlatOutcome::Reject(required_reason(&col.key)),
+                _ => {}
+            }
         }
         for (builder, slot) in self.builders.iter_mut().zip(&self.slots) {
             builder.append(slot);
         }
         self.rows.push(index);
-        true
+        FlatOutcome::Row
     }
 
     /// The rows read, in `table_schema`, with their input indexes.
@@ -232,7 +242,7 @@ impl<'m> Visitor<'m> for ObjectVisitor<'_, 'm> {
             if !matches!(self.slots[i], Slot::Missing) {
                 return Err(de::Error::custom("duplicate key"));
             }
-            self.slots[i] = map.next_value_seed(ValueSeed(&self.schema.columns[i].kind))?;
+            self.slots[i] = map.next_value_seed(ValueSeed(&self.schema.columns[i]))?;
             hint = i + 1;
         }
         Ok(())
@@ -317,8 +327,10 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// A value of a column's kind; any other JSON type is an error (the general path judges it).
-struct ValueSeed<'a>(&'a FlatKind);
+/// A value of a column, read as the general path reads it (arrow-json keeps a number's or
+/// boolean's text for string columns; integers and timestamps are converted from their text).
+/// A value the flat path cannot judge the same way is an error: the general path takes it.
+struct ValueSeed<'a>(&'a FlatColumn);
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Slot<'de>;
@@ -328,11 +340,29 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
+impl ValueSeed<'_> {
+    /// A number's or string's text in an integer or timestamp column (None for other columns).
+    fn converted<'de>(&self, text: &str) -> Option<Slot<'de>> {
+        let col = self.0;
+        match &col.kind {
+            FlatKind::Integer(kind) => Some(match integer_of(*kind, text)? {
+                Ok(v) => Slot::Int(v),
+                Err(reason) => Slot::Bad(reject_reason(&col.key, *kind, &reason)),
+            }),
+            FlatKind::Timestamp(parser) => Some(match parser.parse_str(text) {
+                Some(micros) => Slot::Int(micros),
+                None => Slot::Bad(parser.reject_reason(&col.name, text)),
+            }),
+            FlatKind::Utf8 | FlatKind::Boolean => None,
+        }
+    }
+}
+
 impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = Slot<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a value of the column's type")
+        f.write_str("a value the flat path reads")
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -340,36 +370,41 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        match self.0 {
+        match self.0.kind {
             FlatKind::Utf8 => Ok(Slot::Str(Cow::Borrowed(s))),
             _ => self.visit_str(s),
         }
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        match self.0 {
+        match self.0.kind {
             FlatKind::Utf8 => Ok(Slot::Str(Cow::Owned(s.to_string()))),
-            FlatKind::Timestamp(parser) => parser.parse_str(s).map(Slot::Int).ok_or_else(|| E::custom("not a timestamp")),
-            _ => Err(E::custom("a string")),
+            _ => self.converted(s).ok_or_else(|| E::custom("a string")),
         }
     }
 
+    /// serde_json gives integers only for integer literals, whose text is the value's own.
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        match self.0 {
-            FlatKind::Integer(width) if width.holds(v) => Ok(Slot::Int(v)),
-            _ => Err(E::custom("a number the flat path does not take")),
+        match self.0.kind {
+            FlatKind::Utf8 => Ok(Slot::Str(Cow::Owned(v.to_string()))),
+            FlatKind::Integer(NumberKind::Long) => Ok(Slot::Int(v)),
+            FlatKind::Integer(NumberKind::Integer) if i32::try_from(v).is_ok() => Ok(Slot::Int(v)),
+            FlatKind::Integer(NumberKind::Short) if i16::try_from(v).is_ok() => Ok(Slot::Int(v)),
+            _ => self.converted(&v.to_string()).ok_or_else(|| E::custom("a number")),
         }
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        let v = i64::try_from(v).map_err(|_| E::custom("out of range"))?;
-        self.visit_i64(v)
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => self.visit_str(&v.to_string()),
+        }
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        match self.0 {
+        match self.0.kind {
             FlatKind::Boolean => Ok(Slot::Bool(v)),
-            _ => Err(E::custom("a boolean")),
+            _ => self.visit_borrowed_str(if v { "true" } else { "false" }),
         }
     }
 }
@@ -407,22 +442,27 @@ mod tests {
     }
 
     #[test]
-    fn a_message_it_cannot_read_whole_leaves_no_trace() {
-        let columns = vec![col("id", None, "long", TimestampSpec::default()), col("name", None, "string", TimestampSpec::default())];
+    fn a_message_it_cannot_judge_as_the_general_path_would_leaves_no_trace() {
+        let mut columns = vec![col("id", None, "long", TimestampSpec::default()), col("name", None, "string", TimestampSpec::default())];
+        columns[0].required = true;
         let schema = FlatSchema::of(&TableSchema { columns: columns.clone() }).unwrap();
         let mut rows = FlatRows::new(&schema);
-        assert!(rows.push(0, br#"{"id": 1, "name": "a\u00e9", "other": {"x": [1]}}"#));
-        assert!(!rows.push(1, br#"{"id": 2, "name": 3}"#), "a number for a string column");
-        assert!(!rows.push(2, br#"{"id": 2.5, "name": "b"}"#));
-        assert!(!rows.push(3, br#"{"id": 3, "id": 4}"#), "a duplicate key");
-        assert!(!rows.push(4, br#"{"id": 5, "name": "c"} {}"#), "a second value");
-        assert!(rows.push(5, br#"{"name": null}"#));
+        assert_eq!(rows.push(0, br#"{"id": 1, "name": "a\u00e9", "other": {"x": [1]}}"#), FlatOutcome::Row);
+        assert_eq!(rows.push(1, br#"{"id": 2, "name": 3}"#), FlatOutcome::Row, "a string column keeps a number's text");
+        assert_eq!(rows.push(2, br#"{"id": 2.5, "name": "b"}"#), FlatOutcome::General, "no text of a fraction to judge");
+        assert_eq!(rows.push(3, br#"{"id": 3, "id": 4}"#), FlatOutcome::General, "a duplicate key");
+        assert_eq!(rows.push(4, br#"{"id": 5, "name": "c"} {}"#), FlatOutcome::General, "a second value");
+        assert_eq!(rows.push(5, br#"{"id": "x", "name": [1]}"#), FlatOutcome::General, "an array for a string column");
+        let reason = |r: &str| FlatOutcome::Reject(r.to_string());
+        assert_eq!(rows.push(6, br#"{"id": "x"}"#), reason("field 'id': x is not a number (column type long)"));
+        assert_eq!(rows.push(7, br#"{"name": "d"}"#), reason("required field 'id' is missing or null"));
+        assert_eq!(rows.push(8, br#"{"id": "12", "name": null}"#), FlatOutcome::Row, "an integer's text in a string");
         let table = TableSchema { columns }.arrow_schema();
         let (batch, indexes) = rows.finish(&table).unwrap();
-        assert_eq!(indexes, vec![0, 5]);
+        assert_eq!(indexes, vec![0, 1, 8]);
         let ids = batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
-        assert_eq!((ids.value(0), ids.is_null(1)), (1, true));
+        assert_eq!(ids.values().to_vec(), vec![1, 2, 12]);
         let names = batch.column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
-        assert_eq!((names.value(0), names.is_null(1)), ("aé", true));
+        assert_eq!((names.value(0), names.value(1), names.is_null(2)), ("aé", "3", true));
     }
 }

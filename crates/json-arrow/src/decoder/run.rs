@@ -1,12 +1,11 @@
 //! One decoding fed a message at a time: arrow-json decodes up to [`CHUNK`] accepted messages
 //! per flush; malformed ones are rejected on the way without costing their neighbours.
 
-use arrow::array::UInt32Array;
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::record_batch::RecordBatch;
 use arrow_json::reader::Decoder;
 
-use super::flat::FlatRows;
+use super::flat::{FlatOutcome, FlatRows};
 use super::{describe_arrow_error, strip_prefix, DecodeError, Decoded, MessageDecoder, Reject};
 
 /// Messages are decoded this many at a time (one flush per chunk unless a value has the wrong type).
@@ -66,8 +65,13 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
             self.rejects.push(Reject { index: index as usize, reason });
             return Ok(());
         }
-        if self.flat.as_mut().is_some_and(|flat| flat.push(index, msg)) {
-            return Ok(());
+        match self.flat.as_mut().map(|flat| flat.push(index, msg)) {
+            Some(FlatOutcome::Row) => return Ok(()),
+            Some(FlatOutcome::Reject(reason)) => {
+                self.rejects.push(Reject { index: index as usize, reason });
+                return Ok(());
+            }
+            Some(FlatOutcome::General) | None => {}
         }
         let target = self.probe.as_mut().unwrap_or(&mut self.decoder);
         match feed_one(target, msg) {
@@ -168,7 +172,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
     }
 }
 
-/// The rows of both paths as one batch in input order.
+/// The rows of both paths as one batch in input order (each path's rows are in input order).
 fn in_input_order(
     (flat, flat_rows): (RecordBatch, Vec<u32>),
     (general, general_rows): (RecordBatch, Vec<u32>),
@@ -179,12 +183,21 @@ fn in_input_order(
     if flat_rows.is_empty() {
         return Ok((general, general_rows));
     }
-    let both = concat_batches(&flat.schema(), [&flat, &general])?;
-    let rows: Vec<u32> = flat_rows.into_iter().chain(general_rows).collect();
-    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| rows[i as usize]);
-    let batch = take_record_batch(&both, &UInt32Array::from(order.clone()))?;
-    Ok((batch, order.into_iter().map(|i| rows[i as usize]).collect()))
+    let mut order = Vec::with_capacity(flat_rows.len() + general_rows.len());
+    let mut rows = Vec::with_capacity(order.capacity());
+    let (mut f, mut g) = (0, 0);
+    while f < flat_rows.len() || g < general_rows.len() {
+        if g == general_rows.len() || (f < flat_rows.len() && flat_rows[f] < general_rows[g]) {
+            order.push((0, f));
+            rows.push(flat_rows[f]);
+            f += 1;
+        } else {
+            order.push((1, g));
+            rows.push(general_rows[g]);
+            g += 1;
+        }
+    }
+    Ok((interleave_record_batch(&[&flat, &general], &order)?, rows))
 }
 
 /// Why a message that does not start like a JSON object is rejected (None when it does).
