@@ -126,7 +126,7 @@ impl DeadLetters {
 
     /// The rows as a record batch; the byte columns move into it (once per batch: a batch
     /// of mostly bad messages holds hundreds of megabytes of them).
-    pub fn to_batch(&mut self, job_id: &str, now: DateTime<Utc>) -> Result<RecordBatch, arrow::error::ArrowError> {
+    pub fn take_batch(&mut self, job_id: &str, now: DateTime<Utc>) -> Result<RecordBatch, arrow::error::ArrowError> {
         let n = self.len();
         let date = now.format("%Y-%m-%d").to_string();
         RecordBatch::try_new(

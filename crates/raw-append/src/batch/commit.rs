@@ -52,7 +52,7 @@ impl Batch {
             return Ok(());
         }
         let resets: BTreeMap<&PartitionKey, ()> = self.skips.iter().filter(|r| r.resume_at <= r.next).map(|r| (&r.key, ())).collect();
-        let all = self.dead.to_batch(&sinks.job.job_id, Utc::now())?;
+        let all = self.dead.take_batch(&sinks.job.job_id, Utc::now())?;
         for _ in 0..ATTEMPTS {
             let mut floors = BTreeMap::new();
             for key in self.dead_partitions.keys() {
