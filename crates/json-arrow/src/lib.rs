@@ -1,7 +1,8 @@
 //! Vectorised decoding of JSON messages into Arrow against a table schema.
 //!
-//! Messages are fed to arrow-json's tape decoder in chunks; a chunk that decodes cleanly costs
-//! no per-value work of ours. Only a chunk that fails is decoded message by message to find the
+//! A table of flat scalar columns reads each message in one pass straight into its columns
+//! (the flat path); other messages and tables are fed to arrow-json's tape decoder in chunks,
+//! and a chunk that decodes cleanly costs no per-value work of ours. Only a chunk that fails is decoded message by message to find the
 //! culprits, which are rejected with a reason while the rest of the chunk is kept. Timestamps
 //! are converted column-wise afterwards (configured format, zone or epoch unit), and numbers
 //! exactly (a value its column cannot hold is a reject, never rounded). [`infer`] proposes a

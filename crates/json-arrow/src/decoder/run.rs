@@ -1,5 +1,6 @@
-//! One decoding fed a message at a time: arrow-json decodes up to [`CHUNK`] accepted messages
-//! per flush; malformed ones are rejected on the way without costing their neighbours.
+//! One decoding fed a message at a time: the flat path (see `flat`) reads or rejects what it
+//! can judge exactly; arrow-json decodes the rest, up to [`CHUNK`] accepted messages per
+//! flush, and malformed ones are rejected on the way without costing their neighbours.
 
 use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::record_batch::RecordBatch;
