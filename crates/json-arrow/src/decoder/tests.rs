@@ -286,56 +286,60 @@ fn flat_schema() -> TableSchema {
     }
 }
 
+/// Keys of [`hostile_messages`]: the flat schema's, an unknown one, an escaped one.
+const HOSTILE_KEYS: &[&str] = &["order_id", "order_owner", "timestamp", "flag", "small", "mid", "day", "extra", "order\\u005fid"];
+
+/// Values of [`hostile_messages`].
+const HOSTILE_VALUES: &[&[u8]] = &[
+    b"0",
+    b"-0",
+    b"42",
+    b"-7",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"32767",
+    b"32768",
+    b"-32769",
+    b"2147483648",
+    b"1e3",
+    b"870.0",
+    b"870.9",
+    b"1.5e2",
+    b"1e400",
+    b"\"alice\"",
+    b"\"caf\\u00e9\"",
+    b"\"tab\\there\"",
+    b"\"\"",
+    b"\"12\"",
+    b"\"true\"",
+    b"\"2022-04-04 11:30:00\"",
+    b"\"2022-04-04T11:30:00.123456Z\"",
+    b"\"2022-04-04 11:30:00+02:00\"",
+    b"\"04/04/2022\"",
+    b"\"\\ud83d\\ude00\"",
+    b"\"\\ud800\"",
+    b"\"a\nb\"",
+    b"\"bad \xff byte\"",
+    b"true",
+    b"false",
+    b"null",
+    b"20220404113000",
+    b"\"20220404113000\"",
+    b"-12",
+    b"{\"a\": 1}",
+    b"[1, 2]",
+    b"[]",
+    b"{}",
+    b"\"unterminated",
+];
+
 /// Random messages over the flat schema's keys and an unknown one, with values of every JSON
 /// type and the edge cases of each (escapes, control characters, lone surrogates, invalid
 /// UTF-8, numbers at and past each width, notations that are integers, duplicate keys, nested
 /// values, truncation, trailing text), from a fixed seed.
 fn hostile_messages(count: usize) -> Vec<Vec<u8>> {
-    const KEYS: &[&str] = &["order_id", "order_owner", "timestamp", "flag", "small", "mid", "day", "extra", "order\\u005fid"];
-    const VALUES: &[&[u8]] = &[
-        b"0",
-        b"-0",
-        b"42",
-        b"-7",
-        b"9223372036854775807",
-        b"9223372036854775808",
-        b"-9223372036854775808",
-        b"-9223372036854775809",
-        b"32767",
-        b"32768",
-        b"-32769",
-        b"2147483648",
-        b"1e3",
-        b"870.0",
-        b"870.9",
-        b"1.5e2",
-        b"1e400",
-        b"\"alice\"",
-        b"\"caf\\u00e9\"",
-        b"\"tab\\there\"",
-        b"\"\"",
-        b"\"12\"",
-        b"\"true\"",
-        b"\"2022-04-04 11:30:00\"",
-        b"\"2022-04-04T11:30:00.123456Z\"",
-        b"\"2022-04-04 11:30:00+02:00\"",
-        b"\"04/04/2022\"",
-        b"\"\\ud83d\\ude00\"",
-        b"\"\\ud800\"",
-        b"\"a\nb\"",
-        b"\"bad \xff byte\"",
-        b"true",
-        b"false",
-        b"null",
-        b"20220404113000",
-        b"\"20220404113000\"",
-        b"-12",
-        b"{\"a\": 1}",
-        b"[1, 2]",
-        b"[]",
-        b"{}",
-        b"\"unterminated",
-    ];
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = |n: usize| {
         seed ^= seed << 13;
@@ -351,13 +355,13 @@ fn hostile_messages(count: usize) -> Vec<Vec<u8>> {
                     msg.extend_from_slice(if next(2) == 0 { b", " } else { b"," });
                 }
                 // Mostly the required key first, so many messages are whole and clean.
-                let key = if field == 0 && next(4) > 0 { "order_id" } else { KEYS[next(KEYS.len())] };
+                let key = if field == 0 && next(4) > 0 { "order_id" } else { HOSTILE_KEYS[next(HOSTILE_KEYS.len())] };
                 msg.extend_from_slice(format!("\"{key}\"").as_bytes());
                 msg.extend_from_slice(if next(3) == 0 { b" : " } else { b":" });
                 let value = match key {
                     "order_id" if next(3) > 0 => b"17".as_slice(),
                     "timestamp" if next(2) > 0 => b"\"2022-04-04 11:30:00\"".as_slice(),
-                    _ => VALUES[next(VALUES.len())],
+                    _ => HOSTILE_VALUES[next(HOSTILE_VALUES.len())],
                 };
                 msg.extend_from_slice(value);
             }
