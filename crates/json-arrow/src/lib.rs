@@ -13,12 +13,15 @@ pub mod infer;
 mod nested;
 mod new_fields;
 mod numbers;
+mod pick;
 mod rescue;
+mod scan;
 mod timestamps;
 
 pub use decoder::{DecodeError, DecodeRun, Decoded, MessageDecoder, Reject};
 pub use infer::{InferredColumn, SchemaInference};
 pub use new_fields::NewFields;
 pub use numbers::{convert_numbers, NumberKind};
-pub use rescue::{raw_members, raw_members_into, raw_value, unknown_fields, KnownFields};
+pub use pick::{FieldPicker, Picked};
+pub use rescue::{raw_value, unknown_fields, KnownFields};
 pub use timestamps::TimestampParser;

@@ -6,7 +6,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ops::Range;
+
+use crate::scan::{skip_value, skip_ws, Member, Members};
 
 /// The JSON paths a schema reads, as a tree of keys.
 #[derive(Debug, Default, Clone)]
@@ -120,171 +121,6 @@ pub fn raw_value<'a>(message: &'a [u8], path: &[String]) -> Option<&'a [u8]> {
     }
 }
 
-/// [`raw_value`] of several top-level `keys` in one pass over the message's members (a
-/// message is scanned once, not once per key).
-pub fn raw_members<'a, const N: usize>(message: &'a [u8], keys: [&str; N]) -> [Option<&'a [u8]>; N] {
-    let mut found = [None; N];
-    raw_members_into(message, &keys, &mut found);
-    found
-}
-
-/// [`raw_members`] for keys known at run time: `found[i]` becomes the value of `keys[i]`
-/// (`None` when missing or `null`).
-pub fn raw_members_into<'a, K: AsRef<str>>(message: &'a [u8], keys: &[K], found: &mut [Option<&'a [u8]>]) {
-    found.fill(None);
-    let mut missing = keys.len();
-    let Some(members) = Members::of(message, skip_ws(message, 0)) else { return };
-    // A few keys (the usual case) are tracked without allocating.
-    let (mut few, mut many) = ([false; 16], Vec::new());
-    let seen: &mut [bool] = match keys.len() {
-        n if n <= few.len() => &mut few[..n],
-        n => {
-            many.resize(n, false);
-            &mut many
-        }
-    };
-    for member in members {
-        let key = &message[member.key.start + 1..member.key.end - 1];
-        let Some(i) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else { continue };
-        if !seen[i] {
-            seen[i] = true;
-            found[i] = Some(&message[member.value]).filter(|v| *v != b"null");
-            missing -= 1;
-        }
-        if missing == 0 {
-            break;
-        }
-    }
-}
-
-/// One member of an object: its key as written (quotes included) and its value, as byte ranges.
-struct Member {
-    key: Range<usize>,
-    value: Range<usize>,
-}
-
-/// The members of a JSON object, scanned in place.
-struct Members<'a> {
-    bytes: &'a [u8],
-    /// Where the next member starts.
-    at: usize,
-    state: Scan,
-}
-
-enum Scan {
-    Open,
-    /// Every member read; the index after the closing brace.
-    End(usize),
-    Malformed,
-}
-
-impl<'a> Members<'a> {
-    /// The members of the object starting at `start`; None when no object starts there.
-    fn of(bytes: &'a [u8], start: usize) -> Option<Self> {
-        if bytes.get(start) != Some(&b'{') {
-            return None;
-        }
-        let at = skip_ws(bytes, start + 1);
-        let state = if bytes.get(at) == Some(&b'}') { Scan::End(at + 1) } else { Scan::Open };
-        Some(Self { bytes, at, state })
-    }
-
-    /// The index after the object once every member was read; None when it is malformed.
-    fn end(&self) -> Option<usize> {
-        match self.state {
-            Scan::End(end) => Some(end),
-            _ => None,
-        }
-    }
-
-    fn member(&self) -> Option<Member> {
-        let key_end = skip_string(self.bytes, self.at)?;
-        let colon = skip_ws(self.bytes, key_end);
-        if self.bytes.get(colon) != Some(&b':') {
-            return None;
-        }
-        let start = skip_ws(self.bytes, colon + 1);
-        Some(Member { key: self.at..key_end, value: start..skip_value(self.bytes, start)? })
-    }
-}
-
-impl Iterator for Members<'_> {
-    type Item = Member;
-
-    fn next(&mut self) -> Option<Member> {
-        if !matches!(self.state, Scan::Open) {
-            return None;
-        }
-        let Some(member) = self.member() else {
-            self.state = Scan::Malformed;
-            return None;
-        };
-        let after = skip_ws(self.bytes, member.value.end);
-        match self.bytes.get(after) {
-            Some(b',') => self.at = skip_ws(self.bytes, after + 1),
-            Some(b'}') => self.state = Scan::End(after + 1),
-            _ => self.state = Scan::Malformed,
-        }
-        Some(member)
-    }
-}
-
-fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
-    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
-        i += 1;
-    }
-    i
-}
-
-/// The index after the string starting at `i` (its opening quote). Jumps from quote or
-/// backslash to the next with `memchr` (routing and rescue scan every message's strings).
-fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
-    if bytes.get(i) != Some(&b'"') {
-        return None;
-    }
-    let mut j = i + 1;
-    loop {
-        j += memchr::memchr2(b'"', b'\\', bytes.get(j..)?)?;
-        match bytes[j] {
-            b'\\' => j += 2,
-            _ => return Some(j + 1),
-        }
-    }
-}
-
-/// The index after the JSON value starting at `i` (None when the input ends inside it).
-pub(crate) fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
-    match bytes.get(i)? {
-        b'"' => skip_string(bytes, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match bytes.get(j)? {
-                    b'"' => {
-                        j = skip_string(bytes, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let end =
-                bytes[i..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace()).map_or(bytes.len(), |p| i + p);
-            (end > i).then_some(end)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,22 +142,6 @@ mod tests {
         assert_eq!(raw_value(m, &path("id.deeper")), None, "a scalar has no members");
         assert_eq!(raw_value(b"[1, 2]", &path("id")), None);
         assert_eq!(raw_value(br#"{"a": [1, "#, &path("a")), None, "truncated");
-    }
-
-    #[test]
-    fn several_members_are_found_in_one_pass_like_raw_value_finds_each() {
-        let m = br#"{"data": {"id": 1}, "gone": null, "metadata": {"record-type": "data"}, "data": 2}"#;
-        let [data, gone, metadata, missing] = raw_members(m, ["data", "gone", "metadata", "missing"]);
-        assert_eq!((data, gone, missing), (Some(&br#"{"id": 1}"#[..]), None, None));
-        assert_eq!(metadata, raw_value(m, &path("metadata")));
-        assert_eq!(raw_members(b"[1]", ["data"]), [None]);
-        // Keys known at run time, more than are tracked without allocating, and stale output
-        // overwritten.
-        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).chain(["metadata".to_string()]).collect();
-        let mut found = vec![Some(&b"stale"[..]); keys.len()];
-        raw_members_into(m, &keys, &mut found);
-        assert_eq!(found[..20], [None; 20]);
-        assert_eq!(found[20], metadata);
     }
 
     #[test]

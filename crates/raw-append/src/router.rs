@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use json_arrow::{raw_members_into, raw_value};
 use pipeline_config::{table_name_problem, Routing, TemplatePart};
 
 /// A routed source's routing over the run's route indexes.
@@ -15,29 +14,19 @@ pub struct Router {
     /// Routed table name → route index (looked up once per message: a fast hash; the map only
     /// ever holds configured or created tables, never names taken from messages).
     by_name: HashMap<String, usize, foldhash::fast::RandomState>,
-    /// The fields a message is routed by (the `when` ones and the template's), grouped by
-    /// parent object so each parent (DMS `metadata`) is scanned once per message.
-    groups: Vec<FieldGroup>,
-    /// Where the value of each `when` field sits among the fields of `groups`, in order.
+    /// The fields a message is routed by (the `when` ones and the template's), each once:
+    /// the caller picks their values from the message (see [`Router::fields`]).
+    fields: Vec<Vec<String>>,
+    /// Where the value of each `when` field sits among `fields`, in order.
     when_at: Vec<usize>,
     /// Likewise for each field of the name template, in order.
     template_at: Vec<usize>,
 }
 
-/// Routing fields that share a parent object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FieldGroup {
-    /// The parent's path (empty: the message itself).
-    parent: Vec<String>,
-    /// The fields' names in the parent.
-    names: Vec<String>,
-}
-
 /// Per-chunk scratch space of [`Router::place`], reused across its messages.
 #[derive(Debug, Default)]
-pub struct PlaceScratch<'a> {
+pub struct PlaceScratch {
     name: String,
-    values: Vec<Option<&'a [u8]>>,
 }
 
 /// Where one message of a routed source goes.
@@ -60,10 +49,6 @@ enum Miss {
     New(String),
 }
 
-/// A top-level member of a message already found by the caller (name and raw value, `None`
-/// when the message has none), so the router does not look for it again.
-pub type FoundMember<'a> = Option<(&'a str, Option<&'a [u8]>)>;
-
 impl Router {
     /// A router for `routing` whose tables have the route indexes `by_name`.
     pub fn new(routing: Routing, by_name: HashMap<String, usize>) -> Self {
@@ -77,20 +62,17 @@ impl Router {
             })
             .collect();
         let when: Vec<&Vec<String>> = routing.when.iter().map(|(path, _)| path).collect();
-        let mut fields: Vec<&Vec<String>> = when.iter().chain(&template).copied().filter(|p| !p.is_empty()).collect();
-        fields.sort_by(|a, b| a[..a.len() - 1].cmp(&b[..b.len() - 1]).then_with(|| a.cmp(b)));
+        let mut fields: Vec<Vec<String>> = when.iter().chain(&template).filter(|p| !p.is_empty()).map(|p| p.to_vec()).collect();
+        fields.sort();
         fields.dedup();
-        let at = |path: &Vec<String>| fields.iter().position(|f| *f == path).unwrap_or(usize::MAX);
+        let at = |path: &Vec<String>| fields.iter().position(|f| f == path).unwrap_or(usize::MAX);
         let (when_at, template_at) = (when.iter().map(|p| at(p)).collect(), template.iter().map(|p| at(p)).collect());
-        let mut groups: Vec<FieldGroup> = Vec::new();
-        for path in &fields {
-            let Some((name, parent)) = path.split_last() else { continue };
-            match groups.last_mut() {
-                Some(g) if g.parent == parent => g.names.push(name.clone()),
-                _ => groups.push(FieldGroup { parent: parent.to_vec(), names: vec![name.clone()] }),
-            }
-        }
-        Self { by_name: by_name.into_iter().collect(), groups, when_at, template_at, routing }
+        Self { by_name: by_name.into_iter().collect(), fields, when_at, template_at, routing }
+    }
+
+    /// The fields messages are routed by: [`Router::place`] takes their values in this order.
+    pub fn fields(&self) -> &[Vec<String>] {
+        &self.fields
     }
 
     /// Where tables without a schema file are created (`infer = true`).
@@ -108,10 +90,10 @@ impl Router {
         self.by_name.insert(name.to_string(), idx);
     }
 
-    /// Where `payload` goes: its table's route, else the default table's, else nowhere with
-    /// the reason; `found` is a member the caller already found.
-    pub fn place<'a>(&self, payload: &'a [u8], found: FoundMember<'a>, scratch: &mut PlaceScratch<'a>) -> Placement {
-        match self.route(payload, found, scratch) {
+    /// Where a message goes: its table's route, else the default table's, else nowhere with
+    /// the reason; `values` are the raw values of its [`Router::fields`].
+    pub fn place(&self, values: &[Option<&[u8]>], scratch: &mut PlaceScratch) -> Placement {
+        match self.route(values, scratch) {
             Ok(idx) => Placement::Route(idx),
             Err(Miss::New(table)) => Placement::New(table),
             Err(Miss::Nowhere(reason)) => match &self.routing.default {
@@ -126,9 +108,7 @@ impl Router {
     }
 
     /// The route index of one message, or why it has none.
-    fn route<'a>(&self, payload: &'a [u8], found: FoundMember<'a>, scratch: &mut PlaceScratch<'a>) -> Result<usize, Miss> {
-        field_values(payload, found, &self.groups, &mut scratch.values);
-        let values = &scratch.values;
+    fn route(&self, values: &[Option<&[u8]>], scratch: &mut PlaceScratch) -> Result<usize, Miss> {
         let value = |at: usize, path: &[String]| field_text(values.get(at).copied().flatten(), path);
         for (&at, (path, wanted)) in self.when_at.iter().zip(&self.routing.when) {
             let found = value(at, path).map_err(Miss::Nowhere)?;
@@ -160,25 +140,6 @@ impl Router {
     }
 }
 
-/// The raw JSON value of each routing field of `groups` in `payload`, into `values` (in the
-/// groups' order): each parent object is scanned once, and not looked up at all when it is
-/// the `found` member.
-fn field_values<'a>(payload: &'a [u8], found: FoundMember<'a>, groups: &[FieldGroup], values: &mut Vec<Option<&'a [u8]>>) {
-    values.clear();
-    for group in groups {
-        let object = match (group.parent.as_slice(), found) {
-            ([], _) => Some(payload),
-            ([member], Some((name, object))) if member == name => object,
-            (parent, _) => raw_value(payload, parent),
-        };
-        let start = values.len();
-        values.resize(start + group.names.len(), None);
-        if let Some(object) = object {
-            raw_members_into(object, &group.names, &mut values[start..]);
-        }
-    }
-}
-
 /// A scalar field's value as text (strings unescaped, numbers and booleans as written).
 fn field_text<'a>(raw: Option<&'a [u8]>, path: &[String]) -> Result<Cow<'a, str>, String> {
     let missing = || format!("routing field {} is missing or null", path.join("."));
@@ -196,6 +157,7 @@ fn field_text<'a>(raw: Option<&'a [u8]>, path: &[String]) -> Result<Cow<'a, str>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use json_arrow::{FieldPicker, Picked};
     use pipeline_config::NameTemplate;
     use std::collections::BTreeMap;
 
@@ -221,9 +183,14 @@ mod tests {
         br#"{"metadata": {"schema-name": "pub\u006cic", "table-name": "orders"}}"#,
     ];
 
-    /// Where each of `MESSAGES[indexes]` goes, looked up by the router itself.
+    /// Where each of `MESSAGES[indexes]` goes, its routing fields picked alone.
     fn places(r: &Router, indexes: &[usize]) -> Vec<Placement> {
-        indexes.iter().map(|&i| r.place(MESSAGES[i], None, &mut PlaceScratch::default())).collect()
+        let (picker, mut picked) = (FieldPicker::new(r.fields()), Picked::default());
+        let mut place = |message| {
+            picker.pick(message, &mut picked);
+            r.place(picked.values(), &mut PlaceScratch::default())
+        };
+        indexes.iter().map(|&i| place(MESSAGES[i])).collect()
     }
 
     fn nowhere(reason: &str) -> Placement {
@@ -247,15 +214,16 @@ mod tests {
     }
 
     #[test]
-    fn a_member_the_caller_found_is_not_looked_up_again_and_places_alike() {
-        let r = router(None, &[]);
+    fn fields_picked_after_others_in_the_same_pass_place_alike() {
+        let r = router(None, &[("metadata.schema-name", "public")]);
+        assert_eq!(r.fields(), [["metadata", "schema-name"], ["metadata", "table-name"]], "each field once");
+        let others = [vec!["data".to_string()], vec!["metadata".to_string(), "record-type".to_string()]];
+        let picker = FieldPicker::new(others.iter().chain(r.fields()));
+        let mut picked = Picked::default();
         for (i, message) in MESSAGES.iter().enumerate() {
-            let [metadata] = json_arrow::raw_members(message, ["metadata"]);
-            assert_eq!(r.place(message, Some(("metadata", metadata)), &mut PlaceScratch::default()), places(&r, &[i]).remove(0));
+            picker.pick(message, &mut picked);
+            assert_eq!(r.place(&picked.values()[others.len()..], &mut PlaceScratch::default()), places(&r, &[i]).remove(0));
         }
-        // What the caller found is what counts: a message without the member has no table.
-        let placed = r.place(MESSAGES[0], Some(("metadata", None)), &mut PlaceScratch::default());
-        assert_eq!(placed, nowhere("routing field metadata.schema-name is missing or null"));
     }
 
     #[test]

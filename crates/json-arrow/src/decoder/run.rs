@@ -213,7 +213,7 @@ fn not_an_object(msg: &[u8]) -> Option<&'static str> {
 /// string, object or array.
 fn ends_inside_a_value(msg: &[u8]) -> bool {
     let start = msg.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
-    crate::rescue::skip_value(msg, start).is_none()
+    crate::scan::skip_value(msg, start).is_none()
 }
 
 /// Feeds one message that starts like an object; it must add exactly one complete record

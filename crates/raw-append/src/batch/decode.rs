@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
-use json_arrow::{DecodeRun, SchemaInference};
+use json_arrow::{DecodeRun, FieldPicker, Picked, SchemaInference};
 use kafka_source::RawBatch;
 use pipeline_config::SourceFormat;
 
@@ -98,15 +98,19 @@ fn decode_chunk(home: usize, routes: &[Arc<Route>], router: Option<&Router>, pay
     let mut runs: Vec<Option<DecodeRun<'_, '_>>> = (0..routes.len()).map(|_| None).collect();
     let mut unrouted = Vec::new();
     let mut scratch = PlaceScratch::default();
+    // A DMS record's kind and its routing fields are picked in one pass (both sit in `metadata`).
+    let dms_fields = match routes[home].format {
+        SourceFormat::Dms => dms::fields().to_vec(),
+        SourceFormat::Json => Vec::new(),
+    };
+    let picker = FieldPicker::new(dms_fields.iter().chain(router.map_or(&[][..], Router::fields)));
+    let mut picked = Picked::default();
     for (i, &payload) in payloads.iter().enumerate() {
-        let found = match routes[home].format {
-            SourceFormat::Dms => match dms::classify(payload) {
-                record if out.skipped.count(&record) => continue,
-                record => Some(("metadata", record.metadata())),
-            },
-            SourceFormat::Json => None,
-        };
-        let idx = match router.map(|r| r.place(payload, found, &mut scratch)) {
+        picker.pick(payload, &mut picked);
+        if !dms_fields.is_empty() && out.skipped.count(&dms::classify(&picked)) {
+            continue;
+        }
+        let idx = match router.map(|r| r.place(&picked.values()[dms_fields.len()..], &mut scratch)) {
             None => home,
             Some(Placement::Route(idx)) => idx,
             Some(Placement::New(table)) => {

@@ -1,0 +1,133 @@
+//! Scanning JSON text in place: the extent of a value, the members of an object (byte ranges
+//! into the message, no parsing into values). Used where only a few fields of a message matter
+//! (routing, DMS records, rescued fields).
+
+use std::ops::Range;
+
+/// One member of an object: its key as written (quotes included) and its value, as byte ranges.
+pub(crate) struct Member {
+    pub(crate) key: Range<usize>,
+    pub(crate) value: Range<usize>,
+}
+
+/// The members of a JSON object, scanned in place.
+pub(crate) struct Members<'a> {
+    bytes: &'a [u8],
+    /// Where the next member starts.
+    at: usize,
+    state: Scan,
+}
+
+enum Scan {
+    Open,
+    /// Every member read; the index after the closing brace.
+    End(usize),
+    Malformed,
+}
+
+impl<'a> Members<'a> {
+    /// The members of the object starting at `start`; None when no object starts there.
+    pub(crate) fn of(bytes: &'a [u8], start: usize) -> Option<Self> {
+        if bytes.get(start) != Some(&b'{') {
+            return None;
+        }
+        let at = skip_ws(bytes, start + 1);
+        let state = if bytes.get(at) == Some(&b'}') { Scan::End(at + 1) } else { Scan::Open };
+        Some(Self { bytes, at, state })
+    }
+
+    /// The index after the object once every member was read; None when it is malformed.
+    pub(crate) fn end(&self) -> Option<usize> {
+        match self.state {
+            Scan::End(end) => Some(end),
+            _ => None,
+        }
+    }
+
+    fn member(&self) -> Option<Member> {
+        let key_end = skip_string(self.bytes, self.at)?;
+        let colon = skip_ws(self.bytes, key_end);
+        if self.bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(self.bytes, colon + 1);
+        Some(Member { key: self.at..key_end, value: start..skip_value(self.bytes, start)? })
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = Member;
+
+    fn next(&mut self) -> Option<Member> {
+        if !matches!(self.state, Scan::Open) {
+            return None;
+        }
+        let Some(member) = self.member() else {
+            self.state = Scan::Malformed;
+            return None;
+        };
+        let after = skip_ws(self.bytes, member.value.end);
+        match self.bytes.get(after) {
+            Some(b',') => self.at = skip_ws(self.bytes, after + 1),
+            Some(b'}') => self.state = Scan::End(after + 1),
+            _ => self.state = Scan::Malformed,
+        }
+        Some(member)
+    }
+}
+
+pub(crate) fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the string starting at `i` (its opening quote). Jumps from quote or
+/// backslash to the next with `memchr` (routing and rescue scan every message's strings).
+pub(crate) fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
+    if bytes.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', bytes.get(j..)?)?;
+        match bytes[j] {
+            b'\\' => j += 2,
+            _ => return Some(j + 1),
+        }
+    }
+}
+
+/// The index after the JSON value starting at `i` (None when the input ends inside it).
+pub(crate) fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => skip_string(bytes, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match bytes.get(j)? {
+                    b'"' => {
+                        j = skip_string(bytes, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let end =
+                bytes[i..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace()).map_or(bytes.len(), |p| i + p);
+            (end > i).then_some(end)
+        }
+    }
+}
