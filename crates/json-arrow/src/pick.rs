@@ -113,7 +113,7 @@ fn walk<'a>(bytes: &'a [u8], start: usize, wanted: &Wanted, top: bool, out: &mut
         }
         let value = skip_ws(bytes, colon + 1);
         let key = &bytes[at + 1..key_end - 1];
-        let end = match wanted.members.iter().find(|m| *m.key == *key && !out.seen[m.id]) {
+        let end = match wanted.members.iter().find(|m| same_key(&m.key, key) && !out.seen[m.id]) {
             Some(member) => {
                 out.seen[member.id] = true;
                 missing -= 1;
@@ -151,6 +151,12 @@ fn take<'a>(bytes: &'a [u8], start: usize, member: &WantedMember, out: &mut Pick
         member.paths.iter().for_each(|&p| out.values[p] = Some(raw));
     }
     Some(end)
+}
+
+/// Key equality that settles most differing keys on length and first byte, without calling
+/// a byte compare (keys are short and compared for every member walked).
+fn same_key(wanted: &[u8], key: &[u8]) -> bool {
+    wanted.len() == key.len() && wanted.first() == key.first() && wanted == key
 }
 
 /// Forgets the values taken inside an object that turned out malformed.

@@ -13,7 +13,8 @@ pub struct Router {
     routing: Routing,
     /// Routed table name → route index (looked up once per message: a fast hash; the map only
     /// ever holds configured or created tables, never names taken from messages).
-    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// (Keyed by bytes: a name made of a message's plain field values is looked up as is.)
+    by_name: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     /// The fields a message is routed by (the `when` ones and the template's), each once:
     /// the caller picks their values from the message (see [`Router::fields`]).
     fields: Vec<Vec<String>>,
@@ -27,6 +28,7 @@ pub struct Router {
 #[derive(Debug, Default)]
 pub struct PlaceScratch {
     name: String,
+    plain_name: Vec<u8>,
 }
 
 /// Where one message of a routed source goes.
@@ -67,7 +69,8 @@ impl Router {
         fields.dedup();
         let at = |path: &Vec<String>| fields.iter().position(|f| f == path).unwrap_or(usize::MAX);
         let (when_at, template_at) = (when.iter().map(|p| at(p)).collect(), template.iter().map(|p| at(p)).collect());
-        Self { by_name: by_name.into_iter().collect(), fields, when_at, template_at, routing }
+        let by_name = by_name.into_iter().map(|(name, idx)| (name.into_bytes().into_boxed_slice(), idx)).collect();
+        Self { by_name, fields, when_at, template_at, routing }
     }
 
     /// The fields messages are routed by: [`Router::place`] takes their values in this order.
@@ -82,12 +85,12 @@ impl Router {
 
     /// Whether messages of table `name` have a route.
     pub fn knows(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.by_name.contains_key(name.as_bytes())
     }
 
     /// Routes messages of table `name` (an inferred table) to route `idx` from now on.
     pub fn add_table(&mut self, name: &str, idx: usize) {
-        self.by_name.insert(name.to_string(), idx);
+        self.by_name.insert(name.as_bytes().into(), idx);
     }
 
     /// Where a message goes: its table's route, else the default table's, else nowhere with
@@ -97,7 +100,7 @@ impl Router {
             Ok(idx) => Placement::Route(idx),
             Err(Miss::New(table)) => Placement::New(table),
             Err(Miss::Nowhere(reason)) => match &self.routing.default {
-                Some(d) => match self.by_name.get(d) {
+                Some(d) => match self.by_name.get(d.as_bytes()) {
                     Some(&idx) => Placement::Route(idx),
                     None if self.routing.inferred.is_some() => Placement::New(d.clone()),
                     None => Placement::Nowhere(reason),
@@ -109,6 +112,15 @@ impl Router {
 
     /// The route index of one message, or why it has none.
     fn route(&self, values: &[Option<&[u8]>], scratch: &mut PlaceScratch) -> Result<usize, Miss> {
+        match self.route_plain(values, &mut scratch.plain_name) {
+            Some(idx) => Ok(idx),
+            None => self.route_by_text(values, &mut scratch.name),
+        }
+    }
+
+    /// [`Router::route`] for any message: its fields' values as text, with the reason when it
+    /// has no route.
+    fn route_by_text(&self, values: &[Option<&[u8]>], name: &mut String) -> Result<usize, Miss> {
         let value = |at: usize, path: &[String]| field_text(values.get(at).copied().flatten(), path);
         for (&at, (path, wanted)) in self.when_at.iter().zip(&self.routing.when) {
             let found = value(at, path).map_err(Miss::Nowhere)?;
@@ -116,7 +128,6 @@ impl Router {
                 return Err(Miss::Nowhere(format!("not routed: {} is '{found}', routing wants '{wanted}'", path.join("."))));
             }
         }
-        let name = &mut scratch.name;
         name.clear();
         let mut fields = self.template_at.iter();
         for part in &self.routing.template.parts {
@@ -129,7 +140,7 @@ impl Router {
             }
         }
         let renamed = self.routing.rename.get(name.as_str()).map_or(name.as_str(), String::as_str);
-        if let Some(&idx) = self.by_name.get(renamed) {
+        if let Some(&idx) = self.by_name.get(renamed.as_bytes()) {
             return Ok(idx);
         }
         match (table_name_problem(renamed), &self.routing.inferred) {
@@ -137,6 +148,38 @@ impl Router {
             (None, Some(_)) => Err(Miss::New(renamed.to_string())),
             (None, None) => Err(Miss::Nowhere(format!("no schema file {renamed}.schema.toml for routed table '{renamed}'"))),
         }
+    }
+
+    /// The route of a message whose routing fields are plain strings that pass the `when`
+    /// filters and, without a rename, name a known table byte for byte (the usual message:
+    /// no text conversion, no reason built). None: [`Router::route`] decides the long way.
+    fn route_plain(&self, values: &[Option<&[u8]>], name: &mut Vec<u8>) -> Option<usize> {
+        if !self.routing.rename.is_empty() {
+            return None;
+        }
+        let value = |at: &usize| plain_string(values.get(*at).copied().flatten());
+        for (at, (_, wanted)) in self.when_at.iter().zip(&self.routing.when) {
+            if value(at)? != wanted.as_bytes() {
+                return None;
+            }
+        }
+        name.clear();
+        let mut fields = self.template_at.iter();
+        for part in &self.routing.template.parts {
+            match part {
+                TemplatePart::Text(t) => name.extend_from_slice(t.as_bytes()),
+                TemplatePart::Field(_) => name.extend_from_slice(value(fields.next()?)?),
+            }
+        }
+        self.by_name.get(name.as_slice()).copied()
+    }
+}
+
+/// The value of a plain string (ASCII, no escapes) without its quotes: its text exactly.
+fn plain_string(raw: Option<&[u8]>) -> Option<&[u8]> {
+    match raw? {
+        [b'"', inner @ .., b'"'] if inner.is_ascii() && !inner.contains(&b'\\') => Some(inner),
+        _ => None,
     }
 }
 
@@ -224,6 +267,34 @@ mod tests {
             picker.pick(message, &mut picked);
             assert_eq!(r.place(&picked.values()[others.len()..], &mut PlaceScratch::default()), places(&r, &[i]).remove(0));
         }
+    }
+
+    #[test]
+    fn names_of_plain_values_are_looked_up_as_bytes_with_the_routes_text_gives() {
+        let mut r = router(None, &[("metadata.schema-name", "public")]);
+        r.routing.rename.clear();
+        r.add_table("public_caf\u{e9}", 3);
+        let messages: [&[u8]; 7] = [
+            br#"{"metadata": {"schema-name": "public", "table-name": "orders"}}"#,
+            br#"{"metadata": {"schema-name": "pub\u006cic", "table-name": "orders"}}"#,
+            br#"{"metadata": {"schema-name": "public", "table-name": "caf\u00e9"}}"#,
+            "{\"metadata\": {\"schema-name\": \"public\", \"table-name\": \"caf\u{e9}\"}}".as_bytes(),
+            br#"{"metadata": {"schema-name": "hr", "table-name": "orders"}}"#,
+            br#"{"metadata": {"schema-name": "public", "table-name": "nothing"}}"#,
+            br#"{"metadata": {"schema-name": "public", "table-name": 7}}"#,
+        ];
+        let (picker, mut picked) = (FieldPicker::new(r.fields()), Picked::default());
+        let mut plain = Vec::new();
+        for message in messages {
+            picker.pick(message, &mut picked);
+            let by_text = r.route_by_text(picked.values(), &mut String::new()).ok();
+            if let Some(idx) = r.route_plain(picked.values(), &mut Vec::new()) {
+                assert_eq!(Some(idx), by_text, "{}", String::from_utf8_lossy(message));
+                plain.push(idx);
+            }
+        }
+        assert_eq!(plain, [0], "escaped, non-ASCII, filtered, unknown and numeric values take the long way");
+        assert_eq!(places(&r, &[5]), vec![Placement::Route(0)], "escapes still route");
     }
 
     #[test]
