@@ -29,10 +29,6 @@ mod decode;
 
 use decode::{joined, spawn_decode, DecodedSlice, Decoding};
 
-/// The partition values all rows of a write share, when known up front (ingestion-time
-/// partitions); None: the writer groups the rows.
-type PartitionOfRows = Option<Vec<(String, Option<String>)>>;
-
 /// Name under which the dead-letter table appears in summaries.
 pub const DEAD_LETTER: &str = "dead_letter";
 
@@ -147,62 +143,25 @@ impl Batch {
         crash_point!("raw_append::after_decode");
         sinks.open_tables(decoded.iter().flatten().filter(|(_, rows)| rows.batch.num_rows() > 0).map(|(idx, _)| *idx)).await?;
         let started = Instant::now();
-        // Each table's rows of the slice are written at once: a Parquet write has a cost per
-        // column, and a routed table's share of one partition's chunk is small.
-        let mut kept: BTreeMap<usize, Vec<(RecordBatch, PartitionOfRows)>> = BTreeMap::new();
         for (((key, chunk), parts), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
             self.skipped[sinks.by_topic[key.topic.as_ref()]].add(skips);
             for (idx, rows) in parts {
-                if let Some(rows) = self.keep_rows(sinks, idx, key, chunk, rows).await? {
-                    kept.entry(idx).or_default().push(rows);
-                }
+                self.write_rows(sinks, idx, key, chunk, rows).await?;
             }
-        }
-        for (idx, parts) in kept {
-            self.write_rows(sinks, idx, parts).await?;
         }
         self.write_ms += started.elapsed().as_millis() as u64;
         Ok(())
     }
 
-    /// Writes a slice's rows of route `idx` into its table's writer, those of one partition
-    /// (when known up front) together.
+    /// Streams one chunk's rows for route `idx` into its table's writer and keeps its rejects.
     async fn write_rows(
-        &mut self,
-        sinks: &mut Sinks,
-        idx: usize,
-        parts: Vec<(RecordBatch, PartitionOfRows)>,
-    ) -> Result<(), RawAppendError> {
-        let (routes, target) = (sinks.routes.clone(), sinks.job.target_file_size.0);
-        let route = &routes[idx];
-        let table = sinks.table(idx).await?;
-        let writer = self.writers[idx]
-            .get_or_insert_with(|| TableWriter::new(table.table(), route.schema().clone(), &route.spec.partition_columns, target));
-        for same in parts.chunk_by(|a, b| a.1 == b.1) {
-            let batches: Vec<&RecordBatch> = same.iter().map(|(b, _)| b).collect();
-            let batch = match batches.as_slice() {
-                [one] => (*one).clone(),
-                _ => arrow::compute::concat_batches(&batches[0].schema(), batches.iter().copied())?,
-            };
-            match &same[0].1 {
-                Some(values) => writer.write_partition(&batch, values).await?,
-                None => writer.write(&batch).await?,
-            }
-            self.rows[idx] += batch.num_rows() as u64;
-        }
-        Ok(())
-    }
-
-    /// One chunk's rows for route `idx` that its table does not hold yet (None when there are
-    /// none), with their partition when known up front; its rejects are kept as dead letters.
-    async fn keep_rows(
         &mut self,
         sinks: &mut Sinks,
         idx: usize,
         key: &PartitionKey,
         chunk: &PartitionChunk,
         rows: ChunkRows,
-    ) -> Result<Option<(RecordBatch, PartitionOfRows)>, RawAppendError> {
+    ) -> Result<(), RawAppendError> {
         let ChunkRows { mut batch, constant_partition, mut rejects, messages } = rows;
         if sinks.routes[idx].routed && batch.num_rows() > 0 {
             batch = self.above_floor(sinks, idx, key, chunk, batch, &messages).await?;
@@ -213,9 +172,20 @@ impl Batch {
             rejects.extend(messages.iter().map(|&m| json_arrow::Reject { index: m as usize, reason: reason.clone() }));
             batch = RecordBatch::new_empty(batch.schema());
         }
-        let kept = (batch.num_rows() > 0).then_some((batch, constant_partition));
+        if batch.num_rows() > 0 {
+            let (routes, target) = (sinks.routes.clone(), sinks.job.target_file_size.0);
+            let route = &routes[idx];
+            let table = sinks.table(idx).await?;
+            let writer = self.writers[idx]
+                .get_or_insert_with(|| TableWriter::new(table.table(), route.schema().clone(), &route.spec.partition_columns, target));
+            match &constant_partition {
+                Some(values) => writer.write_partition(&batch, values).await?,
+                None => writer.write(&batch).await?,
+            }
+            self.rows[idx] += batch.num_rows() as u64;
+        }
         if rejects.is_empty() {
-            return Ok(kept);
+            return Ok(());
         }
         // The dead-letter table may already hold rejects of a batch whose main commit did not
         // land before a crash: skip what its own progress covers (checked again against the
@@ -227,7 +197,7 @@ impl Batch {
                 self.dead_partitions.insert(key.clone(), ());
             }
         }
-        Ok(kept)
+        Ok(())
     }
 
     /// Evolves the tables whose new fields a slice showed: plans their columns against the
