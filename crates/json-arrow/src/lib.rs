@@ -2,11 +2,11 @@
 //!
 //! A table of flat scalar columns reads each message in one pass straight into its columns
 //! (the flat path); other messages and tables are fed to arrow-json's tape decoder in chunks,
-//! and a chunk that decodes cleanly costs no per-value work of ours. Only a chunk that fails is decoded message by message to find the
-//! culprits, which are rejected with a reason while the rest of the chunk is kept. Timestamps
-//! are converted column-wise afterwards (configured format, zone or epoch unit), and numbers
-//! exactly (a value its column cannot hold is a reject, never rounded). [`infer`] proposes a
-//! schema file from sample messages.
+//! and a chunk that decodes cleanly costs no per-value work of ours. Only a chunk that fails is
+//! decoded message by message to find the culprits, which are rejected with a reason while the
+//! rest of the chunk is kept. Timestamps are converted column-wise afterwards (configured
+//! format, zone or epoch unit), and numbers exactly (a value its column cannot hold is a
+//! reject, never rounded). [`infer`] proposes a schema file from sample messages.
 
 mod decoder;
 pub mod infer;

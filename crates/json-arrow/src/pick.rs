@@ -2,7 +2,7 @@
 //! record's kind. Each object on the way to a wanted field is walked once, member by member,
 //! instead of being skipped and then searched again for each field.
 
-use crate::scan::{skip_string, skip_value, skip_ws};
+use crate::scan::{skip_value, skip_ws, Members};
 
 /// Paths (keys of nested objects, compared as sent) whose raw JSON values are picked from a
 /// message in one pass; see [`FieldPicker::pick`].
@@ -97,22 +97,10 @@ impl FieldPicker {
 /// Walks the object starting at `start`, taking the wanted members' values: the index after
 /// the object (at the top level: after the last member read), None when it is malformed.
 fn walk<'a>(bytes: &'a [u8], start: usize, wanted: &Wanted, top: bool, out: &mut Picked<'a>) -> Option<usize> {
-    if bytes.get(start) != Some(&b'{') {
-        return None;
-    }
-    let mut at = skip_ws(bytes, start + 1);
-    if bytes.get(at) == Some(&b'}') {
-        return Some(at + 1);
-    }
+    let mut members = Members::of(bytes, start)?;
     let mut missing = wanted.members.len();
-    loop {
-        let key_end = skip_string(bytes, at)?;
-        let colon = skip_ws(bytes, key_end);
-        if bytes.get(colon) != Some(&b':') {
-            return None;
-        }
-        let value = skip_ws(bytes, colon + 1);
-        let key = &bytes[at + 1..key_end - 1];
+    while let Some((key, value)) = members.next_key() {
+        let key = &bytes[key.start + 1..key.end - 1];
         let end = match wanted.members.iter().find(|m| same_key(&m.key, key) && !out.seen[m.id]) {
             Some(member) => {
                 out.seen[member.id] = true;
@@ -124,13 +112,9 @@ fn walk<'a>(bytes: &'a [u8], start: usize, wanted: &Wanted, top: bool, out: &mut
         if top && missing == 0 {
             return Some(end);
         }
-        let after = skip_ws(bytes, end);
-        match bytes.get(after) {
-            Some(b',') => at = skip_ws(bytes, after + 1),
-            Some(b'}') => return Some(after + 1),
-            _ => return None,
-        }
+        members.past_value(end);
     }
+    members.end()
 }
 
 /// Takes the value of a wanted member starting at `start`: the index after it, None when it

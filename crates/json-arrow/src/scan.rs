@@ -44,14 +44,32 @@ impl<'a> Members<'a> {
         }
     }
 
-    fn member(&self) -> Option<Member> {
-        let key_end = skip_string(self.bytes, self.at)?;
-        let colon = skip_ws(self.bytes, key_end);
-        if self.bytes.get(colon) != Some(&b':') {
+    /// The next member's key (quotes included) and where its value starts; None once every
+    /// member was read or the object is malformed (then [`Members::end`] is None). The caller
+    /// reads the value, then calls [`Members::past_value`] with the index after it.
+    pub(crate) fn next_key(&mut self) -> Option<(Range<usize>, usize)> {
+        if !matches!(self.state, Scan::Open) {
             return None;
         }
-        let start = skip_ws(self.bytes, colon + 1);
-        Some(Member { key: self.at..key_end, value: start..skip_value(self.bytes, start)? })
+        let key = skip_string(self.bytes, self.at).map(|end| self.at..end);
+        let colon = key.as_ref().map(|k| skip_ws(self.bytes, k.end));
+        match (key, colon) {
+            (Some(key), Some(colon)) if self.bytes.get(colon) == Some(&b':') => Some((key, skip_ws(self.bytes, colon + 1))),
+            _ => {
+                self.state = Scan::Malformed;
+                None
+            }
+        }
+    }
+
+    /// Moves past a value that ends at `end` (exclusive), to the next member or the object's end.
+    pub(crate) fn past_value(&mut self, end: usize) {
+        let after = skip_ws(self.bytes, end);
+        match self.bytes.get(after) {
+            Some(b',') => self.at = skip_ws(self.bytes, after + 1),
+            Some(b'}') => self.state = Scan::End(after + 1),
+            _ => self.state = Scan::Malformed,
+        }
     }
 }
 
@@ -59,20 +77,13 @@ impl Iterator for Members<'_> {
     type Item = Member;
 
     fn next(&mut self) -> Option<Member> {
-        if !matches!(self.state, Scan::Open) {
-            return None;
-        }
-        let Some(member) = self.member() else {
+        let (key, start) = self.next_key()?;
+        let Some(end) = skip_value(self.bytes, start) else {
             self.state = Scan::Malformed;
             return None;
         };
-        let after = skip_ws(self.bytes, member.value.end);
-        match self.bytes.get(after) {
-            Some(b',') => self.at = skip_ws(self.bytes, after + 1),
-            Some(b'}') => self.state = Scan::End(after + 1),
-            _ => self.state = Scan::Malformed,
-        }
-        Some(member)
+        self.past_value(end);
+        Some(Member { key, value: start..end })
     }
 }
 
