@@ -135,19 +135,21 @@ impl TimestampParser {
 /// Anything else, including values that would be invalid, returns None and takes the general
 /// path, so the result is always the general parser's.
 fn naive_utc_micros(s: &[u8]) -> Option<i64> {
-    if s.len() < 19 || s[4] != b'-' || s[7] != b'-' || !(s[10] == b' ' || s[10] == b'T') || s[13] != b':' || s[16] != b':' {
+    let (date_time, fraction) = s.split_first_chunk::<19>()?;
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b' ' | b'T', h0, h1, b':', n0, n1, b':', s0, s1] = *date_time else {
+        return None;
+    };
+    if ![y0, y1, y2, y3, m0, m1, d0, d1, h0, h1, n0, n1, s0, s1].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        s[range].iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')))
-    };
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let nanos = match &s[19..] {
+    let two = |tens: u8, ones: u8| i64::from(tens - b'0') * 10 + i64::from(ones - b'0');
+    let (year, month, day) = (two(y0, y1) * 100 + two(y2, y3), two(m0, m1), two(d0, d1));
+    let (hour, minute, second) = (two(h0, h1), two(n0, n1), two(s0, s1));
+    let nanos = match fraction {
         [] => 0,
-        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
-            let value = digits(20..s.len())?;
-            value * 10i64.pow(9 - fraction.len() as u32)
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) => {
+            let value = digits.iter().fold(0, |acc, &b| acc * 10 + i64::from(b - b'0'));
+            value * 10i64.pow(9 - digits.len() as u32)
         }
         _ => return None,
     };

@@ -26,6 +26,8 @@ use super::required_reason;
 use crate::numbers::{integer_of, reject_reason, NumberKind};
 use crate::TimestampParser;
 
+mod plain;
+
 /// The columns of a table the flat path can fill.
 #[derive(Debug)]
 pub(super) struct FlatSchema {
@@ -38,6 +40,9 @@ pub(super) struct FlatSchema {
 struct FlatColumn {
     /// The JSON key (reasons about values name it, as the general path does).
     key: Box<str>,
+    /// The key's JSON text is the key itself (no character a producer must escape), so a
+    /// message's key can be matched by its bytes.
+    plain_key: bool,
     /// The table column (reasons about timestamps name it).
     name: Box<str>,
     kind: FlatKind,
@@ -74,7 +79,8 @@ impl FlatSchema {
                 },
                 _ => return None,
             };
-            columns.push(FlatColumn { key: key.into(), name: col.name.as_str().into(), kind, required: col.required });
+            let plain_key = !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+            columns.push(FlatColumn { key: key.into(), plain_key, name: col.name.as_str().into(), kind, required: col.required });
         }
         let by_key: HashMap<_, _, _> = columns.iter().enumerate().map(|(i, c)| (c.key.clone(), i)).collect();
         // Two columns of one key would need both filled from one value: leave that to arrow-json.
@@ -86,6 +92,44 @@ impl FlatSchema {
         match self.columns.get(hint) {
             Some(c) if *c.key == *key => Some(hint),
             _ => self.by_key.get(key).copied(),
+        }
+    }
+}
+
+impl FlatColumn {
+    /// A string value as the general path reads it (arrow-json keeps a number's or boolean's
+    /// text for string columns; integers and timestamps are converted from their text). None:
+    /// a value the flat path cannot judge the same way (the general path takes the message).
+    fn string_slot<'m>(&self, text: Cow<'m, str>) -> Option<Slot<'m>> {
+        match &self.kind {
+            FlatKind::Utf8 => Some(Slot::Str(text)),
+            FlatKind::Integer(kind) => Some(match integer_of(*kind, &text)? {
+                Ok(v) => Slot::Int(v),
+                Err(reason) => Slot::Bad(reject_reason(&self.key, *kind, &reason)),
+            }),
+            FlatKind::Timestamp(parser) => Some(match parser.parse_str(&text) {
+                Some(micros) => Slot::Int(micros),
+                None => Slot::Bad(parser.reject_reason(&self.name, &text)),
+            }),
+            FlatKind::Boolean => None,
+        }
+    }
+
+    /// An integer literal's value; `text` gives its text (the literal itself) when needed.
+    fn integer_slot<'m>(&self, v: i64, text: impl FnOnce() -> Cow<'m, str>) -> Option<Slot<'m>> {
+        match self.kind {
+            FlatKind::Integer(NumberKind::Long) => Some(Slot::Int(v)),
+            FlatKind::Integer(NumberKind::Integer) if i32::try_from(v).is_ok() => Some(Slot::Int(v)),
+            FlatKind::Integer(NumberKind::Short) if i16::try_from(v).is_ok() => Some(Slot::Int(v)),
+            _ => self.string_slot(text()),
+        }
+    }
+
+    /// A boolean literal's value.
+    fn bool_slot<'m>(&self, v: bool) -> Option<Slot<'m>> {
+        match self.kind {
+            FlatKind::Boolean => Some(Slot::Bool(v)),
+            _ => self.string_slot(Cow::Borrowed(if v { "true" } else { "false" })),
         }
     }
 }
@@ -173,6 +217,9 @@ pub(super) struct FlatRows<'d, 'm> {
     builders: Vec<Builder>,
     /// The input index of each row.
     rows: Vec<u32>,
+    /// Whether plain messages are read by the plain reader (off: the serde reader reads all,
+    /// the plain reader's oracle in tests).
+    plain: bool,
 }
 
 impl<'d, 'm> FlatRows<'d, 'm> {
@@ -182,7 +229,14 @@ impl<'d, 'm> FlatRows<'d, 'm> {
             slots: schema.columns.iter().map(|_| Slot::Missing).collect(),
             builders: schema.columns.iter().map(|c| Builder::of(&c.kind)).collect(),
             rows: Vec::new(),
+            plain: true,
         }
+    }
+
+    /// The same reading without the plain reader (its oracle).
+    #[cfg(test)]
+    pub(super) fn serde_only(self) -> Self {
+        Self { plain: false, ..self }
     }
 
     /// Reads message `index`: a row, a reject, or (nothing kept) the general path's to judge.
@@ -191,10 +245,14 @@ impl<'d, 'm> FlatRows<'d, 'm> {
         // One UTF-8 check of the whole message (invalid UTF-8 is arrow-json's to reject)
         // instead of one per string.
         let Ok(text) = std::str::from_utf8(msg) else { return FlatOutcome::General };
-        let mut reader = serde_json::Deserializer::from_str(text);
-        let read = (&mut reader).deserialize_map(ObjectVisitor { schema: self.schema, slots: &mut self.slots }).and_then(|()| reader.end());
-        if read.is_err() {
-            return FlatOutcome::General;
+        if !self.plain || plain::read(self.schema, text, &mut self.slots).is_none() {
+            self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
+            let mut reader = serde_json::Deserializer::from_str(text);
+            let read =
+                (&mut reader).deserialize_map(ObjectVisitor { schema: self.schema, slots: &mut self.slots }).and_then(|()| reader.end());
+            if read.is_err() {
+                return FlatOutcome::General;
+            }
         }
         // The general path's reason: the first column, in schema order, with a value it cannot
         // hold or without a required value.
@@ -217,6 +275,13 @@ impl<'d, 'm> FlatRows<'d, 'm> {
         let columns: Vec<ArrayRef> = self.builders.into_iter().map(Builder::finish).collect();
         Ok((RecordBatch::try_new(table_schema.clone(), columns)?, self.rows))
     }
+}
+
+/// Whether the plain reader reads `msg` (tests count how much of their input it took).
+#[cfg(test)]
+pub(super) fn is_plain(schema: &FlatSchema, msg: &[u8]) -> bool {
+    let mut slots: Vec<Slot<'_>> = schema.columns.iter().map(|_| Slot::Missing).collect();
+    std::str::from_utf8(msg).is_ok_and(|text| plain::read(schema, text, &mut slots).is_some())
 }
 
 /// Reads one JSON object into the slots of the columns its keys name.
@@ -340,24 +405,6 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl ValueSeed<'_> {
-    /// A number's or string's text in an integer or timestamp column (None for other columns).
-    fn converted<'de>(&self, text: &str) -> Option<Slot<'de>> {
-        let col = self.0;
-        match &col.kind {
-            FlatKind::Integer(kind) => Some(match integer_of(*kind, text)? {
-                Ok(v) => Slot::Int(v),
-                Err(reason) => Slot::Bad(reject_reason(&col.key, *kind, &reason)),
-            }),
-            FlatKind::Timestamp(parser) => Some(match parser.parse_str(text) {
-                Some(micros) => Slot::Int(micros),
-                None => Slot::Bad(parser.reject_reason(&col.name, text)),
-            }),
-            FlatKind::Utf8 | FlatKind::Boolean => None,
-        }
-    }
-}
-
 impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = Slot<'de>;
 
@@ -370,28 +417,16 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        match self.0.kind {
-            FlatKind::Utf8 => Ok(Slot::Str(Cow::Borrowed(s))),
-            _ => self.visit_str(s),
-        }
+        self.0.string_slot(Cow::Borrowed(s)).ok_or_else(|| E::custom("a string"))
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        match self.0.kind {
-            FlatKind::Utf8 => Ok(Slot::Str(Cow::Owned(s.to_string()))),
-            _ => self.converted(s).ok_or_else(|| E::custom("a string")),
-        }
+        self.0.string_slot(Cow::Owned(s.to_string())).ok_or_else(|| E::custom("a string"))
     }
 
     /// serde_json gives integers only for integer literals, whose text is the value's own.
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        match self.0.kind {
-            FlatKind::Utf8 => Ok(Slot::Str(Cow::Owned(v.to_string()))),
-            FlatKind::Integer(NumberKind::Long) => Ok(Slot::Int(v)),
-            FlatKind::Integer(NumberKind::Integer) if i32::try_from(v).is_ok() => Ok(Slot::Int(v)),
-            FlatKind::Integer(NumberKind::Short) if i16::try_from(v).is_ok() => Ok(Slot::Int(v)),
-            _ => self.converted(&v.to_string()).ok_or_else(|| E::custom("a number")),
-        }
+        self.0.integer_slot(v, || Cow::Owned(v.to_string())).ok_or_else(|| E::custom("a number"))
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
@@ -402,10 +437,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        match self.0.kind {
-            FlatKind::Boolean => Ok(Slot::Bool(v)),
-            _ => self.visit_borrowed_str(if v { "true" } else { "false" }),
-        }
+        self.0.bool_slot(v).ok_or_else(|| E::custom("a boolean"))
     }
 }
 

@@ -333,6 +333,16 @@ const HOSTILE_VALUES: &[&[u8]] = &[
     b"[]",
     b"{}",
     b"\"unterminated",
+    b"01",
+    b"-01",
+    b"+1",
+    b"1.",
+    b"-",
+    b"truex",
+    b"nul",
+    b"\"say \\\"hi\\\"\"",
+    b"\"a string longer than a word\"",
+    b"\"x\x7f\"",
 ];
 
 /// Random messages over the flat schema's keys and an unknown one, with values of every JSON
@@ -357,7 +367,11 @@ fn hostile_messages(count: usize) -> Vec<Vec<u8>> {
                 // Mostly the required key first, so many messages are whole and clean.
                 let key = if field == 0 && next(4) > 0 { "order_id" } else { HOSTILE_KEYS[next(HOSTILE_KEYS.len())] };
                 msg.extend_from_slice(format!("\"{key}\"").as_bytes());
-                msg.extend_from_slice(if next(3) == 0 { b" : " } else { b":" });
+                msg.extend_from_slice(match next(24) {
+                    0 => b"\x0c:".as_slice(),
+                    1..=7 => b" : ",
+                    _ => b":",
+                });
                 let value = match key {
                     "order_id" if next(3) > 0 => b"17".as_slice(),
                     "timestamp" if next(2) > 0 => b"\"2022-04-04 11:30:00\"".as_slice(),
@@ -406,4 +420,21 @@ fn the_flat_path_takes_rows_exactly_as_the_general_path_would() {
     let (rows, rejects) = (count(|o| *o == flat::FlatOutcome::Row), count(|o| matches!(o, flat::FlatOutcome::Reject(_))));
     assert!(rows > 2_000 && rows < a.rows.len(), "flat rows {rows} of {} rows", a.rows.len());
     assert!(rejects > 1_000 && rejects < a.rejects.len(), "flat rejects {rejects} of {}", a.rejects.len());
+}
+
+#[test]
+fn the_plain_reader_reads_what_the_serde_reader_reads() {
+    let table = flat_schema();
+    let decoder = MessageDecoder::new(&table, 1 << 20);
+    let schema = decoder.flat.as_ref().unwrap();
+    let owned = hostile_messages(20_000);
+    let (mut plain, mut serde) = (flat::FlatRows::new(schema), flat::FlatRows::new(schema).serde_only());
+    for (i, msg) in owned.iter().enumerate() {
+        assert_eq!(plain.push(i as u32, msg), serde.push(i as u32, msg), "{}", String::from_utf8_lossy(msg));
+    }
+    let arrow = table.arrow_schema();
+    assert_eq!(plain.finish(&arrow).unwrap(), serde.finish(&arrow).unwrap());
+    // The plain reader judged a good part of them, and left a good part to the serde reader.
+    let judged = owned.iter().filter(|m| flat::is_plain(schema, m)).count();
+    assert!((2_000..15_000).contains(&judged), "the plain reader read {judged} of 20000");
 }
