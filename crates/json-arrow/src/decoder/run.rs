@@ -30,9 +30,10 @@ pub struct DecodeRun<'d, 'm> {
     /// After a malformed message, a small decoder that checks the rest of the chunk (cheap to
     /// replace); the good messages are then fed to a fresh `decoder` once, at the flush.
     probe: Option<Decoder>,
-    /// Once a message has failed the decoder, later ones are first checked for ending inside
-    /// a value (a cheap scan): truncated messages, the usual kind of a dirty producer, then
-    /// cost no fresh decoder and no second decode of their chunk.
+    /// Once a message has failed the decoder, later ones the flat path leaves to arrow-json
+    /// are first checked for ending inside a value (a cheap scan): truncated messages, the
+    /// usual kind of a dirty producer, then cost no fresh decoder and no second decode of
+    /// their chunk.
     prescan: bool,
     /// Messages fed since the last flush: index and bytes.
     pending: Vec<(u32, &'m [u8])>,
@@ -73,6 +74,11 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
                 return Ok(());
             }
             Some(FlatOutcome::General) | None => {}
+        }
+        // Only here: a message the flat path judged is whole, and the scan costs a walk.
+        if self.prescan && ends_inside_a_value(msg) {
+            self.rejects.push(Reject { index: index as usize, reason: TRUNCATED.into() });
+            return Ok(());
         }
         let target = self.probe.as_mut().unwrap_or(&mut self.decoder);
         match feed_one(target, msg) {
@@ -118,10 +124,7 @@ impl<'d, 'm> DecodeRun<'d, 'm> {
         if let Some(reason) = self.schema.precheck(msg) {
             return Some(reason);
         }
-        if let Some(reason) = not_an_object(msg) {
-            return Some(reason.into());
-        }
-        (self.prescan && ends_inside_a_value(msg)).then(|| TRUNCATED.into())
+        not_an_object(msg).map(str::to_string)
     }
 
     /// Flushes the messages fed since the last flush; when a value of the wrong type fails the
