@@ -56,6 +56,13 @@ struct Case {
     messages: u64,
 }
 
+/// The median over runs of `rates[i] / references[i]`: each run measured against the
+/// reference measured in the same run, so a machine that speeds up or slows down between runs
+/// moves both sides of a pair alike.
+fn paired_share(rates: &[f64], references: &[f64]) -> f64 {
+    median(rates.iter().zip(references).filter(|(_, r)| **r > 0.0).map(|(rate, r)| rate / r))
+}
+
 struct Measure {
     seconds: f64,
     peak_rss: u64,
@@ -102,21 +109,33 @@ impl RawAppendBench {
                 }
             }
             let c = median(ceiling.iter().map(|m| m.seconds));
+            let ceiling_rates: Vec<f64> = ceiling.iter().map(|m| n as f64 / m.seconds).collect();
             println!("{n} orders: consume-only ceiling {:.0} msg/s (median of {})", n as f64 / c, self.run.runs);
-            println!("{:>34} {:>12} {:>14} {:>16} {:>10}", "backlog", "messages", "msg/s", "% of ceiling", "peak RSS");
+            println!("{:>34} {:>12} {:>14} {:>16} {:>16} {:>10}", "backlog", "messages", "msg/s", "% of ceiling", "% paired", "peak RSS");
             for (case, measures) in cases.iter().zip(&jobs) {
                 let j = median(measures.iter().map(|m| m.seconds));
                 let rss = median(measures.iter().map(|m| m.peak_rss as f64));
                 let rate = case.messages as f64 / j;
+                let rates: Vec<f64> = measures.iter().map(|m| case.messages as f64 / m.seconds).collect();
                 println!(
-                    "{:>34} {:>12} {:>14.0} {:>15.0}% {:>8.0}MB",
+                    "{:>34} {:>12} {:>14.0} {:>15.0}% {:>15.0}% {:>8.0}MB",
                     case.name,
                     case.messages,
                     rate,
                     100.0 * rate / (n as f64 / c),
+                    100.0 * paired_share(&rates, &ceiling_rates),
                     rss / 1e6
                 );
             }
+            if let [clean, _, dirty] = &jobs[..] {
+                let rates = |measures: &[Measure]| -> Vec<f64> { measures.iter().map(|m| n as f64 / m.seconds).collect() };
+                println!(
+                    "malformed backlog: {:.0}% of the clean rate (ratio of medians), {:.0}% paired",
+                    100.0 * median(clean.iter().map(|m| m.seconds)) / median(dirty.iter().map(|m| m.seconds)),
+                    100.0 * paired_share(&rates(dirty), &rates(clean))
+                );
+            }
+            println!("(paired: the median over runs of each run's own share, which cancels the machine's drift between runs)");
         }
         Ok(())
     }
@@ -305,4 +324,18 @@ fn consume_only(brokers: &str, topic: &str, expected: u64, style: ConsumeStyle) 
     }
     std::hint::black_box(bytes);
     Ok(Measure { seconds: started.elapsed().as_secs_f64(), peak_rss: job_runtime::peak_rss_bytes().unwrap_or(0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_shares_cancel_drift_between_runs() {
+        // The machine slowed in the third run: both sides of that pair moved.
+        let (rates, references) = ([0.9, 1.8, 0.85], [1.0, 2.0, 1.2]);
+        assert!((paired_share(&rates, &references) - 0.9).abs() < 1e-9);
+        assert!((median(rates.into_iter()) / median(references.into_iter()) - 0.75).abs() < 1e-9, "the ratio of medians mixes runs");
+        assert_eq!(paired_share(&[1.0], &[0.0]), 0.0, "a reference that measured nothing is left out");
+    }
 }
