@@ -17,6 +17,13 @@ pub(crate) fn wait_with_rusage(child: std::process::Child) -> Result<(std::proce
     Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024))
 }
 
+/// The median over runs of `rates[i] / references[i]`: each run measured against the
+/// reference measured in the same run, so a machine that speeds up or slows down between runs
+/// moves both sides of a pair alike.
+pub(crate) fn paired_share(rates: &[f64], references: &[f64]) -> f64 {
+    median(rates.iter().zip(references).filter(|(_, r)| **r > 0.0).map(|(rate, r)| rate / r))
+}
+
 /// The median (upper middle for an even count; 0 when empty).
 pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
@@ -57,4 +64,18 @@ pub(crate) struct RawRunArgs {
     /// Scratch folder for lakes (removed after each run).
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_shares_cancel_drift_between_runs() {
+        // The machine slowed in the third run: both sides of that pair moved.
+        let (rates, references) = ([0.9, 1.8, 0.85], [1.0, 2.0, 1.2]);
+        assert!((paired_share(&rates, &references) - 0.9).abs() < 1e-9);
+        assert!((median(rates.into_iter()) / median(references.into_iter()) - 0.75).abs() < 1e-9, "the ratio of medians mixes runs");
+        assert_eq!(paired_share(&[1.0], &[0.0]), 0.0, "a reference that measured nothing is left out");
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{median, RawRunArgs};
+use crate::common::{median, paired_share, RawRunArgs};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -54,13 +54,6 @@ struct Case {
     members: String,
     /// Messages in both topics.
     messages: u64,
-}
-
-/// The median over runs of `rates[i] / references[i]`: each run measured against the
-/// reference measured in the same run, so a machine that speeds up or slows down between runs
-/// moves both sides of a pair alike.
-fn paired_share(rates: &[f64], references: &[f64]) -> f64 {
-    median(rates.iter().zip(references).filter(|(_, r)| **r > 0.0).map(|(rate, r)| rate / r))
 }
 
 struct Measure {
@@ -324,18 +317,4 @@ fn consume_only(brokers: &str, topic: &str, expected: u64, style: ConsumeStyle) 
     }
     std::hint::black_box(bytes);
     Ok(Measure { seconds: started.elapsed().as_secs_f64(), peak_rss: job_runtime::peak_rss_bytes().unwrap_or(0) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paired_shares_cancel_drift_between_runs() {
-        // The machine slowed in the third run: both sides of that pair moved.
-        let (rates, references) = ([0.9, 1.8, 0.85], [1.0, 2.0, 1.2]);
-        assert!((paired_share(&rates, &references) - 0.9).abs() < 1e-9);
-        assert!((median(rates.into_iter()) / median(references.into_iter()) - 0.75).abs() < 1e-9, "the ratio of medians mixes runs");
-        assert_eq!(paired_share(&[1.0], &[0.0]), 0.0, "a reference that measured nothing is left out");
-    }
 }
