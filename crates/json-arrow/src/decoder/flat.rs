@@ -100,6 +100,7 @@ impl FlatColumn {
     /// A string value as the general path reads it (arrow-json keeps a number's or boolean's
     /// text for string columns; integers and timestamps are converted from their text). None:
     /// a value the flat path cannot judge the same way (the general path takes the message).
+    #[inline(always)]
     fn string_slot<'m>(&self, text: Cow<'m, str>) -> Option<Slot<'m>> {
         match &self.kind {
             FlatKind::Utf8 => Some(Slot::Str(text)),
@@ -116,6 +117,7 @@ impl FlatColumn {
     }
 
     /// An integer literal's value; `text` gives its text (the literal itself) when needed.
+    #[inline(always)]
     fn integer_slot<'m>(&self, v: i64, text: impl FnOnce() -> Cow<'m, str>) -> Option<Slot<'m>> {
         match self.kind {
             FlatKind::Integer(NumberKind::Long) => Some(Slot::Int(v)),
@@ -126,6 +128,7 @@ impl FlatColumn {
     }
 
     /// A boolean literal's value.
+    #[inline(always)]
     fn bool_slot<'m>(&self, v: bool) -> Option<Slot<'m>> {
         match self.kind {
             FlatKind::Boolean => Some(Slot::Bool(v)),
