@@ -23,7 +23,7 @@ pub struct ChunkRows {
     /// partition for the whole chunk), so the writer can skip grouping rows.
     pub constant_partition: Option<Vec<(String, Option<String>)>>,
     /// Rejected messages (index into the chunk).
-    pub rejects: Vec<Reject>,
+    pub rejects: RejectList,
     /// For each row of `batch`, the index of its message in the chunk.
     pub messages: Vec<u32>,
 }
@@ -102,7 +102,51 @@ pub fn build(
         }
     }
     let constant_partition = (!ingestion_values.is_empty() && ingestion_values.len() == route.partitions.len()).then_some(ingestion_values);
-    Ok(ChunkRows { batch: out, rejects, constant_partition, messages })
+    Ok(ChunkRows { batch: out, rejects: RejectList::from(rejects), constant_partition, messages })
+}
+
+/// Rejected messages of a chunk, their reasons in one buffer. Built on the decoding thread,
+/// so the reasons' own strings are freed where they were allocated: a million rejects freed
+/// on the run loop's thread cost more in allocator locks than they took to decode.
+#[derive(Debug, Default)]
+pub struct RejectList {
+    indexes: Vec<u32>,
+    reasons: String,
+    ends: Vec<usize>,
+}
+
+impl RejectList {
+    /// Adds message `index` of the chunk with `reason`.
+    pub fn push(&mut self, index: u32, reason: &str) {
+        self.indexes.push(index);
+        self.reasons.push_str(reason);
+        self.ends.push(self.reasons.len());
+    }
+
+    /// Whether no message was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.indexes.is_empty()
+    }
+
+    /// The rejected messages: index into the chunk and reason, in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &str)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.indexes.iter().zip(starts.zip(&self.ends)).map(|(&index, (start, &end))| (index as usize, &self.reasons[start..end]))
+    }
+}
+
+impl From<Vec<Reject>> for RejectList {
+    fn from(rejects: Vec<Reject>) -> Self {
+        let mut list = Self {
+            indexes: Vec::with_capacity(rejects.len()),
+            reasons: String::with_capacity(rejects.iter().map(|r| r.reason.len()).sum()),
+            ends: Vec::with_capacity(rejects.len()),
+        };
+        for reject in &rejects {
+            list.push(reject.index as u32, &reject.reason);
+        }
+        list
+    }
 }
 
 /// The source metadata column `m` for the decoded `rows` of a chunk of partition `key`.
@@ -162,5 +206,33 @@ fn reject_unwritable_paths(route: &Route, batch: &RecordBatch, rows: &[u32], kee
                 rejects.push(Reject { index: rows[row] as usize, reason });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reject_list_gives_back_each_index_with_its_own_reason() {
+        let rejects = vec![
+            Reject { index: 3, reason: "field 'a': x is not a number".into() },
+            Reject { index: 5, reason: String::new() },
+            Reject { index: 9, reason: "malformed JSON: truncated value".into() },
+        ];
+        let mut list = RejectList::from(rejects);
+        list.push(12, "no field of the message can be a column of table t");
+        let got: Vec<(usize, &str)> = list.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, "field 'a': x is not a number"),
+                (5, ""),
+                (9, "malformed JSON: truncated value"),
+                (12, "no field of the message can be a column of table t")
+            ]
+        );
+        assert!(!list.is_empty());
+        assert!(RejectList::from(Vec::new()).is_empty());
     }
 }

@@ -169,7 +169,7 @@ impl Batch {
         if batch.num_columns() == 0 && batch.num_rows() > 0 {
             // An inferred table none of whose fields could be a column: nothing to store.
             let reason = format!("no field of the message can be a column of table {}", sinks.routes[idx].table_name);
-            rejects.extend(messages.iter().map(|&m| json_arrow::Reject { index: m as usize, reason: reason.clone() }));
+            messages.iter().for_each(|&m| rejects.push(m, &reason));
             batch = RecordBatch::new_empty(batch.schema());
         }
         if batch.num_rows() > 0 {
@@ -191,9 +191,9 @@ impl Batch {
         // land before a crash: skip what its own progress covers (checked again against the
         // snapshot the dead letters commit on).
         let floor = sinks.dead_letter.progress(&sinks.app_id(key)).await?;
-        for reject in rejects {
-            if floor.is_none_or(|f| chunk.offsets[reject.index] > f) {
-                self.dead.push(key, chunk, reject.index, &reject.reason, &sinks.routes[idx].table_name);
+        for (index, reason) in rejects.iter() {
+            if floor.is_none_or(|f| chunk.offsets[index] > f) {
+                self.dead.push(key, chunk, index, reason, &sinks.routes[idx].table_name);
                 self.dead_partitions.insert(key.clone(), ());
             }
         }
