@@ -102,30 +102,31 @@ impl RawAppendBench {
                 }
             }
             let c = median(ceiling.iter().map(|m| m.seconds));
-            let ceiling_rates: Vec<f64> = ceiling.iter().map(|m| n as f64 / m.seconds).collect();
+            // Each run's messages/s, for the paired shares.
+            let rates =
+                |messages: u64, measures: &[Measure]| -> Vec<f64> { measures.iter().map(|m| messages as f64 / m.seconds).collect() };
+            let ceiling_rates = rates(n, &ceiling);
             println!("{n} orders: consume-only ceiling {:.0} msg/s (median of {})", n as f64 / c, self.run.runs);
             println!("{:>34} {:>12} {:>14} {:>16} {:>16} {:>10}", "backlog", "messages", "msg/s", "% of ceiling", "% paired", "peak RSS");
             for (case, measures) in cases.iter().zip(&jobs) {
                 let j = median(measures.iter().map(|m| m.seconds));
                 let rss = median(measures.iter().map(|m| m.peak_rss as f64));
                 let rate = case.messages as f64 / j;
-                let rates: Vec<f64> = measures.iter().map(|m| case.messages as f64 / m.seconds).collect();
                 println!(
                     "{:>34} {:>12} {:>14.0} {:>15.0}% {:>15.0}% {:>8.0}MB",
                     case.name,
                     case.messages,
                     rate,
                     100.0 * rate / (n as f64 / c),
-                    100.0 * paired_share(&rates, &ceiling_rates),
+                    100.0 * paired_share(&rates(case.messages, measures), &ceiling_rates),
                     rss / 1e6
                 );
             }
             if let [clean, _, dirty] = &jobs[..] {
-                let rates = |measures: &[Measure]| -> Vec<f64> { measures.iter().map(|m| n as f64 / m.seconds).collect() };
                 println!(
                     "malformed backlog: {:.0}% of the clean rate (ratio of medians), {:.0}% paired",
                     100.0 * median(clean.iter().map(|m| m.seconds)) / median(dirty.iter().map(|m| m.seconds)),
-                    100.0 * paired_share(&rates(dirty), &rates(clean))
+                    100.0 * paired_share(&rates(n, dirty), &rates(n, clean))
                 );
             }
             println!("(paired: the median over runs of each run's own share, which cancels the machine's drift between runs)");

@@ -2,7 +2,7 @@
 //! record's kind. Each object on the way to a wanted field is walked once, member by member,
 //! instead of being skipped and then searched again for each field.
 
-use crate::scan::{skip_value, skip_ws, Members};
+use crate::scan::{same_key, skip_value, skip_ws, Members};
 
 /// Paths (keys of nested objects, compared as sent) whose raw JSON values are picked from a
 /// message in one pass; see [`FieldPicker::pick`].
@@ -135,12 +135,6 @@ fn take<'a>(bytes: &'a [u8], start: usize, member: &WantedMember, out: &mut Pick
         member.paths.iter().for_each(|&p| out.values[p] = Some(raw));
     }
     Some(end)
-}
-
-/// Key equality that settles most differing keys on length and first byte, without calling
-/// a byte compare (keys are short and compared for every member walked).
-fn same_key(wanted: &[u8], key: &[u8]) -> bool {
-    wanted.len() == key.len() && wanted.first() == key.first() && wanted == key
 }
 
 /// Forgets the values taken inside an object that turned out malformed.

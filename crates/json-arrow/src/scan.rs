@@ -1,6 +1,7 @@
 //! Scanning JSON text in place: the extent of a value, the members of an object (byte ranges
 //! into the message, no parsing into values). Used where only a few fields of a message matter
-//! (routing, DMS records, rescued fields).
+//! (routing, DMS records, rescued fields), and for the byte-level checks the flat path's plain
+//! reader shares with them (key equality, bytes a string must escape).
 
 use std::ops::Range;
 
@@ -94,6 +95,25 @@ pub(crate) fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether two keys are equal. Keys are short and compared for every member walked, so most
+/// are settled without a call to `memcmp`: on length, then for the usual key of 8 to 16 bytes
+/// as two overlapping words, else on the first byte before the byte compare.
+#[inline(always)]
+pub(crate) fn same_key(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.first_chunk::<8>(), a.last_chunk::<8>(), b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) if a.len() <= 16 => a0 == b0 && a1 == b1,
+        _ => a.first() == b.first() && a == b,
+    }
+}
+
+/// A byte a JSON string cannot hold as itself: a quote, a backslash or a control character.
+pub(crate) fn must_escape(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
 /// The index after the string starting at `i` (its opening quote). Jumps from quote or
 /// backslash to the next with `memchr` (routing and rescue scan every message's strings).
 pub(crate) fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
@@ -139,6 +159,37 @@ pub(crate) fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
             let end =
                 bytes[i..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace()).map_or(bytes.len(), |p| i + p);
             (end > i).then_some(end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_as_slices_do() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"id",
+            b"order_id",
+            b"order_ie",
+            b"timestamp",
+            b"order_owner",
+            b"order_ownes",
+            b"a_key_of_16_byte",
+            b"a key longer than two words",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+            }
+            let mut changed = a.to_vec();
+            for at in 0..changed.len() {
+                changed[at] ^= 1;
+                assert!(!same_key(a, &changed), "{a:?} with byte {at} changed");
+                changed[at] ^= 1;
+            }
         }
     }
 }

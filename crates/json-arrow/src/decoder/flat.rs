@@ -25,6 +25,7 @@ use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, 
 
 use super::required_reason;
 use crate::numbers::{integer_of, reject_reason, NumberKind};
+use crate::scan::must_escape;
 use crate::TimestampParser;
 
 mod plain;
@@ -80,7 +81,7 @@ impl FlatSchema {
                 },
                 _ => return None,
             };
-            let plain_key = !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+            let plain_key = !key.bytes().any(must_escape);
             columns.push(FlatColumn { key: key.into(), plain_key, name: col.name.as_str().into(), kind, required: col.required });
         }
         let by_key: HashMap<_, _, _> = columns.iter().enumerate().map(|(i, c)| (c.key.clone(), i)).collect();
