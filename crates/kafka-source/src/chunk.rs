@@ -179,7 +179,30 @@ pub(crate) struct ChunkSize {
 }
 
 impl ChunkSize {
+    /// Each of `partitions` partitions' share of a slice of `messages` and `bytes`, with an
+    /// eighth more for uneven partitions: a chunk that outgrows its room copies its buffers.
+    pub(crate) fn share(messages: usize, bytes: usize, partitions: usize) -> Self {
+        let share = |total: usize| {
+            let even = total / partitions.max(1);
+            even + even / 8
+        };
+        Self { messages: share(messages), bytes: share(bytes) }
+    }
+
     pub(crate) fn chunk(self) -> PartitionChunk {
         PartitionChunk::with_capacity(self.messages, self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_starts_with_its_partitions_share_of_the_slice_and_an_eighth_more() {
+        let size = ChunkSize::share(131_072, 16 << 20, 4);
+        assert_eq!((size.messages, size.bytes), (36_864, 4_718_592));
+        let alone = ChunkSize::share(1_000, 8_000, 0);
+        assert_eq!((alone.messages, alone.bytes), (1_125, 9_000));
     }
 }

@@ -227,6 +227,16 @@ impl KafkaReader {
         Ok(true)
     }
 
+    /// Manually assigned partitions not yet read to their end (1 when unknown): the slice is
+    /// shared among these only, so an empty topic beside a busy one does not halve the
+    /// busy partitions' chunks.
+    fn unfinished(&self) -> usize {
+        match &self.mode {
+            Mode::Manual { done, .. } => self.assigned.saturating_sub(done.len()).max(1),
+            Mode::Group(_) => 1,
+        }
+    }
+
     /// Polls into `batch` until a limit is reached, the manual partitions are done, or `stop`.
     pub fn fill(&mut self, batch: &mut RawBatch, limits: &ReaderLimits, stop: &AtomicBool) -> Result<FillOutcome, KafkaError> {
         let mut taken_this_turn = 0usize;
@@ -234,9 +244,7 @@ impl KafkaReader {
         let mut since_check = CHECK_EVERY;
         let mut buffer: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(READ_BATCH);
         let mut eofs = Vec::new();
-        // Each partition's share of the slice, with some slack: fewer buffer regrowths.
-        let share = |total: usize| total / self.assigned + total / self.assigned / 8;
-        let new_chunk = ChunkSize { messages: share(limits.max_messages), bytes: share(limits.max_bytes) };
+        let new_chunk = ChunkSize::share(limits.max_messages, limits.max_bytes, self.unfinished());
         let called = Instant::now();
         let mut next_check = called;
         // Consecutive empty polls (see `next_turn`).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use delta_io::partition_path_problem;
@@ -50,7 +51,7 @@ pub fn build(
         let col: ArrayRef = match p.source {
             PartitionSource::IngestionTime => {
                 let value = ingested_at.format(format).to_string();
-                let col = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value.as_str(), n)));
+                let col = Arc::new(constant_strings(&value, n));
                 ingestion_values.push((p.column.clone(), Some(value)));
                 col
             }
@@ -149,13 +150,18 @@ impl From<Vec<Reject>> for RejectList {
     }
 }
 
+/// `n` rows of `value`, built from two buffers rather than row by row (ingestion-time
+/// partition values and topic names fill whole chunks).
+fn constant_strings(value: &str, n: usize) -> StringArray {
+    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(value.len(), n));
+    StringArray::new(offsets, Buffer::from_vec(value.as_bytes().repeat(n)), None)
+}
+
 /// The source metadata column `m` for the decoded `rows` of a chunk of partition `key`.
 fn metadata_column(m: MetadataColumn, key: &PartitionKey, chunk: &PartitionChunk, rows: &[u32]) -> ArrayRef {
     let n = rows.len();
     match m {
-        MetadataColumn::Topic | MetadataColumn::Stream => {
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(key.topic.as_ref(), n)))
-        }
+        MetadataColumn::Topic | MetadataColumn::Stream => Arc::new(constant_strings(&key.topic, n)),
         MetadataColumn::Partition => Arc::new(Int32Array::from(vec![key.partition; n])),
         MetadataColumn::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| chunk.offsets[r as usize]))),
         MetadataColumn::Timestamp | MetadataColumn::ArrivalTime => Arc::new(
@@ -167,7 +173,7 @@ fn metadata_column(m: MetadataColumn, key: &PartitionKey, chunk: &PartitionChunk
         }
         MetadataColumn::ShardId => {
             let id = kinesis_source::shard_id(key.partition);
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.as_str(), n)))
+            Arc::new(constant_strings(&id, n))
         }
         MetadataColumn::SequenceNumber => {
             Arc::new(StringArray::from_iter(rows.iter().map(|&r| chunk.sequence(r as usize).map(|(s, _)| s))))
@@ -212,6 +218,13 @@ fn reject_unwritable_paths(route: &Route, batch: &RecordBatch, rows: &[u32], kee
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_constant_column_holds_its_value_in_every_row() {
+        assert_eq!(constant_strings("2026", 3), StringArray::from(vec!["2026"; 3]));
+        assert_eq!(constant_strings("", 2), StringArray::from(vec![""; 2]));
+        assert_eq!(constant_strings("héllo", 0).len(), 0);
+    }
 
     #[test]
     fn a_reject_list_gives_back_each_index_with_its_own_reason() {

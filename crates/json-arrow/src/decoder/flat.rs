@@ -249,11 +249,11 @@ impl<'d, 'm> FlatRows<'d, 'm> {
     /// Reads message `index`: a row, a reject, or (nothing kept) the general path's to judge.
     pub(super) fn push(&mut self, index: u32, msg: &'m [u8]) -> FlatOutcome {
         self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
-        // One UTF-8 check of the whole message (invalid UTF-8 is arrow-json's to reject)
-        // instead of one per string.
-        let Ok(text) = std::str::from_utf8(msg) else { return FlatOutcome::General };
-        if !self.plain || plain::read(self.schema, text, &mut self.slots).is_none() {
+        if !self.plain || plain::read(self.schema, msg, &mut self.slots).is_none() {
             self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
+            // One UTF-8 check of the whole message (invalid UTF-8 is arrow-json's to reject)
+            // instead of one per string.
+            let Ok(text) = std::str::from_utf8(msg) else { return FlatOutcome::General };
             let mut reader = serde_json::Deserializer::from_str(text);
             let read =
                 (&mut reader).deserialize_map(ObjectVisitor { schema: self.schema, slots: &mut self.slots }).and_then(|()| reader.end());
@@ -288,7 +288,7 @@ impl<'d, 'm> FlatRows<'d, 'm> {
 #[cfg(test)]
 pub(super) fn is_plain(schema: &FlatSchema, msg: &[u8]) -> bool {
     let mut slots: Vec<Slot<'_>> = schema.columns.iter().map(|_| Slot::Missing).collect();
-    std::str::from_utf8(msg).is_ok_and(|text| plain::read(schema, text, &mut slots).is_some())
+    plain::read(schema, msg, &mut slots).is_some()
 }
 
 /// Reads one JSON object into the slots of the columns its keys name.
