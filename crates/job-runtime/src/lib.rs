@@ -21,7 +21,7 @@ pub use harness::{run_pipeline_job, BrokerArgs, JobArgs, PipelineJob, RunOptions
 pub use logging::init_logging;
 pub use main_loop::{run_job, StartError};
 pub use progress::Progress;
-pub use resources::{limit_malloc_arenas, peak_rss_bytes};
+pub use resources::{limit_malloc_arenas, lower_cpu_work_priority, peak_rss_bytes};
 pub use shutdown::Shutdown;
 pub use store_retries::store_retries;
 pub use summary::{exit_failed, BatchDurations, RunStatus, RunSummary};

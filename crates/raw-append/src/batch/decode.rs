@@ -48,6 +48,7 @@ pub(super) struct DecodedSlice {
 pub(super) fn spawn_decode(sinks: &Sinks, slice: RawBatch, ingested_at: DateTime<Utc>) -> Decoding {
     let (routes, by_topic, routers) = (sinks.routes.clone(), sinks.by_topic.clone(), sinks.routers.clone());
     tokio::task::spawn_blocking(move || {
+        job_runtime::lower_cpu_work_priority();
         let started = Instant::now();
         let mut rows = Vec::with_capacity(slice.chunks.len());
         let mut skipped = Vec::with_capacity(slice.chunks.len());

@@ -141,6 +141,8 @@ impl Batch {
         }
         let DecodedSlice { slice, rows: decoded, skipped, .. } = decoded;
         crash_point!("raw_append::after_decode");
+        // Encoding happens on the thread running the batch (the run loop's).
+        job_runtime::lower_cpu_work_priority();
         sinks.open_tables(decoded.iter().flatten().filter(|(_, rows)| rows.batch.num_rows() > 0).map(|(idx, _)| *idx)).await?;
         let started = Instant::now();
         for (((key, chunk), parts), skips) in slice.chunks.iter().zip(decoded).zip(skipped) {
