@@ -308,14 +308,18 @@ impl KafkaReader {
     /// Moves a multi-topic manual reader to its next consumer once the current one had its
     /// turn; returns how long the next poll may wait (a quiet topic is polled without waiting
     /// while another one has data, so it never slows the busy one; only a quiet round waits).
+    /// Trigger once skips the consumers whose topic was read to its end, so a poll never waits
+    /// on a finished topic while another one receives data.
     fn next_turn(&mut self, taken_this_turn: &mut usize, empty_polls: usize) -> Duration {
         match &mut self.mode {
-            Mode::Manual { consumers, turn, .. } if consumers.len() > 1 => {
-                if *taken_this_turn >= TURN {
-                    *turn = (*turn + 1) % consumers.len();
+            Mode::Manual { consumers, turn, ends, done } if consumers.len() > 1 => {
+                let unfinished: Vec<bool> =
+                    consumers.iter().map(|c| !ends.as_ref().is_some_and(|e| topic_read(e, done, &c.topic))).collect();
+                if *taken_this_turn >= TURN || !unfinished[*turn] {
+                    *turn = next_unfinished(&unfinished, *turn);
                     *taken_this_turn = 0;
                 }
-                if empty_polls >= consumers.len() {
+                if empty_polls >= unfinished.iter().filter(|u| **u).count() {
                     MULTI_TOPIC_POLL
                 } else {
                     Duration::ZERO
@@ -428,5 +432,42 @@ impl Drop for KafkaReader {
                 scope.spawn(move || drop(consumer));
             }
         });
+    }
+}
+
+/// Whether every partition of `topic` with an end offset is done.
+fn topic_read(ends: &HashMap<PartitionKey, i64>, done: &BTreeSet<PartitionKey>, topic: &str) -> bool {
+    ends.keys().filter(|k| k.topic.as_ref() == topic).all(|k| done.contains(k))
+}
+
+/// The consumer after `turn` (in turn order) whose topic is not finished; the next one when
+/// all are (the reader then returns caught up).
+fn next_unfinished(unfinished: &[bool], turn: usize) -> usize {
+    let n = unfinished.len();
+    (1..=n).map(|step| (turn + step) % n).find(|&i| unfinished[i]).unwrap_or((turn + 1) % n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_is_read_once_every_partition_with_an_end_is_done() {
+        let ends: HashMap<PartitionKey, i64> =
+            [(PartitionKey::new("orders", 0), 10), (PartitionKey::new("orders", 1), 5), (PartitionKey::new("members", 0), 0)].into();
+        let mut done: BTreeSet<PartitionKey> = [PartitionKey::new("members", 0), PartitionKey::new("orders", 0)].into();
+        assert!(topic_read(&ends, &done, "members"));
+        assert!(!topic_read(&ends, &done, "orders"));
+        done.insert(PartitionKey::new("orders", 1));
+        assert!(topic_read(&ends, &done, "orders"));
+    }
+
+    #[test]
+    fn the_next_turn_skips_finished_topics() {
+        assert_eq!(next_unfinished(&[true, false], 0), 0, "the only unfinished topic keeps its turn");
+        assert_eq!(next_unfinished(&[true, false, true], 0), 2);
+        assert_eq!(next_unfinished(&[true, false, true], 2), 0);
+        assert_eq!(next_unfinished(&[true, true], 1), 0);
+        assert_eq!(next_unfinished(&[false, false], 0), 1, "all finished: plain rotation");
     }
 }
