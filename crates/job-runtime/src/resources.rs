@@ -38,6 +38,8 @@ thread_local! {
 /// fetch waits longer and the whole run follows; at a lower priority they take what the
 /// chain leaves. Threads this one creates later inherit the lower priority. Failing to lower
 /// it (a sandbox forbidding `setpriority`) changes nothing but speed, so it is only logged.
+/// Do not combine it with [`limit_malloc_arenas`]: a lowered thread preempted while holding a
+/// shared arena's lock stalls the threads it was lowered for.
 pub fn lower_cpu_work_priority() {
     if LOWERED.with(|l| l.replace(true)) {
         return;
