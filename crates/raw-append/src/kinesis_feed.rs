@@ -107,6 +107,21 @@ impl StreamFeed {
         Ok(opened)
     }
 
+    /// The committed position of shard `key` when the object its progress named (`counter`) is
+    /// gone: another task reading the shard (a rolling deploy) may have committed past it and
+    /// deleted it in between. Reads the progress again from the table's latest version; the
+    /// error stands when that still names a missing object.
+    async fn position_after_missing(
+        &self,
+        key: &PartitionKey,
+        counter: i64,
+        settings: &FeedSettings,
+    ) -> Result<ShardPosition, RawAppendError> {
+        let table = delta_io::open_table(&self.table.0, &self.table.1).await?;
+        let latest = read_progress(&table, &key.txn_app_id(&settings.job_id)).await?.unwrap_or(counter);
+        self.positions.read(key, latest).await
+    }
+
     /// Each shard's state and committed position from the table (shards open here count as
     /// started; shards finished here as finished).
     async fn committed_states(
@@ -130,7 +145,10 @@ impl StreamFeed {
             }
             let key = self.key(n);
             let Some(counter) = read_progress(&table, &key.txn_app_id(&settings.job_id)).await? else { continue };
-            let position = self.positions.read(&key, counter).await?;
+            let position = match self.positions.read(&key, counter).await {
+                Err(RawAppendError::PositionMissing { .. }) => self.position_after_missing(&key, counter, settings).await?,
+                read => read?,
+            };
             states.insert(id.clone(), if position.finished { ShardState::Finished } else { ShardState::Started });
             committed.insert(id, position);
         }
