@@ -313,13 +313,13 @@ impl KafkaReader {
     fn next_turn(&mut self, taken_this_turn: &mut usize, empty_polls: usize) -> Duration {
         match &mut self.mode {
             Mode::Manual { consumers, turn, ends, done } if consumers.len() > 1 => {
-                let unfinished: Vec<bool> =
-                    consumers.iter().map(|c| !ends.as_ref().is_some_and(|e| topic_read(e, done, &c.topic))).collect();
-                if *taken_this_turn >= TURN || !unfinished[*turn] {
-                    *turn = next_unfinished(&unfinished, *turn);
+                // Checked on every poll: no allocation, topics are few.
+                let unfinished = |c: &TopicConsumer| !ends.as_ref().is_some_and(|e| topic_read(e, done, &c.topic));
+                if *taken_this_turn >= TURN || !unfinished(&consumers[*turn]) {
+                    *turn = next_unfinished(consumers, *turn, unfinished);
                     *taken_this_turn = 0;
                 }
-                if empty_polls >= unfinished.iter().filter(|u| **u).count() {
+                if empty_polls >= consumers.iter().filter(|c| unfinished(c)).count() {
                     MULTI_TOPIC_POLL
                 } else {
                     Duration::ZERO
@@ -442,9 +442,9 @@ fn topic_read(ends: &HashMap<PartitionKey, i64>, done: &BTreeSet<PartitionKey>, 
 
 /// The consumer after `turn` (in turn order) whose topic is not finished; the next one when
 /// all are (the reader then returns caught up).
-fn next_unfinished(unfinished: &[bool], turn: usize) -> usize {
-    let n = unfinished.len();
-    (1..=n).map(|step| (turn + step) % n).find(|&i| unfinished[i]).unwrap_or((turn + 1) % n)
+fn next_unfinished<T>(consumers: &[T], turn: usize, unfinished: impl Fn(&T) -> bool) -> usize {
+    let n = consumers.len();
+    (1..=n).map(|step| (turn + step) % n).find(|&i| unfinished(&consumers[i])).unwrap_or((turn + 1) % n)
 }
 
 #[cfg(test)]
@@ -464,10 +464,10 @@ mod tests {
 
     #[test]
     fn the_next_turn_skips_finished_topics() {
-        assert_eq!(next_unfinished(&[true, false], 0), 0, "the only unfinished topic keeps its turn");
-        assert_eq!(next_unfinished(&[true, false, true], 0), 2);
-        assert_eq!(next_unfinished(&[true, false, true], 2), 0);
-        assert_eq!(next_unfinished(&[true, true], 1), 0);
-        assert_eq!(next_unfinished(&[false, false], 0), 1, "all finished: plain rotation");
+        assert_eq!(next_unfinished(&[true, false], 0, |u| *u), 0, "the only unfinished topic keeps its turn");
+        assert_eq!(next_unfinished(&[true, false, true], 0, |u| *u), 2);
+        assert_eq!(next_unfinished(&[true, false, true], 2, |u| *u), 0);
+        assert_eq!(next_unfinished(&[true, true], 1, |u| *u), 0);
+        assert_eq!(next_unfinished(&[false, false], 0, |u| *u), 1, "all finished: plain rotation");
     }
 }
