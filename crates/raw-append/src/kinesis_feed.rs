@@ -107,21 +107,6 @@ impl StreamFeed {
         Ok(opened)
     }
 
-    /// The committed position of shard `key` when the object its progress named (`counter`) is
-    /// gone: another task reading the shard (a rolling deploy) may have committed past it and
-    /// deleted it in between. Reads the progress again from the table's latest version; the
-    /// error stands when that still names a missing object.
-    async fn position_after_missing(
-        &self,
-        key: &PartitionKey,
-        counter: i64,
-        settings: &FeedSettings,
-    ) -> Result<ShardPosition, RawAppendError> {
-        let table = delta_io::open_table(&self.table.0, &self.table.1).await?;
-        let latest = read_progress(&table, &key.txn_app_id(&settings.job_id)).await?.unwrap_or(counter);
-        self.positions.read(key, latest).await
-    }
-
     /// Each shard's state and committed position from the table (shards open here count as
     /// started; shards finished here as finished).
     async fn committed_states(
@@ -144,11 +129,9 @@ impl StreamFeed {
                 continue;
             }
             let key = self.key(n);
-            let Some(counter) = read_progress(&table, &key.txn_app_id(&settings.job_id)).await? else { continue };
-            let position = match self.positions.read(&key, counter).await {
-                Err(RawAppendError::PositionMissing { .. }) => self.position_after_missing(&key, counter, settings).await?,
-                read => read?,
-            };
+            let app_id = key.txn_app_id(&settings.job_id);
+            let Some(counter) = read_progress(&table, &app_id).await? else { continue };
+            let position = committed_position(&self.positions, &self.table, &key, &app_id, counter).await?;
             states.insert(id.clone(), if position.finished { ShardState::Finished } else { ShardState::Started });
             committed.insert(id, position);
         }
@@ -364,6 +347,29 @@ fn slice_msg(slice: RawBatch, notes: SourceNotes, outcome: FillOutcome, end_of_b
     ReaderMsg::Slice { slice, outcome, end_of_batch, generation, notes }
 }
 
+/// The committed position of shard `key`, whose progress `app_id` read as `counter`.
+///
+/// When the object `counter` names is gone, another task reading the shard (a rolling deploy)
+/// may have committed past it and deleted it since the progress was read: the progress is read
+/// again from the table's latest version. The error stands when that still names a missing
+/// object (a lost `_lakehouse` folder).
+async fn committed_position(
+    positions: &ShardPositions,
+    table: &(String, BTreeMap<String, String>),
+    key: &PartitionKey,
+    app_id: &str,
+    counter: i64,
+) -> Result<ShardPosition, RawAppendError> {
+    match positions.read(key, counter).await {
+        Err(RawAppendError::PositionMissing { .. }) => {
+            let table = delta_io::open_table(&table.0, &table.1).await?;
+            let latest = read_progress(&table, app_id).await?.unwrap_or(counter);
+            positions.read(key, latest).await
+        }
+        read => read,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +409,50 @@ mod tests {
         assert_eq!(last.map(|p| (p.counter, p.sequence)), Some((1, "101".to_string())));
         let (all, _) = take_until(vec![record(0, 10), record(1, 20)], None);
         assert_eq!(all.len(), 2);
+    }
+
+    /// A table whose progress for `app_id` is `counter`, with that counter's position written.
+    async fn commit_position(table: &mut delta_io::DeltaTable, positions: &ShardPositions, key: &PartitionKey, app_id: &str, counter: i64) {
+        let position = ShardPosition { counter, sequence: format!("{}", 1000 + counter), sub_sequence: 0, finished: false };
+        positions.write(key, &position).await.expect("position written");
+        delta_io::AppendCommit::new(app_id, counter).with_batch_progress().commit(table).await.expect("progress committed");
+    }
+
+    #[tokio::test]
+    async fn a_position_superseded_and_deleted_after_the_progress_was_read_is_read_from_the_latest_progress() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = dir.path().join("raw_click").to_string_lossy().into_owned();
+        let schema =
+            Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, true)]));
+        let spec = delta_io::TableSpec {
+            location: location.clone(),
+            name: "raw_click".into(),
+            schema,
+            partition_columns: vec![],
+            properties: BTreeMap::new(),
+            storage: BTreeMap::new(),
+        };
+        let mut table = delta_io::open_or_create(&spec).await.expect("table");
+        let positions = ShardPositions::new(&table, "raw-append");
+        let key = PartitionKey::new("clicks", 2);
+        let app_id = key.txn_app_id("raw-append");
+        commit_position(&mut table, &positions, &key, &app_id, 10).await;
+        let counter = read_progress(&table, &app_id).await.expect("progress").expect("recorded");
+        // Between this task's read of the progress and its read of the position, the task that
+        // reads the shard now commits further and deletes the position it superseded.
+        commit_position(&mut table, &positions, &key, &app_id, 20).await;
+        positions.forget(&key, counter).await.expect("superseded position deleted");
+
+        let location = (location, BTreeMap::new());
+        let position = committed_position(&positions, &location, &key, &app_id, counter).await.expect("the latest position");
+        assert_eq!((position.counter, position.sequence.as_str()), (20, "1020"));
+
+        // The latest progress's object gone too (a lost `_lakehouse` folder): the error stands.
+        positions.forget(&key, 20).await.expect("deleted");
+        let lost = committed_position(&positions, &location, &key, &app_id, counter).await;
+        assert!(
+            matches!(lost, Err(RawAppendError::PositionMissing { ref object, .. }) if object.ends_with("00000000000000000020.json")),
+            "{lost:?}"
+        );
     }
 }
