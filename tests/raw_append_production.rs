@@ -431,3 +431,37 @@ fn an_unknown_topic_fails_the_run_instead_of_waiting_for_it() {
         assert!(error.contains(&missing) && error.contains("does not exist"), "{error}");
     }
 }
+
+#[test]
+fn brokers_that_refuse_the_sasl_handshake_fail_the_run_at_once_with_their_reason() {
+    let services = Services::get();
+    let topic = new_topic(&services, "sasl-orders", 1);
+    let pipeline = orders_only(&services, &topic, "");
+    // The test broker speaks plaintext only, so it refuses a SASL client at the handshake the
+    // way a broker refuses wrong credentials.
+    let sasl = "[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"lakehouse\"\nsasl_password = \"wrong\"\n";
+    let config = std::fs::read_to_string(&pipeline.config).unwrap().replacen("[kafka]\n", sasl, 1);
+    std::fs::write(&pipeline.config, config).unwrap();
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let error = r.summary["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("SASL SCRAM-SHA-512") && error.contains("retrying does not help"), "librdkafka's reason, as fatal: {error}");
+    let waited = r.summary["duration_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(waited < 30_000, "failed without waiting out the metadata timeout: {waited} ms");
+}
+
+#[test]
+fn unreachable_brokers_fail_the_run_with_the_clients_last_reason() {
+    let services = Services::get();
+    let pipeline = orders_only(&services, "orders", "");
+    // Nothing listens on port 1: every connection is refused.
+    let nowhere = [("LAKEHOUSE_KAFKA_BROKERS".to_string(), "127.0.0.1:1".to_string())];
+    let r = run("raw-append", &["--config", pipeline.config.to_str().unwrap()], &nowhere);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let error = r.summary["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("no answer from the brokers") && error.contains("127.0.0.1:1") && error.contains("Connection refused"),
+        "{error}"
+    );
+    assert!(r.stderr.contains("librdkafka"), "librdkafka's own log lines reach the job's log: {}", r.stderr);
+}

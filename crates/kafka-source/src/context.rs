@@ -39,6 +39,9 @@ pub struct LakeContext {
     pub(crate) rebalance_error: Arc<Mutex<Option<KafkaError>>>,
     /// Set when librdkafka reports an error retrying cannot fix; the reader surfaces it.
     pub(crate) fatal: Arc<Mutex<Option<String>>>,
+    /// librdkafka's last error that it retries (a refused connection), for the error a timeout
+    /// reports.
+    pub(crate) last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl LakeContext {
@@ -74,6 +77,9 @@ impl ClientContext for LakeContext {
                 slot.get_or_insert_with(|| format!("{error}: {reason}"));
             }
             return;
+        }
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(format!("{error}: {reason}"));
         }
         tracing::warn!(error = %error, reason, stage = "kafka_client", "librdkafka reported an error; it retries");
     }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
@@ -21,14 +22,59 @@ pub(crate) fn single(key: &PartitionKey) -> TopicPartitionList {
     tpl
 }
 
+/// How long the first metadata request may take before the client's events are served; each
+/// later one waits twice as long (a slow but healthy broker still gets its answer in).
+const FIRST_METADATA_ATTEMPT: Duration = Duration::from_secs(1);
+/// Events served between two metadata requests, at most.
+const EVENTS_PER_ATTEMPT: usize = 64;
+
 /// The partitions of `topic`, or [`KafkaError::UnknownTopic`].
-pub fn topic_partitions<C: Consumer<LakeContext>>(consumer: &C, topic: &str) -> Result<Vec<i32>, KafkaError> {
-    let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(KafkaError::client(format!("metadata of {topic}")))?;
+pub fn topic_partitions(consumer: &BaseConsumer<LakeContext>, topic: &str) -> Result<Vec<i32>, KafkaError> {
+    let md = topic_metadata(consumer, topic)?;
     let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaError::UnknownTopic(topic.into()))?;
     if t.error().is_some() || t.partitions().is_empty() {
         return Err(KafkaError::UnknownTopic(topic.into()));
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The brokers' metadata of `topic`, asked in short requests. librdkafka reports why it cannot
+/// connect (refused, TLS, SASL) as events only a poll serves, so the client is polled between
+/// requests: an error retrying cannot fix fails at once with librdkafka's reason, and brokers
+/// that stay unreachable fail after [`METADATA_TIMEOUT`] with the last reason given.
+fn topic_metadata(consumer: &BaseConsumer<LakeContext>, topic: &str) -> Result<Metadata, KafkaError> {
+    let deadline = Instant::now() + METADATA_TIMEOUT;
+    let mut attempt = FIRST_METADATA_ATTEMPT;
+    loop {
+        let started = Instant::now();
+        let wait = attempt.min(deadline.saturating_duration_since(started));
+        attempt = (attempt * 2).min(METADATA_TIMEOUT);
+        let failed = match consumer.fetch_metadata(Some(topic), wait) {
+            Ok(md) => return Ok(md),
+            Err(e) => e,
+        };
+        // A request can fail at once (no broker connected): the rest of the attempt is spent
+        // serving events, so the loop never spins.
+        serve_events(consumer, wait.saturating_sub(started.elapsed()));
+        let context = consumer.context();
+        if let Some(reason) = context.fatal.lock().ok().and_then(|mut f| f.take()) {
+            return Err(KafkaError::Fatal(reason));
+        }
+        if Instant::now() >= deadline {
+            let last = context.last_error.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| failed.to_string());
+            return Err(KafkaError::Unreachable { topic: topic.into(), seconds: METADATA_TIMEOUT.as_secs(), last });
+        }
+    }
+}
+
+/// Serves the client's queued events (the context records errors; librdkafka's logs reach
+/// ours), waiting up to `wait` for the first one. A poll that served only a log line answers
+/// None like an empty queue does, so a fixed number of polls follows instead of a drain.
+fn serve_events(consumer: &BaseConsumer<LakeContext>, wait: Duration) {
+    let _ = consumer.poll(wait);
+    for _ in 0..EVENTS_PER_ATTEMPT {
+        let _ = consumer.poll(Duration::ZERO);
+    }
 }
 
 /// How long [`probe_position`] waits for the broker's answer.

@@ -26,6 +26,19 @@ pub enum KafkaError {
     /// A client error retrying cannot fix (authentication, authorization, an unknown topic).
     #[error("kafka: {0} (fix the credentials, ACLs or topic names in the configuration; retrying does not help)")]
     Fatal(String),
+    /// The brokers did not answer a metadata request in time.
+    #[error(
+        "kafka: no answer from the brokers about topic '{topic}' within {seconds} s; the client's last error: {last} \
+         (check kafka.brokers, the network path to them and kafka.security_protocol)"
+    )]
+    Unreachable {
+        /// The topic asked about.
+        topic: String,
+        /// How long the job asked.
+        seconds: u64,
+        /// librdkafka's last reported error, in its words.
+        last: String,
+    },
     /// Messages the job has not read are gone from a partition (retention, or a recreated
     /// topic): reading on would skip them silently.
     #[error(
