@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
@@ -32,10 +33,23 @@ const EVENTS_PER_ATTEMPT: usize = 64;
 pub fn topic_partitions(consumer: &BaseConsumer<LakeContext>, topic: &str) -> Result<Vec<i32>, KafkaError> {
     let md = topic_metadata(consumer, topic)?;
     let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaError::UnknownTopic(topic.into()))?;
-    if t.error().is_some() || t.partitions().is_empty() {
+    if let Some(code) = t.error() {
+        return Err(topic_error(topic, code.into()));
+    }
+    if t.partitions().is_empty() {
         return Err(KafkaError::UnknownTopic(topic.into()));
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// What an error the brokers give for `topic` in its metadata means: an authorization failure
+/// says so (the topic may well exist); anything else, that the topic does not exist.
+fn topic_error(topic: &str, code: RDKafkaErrorCode) -> KafkaError {
+    use RDKafkaErrorCode as C;
+    if matches!(code, C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) {
+        return KafkaError::Fatal(format!("metadata of topic '{topic}': {code}"));
+    }
+    KafkaError::UnknownTopic(topic.into())
 }
 
 /// The brokers' metadata of `topic`, asked in short requests. librdkafka reports why it cannot
@@ -143,4 +157,18 @@ pub fn fetch_watermarks(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_the_brokers_deny_is_an_authorization_failure_not_a_missing_topic() {
+        let denied = topic_error("orders", RDKafkaErrorCode::TopicAuthorizationFailed).to_string();
+        assert!(denied.contains("orders") && denied.contains("retrying does not help"), "{denied}");
+        assert!(matches!(topic_error("orders", RDKafkaErrorCode::UnknownTopicOrPartition), KafkaError::UnknownTopic(_)));
+        assert!(matches!(topic_error("orders", RDKafkaErrorCode::UnknownTopic), KafkaError::UnknownTopic(_)));
+        assert!(matches!(topic_error("orders", RDKafkaErrorCode::LeaderNotAvailable), KafkaError::UnknownTopic(_)));
+    }
 }
