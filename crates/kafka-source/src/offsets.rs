@@ -148,13 +148,39 @@ pub fn fetch_watermarks(
     topics: &[&str],
 ) -> Result<HashMap<PartitionKey, (i64, i64)>, KafkaError> {
     let consumer: BaseConsumer<LakeContext> = config.create_with_context(context).map_err(KafkaError::client("create metadata client"))?;
-    let mut out = HashMap::new();
+    let mut keys = Vec::new();
     for topic in topics {
-        for p in topic_partitions(&consumer, topic)? {
-            let wm =
-                consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT).map_err(KafkaError::client(format!("watermarks of {topic}[{p}]")))?;
-            out.insert(PartitionKey::new(topic, p), wm);
-        }
+        keys.extend(topic_partitions(&consumer, topic)?.into_iter().map(|p| PartitionKey::new(topic, p)));
+    }
+    let lows = list_offsets(&consumer, &keys, Offset::Beginning, METADATA_TIMEOUT)?;
+    let highs = list_offsets(&consumer, &keys, Offset::End, METADATA_TIMEOUT)?;
+    Ok(lows.into_iter().filter_map(|(key, low)| highs.get(&key).map(|high| (key, (low, *high)))).collect())
+}
+
+/// The first (`Offset::Beginning`) or next-to-be-written (`Offset::End`) offset of each of
+/// `keys`, asked in one ListOffsets request per broker rather than one per partition (a
+/// topic of a hundred partitions otherwise costs two hundred round trips).
+pub(crate) fn list_offsets(
+    consumer: &BaseConsumer<LakeContext>,
+    keys: &[PartitionKey],
+    at: Offset,
+    timeout: Duration,
+) -> Result<HashMap<PartitionKey, i64>, KafkaError> {
+    let mut asked = TopicPartitionList::new();
+    for key in keys {
+        // librdkafka reads the offset field as a timestamp: -2 (Beginning) and -1 (End) are
+        // ListOffsets' earliest and latest.
+        asked.add_partition_offset(&key.topic, key.partition, at).map_err(KafkaError::client("build a ListOffsets request"))?;
+    }
+    let answered = consumer.offsets_for_times(asked, timeout).map_err(KafkaError::client("list offsets"))?;
+    let mut out = HashMap::with_capacity(keys.len());
+    for elem in answered.elements() {
+        let context = || format!("offsets of {}[{}]", elem.topic(), elem.partition());
+        elem.error().map_err(KafkaError::client(context()))?;
+        match elem.offset() {
+            Offset::Offset(offset) => out.insert(PartitionKey::new(elem.topic(), elem.partition()), offset),
+            other => return Err(KafkaError::Fatal(format!("{}: the brokers answered {other:?}", context()))),
+        };
     }
     Ok(out)
 }

@@ -377,8 +377,8 @@ impl KafkaReader {
 
     /// High watermarks of the partitions this reader owns now, for lag figures. Manual
     /// trigger-once readers answer from the end offsets captured at start; others ask the
-    /// brokers (one ListOffsets round trip per partition, so call it every few seconds at
-    /// most). Partitions whose watermark cannot be fetched are left out.
+    /// brokers (one ListOffsets request per broker and consumer, so call it every few seconds
+    /// at most). A consumer whose partitions' watermarks cannot be fetched is left out.
     pub fn high_watermarks(&self) -> Vec<(PartitionKey, i64)> {
         let consumers: Vec<&BaseConsumer<LakeContext>> = match &self.mode {
             Mode::Manual { ends: Some(ends), .. } => return ends.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -388,11 +388,13 @@ impl KafkaReader {
         let mut out = Vec::new();
         for consumer in consumers {
             let Ok(assignment) = consumer.assignment() else { continue };
-            for elem in assignment.elements() {
-                match consumer.fetch_watermarks(elem.topic(), elem.partition(), LAG_TIMEOUT) {
-                    Ok((_, high)) => out.push((PartitionKey::new(elem.topic(), elem.partition()), high)),
-                    Err(e) => tracing::debug!(error = %e, topic = elem.topic(), partition = elem.partition(), "high watermark unavailable"),
-                }
+            let keys: Vec<PartitionKey> = assignment.elements().iter().map(|e| PartitionKey::new(e.topic(), e.partition())).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            match list_offsets(consumer, &keys, Offset::End, LAG_TIMEOUT) {
+                Ok(highs) => out.extend(highs),
+                Err(e) => tracing::debug!(error = %e, partitions = keys.len(), "high watermarks unavailable"),
             }
         }
         out
