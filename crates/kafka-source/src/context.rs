@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use crate::offsets::list_offsets;
 use crate::{is_fatal, KafkaError, MskTokenProvider, PartitionKey};
 
 /// Watermarks are fetched on assignment; a slow broker gets this long.
@@ -93,14 +94,21 @@ impl ClientContext for LakeContext {
 }
 
 impl LakeContext {
-    /// Where an assigned partition resumes: the table's progress checked against the
-    /// partition's watermarks, or the beginning when no lookup is configured.
-    fn resume_offset(&self, consumer: &BaseConsumer<Self>, key: &PartitionKey) -> Result<Offset, KafkaError> {
-        let Some(lookup) = &self.progress else { return Ok(Offset::Beginning) };
-        let watermarks = consumer
-            .fetch_watermarks(&key.topic, key.partition, WATERMARK_TIMEOUT)
-            .map_err(KafkaError::client(format!("watermarks of {}[{}]", key.topic, key.partition)))?;
-        lookup(key, watermarks).map(Offset::Offset)
+    /// Where each assigned partition resumes: the table's progress checked against the
+    /// partition's watermarks (asked for all of them at once), or the beginning when no
+    /// lookup is configured. An error when the watermarks cannot be had.
+    #[allow(clippy::type_complexity)] // one outcome per partition, beside the request's own
+    fn resume_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        keys: &[PartitionKey],
+    ) -> Result<Vec<(PartitionKey, Result<Offset, KafkaError>)>, KafkaError> {
+        let Some(lookup) = &self.progress else { return Ok(keys.iter().map(|k| (k.clone(), Ok(Offset::Beginning))).collect()) };
+        let lows = list_offsets(consumer, keys, Offset::Beginning, WATERMARK_TIMEOUT)?;
+        let highs = list_offsets(consumer, keys, Offset::End, WATERMARK_TIMEOUT)?;
+        // list_offsets answers every key it was asked, or fails.
+        let watermarks = |key: &PartitionKey| (lows.get(key).copied().unwrap_or_default(), highs.get(key).copied().unwrap_or_default());
+        Ok(keys.iter().map(|key| (key.clone(), lookup(key, watermarks(key)).map(Offset::Offset))).collect())
     }
 }
 
@@ -110,9 +118,16 @@ impl ConsumerContext for LakeContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Seek every new partition to the table's progress before any fetch happens.
                 let mut assigned = TopicPartitionList::new();
-                for elem in tpl.elements() {
-                    let key = PartitionKey::new(elem.topic(), elem.partition());
-                    let offset = match self.resume_offset(consumer, &key) {
+                let keys: Vec<PartitionKey> = tpl.elements().iter().map(|e| PartitionKey::new(e.topic(), e.partition())).collect();
+                let resumed = self.resume_offsets(consumer, &keys).unwrap_or_else(|e| {
+                    // Without watermarks no partition is assigned: the reader fails the run.
+                    if let Ok(mut slot) = self.rebalance_error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    Vec::new()
+                });
+                for (key, offset) in resumed {
+                    let offset = match offset {
                         Ok(offset) => offset,
                         Err(e) => {
                             // Never read a partition whose progress is unknown or whose unread
@@ -123,7 +138,7 @@ impl ConsumerContext for LakeContext {
                             continue;
                         }
                     };
-                    if let Err(e) = assigned.add_partition_offset(elem.topic(), elem.partition(), offset) {
+                    if let Err(e) = assigned.add_partition_offset(&key.topic, key.partition, offset) {
                         tracing::error!(error = %e, "cannot build assignment");
                     }
                 }

@@ -182,6 +182,10 @@ pub(crate) fn list_offsets(
             other => return Err(KafkaError::Fatal(format!("{}: the brokers answered {other:?}", context()))),
         };
     }
+    if let Some(key) = keys.iter().find(|k| !out.contains_key(*k)) {
+        let missing = rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition);
+        return Err(KafkaError::client(format!("offsets of {}[{}]", key.topic, key.partition))(missing));
+    }
     Ok(out)
 }
 
