@@ -245,6 +245,44 @@ fn a_consumer_group_scales_out_survives_a_rolling_deploy_a_kill_and_a_zombie_and
 }
 
 #[test]
+fn a_task_the_group_assigns_no_partition_keeps_running_and_takes_over_when_the_holder_leaves() {
+    let services = Services::get();
+    let topic = new_topic(&services, "spare-orders", 1);
+    let pipeline = group_pipeline(&services, &topic);
+    let config = pipeline.config.to_str().unwrap().to_string();
+    let table = pipeline.table("raw/order");
+    let dir = pipeline.dir.path();
+    const SETTLE: Duration = Duration::from_secs(120);
+    let before = produce_orders(&services, &topic, 111, 1_000, 0);
+    let first = Task::start(&config, dir, "first");
+    wait_until("the first task's commit", SETTLE, || count(&table) >= before);
+    // More tasks than partitions (a service scaled past its topic): one task is assigned nothing.
+    let spare = Task::start(&config, dir, "spare");
+    let holds =
+        |t: &Task| t.log_text().lines().rev().find(|l| l.contains("partitions assigned")).is_some_and(|l| l.contains("\"partitions\":1"));
+    let rebalanced = || first.logged("partitions assigned") >= 2 && spare.logged("partitions assigned") >= 1;
+    wait_until("the group to settle with one task holding the partition", SETTLE, || rebalanced() && holds(&first) != holds(&spare));
+    std::thread::sleep(Duration::from_secs(3));
+    for (name, task) in [("first", &first), ("spare", &spare)] {
+        assert!(child_running(&task.child), "the {name} task exited on its own:\n{}", task.log_text());
+    }
+    // The task holding the partition is stopped (a deploy): the other takes it over.
+    let (holder, other) = if holds(&first) { (first, spare) } else { (spare, first) };
+    signal(&holder.child, libc::SIGTERM);
+    let holder_log = holder.log.clone();
+    let (code, _, _) = finish(holder.child);
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&holder_log).unwrap_or_default());
+    let after = produce_orders(&services, &topic, 112, 1_000, 0);
+    wait_until("the other task to write the new messages", SETTLE, || count(&table) >= before + after);
+    assert!(child_running(&other.child), "the remaining task exited on its own:\n{}", other.log_text());
+    signal(&other.child, libc::SIGTERM);
+    let other_log = other.log.clone();
+    let (code, _, _) = finish(other.child);
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&other_log).unwrap_or_default());
+    assert_eq!(assert_each_offset_once(&table), before + after);
+}
+
+#[test]
 fn a_zombie_batch_never_lands_and_the_zombie_keeps_running() {
     let services = Services::get();
     let topic = new_topic(&services, "zombie-orders", 2);

@@ -166,6 +166,11 @@ pub(crate) fn list_offsets(
     at: Offset,
     timeout: Duration,
 ) -> Result<HashMap<PartitionKey, i64>, KafkaError> {
+    // librdkafka refuses an empty request, and a group task can be assigned no partition
+    // (more tasks than partitions).
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut asked = TopicPartitionList::new();
     for key in keys {
         // librdkafka reads the offset field as a timestamp: -2 (Beginning) and -1 (End) are
@@ -192,6 +197,15 @@ pub(crate) fn list_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_partitions_have_no_offsets_without_asking_the_brokers() {
+        // Nothing listens there: an answer can only come without a request.
+        let consumer: BaseConsumer<LakeContext> =
+            ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").create_with_context(LakeContext::default()).expect("client");
+        let none = list_offsets(&consumer, &[], Offset::End, Duration::from_millis(100)).expect("no request, no error");
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn a_topic_the_brokers_deny_is_an_authorization_failure_not_a_missing_topic() {

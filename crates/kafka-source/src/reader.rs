@@ -389,9 +389,6 @@ impl KafkaReader {
         for consumer in consumers {
             let Ok(assignment) = consumer.assignment() else { continue };
             let keys: Vec<PartitionKey> = assignment.elements().iter().map(|e| PartitionKey::new(e.topic(), e.partition())).collect();
-            if keys.is_empty() {
-                continue;
-            }
             match list_offsets(consumer, &keys, Offset::End, LAG_TIMEOUT) {
                 Ok(highs) => out.extend(highs),
                 Err(e) => tracing::debug!(error = %e, partitions = keys.len(), "high watermarks unavailable"),
