@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::offsets::list_offsets;
+use crate::watermarks::list_offsets;
 use crate::{is_fatal, KafkaError, MskTokenProvider, PartitionKey};
 
 /// Watermarks are fetched on assignment; a slow broker gets this long.

@@ -9,6 +9,7 @@ mod queue;
 mod reader;
 mod sample;
 mod settings;
+mod watermarks;
 
 pub use chunk::{PartitionChunk, PartitionKey, RawBatch, StartPosition};
 pub use context::{LakeContext, ProgressLookup, RevokeHook};

@@ -10,6 +10,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 use crate::chunk::*;
+use crate::watermarks::list_offsets;
 use crate::{KafkaError, LakeContext};
 
 /// Poll timeout of the reader's consumers and probes.
@@ -157,55 +158,9 @@ pub fn fetch_watermarks(
     Ok(lows.into_iter().filter_map(|(key, low)| highs.get(&key).map(|high| (key, (low, *high)))).collect())
 }
 
-/// The first (`Offset::Beginning`) or next-to-be-written (`Offset::End`) offset of each of
-/// `keys`, asked in one ListOffsets request per broker rather than one per partition (a
-/// topic of a hundred partitions otherwise costs two hundred round trips).
-pub(crate) fn list_offsets(
-    consumer: &BaseConsumer<LakeContext>,
-    keys: &[PartitionKey],
-    at: Offset,
-    timeout: Duration,
-) -> Result<HashMap<PartitionKey, i64>, KafkaError> {
-    // librdkafka refuses an empty request, and a group task can be assigned no partition
-    // (more tasks than partitions).
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut asked = TopicPartitionList::new();
-    for key in keys {
-        // librdkafka reads the offset field as a timestamp: -2 (Beginning) and -1 (End) are
-        // ListOffsets' earliest and latest.
-        asked.add_partition_offset(&key.topic, key.partition, at).map_err(KafkaError::client("build a ListOffsets request"))?;
-    }
-    let answered = consumer.offsets_for_times(asked, timeout).map_err(KafkaError::client("list offsets"))?;
-    let mut out = HashMap::with_capacity(keys.len());
-    for elem in answered.elements() {
-        let context = || format!("offsets of {}[{}]", elem.topic(), elem.partition());
-        elem.error().map_err(KafkaError::client(context()))?;
-        match elem.offset() {
-            Offset::Offset(offset) => out.insert(PartitionKey::new(elem.topic(), elem.partition()), offset),
-            other => return Err(KafkaError::Fatal(format!("{}: the brokers answered {other:?}", context()))),
-        };
-    }
-    if let Some(key) = keys.iter().find(|k| !out.contains_key(*k)) {
-        let missing = rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition);
-        return Err(KafkaError::client(format!("offsets of {}[{}]", key.topic, key.partition))(missing));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_partitions_have_no_offsets_without_asking_the_brokers() {
-        // Nothing listens there: an answer can only come without a request.
-        let consumer: BaseConsumer<LakeContext> =
-            ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").create_with_context(LakeContext::default()).expect("client");
-        let none = list_offsets(&consumer, &[], Offset::End, Duration::from_millis(100)).expect("no request, no error");
-        assert!(none.is_empty());
-    }
 
     #[test]
     fn a_topic_the_brokers_deny_is_an_authorization_failure_not_a_missing_topic() {

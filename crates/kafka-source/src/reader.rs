@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use crate::chunk::*;
 use crate::offsets::*;
 use crate::queue::*;
+use crate::watermarks::list_offsets;
 use crate::{KafkaError, LakeContext};
 
 /// Lag figures are best effort: a slow broker must not hold up reading for long.
