@@ -1,6 +1,6 @@
 //! The rdkafka client context: MSK IAM tokens and rebalances that resume from the table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::watermarks::list_offsets;
+use crate::watermarks::list_watermarks;
 use crate::{is_fatal, KafkaError, MskTokenProvider, PartitionKey};
 
 /// Watermarks are fetched on assignment; a slow broker gets this long.
@@ -94,21 +94,37 @@ impl ClientContext for LakeContext {
 }
 
 impl LakeContext {
-    /// Where each assigned partition resumes: the table's progress checked against the
-    /// partition's watermarks (asked for all of them at once), or the beginning when no
-    /// lookup is configured. An error when the watermarks cannot be had.
-    #[allow(clippy::type_complexity)] // one outcome per partition, beside the request's own
-    fn resume_offsets(
+    /// The error librdkafka reported that retrying cannot fix, if any (taken: reported once).
+    pub(crate) fn take_fatal(&self) -> Option<KafkaError> {
+        self.fatal.lock().ok().and_then(|mut f| f.take()).map(KafkaError::Fatal)
+    }
+
+    /// The watermarks of a new assignment's partitions, asked at once; none are needed
+    /// without a progress lookup.
+    fn assignment_watermarks(
         &self,
         consumer: &BaseConsumer<Self>,
         keys: &[PartitionKey],
-    ) -> Result<Vec<(PartitionKey, Result<Offset, KafkaError>)>, KafkaError> {
-        let Some(lookup) = &self.progress else { return Ok(keys.iter().map(|k| (k.clone(), Ok(Offset::Beginning))).collect()) };
-        let lows = list_offsets(consumer, keys, Offset::Beginning, WATERMARK_TIMEOUT)?;
-        let highs = list_offsets(consumer, keys, Offset::End, WATERMARK_TIMEOUT)?;
-        // list_offsets answers every key it was asked, or fails.
-        let watermarks = |key: &PartitionKey| (lows.get(key).copied().unwrap_or_default(), highs.get(key).copied().unwrap_or_default());
-        Ok(keys.iter().map(|key| (key.clone(), lookup(key, watermarks(key)).map(Offset::Offset))).collect())
+    ) -> Result<HashMap<PartitionKey, (i64, i64)>, KafkaError> {
+        match self.progress {
+            Some(_) => list_watermarks(consumer, keys, WATERMARK_TIMEOUT),
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    /// Where an assigned partition resumes: the table's progress checked against the
+    /// partition's watermarks (from [`Self::assignment_watermarks`], which answers every
+    /// partition or fails), or the beginning when no lookup is configured.
+    fn resume_offset(&self, key: &PartitionKey, watermarks: &HashMap<PartitionKey, (i64, i64)>) -> Result<Offset, KafkaError> {
+        let Some(lookup) = &self.progress else { return Ok(Offset::Beginning) };
+        lookup(key, watermarks.get(key).copied().unwrap_or_default()).map(Offset::Offset)
+    }
+
+    /// Records why a rebalance left partitions unassigned: the reader fails the run with it.
+    fn fail_rebalance(&self, error: KafkaError) {
+        if let Ok(mut slot) = self.rebalance_error.lock() {
+            slot.get_or_insert(error);
+        }
     }
 }
 
@@ -118,23 +134,20 @@ impl ConsumerContext for LakeContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Seek every new partition to the table's progress before any fetch happens.
                 let mut assigned = TopicPartitionList::new();
-                let keys: Vec<PartitionKey> = tpl.elements().iter().map(|e| PartitionKey::new(e.topic(), e.partition())).collect();
-                let resumed = self.resume_offsets(consumer, &keys).unwrap_or_else(|e| {
-                    // Without watermarks no partition is assigned: the reader fails the run.
-                    if let Ok(mut slot) = self.rebalance_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    Vec::new()
+                let mut keys: Vec<PartitionKey> = tpl.elements().iter().map(|e| PartitionKey::new(e.topic(), e.partition())).collect();
+                let watermarks = self.assignment_watermarks(consumer, &keys).unwrap_or_else(|e| {
+                    // Without watermarks no partition is assigned.
+                    self.fail_rebalance(e);
+                    keys.clear();
+                    HashMap::new()
                 });
-                for (key, offset) in resumed {
-                    let offset = match offset {
+                for key in keys {
+                    let offset = match self.resume_offset(&key, &watermarks) {
                         Ok(offset) => offset,
                         Err(e) => {
                             // Never read a partition whose progress is unknown or whose unread
                             // data is gone: the reader fails the run instead.
-                            if let Ok(mut slot) = self.rebalance_error.lock() {
-                                slot.get_or_insert(e);
-                            }
+                            self.fail_rebalance(e);
                             continue;
                         }
                     };

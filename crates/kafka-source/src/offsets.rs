@@ -10,7 +10,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 use crate::chunk::*;
-use crate::watermarks::list_offsets;
+use crate::watermarks::list_watermarks;
 use crate::{KafkaError, LakeContext};
 
 /// Poll timeout of the reader's consumers and probes.
@@ -71,12 +71,11 @@ fn topic_metadata(consumer: &BaseConsumer<LakeContext>, topic: &str) -> Result<M
         // A request can fail at once (no broker connected): the rest of the attempt is spent
         // serving events, so the loop never spins.
         serve_events(consumer, wait.saturating_sub(started.elapsed()));
-        let context = consumer.context();
-        if let Some(reason) = context.fatal.lock().ok().and_then(|mut f| f.take()) {
-            return Err(KafkaError::Fatal(reason));
+        if let Some(fatal) = consumer.context().take_fatal() {
+            return Err(fatal);
         }
         if Instant::now() >= deadline {
-            let last = context.last_error.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| failed.to_string());
+            let last = consumer.context().last_error.lock().ok().and_then(|l| l.clone()).unwrap_or_else(|| failed.to_string());
             return Err(KafkaError::Unreachable { topic: topic.into(), seconds: METADATA_TIMEOUT.as_secs(), last });
         }
     }
@@ -153,9 +152,7 @@ pub fn fetch_watermarks(
     for topic in topics {
         keys.extend(topic_partitions(&consumer, topic)?.into_iter().map(|p| PartitionKey::new(topic, p)));
     }
-    let lows = list_offsets(&consumer, &keys, Offset::Beginning, METADATA_TIMEOUT)?;
-    let highs = list_offsets(&consumer, &keys, Offset::End, METADATA_TIMEOUT)?;
-    Ok(lows.into_iter().filter_map(|(key, low)| highs.get(&key).map(|high| (key, (low, *high)))).collect())
+    list_watermarks(&consumer, &keys, METADATA_TIMEOUT)
 }
 
 #[cfg(test)]

@@ -359,8 +359,8 @@ impl KafkaReader {
         if let Some(err) = self.context.rebalance_error.lock().ok().and_then(|mut e| e.take()) {
             return Err(err);
         }
-        if let Some(err) = self.context.fatal.lock().ok().and_then(|mut e| e.take()) {
-            return Err(KafkaError::Fatal(err));
+        if let Some(fatal) = self.context.take_fatal() {
+            return Err(fatal);
         }
         if batch.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_latency) || limits.deadline.is_some_and(|d| now >= d) {
             return Ok(Some(FillOutcome::LatencyReached));

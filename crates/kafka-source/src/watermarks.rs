@@ -47,6 +47,17 @@ pub(crate) fn list_offsets<C: ConsumerContext>(
     Ok(out)
 }
 
+/// Low and high watermarks of each of `keys`: two ListOffsets requests per broker in all.
+pub(crate) fn list_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    keys: &[PartitionKey],
+    timeout: Duration,
+) -> Result<HashMap<PartitionKey, (i64, i64)>, KafkaError> {
+    let lows = list_offsets(consumer, keys, Offset::Beginning, timeout)?;
+    let highs = list_offsets(consumer, keys, Offset::End, timeout)?;
+    Ok(lows.into_iter().filter_map(|(key, low)| highs.get(&key).map(|high| (key, (low, *high)))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
